@@ -1,0 +1,50 @@
+"""Tourno: the backend of a tournament platform, around a PostgreSQL job queue.
+
+A script or another program configures Tourno from the environment and then
+dispatches jobs the way the application does::
+
+    import tourno
+    tourno.setup()
+    MyJob(x=1).dispatch()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from tourno.config import Settings
+
+
+def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Settings:
+    """Read the settings, bind the database and choose the queue backend.
+
+    Opens no connection: the first dispatch (or the worker) does that.
+    """
+    from tourno import db
+    from tourno.config import ConfigError, Settings
+    from tourno.queue import backends
+    from tourno.queue.backends.database import for_database
+
+    settings = settings or Settings.from_env()
+    concrete = db.init(settings.database_url)
+    if settings.queue_connection == "redis":
+        raise ConfigError("TOURNO_QUEUE_CONNECTION: the redis driver is not available yet")
+    backends.configure(for_database(concrete))
+    if import_jobs:
+        import_modules(("tourno.jobs", *settings.imports))
+    return settings
+
+
+def import_modules(names) -> None:
+    """Import the modules that define jobs, so their names are registered."""
+    from tourno.config import ConfigError
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import job module {name!r}: {exc}") from None

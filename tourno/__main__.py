@@ -1,0 +1,3 @@
+from tourno.cli import main
+
+main()

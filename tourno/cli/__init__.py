@@ -1,0 +1,136 @@
+"""The ``tourno`` command. Only this package imports click and rich.
+
+Each command or group lives in its own module and is added to :data:`main`.
+Nothing touches the database until a command needs it, so ``--help`` works
+anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+import tourno
+from tourno.config import ConfigError, Settings, mask_password
+from tourno.db import DatabaseUnavailable, open_connection
+
+
+class AppContext:
+    """Lazily read settings and connect, once per command."""
+
+    def __init__(self, env_file: str | None, verbose: int) -> None:
+        self.env_file = env_file
+        self.verbose = verbose
+        self._settings: Settings | None = None
+        self.console = Console(highlight=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            env = dict(os.environ)
+            if self.env_file:
+                env["TOURNO_ENV_FILE"] = self.env_file
+            try:
+                self._settings = Settings.from_env(env)
+            except ConfigError as exc:
+                fail(str(exc), code=2)
+        return self._settings
+
+    def setup(
+        self, *, connect: bool = True, imports: tuple[str, ...] = (), check_schema: bool = True
+    ) -> Settings:
+        settings = self.settings
+        configure_logging(settings.log_level, self.verbose)
+        try:
+            tourno.setup(settings)
+            tourno.import_modules(imports)
+        except ConfigError as exc:
+            fail(str(exc), code=2)
+        if connect:
+            try:
+                open_connection()
+            except DatabaseUnavailable as exc:
+                fail(f"cannot connect to the database {mask_password(settings.database_url)}: {exc}")
+            if check_schema:
+                require_schema()
+        return settings
+
+
+def require_schema() -> None:
+    from tourno import migrations
+    from tourno.db import database
+
+    waiting = migrations.pending(database.obj)
+    if waiting:
+        fail(
+            f"the database schema is not up to date ({len(waiting)} migration(s) pending: "
+            f"{', '.join(waiting)}); run `tourno db migrate`"
+        )
+
+
+def configure_logging(level: str, verbose: int = 0) -> None:
+    """Log to stderr, where supervisord and journald collect it."""
+    if verbose:
+        level = "debug"
+    root = logging.getLogger()
+    if not any(getattr(h, "_tourno", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler._tourno = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    # peewee logs every statement at debug level: only with -vv.
+    logging.getLogger("peewee").setLevel("DEBUG" if verbose >= 2 else "INFO")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOURNO"})
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False),
+    envvar="TOURNO_ENV_FILE",
+    help="Read TOURNO_* settings from this file (the environment wins).",
+)
+@click.option("-v", "--verbose", count=True, help="Log at debug level.")
+@click.version_option(tourno.__version__, prog_name="tourno")
+@click.pass_context
+def main(ctx: click.Context, env_file: str | None, verbose: int) -> None:
+    """Tourno: tournament backend and PostgreSQL job queue.
+
+    Settings come from TOURNO_* environment variables; see `tourno config`.
+    """
+    ctx.obj = AppContext(env_file, verbose)
+
+
+@main.command("config")
+@click.pass_obj
+def config_command(app: AppContext) -> None:
+    """Show the settings in effect (passwords masked)."""
+    from rich.table import Table
+
+    table = Table("Variable", "Value")
+    for name, value in app.settings.describe():
+        table.add_row(name, value)
+    app.console.print(table)
+
+
+def _register() -> None:
+    from tourno.cli.db import db_group
+    from tourno.cli.queue import queue_group
+    from tourno.cli.work import work_command
+
+    main.add_command(work_command)
+    main.add_command(queue_group)
+    main.add_command(db_group)
+
+
+_register()

@@ -1,0 +1,359 @@
+"""``tourno queue ...``: inspect and operate the queue and its failed jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+
+import click
+from rich.table import Table
+
+from tourno.cli import AppContext, fail
+
+
+@click.group("queue")
+def queue_group() -> None:
+    """Inspect the queue and manage failed jobs."""
+
+
+def _confirm(app: AppContext, question: str, force: bool) -> None:
+    if force:
+        return
+    if not sys.stdin.isatty():
+        fail("refusing to delete without confirmation; pass --force", code=1)
+    if not click.confirm(question, default=False):
+        fail("cancelled", code=1)
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _age(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    seconds = max((dt.datetime.now(dt.timezone.utc) - value).total_seconds(), 0)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# -- failed jobs ---------------------------------------------------------------------
+
+
+@queue_group.command("failed")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N (newest first).")
+@click.option("--queue", default=None, help="Only this queue.")
+@click.pass_obj
+def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str | None) -> None:
+    """List failed jobs, newest first."""
+    from tourno.queue import failed
+
+    app.setup()
+    rows = failed.newest(limit=limit, queue=queue)
+    if as_json:
+        for rec in rows:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": rec.id,
+                        "uuid": rec.uuid,
+                        "connection": rec.connection,
+                        "queue": rec.queue,
+                        "job": failed.job_name(rec),
+                        "failed_at": rec.failed_at.isoformat(),
+                        "exception": rec.exception,
+                    }
+                )
+            )
+        return
+    table = Table("ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception", title="Failed jobs")
+    n = 0
+    for rec in rows:
+        n += 1
+        table.add_row(
+            str(rec.id),
+            rec.connection,
+            rec.queue,
+            failed.job_name(rec),
+            _when(rec.failed_at),
+            failed.first_line(rec.exception),
+        )
+    if n == 0:
+        app.console.print("No failed jobs.")
+        return
+    app.console.print(table)
+
+
+@queue_group.command("retry")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--queue", default=None, help="With `all`: only failed jobs of this queue.")
+@click.pass_obj
+def retry_command(app: AppContext, ids: tuple[str, ...], queue: str | None) -> None:
+    """Push failed jobs back onto the queue: `retry 12 15`, `retry all`.
+
+    IDs are the numbers `tourno queue failed` shows, or uuids. Attempts start
+    again from zero; the uuid is kept.
+    """
+    from rich.progress import Progress
+
+    from tourno.queue import failed
+
+    app.setup()
+    if ids == ("all",):
+        total = failed.count(queue)
+        if total == 0:
+            app.console.print("No failed jobs to retry.")
+            return
+        with Progress(console=app.console, transient=True) as progress:
+            task = progress.add_task("Retrying", total=total)
+            result = failed.retry_all(queue, progress=lambda n: progress.advance(task, n))
+    elif "all" in ids:
+        fail("`all` cannot be combined with IDs", code=2)
+    else:
+        if queue:
+            fail("--queue only applies to `retry all`", code=2)
+        result = failed.retry(ids)
+    for ident in result.missing:
+        app.console.print(f"[red]No failed job matches {ident}.[/red]")
+    for rec_id, why in result.unretryable:
+        app.console.print(f"[red]Cannot retry failed job {rec_id}: {why}[/red]")
+    app.console.print(f"Pushed {len(result.retried)} failed job(s) back onto the queue.")
+    if result.missing or result.unretryable:
+        raise SystemExit(1)
+
+
+@queue_group.command("forget")
+@click.argument("ident")
+@click.pass_obj
+def forget_command(app: AppContext, ident: str) -> None:
+    """Delete one failed job (by ID or uuid)."""
+    from tourno.queue import failed
+
+    app.setup()
+    if not failed.forget(ident):
+        fail(f"no failed job matches {ident}")
+    app.console.print(f"Failed job {ident} deleted.")
+
+
+@queue_group.command("flush")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Only failed jobs that failed at least this many hours ago.",
+)
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
+    """Delete all failed jobs (or the older ones)."""
+    from tourno.queue import failed
+
+    app.setup()
+    what = "all failed jobs" if hours is None else f"failed jobs older than {hours:g} hours"
+    _confirm(app, f"Delete {what}?", force)
+    n = failed.flush(hours)
+    app.console.print(f"Deleted {n} failed job(s).")
+
+
+@queue_group.command("prune-failed")
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    help="Delete failed jobs older than this.",
+)
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
+    """Delete failed jobs older than --hours (for a daily cron)."""
+    from tourno.queue import failed
+
+    app.setup()
+    _confirm(app, f"Delete failed jobs older than {hours:g} hours?", force)
+    n = failed.prune(hours)
+    app.console.print(f"Pruned {n} failed job(s).")
+
+
+# -- the queue itself ---------------------------------------------------------------
+
+
+@queue_group.command("clear")
+@click.option("--queue", default=None, help="Only this queue (default: every queue).")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
+    """Delete waiting and delayed jobs. Running jobs finish."""
+    from tourno.queue import backends
+
+    app.setup()
+    _confirm(app, f"Delete every waiting job {'on ' + queue if queue else 'on every queue'}?", force)
+    n = backends.current().clear(queue)
+    app.console.print(f"Cleared {n} job(s){' from ' + queue if queue else ''}.")
+
+
+def _status_data(app: AppContext) -> dict:
+    from tourno.queue import backends, failed
+
+    backend = backends.current()
+    stats = backend.stats()
+    workers = backend.workers(app.settings.worker_stale_after)
+    return {
+        "connection": backend.connection_name,
+        "queues": [
+            {
+                "queue": s.queue,
+                "ready": s.ready,
+                "delayed": s.delayed,
+                "reserved": s.reserved,
+                "oldest_ready_at": s.oldest_ready_at,
+            }
+            for s in stats
+        ],
+        "workers": [
+            {
+                "id": w.id,
+                "name": w.name,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "queues": w.queues,
+                "started_at": w.started_at,
+                "heartbeat_at": w.heartbeat_at,
+                "current_job_id": w.current_job_id,
+                "jobs_done": w.jobs_done,
+            }
+            for w in workers
+        ],
+        "failed": failed.count(),
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+@queue_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@click.pass_obj
+def status_command(app: AppContext, as_json: bool) -> None:
+    """Queue sizes, live workers and the failed-job count."""
+    app.setup()
+    data = _status_data(app)
+    if as_json:
+        click.echo(json.dumps(data, default=_jsonable))
+        return
+    queues = Table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", title="Queues")
+    for q in data["queues"]:
+        queues.add_row(
+            q["queue"], str(q["ready"]), str(q["delayed"]), str(q["reserved"]), _age(q["oldest_ready_at"])
+        )
+    if not data["queues"]:
+        queues.add_row("(empty)", "0", "0", "0", "-")
+    app.console.print(queues)
+    workers = Table(
+        "Worker", "Host", "PID", "Queues", "Current job", "Jobs done", "Heartbeat", title="Workers"
+    )
+    for w in data["workers"]:
+        workers.add_row(
+            f"{w['name']}#{w['id']}",
+            w["hostname"],
+            str(w["pid"]),
+            w["queues"],
+            "-" if w["current_job_id"] is None else f"#{w['current_job_id']}",
+            str(w["jobs_done"]),
+            _age(w["heartbeat_at"]) + " ago",
+        )
+    if data["workers"]:
+        app.console.print(workers)
+    else:
+        app.console.print("No live workers.")
+    app.console.print(f"Failed jobs: {data['failed']}")
+
+
+queue_group.add_command(status_command, "size")
+
+
+@queue_group.command("monitor")
+@click.option("--queue", "queues", default=None, help="Comma list of queues to check (default: all).")
+@click.option(
+    "--max",
+    "maximum",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Alert when a queue holds more than this many waiting jobs.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@click.pass_obj
+def monitor_command(app: AppContext, queues: str | None, maximum: int, as_json: bool) -> None:
+    """Exit 1 when a queue holds more than --max waiting jobs (for cron alerts)."""
+    from tourno.queue import backends
+
+    app.setup()
+    stats = {s.queue: s for s in backends.current().stats()}
+    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else sorted(stats)
+    rows = []
+    for name in names:
+        s = stats.get(name)
+        size = (s.ready + s.delayed) if s else 0
+        rows.append({"queue": name, "size": size, "max": maximum, "alert": size > maximum})
+    if as_json:
+        click.echo(json.dumps(rows))
+    else:
+        table = Table("Queue", "Waiting", "Status", title=f"Queue sizes (max {maximum})")
+        for r in rows:
+            table.add_row(r["queue"], str(r["size"]), "[red]ALERT[/red]" if r["alert"] else "OK")
+        app.console.print(table)
+    if any(r["alert"] for r in rows):
+        raise SystemExit(1)
+
+
+@queue_group.command("restart")
+@click.pass_obj
+def restart_command(app: AppContext) -> None:
+    """Make every worker exit after its current job (supervisord/systemd start
+    fresh ones on the new code)."""
+    from tourno.queue import backends
+
+    app.setup()
+    when = backends.current().signal_restart()
+    app.console.print(f"Restart signal sent at {_when(when)} UTC; workers exit after their current job.")
+
+
+@queue_group.command("dispatch")
+@click.argument("job")
+@click.option("--args", "args_json", default="{}", show_default=True, help="Job arguments as a JSON object.")
+@click.option("--queue", default=None, help="Queue (default: the job's own).")
+@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help="Seconds before it may run.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Dispatch N copies.")
+@click.option(
+    "--import", "imports", multiple=True, metavar="MODULE", help="Import MODULE to register its jobs."
+)
+@click.pass_obj
+def dispatch_command(app: AppContext, job: str, args_json: str, queue, delay, count, imports) -> None:
+    """Dispatch a registered job by name, e.g. `dispatch DemoJob --args '{"message": "hi"}'`."""
+    from tourno.queue import InvalidPayload, dispatch_many
+    from tourno.queue.job import job_class, registered
+
+    app.setup(imports=tuple(imports))
+    try:
+        cls = job_class(job)
+    except InvalidPayload:
+        fail(f"unknown job {job!r}; registered jobs: {', '.join(sorted(registered())) or 'none'}", code=2)
+    try:
+        args = json.loads(args_json)
+        if not isinstance(args, dict):
+            raise ValueError("not a JSON object")
+        instance = cls(**args)
+    except (ValueError, TypeError) as exc:
+        fail(f"--args do not fit {job}: {exc}", code=2)
+    ids = dispatch_many([instance.pending(delay=delay, queue=queue) for _ in range(count)])
+    shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
+    app.console.print(f"Dispatched {count} {job} job(s): {shown}")

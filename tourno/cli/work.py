@@ -1,0 +1,179 @@
+"""``tourno work``: run a queue worker."""
+
+from __future__ import annotations
+
+import click
+
+from tourno.cli import AppContext, fail
+
+
+class SecondsList(click.ParamType):
+    """``10`` or ``10,60,300``: seconds, one per attempt."""
+
+    name = "seconds[,seconds...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            parts = [float(p) for p in str(value).split(",") if p.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds or a comma list of them", param, ctx)
+        if not parts or any(p < 0 for p in parts):
+            self.fail(f"{value!r}: give non-negative seconds like 10 or 10,60,300", param, ctx)
+        return parts
+
+
+class NameList(click.ParamType):
+    name = "name[,name...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        names = [p.strip() for p in str(value).split(",")]
+        if not names or any(not n for n in names):
+            self.fail(f"{value!r}: give queue names separated by commas, like high,default", param, ctx)
+        return names
+
+
+NON_NEGATIVE = click.FloatRange(min=0)
+
+
+@click.command("work")
+@click.argument("connection", required=False, type=click.Choice(["database", "redis"]))
+@click.option(
+    "--queue",
+    "queues",
+    type=NameList(),
+    default="default",
+    show_default=True,
+    help="Queues to work, in strict priority order: high,default.",
+)
+@click.option(
+    "--sleep",
+    type=NON_NEGATIVE,
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for a job when none is ready (PostgreSQL wakes sooner on NOTIFY).",
+)
+@click.option(
+    "--tries",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Attempts before a job fails, unless the job sets its own (0: unlimited).",
+)
+@click.option(
+    "--backoff",
+    type=SecondsList(),
+    default="0",
+    show_default=True,
+    help="Seconds before retrying a job that raised; a list gives one per attempt.",
+)
+@click.option(
+    "--timeout",
+    type=NON_NEGATIVE,
+    default=60.0,
+    show_default=True,
+    help="Seconds a job may run, unless it sets its own (0: no limit).",
+)
+@click.option(
+    "--max-time",
+    type=NON_NEGATIVE,
+    default=0.0,
+    show_default=True,
+    help="Exit after this many seconds, between jobs (0: never).",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Exit after processing this many jobs (0: never).",
+)
+@click.option(
+    "--memory",
+    type=NON_NEGATIVE,
+    default=128.0,
+    show_default=True,
+    help="Exit with code 12 once resident memory reaches this many MB (0: no limit).",
+)
+@click.option(
+    "--rest", type=NON_NEGATIVE, default=0.0, show_default=True, help="Seconds to rest after each job."
+)
+@click.option("--stop-when-empty", is_flag=True, help="Exit once no job is ready.")
+@click.option("--once", is_flag=True, help="Process at most one job, then exit.")
+@click.option("--name", default="default", show_default=True, help="Worker name shown in status and logs.")
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    metavar="MODULE",
+    help="Import MODULE to register its jobs (repeatable; also TOURNO_IMPORTS).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1, max=1000),
+    default=10,
+    show_default=True,
+    help="Jobs claimed per round trip when the queue is deep.",
+)
+@click.option("-v", "--verbose", count=True, help="Log every job (debug level).")
+@click.pass_obj
+def work_command(
+    app: AppContext,
+    connection,
+    queues,
+    sleep,
+    tries,
+    backoff,
+    timeout,
+    max_time,
+    max_jobs,
+    memory,
+    rest,
+    stop_when_empty,
+    once,
+    name,
+    imports,
+    prefetch,
+    verbose,
+) -> None:
+    """Process jobs from the queue until a stop condition.
+
+    SIGTERM, SIGINT or SIGQUIT finish the current job and exit 0; a second
+    signal abandons it and exits at once. `tourno queue restart` makes every
+    worker exit after its current job. --memory exits with code 12.
+    """
+    from tourno.queue import backends
+    from tourno.queue.worker import Worker, WorkerOptions
+
+    app.verbose += verbose
+    settings = app.settings
+    if connection and connection != settings.queue_connection:
+        import dataclasses
+
+        app._settings = dataclasses.replace(settings, queue_connection=connection)
+    settings = app.setup(imports=tuple(imports))
+    options = WorkerOptions(
+        queues=queues,
+        name=name,
+        sleep=sleep,
+        tries=tries,
+        backoff=backoff,
+        timeout=timeout,
+        max_time=max_time,
+        max_jobs=max_jobs,
+        memory=memory,
+        rest=rest,
+        stop_when_empty=stop_when_empty,
+        once=once,
+        prefetch=prefetch,
+        heartbeat_interval=settings.heartbeat_interval,
+        stale_after=settings.worker_stale_after,
+    )
+    try:
+        worker = Worker(backends.current(), options)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    raise SystemExit(worker.run())

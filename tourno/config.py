@@ -1,0 +1,171 @@
+"""Settings from ``TOURNO_*`` environment variables (and an optional env file).
+
+This is the only module that reads ``os.environ``. Every value is parsed and
+checked once, at start; a bad value raises :class:`ConfigError` whose message
+is one line naming the variable, which the CLI prints before exiting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PREFIX = "TOURNO_"
+DEFAULT_DATABASE_URL = "sqlite:///tourno.db"
+
+
+class ConfigError(Exception):
+    """A setting has a value Tourno cannot use."""
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name}: must be greater than 0, got {raw!r}")
+    return value
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    value = raw.strip()
+    scheme = value.split("://", 1)[0] if "://" in value else ""
+    if scheme not in schemes:
+        raise ConfigError(
+            f"{name}: expected a URL starting with one of "
+            f"{', '.join(s + '://' for s in schemes)}, got {raw!r}"
+        )
+    return value
+
+
+def _modules(name: str, raw: str) -> tuple[str, ...]:
+    mods = tuple(m.strip() for m in raw.split(",") if m.strip())
+    for mod in mods:
+        if not all(part.isidentifier() for part in mod.split(".")):
+            raise ConfigError(f"{name}: {mod!r} is not a Python module name")
+    return mods
+
+
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgres+pool", "postgresql+pool")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting Tourno reads, with its default.
+
+    ``systemd/tourno.env.example`` documents each one; keep the two in step.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    queue_connection: str = "database"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    imports: tuple[str, ...] = ()
+    log_level: str = "info"
+    # A worker writes its heartbeat this often...
+    heartbeat_interval: float = 5.0
+    # ...and is presumed dead, its jobs released, when the last beat is older.
+    worker_stale_after: float = 30.0
+    source: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        env_file = env.get(PREFIX + "ENV_FILE")
+        if env_file:
+            # The process environment wins over the file, as with systemd's
+            # EnvironmentFile= followed by Environment=.
+            env = {**read_env_file(env_file), **env}
+        return cls.from_mapping(env)
+
+    @classmethod
+    def from_mapping(cls, env: Mapping[str, str]) -> Settings:
+        def get(key: str) -> str | None:
+            raw = env.get(PREFIX + key)
+            return None if raw is None or raw.strip() == "" else raw
+
+        values: dict[str, object] = {}
+        name = PREFIX + "DATABASE_URL"
+        if (raw := get("DATABASE_URL")) is not None:
+            values["database_url"] = _url(name, raw, DATABASE_SCHEMES)
+        if (raw := get("QUEUE_CONNECTION")) is not None:
+            values["queue_connection"] = _choice(PREFIX + "QUEUE_CONNECTION", raw, ("database", "redis"))
+        if (raw := get("REDIS_URL")) is not None:
+            values["redis_url"] = _url(PREFIX + "REDIS_URL", raw, ("redis", "rediss", "unix"))
+        if (raw := get("IMPORTS")) is not None:
+            values["imports"] = _modules(PREFIX + "IMPORTS", raw)
+        if (raw := get("LOG_LEVEL")) is not None:
+            values["log_level"] = _choice(PREFIX + "LOG_LEVEL", raw, LOG_LEVELS)
+        if (raw := get("HEARTBEAT_INTERVAL")) is not None:
+            values["heartbeat_interval"] = _positive_float(PREFIX + "HEARTBEAT_INTERVAL", raw)
+        if (raw := get("WORKER_STALE_AFTER")) is not None:
+            values["worker_stale_after"] = _positive_float(PREFIX + "WORKER_STALE_AFTER", raw)
+        settings = cls(**values, source={k: v for k, v in env.items() if k.startswith(PREFIX)})
+        if settings.worker_stale_after < 2 * settings.heartbeat_interval:
+            raise ConfigError(
+                f"{PREFIX}WORKER_STALE_AFTER: must be at least twice "
+                f"{PREFIX}HEARTBEAT_INTERVAL ({settings.heartbeat_interval:g} s), "
+                f"got {settings.worker_stale_after:g}"
+            )
+        return settings
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(variable, value) pairs for display, with passwords masked."""
+        rows = []
+        for f in fields(self):
+            if f.name == "source":
+                continue
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            text = str(value)
+            if f.name.endswith("_url"):
+                text = mask_password(text)
+            rows.append((PREFIX + f.name.upper(), text))
+        return rows
+
+
+def mask_password(url: str) -> str:
+    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read ``KEY=VALUE`` lines (``#`` comments, optional ``export``, quotes)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}ENV_FILE: cannot read {str(p)!r}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(f"{PREFIX}ENV_FILE: {str(p)!r} line {lineno} is not KEY=VALUE: {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values

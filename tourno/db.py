@@ -1,0 +1,148 @@
+"""The one database object, and the column types every model shares.
+
+``database`` is a proxy bound at start by :func:`init` to the database named by
+``TOURNO_DATABASE_URL``: PostgreSQL in production, an SQLite file as the
+embedded default. Connections are never opened implicitly (``autoconnect`` is
+off), so a database that is down fails loudly where we open it, not halfway
+through a query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import peewee
+from playhouse import db_url
+
+database = peewee.DatabaseProxy()
+UTC = dt.timezone.utc
+
+# SQLite stores timestamps as text in one fixed, sortable format (UTC), so the
+# queue's "available_at <= ?" comparisons are plain string comparisons.
+SQLITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+SQLITE_PRAGMAS = {
+    # WAL lets readers (the CLI, the API) run while a worker writes.
+    "journal_mode": "wal",
+    "synchronous": "normal",
+    "foreign_keys": 1,
+    # Writers wait for each other instead of failing with "database is locked".
+    "busy_timeout": 10_000,
+}
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (down, wrong URL, bad credentials)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def connect(url: str) -> peewee.Database:
+    """A (not yet connected) peewee database for ``url``."""
+    scheme = url.split("://", 1)[0]
+    if scheme == "sqlite":
+        return db_url.connect(
+            url,
+            pragmas=SQLITE_PRAGMAS,
+            timeout=10,
+            autoconnect=False,
+            field_types={"TIMESTAMPTZ": "DATETIME", "JSONB": "TEXT"},
+        )
+    if scheme in ("postgres", "postgresql", "postgres+pool", "postgresql+pool"):
+        extra: dict[str, Any] = {}
+        if "+pool" in scheme:
+            extra = {"max_connections": 32, "stale_timeout": 300}
+        return db_url.connect(
+            url,
+            autoconnect=False,
+            # Every session speaks UTC; timestamptz values come back aware.
+            options="-c timezone=UTC",
+            connect_timeout=10,
+            **extra,
+        )
+    raise ValueError(f"unsupported database URL scheme {scheme!r}")
+
+
+def init(url: str) -> peewee.Database:
+    """Bind :data:`database` to ``url`` and return the concrete database."""
+    db = connect(url)
+    database.initialize(db)
+    return db
+
+
+def is_postgres(db: peewee.Database | None = None) -> bool:
+    target = db if db is not None else database.obj
+    return isinstance(target, peewee.PostgresqlDatabase)
+
+
+def open_connection(db: peewee.Database | None = None) -> None:
+    """Open this thread's connection, turning driver errors into one clear error."""
+    target = db if db is not None else database
+    try:
+        target.connect(reuse_if_open=True)
+    except peewee.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(first) from exc
+
+
+class TimestampField(peewee.Field):
+    """A UTC instant: ``timestamptz`` on PostgreSQL, sortable text on SQLite.
+
+    Python values are always timezone-aware UTC datetimes.
+    """
+
+    field_type = "TIMESTAMPTZ"
+
+    def db_value(self, value: Any) -> Any:
+        if not isinstance(value, dt.datetime):
+            return value
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        db = self.model._meta.database
+        if is_postgres(db.obj if isinstance(db, peewee.DatabaseProxy) else db):
+            return value
+        return value.astimezone(UTC).strftime(SQLITE_TIME_FORMAT)
+
+    def python_value(self, value: Any) -> Any:
+        return parse_timestamp(value)
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        for fmt in (SQLITE_TIME_FORMAT, "%Y-%m-%d %H:%M:%S"):
+            try:
+                return dt.datetime.strptime(value, fmt).replace(tzinfo=UTC)
+            except ValueError:
+                continue
+        return dt.datetime.fromisoformat(value).astimezone(UTC)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    return value
+
+
+class JSONField(peewee.Field):
+    """JSON: ``jsonb`` on PostgreSQL, text on SQLite."""
+
+    field_type = "JSONB"
+
+    def db_value(self, value: Any) -> Any:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: Any) -> Any:
+        if value is None or not isinstance(value, (str, bytes)):
+            return value
+        return json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False

@@ -1,0 +1,22 @@
+"""Tourno's job-queue engine. It knows nothing about tournaments."""
+
+from tourno.queue.exceptions import (
+    InvalidPayload,
+    JobTimeout,
+    MaxAttemptsExceeded,
+    QueueError,
+    RetryDeadlinePassed,
+)
+from tourno.queue.job import Job, PendingJob, dispatch_many, registered
+
+__all__ = [
+    "InvalidPayload",
+    "Job",
+    "JobTimeout",
+    "MaxAttemptsExceeded",
+    "PendingJob",
+    "QueueError",
+    "RetryDeadlinePassed",
+    "dispatch_many",
+    "registered",
+]

@@ -1,0 +1,132 @@
+"""The interface every queue backend implements, and the records it returns.
+
+The worker speaks only this interface. Methods are called from two threads:
+the worker's main thread (dispatch, claim, complete, release, fail) and its
+monitor thread (heartbeat, rescue, hand-back, notifications). A backend must
+give each thread its own connection; the database backend gets that from
+peewee, whose connection state is per thread.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from tourno.queue.job import PendingJob
+
+
+@dataclass
+class ClaimedJob:
+    """A job reserved by this worker: the row as claimed."""
+
+    id: Any
+    queue: str
+    payload: str
+    attempts: int
+    priority: int = 0
+
+
+@dataclass
+class QueueStats:
+    queue: str
+    ready: int
+    delayed: int
+    reserved: int
+    oldest_ready_at: dt.datetime | None
+
+
+@dataclass
+class WorkerInfo:
+    id: int
+    name: str
+    hostname: str
+    pid: int
+    queues: str
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    current_job_id: Any
+    jobs_done: int
+
+
+class QueueBackend(abc.ABC):
+    #: The name stored in ``failed_jobs.connection``.
+    connection_name: str = "database"
+
+    # -- producer side -------------------------------------------------------
+
+    @abc.abstractmethod
+    def push(self, jobs: list[PendingJob]) -> list[Any]:
+        """Insert jobs; return their ids in order (None where a unique job was
+        already pending). Inside an open transaction the jobs commit with it."""
+
+    # -- worker side ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def register_worker(
+        self, name: str, hostname: str, pid: int, queues: list[str]
+    ) -> tuple[int, dt.datetime]:
+        """Create this worker's row; returns (worker id, start time by the server's clock)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: int, info: dict[str, Any]) -> dt.datetime | None:
+        """Refresh (or re-create) the worker row; returns the last restart signal time."""
+
+    @abc.abstractmethod
+    def unregister_worker(self, worker_id: int) -> None: ...
+
+    @abc.abstractmethod
+    def claim(
+        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+    ) -> list[ClaimedJob]:
+        """Delete the finished jobs in ``done`` and reserve up to ``limit``
+        ready jobs of ``queue``, in one round trip where the backend can."""
+
+    @abc.abstractmethod
+    def complete(self, worker_id: int, ids: list[Any]) -> int:
+        """Delete finished jobs this worker holds; returns how many it held."""
+
+    @abc.abstractmethod
+    def release(self, worker_id: int, job_id: Any, delay: float) -> bool:
+        """Make a job this worker holds available again after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    def hand_back(self, worker_id: int, ids: list[Any]) -> int:
+        """Return claimed-but-never-started jobs, refunding their attempt."""
+
+    @abc.abstractmethod
+    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
+        """Move a job this worker holds to the failed-job store."""
+
+    @abc.abstractmethod
+    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
+        """Release jobs held by workers whose heartbeat is stale (or whose lease
+        ran out); returns (job id, former worker id) pairs."""
+
+    @abc.abstractmethod
+    def listen(self) -> None:
+        """Start receiving dispatch notifications on this thread's connection."""
+
+    @abc.abstractmethod
+    def wait_for_notifications(self, timeout: float) -> set[str]:
+        """Block up to ``timeout`` seconds; return the queues that got jobs."""
+
+    def close_thread_connection(self) -> None:
+        """Close the calling thread's connection, ignoring errors."""
+
+    # -- operations ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def stats(self) -> list[QueueStats]: ...
+
+    @abc.abstractmethod
+    def workers(self, stale_after: float) -> list[WorkerInfo]:
+        """Workers whose heartbeat is fresh."""
+
+    @abc.abstractmethod
+    def clear(self, queue: str | None) -> int:
+        """Delete waiting and delayed jobs (running ones finish)."""
+
+    @abc.abstractmethod
+    def signal_restart(self) -> dt.datetime: ...

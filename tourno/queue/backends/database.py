@@ -1,0 +1,571 @@
+"""The database backend: PostgreSQL in production, SQLite embedded.
+
+Every statement that matters is written out here, once, with the reason for
+its shape. They all go through ``database.execute_sql`` so that they run on
+the calling thread's connection, inside the caller's transaction if one is
+open (that is what makes dispatch transactional), and so that driver errors
+arrive as peewee's ``OperationalError``/``InterfaceError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import select
+import time
+import uuid as uuidlib
+from typing import Any
+
+import peewee
+
+from tourno.db import SQLITE_TIME_FORMAT, UTC, database, parse_timestamp
+from tourno.queue.backends.base import ClaimedJob, QueueBackend, QueueStats, WorkerInfo
+from tourno.queue.job import PendingJob
+
+#: One channel for every queue; the payload names the queue.
+CHANNEL = "tourno_jobs"
+#: The lease backstop: a reserved job whose worker still heartbeats is only
+#: taken back this long after its timeout (the worker's own watchdog acts first).
+LEASE_MARGIN = 120.0
+#: Rows per INSERT statement in a batched dispatch.
+PUSH_CHUNK = 2000
+#: Dead workers' rows are kept this long for ``queue status``, then pruned.
+WORKER_ROW_TTL = 3600
+
+
+def _rows(sql: str, params: Any = ()) -> list[tuple]:
+    return database.execute_sql(sql, params).fetchall()
+
+
+def _rowcount(sql: str, params: Any = ()) -> int:
+    return database.execute_sql(sql, params).rowcount
+
+
+class DatabaseBackend(QueueBackend):
+    connection_name = "database"
+
+    def close_thread_connection(self) -> None:
+        try:
+            if not database.is_closed():
+                database.close()
+        except Exception:
+            # A broken connection inside a transaction refuses close(); drop it.
+            state = database._state  # peewee keeps per-thread state here
+            try:
+                state.conn.close()
+            except Exception:
+                pass
+            state.reset()
+
+    def workers(self, stale_after: float) -> list[WorkerInfo]:
+        from tourno.queue.models import WorkerRecord
+
+        cutoff = dt.datetime.now(UTC) - dt.timedelta(seconds=stale_after)
+        query = (
+            WorkerRecord.select()
+            .where(WorkerRecord.heartbeat_at > cutoff)
+            .order_by(WorkerRecord.hostname, WorkerRecord.name, WorkerRecord.id)
+        )
+        return [
+            WorkerInfo(
+                id=w.id,
+                name=w.name,
+                hostname=w.hostname,
+                pid=w.pid,
+                queues=w.queues,
+                started_at=w.started_at,
+                heartbeat_at=w.heartbeat_at,
+                current_job_id=w.current_job_id,
+                jobs_done=w.jobs_done,
+            )
+            for w in query
+        ]
+
+    def unregister_worker(self, worker_id: int) -> None:
+        from tourno.queue.models import WorkerRecord
+
+        WorkerRecord.delete().where(WorkerRecord.id == worker_id).execute()
+
+
+class PostgresBackend(DatabaseBackend):
+    """PostgreSQL: one-statement claims with SKIP LOCKED, LISTEN/NOTIFY wake-ups."""
+
+    # -- producer --------------------------------------------------------------
+
+    # The INSERT and the NOTIFY travel in one statement. The notification is
+    # transactional: inside db.atomic() it is sent at COMMIT, or never.
+    # Delayed jobs send none; workers find them on their --sleep poll.
+    _PUSH = """
+        WITH ins AS (
+            INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
+            VALUES {values}
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id, queue, payload->>'uuid' AS uuid, available_at <= now() AS ready
+        ), notified AS (
+            SELECT pg_notify('{channel}', q) FROM (SELECT DISTINCT queue AS q FROM ins WHERE ready) s
+        )
+        SELECT ins.id, ins.uuid FROM ins, (SELECT count(*) FROM notified) n
+    """
+    _PUSH_ROW = "(%s, %s::jsonb, %s, 0, now() + %s * interval '1 second', %s, now())"
+
+    # unique_for: a key older than its window stops blocking new dispatches.
+    _EXPIRE_UNIQUE = """
+        UPDATE jobs SET unique_key = NULL
+        FROM unnest(%s::text[], %s::float8[]) AS u(k, secs)
+        WHERE jobs.unique_key = u.k AND jobs.created_at <= now() - u.secs * interval '1 second'
+    """
+
+    def push(self, jobs: list[PendingJob]) -> list[Any]:
+        ids: dict[str, Any] = {}
+        expiring = [(p.unique_key, p.unique_for) for p in jobs if p.unique_key and p.unique_for]
+        with database.atomic() if expiring or len(jobs) > PUSH_CHUNK else contextlib.nullcontext():
+            if expiring:
+                keys, secs = zip(*expiring)
+                database.execute_sql(self._EXPIRE_UNIQUE, (list(keys), [float(s) for s in secs]))
+            for start in range(0, len(jobs), PUSH_CHUNK):
+                chunk = jobs[start : start + PUSH_CHUNK]
+                params: list[Any] = []
+                for p in chunk:
+                    params += [p.queue, p.payload_json, p.priority, p.delay, p.unique_key]
+                sql = self._PUSH.format(values=",".join([self._PUSH_ROW] * len(chunk)), channel=CHANNEL)
+                ids.update((uuid, job_id) for job_id, uuid in _rows(sql, params))
+        return [ids.get(p.payload["uuid"]) for p in jobs]
+
+    # -- worker: claim and finish ------------------------------------------------
+
+    # One round trip does two things: it deletes the jobs this worker finished
+    # since its last claim (batched completion), and reserves the next ready
+    # jobs. The CTE with LIMIT ... FOR UPDATE SKIP LOCKED keeps concurrent
+    # workers off each other's rows and stops the planner from updating more
+    # rows than the LIMIT. Attempts are counted here, at claim. The lease is the
+    # job's own timeout when its payload has a numeric one (read defensively, a
+    # malformed payload must not break the claim), else the worker's.
+    _CLAIM = """
+        WITH done AS (
+            DELETE FROM jobs WHERE id = ANY(%(done)s::bigint[]) AND reserved_by = %(worker)s
+        ), c AS (
+            SELECT id FROM jobs
+            WHERE queue = %(queue)s AND reserved_at IS NULL AND available_at <= now()
+            ORDER BY priority, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs AS j
+        SET reserved_at = now(), reserved_by = %(worker)s, attempts = j.attempts + 1,
+            lease_expires_at = CASE
+                WHEN jsonb_typeof(j.payload -> 'timeout') = 'number'
+                    THEN CASE WHEN (j.payload ->> 'timeout')::float8 > 0
+                        THEN now() + LEAST((j.payload ->> 'timeout')::float8 + %(margin)s, 1e8)
+                                     * interval '1 second' END
+                WHEN %(timeout)s > 0 THEN now() + (%(timeout)s + %(margin)s) * interval '1 second'
+            END
+        FROM c WHERE j.id = c.id
+        RETURNING j.id, j.queue, j.payload::text, j.attempts, j.priority
+    """
+
+    def claim(self, worker_id, queue, limit, done, default_timeout):
+        rows = _rows(
+            self._CLAIM,
+            {
+                "done": list(done),
+                "worker": worker_id,
+                "queue": queue,
+                "limit": limit,
+                "timeout": float(default_timeout),
+                "margin": LEASE_MARGIN,
+            },
+        )
+        jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        jobs.sort(key=lambda j: (j.priority, j.id))
+        return jobs
+
+    def complete(self, worker_id, ids):
+        if not ids:
+            return 0
+        return _rowcount(
+            "DELETE FROM jobs WHERE id = ANY(%s::bigint[]) AND reserved_by = %s",
+            (list(ids), worker_id),
+        )
+
+    # Every change to a reserved row names its owner: a job that was rescued
+    # from this worker (it looked dead) is someone else's now, and stays so.
+    _RELEASE = """
+        WITH r AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
+                available_at = now() + %(delay)s * interval '1 second'
+            WHERE id = %(id)s AND reserved_by = %(worker)s
+            RETURNING queue
+        )
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM r
+    """.replace("{channel}", CHANNEL)
+
+    def release(self, worker_id, job_id, delay):
+        rows = _rows(self._RELEASE, {"delay": float(delay), "id": job_id, "worker": worker_id})
+        return bool(rows)
+
+    _HAND_BACK = """
+        WITH h AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
+                attempts = GREATEST(attempts - 1, 0)
+            WHERE id = ANY(%s::bigint[]) AND reserved_by = %s
+            RETURNING queue
+        ), notified AS (
+            SELECT pg_notify('{channel}', q) FROM (SELECT DISTINCT queue AS q FROM h) s
+        )
+        SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM notified)
+    """.replace("{channel}", CHANNEL)
+
+    def hand_back(self, worker_id, ids):
+        if not ids:
+            return 0
+        return _rows(self._HAND_BACK, (list(ids), worker_id))[0][0]
+
+    # The delete and the failed_jobs insert are one statement: the job is
+    # either still queued or recorded as failed, never neither. Failing the
+    # same uuid twice (a retried job failing again) updates the record.
+    _FAIL = """
+        WITH d AS (
+            DELETE FROM jobs WHERE id = %(id)s AND reserved_by = %(worker)s RETURNING queue
+        )
+        INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)
+        SELECT %(uuid)s, %(connection)s, d.queue, %(payload)s, %(exception)s, now() FROM d
+        ON CONFLICT (uuid) DO UPDATE SET
+            connection = EXCLUDED.connection, queue = EXCLUDED.queue, payload = EXCLUDED.payload,
+            exception = EXCLUDED.exception, failed_at = EXCLUDED.failed_at
+        RETURNING id
+    """
+
+    def fail(self, worker_id, job, uuid, exception):
+        rows = _rows(
+            self._FAIL,
+            {
+                "id": job.id,
+                "worker": worker_id,
+                "uuid": uuid,
+                "connection": self.connection_name,
+                "payload": job.payload,
+                "exception": exception,
+            },
+        )
+        return bool(rows)
+
+    # -- worker: liveness ---------------------------------------------------------
+
+    def register_worker(self, name, hostname, pid, queues):
+        row = _rows(
+            "INSERT INTO workers (name, hostname, pid, queues, started_at, heartbeat_at, jobs_done) "
+            "VALUES (%s, %s, %s, %s, now(), now(), 0) RETURNING id, started_at",
+            (name, hostname, pid, ",".join(queues)),
+        )[0]
+        return row[0], parse_timestamp(row[1])
+
+    # An upsert, not an update: if this worker's row was pruned while it was
+    # unresponsive, the next beat brings it back. The restart signal rides along.
+    _HEARTBEAT = """
+        WITH hb AS (
+            INSERT INTO workers (id, name, hostname, pid, queues, started_at, heartbeat_at,
+                                 current_job_id, jobs_done)
+            VALUES (%(id)s, %(name)s, %(hostname)s, %(pid)s, %(queues)s, %(started_at)s, now(),
+                    %(current_job_id)s, %(jobs_done)s)
+            ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(),
+                current_job_id = EXCLUDED.current_job_id, jobs_done = EXCLUDED.jobs_done
+        )
+        SELECT value FROM queue_signals WHERE name = 'restart'
+    """
+
+    def heartbeat(self, worker_id, info):
+        rows = _rows(self._HEARTBEAT, {"id": worker_id, **info})
+        return parse_timestamp(rows[0][0]) if rows else None
+
+    # Jobs held by a worker whose heartbeat is stale (killed, host lost) go
+    # back to the queue at once, with the attempt they used. A live worker's
+    # jobs are never touched however long they run, unless the lease backstop
+    # (timeout + margin) has passed, which the worker's own watchdog prevents.
+    _RESCUE = """
+        WITH r AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, available_at = now()
+            WHERE reserved_at IS NOT NULL AND (
+                lease_expires_at < now()
+                OR NOT EXISTS (
+                    SELECT 1 FROM workers w
+                    WHERE w.id = jobs.reserved_by
+                      AND w.heartbeat_at > now() - %(stale)s * interval '1 second'))
+            RETURNING id, queue, reserved_by
+        ), notified AS (
+            SELECT pg_notify('{channel}', q) FROM (SELECT DISTINCT queue AS q FROM r) s
+        ), pruned AS (
+            DELETE FROM workers WHERE heartbeat_at < now() - %(ttl)s * interval '1 second'
+        )
+        SELECT r.id, r.reserved_by FROM r, (SELECT count(*) FROM notified) n
+    """.replace("{channel}", CHANNEL)
+
+    def rescue(self, stale_after):
+        return [
+            (r[0], r[1]) for r in _rows(self._RESCUE, {"stale": float(stale_after), "ttl": WORKER_ROW_TTL})
+        ]
+
+    def listen(self):
+        database.execute_sql(f"LISTEN {CHANNEL}")
+
+    def wait_for_notifications(self, timeout):
+        conn = database.connection()
+        queues: set[str] = set()
+        if not conn.notifies:
+            ready, _, _ = select.select([conn], [], [], max(timeout, 0))
+            if ready:
+                conn.poll()
+        for note in conn.notifies:
+            queues.add(note.payload)
+        conn.notifies.clear()
+        return queues
+
+    # -- operations -----------------------------------------------------------------
+
+    _STATS = """
+        SELECT queue,
+               count(*) FILTER (WHERE reserved_at IS NULL AND available_at <= now()),
+               count(*) FILTER (WHERE reserved_at IS NULL AND available_at > now()),
+               count(*) FILTER (WHERE reserved_at IS NOT NULL),
+               min(available_at) FILTER (WHERE reserved_at IS NULL AND available_at <= now())
+        FROM jobs GROUP BY queue ORDER BY queue
+    """
+
+    def stats(self):
+        return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+
+    def clear(self, queue):
+        if queue is None:
+            return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL")
+        return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL AND queue = %s", (queue,))
+
+    def signal_restart(self):
+        row = _rows(
+            "INSERT INTO queue_signals (name, value) VALUES ('restart', now()) "
+            "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value RETURNING value"
+        )[0]
+        return parse_timestamp(row[0])
+
+
+class SqliteBackend(DatabaseBackend):
+    """SQLite, for one machine: the same semantics with a database-wide write
+    lock (BEGIN IMMEDIATE) in place of row locks, and polling in place of
+    NOTIFY. Times are UTC text in one sortable format, computed here."""
+
+    @staticmethod
+    def _now(offset: float = 0.0) -> str:
+        return (dt.datetime.now(UTC) + dt.timedelta(seconds=offset)).strftime(SQLITE_TIME_FORMAT)
+
+    def push(self, jobs):
+        ids: dict[str, Any] = {}
+        now = dt.datetime.now(UTC)
+        with database.atomic("IMMEDIATE"):
+            for p in jobs:
+                if p.unique_key and p.unique_for:
+                    cutoff = (now - dt.timedelta(seconds=float(p.unique_for))).strftime(SQLITE_TIME_FORMAT)
+                    database.execute_sql(
+                        "UPDATE jobs SET unique_key = NULL WHERE unique_key = ? AND created_at <= ?",
+                        (p.unique_key, cutoff),
+                    )
+            created = now.strftime(SQLITE_TIME_FORMAT)
+            for start in range(0, len(jobs), PUSH_CHUNK):
+                chunk = jobs[start : start + PUSH_CHUNK]
+                params: list[Any] = []
+                for p in chunk:
+                    available = (now + dt.timedelta(seconds=p.delay)).strftime(SQLITE_TIME_FORMAT)
+                    params += [p.queue, p.payload_json, p.priority, available, p.unique_key, created]
+                sql = (
+                    "INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at) "
+                    "VALUES " + ",".join(["(?, ?, ?, 0, ?, ?, ?)"] * len(chunk)) + " "
+                    "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING "
+                    "RETURNING id, json_extract(payload, '$.uuid')"
+                )
+                ids.update((uuid, job_id) for job_id, uuid in _rows(sql, params))
+        return [ids.get(p.payload["uuid"]) for p in jobs]
+
+    _CLAIM = """
+        UPDATE jobs
+        SET reserved_at = :now, reserved_by = :worker, attempts = attempts + 1,
+            lease_expires_at = CASE
+                WHEN json_valid(payload) AND json_type(payload, '$.timeout') IN ('integer', 'real')
+                    THEN CASE WHEN json_extract(payload, '$.timeout') > 0
+                        THEN strftime('%Y-%m-%d %H:%M:%f', :epoch
+                             + min(json_extract(payload, '$.timeout') + :margin, 1e8), 'unixepoch') END
+                WHEN :timeout > 0
+                    THEN strftime('%Y-%m-%d %H:%M:%f', :epoch + :timeout + :margin, 'unixepoch')
+            END
+        WHERE id IN (
+            SELECT id FROM jobs
+            WHERE queue = :queue AND reserved_at IS NULL AND available_at <= :now
+            ORDER BY priority, id LIMIT :limit)
+        RETURNING id, queue, payload, attempts, priority
+    """
+
+    def claim(self, worker_id, queue, limit, done, default_timeout):
+        epoch = time.time()
+        now = dt.datetime.fromtimestamp(epoch, UTC).strftime(SQLITE_TIME_FORMAT)
+        with database.atomic("IMMEDIATE"):
+            if done:
+                self._delete(worker_id, done)
+            rows = _rows(
+                self._CLAIM,
+                {
+                    "now": now,
+                    "epoch": epoch,
+                    "worker": worker_id,
+                    "queue": queue,
+                    "limit": limit,
+                    "timeout": float(default_timeout),
+                    "margin": LEASE_MARGIN,
+                },
+            )
+        jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        jobs.sort(key=lambda j: (j.priority, j.id))
+        return jobs
+
+    @staticmethod
+    def _delete(worker_id, ids) -> int:
+        marks = ",".join("?" * len(ids))
+        return _rowcount(f"DELETE FROM jobs WHERE id IN ({marks}) AND reserved_by = ?", [*ids, worker_id])
+
+    def complete(self, worker_id, ids):
+        if not ids:
+            return 0
+        with database.atomic("IMMEDIATE"):
+            return self._delete(worker_id, ids)
+
+    def release(self, worker_id, job_id, delay):
+        return bool(
+            _rowcount(
+                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                "available_at = ? WHERE id = ? AND reserved_by = ?",
+                (self._now(delay), job_id, worker_id),
+            )
+        )
+
+    def hand_back(self, worker_id, ids):
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        return _rowcount(
+            "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+            f"attempts = max(attempts - 1, 0) WHERE id IN ({marks}) AND reserved_by = ?",
+            [*ids, worker_id],
+        )
+
+    def fail(self, worker_id, job, uuid, exception):
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "DELETE FROM jobs WHERE id = ? AND reserved_by = ? RETURNING queue",
+                (job.id, worker_id),
+            )
+            if not rows:
+                return False
+            database.execute_sql(
+                "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET "
+                "connection = excluded.connection, queue = excluded.queue, payload = excluded.payload, "
+                "exception = excluded.exception, failed_at = excluded.failed_at",
+                (uuid, self.connection_name, rows[0][0], job.payload, exception, self._now()),
+            )
+        return True
+
+    def register_worker(self, name, hostname, pid, queues):
+        now = self._now()
+        rows = _rows(
+            "INSERT INTO workers (name, hostname, pid, queues, started_at, heartbeat_at, jobs_done) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0) RETURNING id",
+            (name, hostname, pid, ",".join(queues), now, now),
+        )
+        return rows[0][0], parse_timestamp(now)
+
+    def heartbeat(self, worker_id, info):
+        started = info["started_at"]
+        if isinstance(started, dt.datetime):
+            started = started.astimezone(UTC).strftime(SQLITE_TIME_FORMAT)
+        now = self._now()
+        database.execute_sql(
+            "INSERT INTO workers (id, name, hostname, pid, queues, started_at, heartbeat_at, "
+            "current_job_id, jobs_done) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
+            "current_job_id = excluded.current_job_id, jobs_done = excluded.jobs_done",
+            (
+                worker_id,
+                info["name"],
+                info["hostname"],
+                info["pid"],
+                info["queues"],
+                started,
+                now,
+                info["current_job_id"],
+                info["jobs_done"],
+            ),
+        )
+        rows = _rows("SELECT value FROM queue_signals WHERE name = 'restart'")
+        return parse_timestamp(rows[0][0]) if rows else None
+
+    def rescue(self, stale_after):
+        now = self._now()
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                "available_at = ? WHERE reserved_at IS NOT NULL AND (lease_expires_at < ? OR NOT EXISTS ("
+                "SELECT 1 FROM workers w WHERE w.id = jobs.reserved_by AND w.heartbeat_at > ?)) "
+                "RETURNING id, reserved_by",
+                (now, now, self._now(-stale_after)),
+            )
+            database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
+        return [(r[0], r[1]) for r in rows]
+
+    def listen(self):
+        pass
+
+    def wait_for_notifications(self, timeout):
+        time.sleep(max(timeout, 0))
+        return set()
+
+    def stats(self):
+        now = self._now()
+        rows = _rows(
+            "SELECT queue, "
+            "count(*) FILTER (WHERE reserved_at IS NULL AND available_at <= ?), "
+            "count(*) FILTER (WHERE reserved_at IS NULL AND available_at > ?), "
+            "count(*) FILTER (WHERE reserved_at IS NOT NULL), "
+            "min(available_at) FILTER (WHERE reserved_at IS NULL AND available_at <= ?) "
+            "FROM jobs GROUP BY queue ORDER BY queue",
+            (now, now, now),
+        )
+        return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in rows]
+
+    def clear(self, queue):
+        with database.atomic("IMMEDIATE"):
+            if queue is None:
+                return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL")
+            return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL AND queue = ?", (queue,))
+
+    def signal_restart(self):
+        now = self._now()
+        database.execute_sql(
+            "INSERT INTO queue_signals (name, value) VALUES ('restart', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (now,),
+        )
+        return parse_timestamp(now)
+
+
+def payload_uuid(text: str) -> str:
+    """The uuid a failed payload is filed under (a fresh one if it has none)."""
+    try:
+        value = json.loads(text)
+        if isinstance(value, dict) and isinstance(value.get("uuid"), str) and value["uuid"]:
+            return value["uuid"][:36]
+    except (TypeError, ValueError):
+        pass
+    return str(uuidlib.uuid4())
+
+
+def for_database(db: peewee.Database) -> DatabaseBackend:
+    return PostgresBackend() if isinstance(db, peewee.PostgresqlDatabase) else SqliteBackend()

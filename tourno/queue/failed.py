@@ -1,0 +1,167 @@
+"""The failed-job store (``failed_jobs``) and what operators do with it.
+
+Failed jobs always live in the database, whichever backend runs the queue.
+Jobs are addressed by their numeric id or their uuid; ``retry`` keeps the uuid
+and resets the attempts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from tourno.db import UTC, database
+from tourno.queue import backends
+from tourno.queue.job import PendingJob, job_class
+from tourno.queue.exceptions import InvalidPayload
+from tourno.queue.models import FailedJobRecord
+
+#: Failed jobs moved back per transaction by ``retry all``.
+RETRY_CHUNK = 500
+
+
+@dataclass
+class RetryResult:
+    retried: list[int]
+    missing: list[str]
+    unretryable: list[tuple[int, str]]
+
+
+def job_name(record: FailedJobRecord) -> str:
+    """The job's registered name, from its payload (or '?' when unreadable)."""
+    try:
+        payload = json.loads(record.payload)
+        return str(payload.get("job") or payload.get("display_name") or "?")
+    except (TypeError, ValueError, AttributeError):
+        return "?"
+
+
+def first_line(text: str) -> str:
+    """The line of a stored traceback that says what went wrong."""
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def count(queue: str | None = None) -> int:
+    query = FailedJobRecord.select()
+    if queue:
+        query = query.where(FailedJobRecord.queue == queue)
+    return query.count()
+
+
+def newest(limit: int | None = None, queue: str | None = None) -> Iterator[FailedJobRecord]:
+    """Failed jobs, newest first, streamed (the table can be large)."""
+    query = FailedJobRecord.select().order_by(FailedJobRecord.failed_at.desc(), FailedJobRecord.id.desc())
+    if queue:
+        query = query.where(FailedJobRecord.queue == queue)
+    if limit:
+        query = query.limit(limit)
+    return query.iterator()
+
+
+def find(ident: str) -> FailedJobRecord | None:
+    ident = ident.strip()
+    if ident.isdigit():
+        return FailedJobRecord.get_or_none(FailedJobRecord.id == int(ident))
+    return FailedJobRecord.get_or_none(FailedJobRecord.uuid == ident)
+
+
+def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int, str]]]:
+    """Push failed jobs back and delete their records, in one transaction."""
+    pending: list[PendingJob] = []
+    moved: list[int] = []
+    refused: list[tuple[int, str]] = []
+    now = dt.datetime.now(UTC)
+    for rec in records:
+        try:
+            payload = json.loads(rec.payload)
+            if not isinstance(payload, dict):
+                raise ValueError("not a JSON object")
+        except (TypeError, ValueError) as exc:
+            refused.append((rec.id, f"payload is not a JSON object ({exc}); forget it instead"))
+            continue
+        if payload.get("retry_until") is not None:
+            # A fresh window, as Laravel recomputes retryUntil on retry.
+            try:
+                seconds = job_class(str(payload.get("job"))).retry_until
+            except InvalidPayload:
+                seconds = None
+            payload["retry_until"] = (
+                (now + dt.timedelta(seconds=float(seconds))).isoformat() if seconds else None
+            )
+        pending.append(PendingJob(rec.queue, payload, 0, 0.0, None, None))
+        moved.append(rec.id)
+    if pending:
+        with database.atomic():
+            backends.current().push(pending)
+            FailedJobRecord.delete().where(FailedJobRecord.id.in_(moved)).execute()
+    return moved, refused
+
+
+def retry(idents: Iterable[str]) -> RetryResult:
+    records: list[FailedJobRecord] = []
+    missing: list[str] = []
+    seen: set[int] = set()
+    for ident in idents:
+        rec = find(ident)
+        if rec is None:
+            missing.append(ident)
+        elif rec.id not in seen:
+            seen.add(rec.id)
+            records.append(rec)
+    moved, refused = _requeue(records)
+    return RetryResult(moved, missing, refused)
+
+
+def retry_all(queue: str | None = None, progress=None) -> RetryResult:
+    """Retry every failed job (of one queue), oldest first, in chunks so that
+    memory stays flat however many there are."""
+    result = RetryResult([], [], [])
+    last_id = 0
+    while True:
+        query = FailedJobRecord.select().where(FailedJobRecord.id > last_id)
+        if queue:
+            query = query.where(FailedJobRecord.queue == queue)
+        chunk = list(query.order_by(FailedJobRecord.id).limit(RETRY_CHUNK))
+        if not chunk:
+            return result
+        last_id = chunk[-1].id
+        moved, refused = _requeue(chunk)
+        result.retried += moved
+        result.unretryable += refused
+        if progress is not None:
+            progress(len(chunk))
+
+
+def forget(ident: str) -> bool:
+    rec = find(ident)
+    if rec is None:
+        return False
+    return FailedJobRecord.delete().where(FailedJobRecord.id == rec.id).execute() > 0
+
+
+def flush(hours: float | None = None) -> int:
+    """Delete all failed jobs, or those that failed at least ``hours`` ago."""
+    query = FailedJobRecord.delete()
+    if hours is not None:
+        cutoff = dt.datetime.now(UTC) - dt.timedelta(hours=hours)
+        query = query.where(FailedJobRecord.failed_at <= cutoff)
+    return query.execute()
+
+
+def prune(hours: float) -> int:
+    """Delete failed jobs older than ``hours`` (strictly), in chunks."""
+    cutoff = dt.datetime.now(UTC) - dt.timedelta(hours=hours)
+    total = 0
+    while True:
+        ids = [
+            r.id
+            for r in FailedJobRecord.select(FailedJobRecord.id)
+            .where(FailedJobRecord.failed_at < cutoff)
+            .limit(1000)
+        ]
+        if not ids:
+            return total
+        total += FailedJobRecord.delete().where(FailedJobRecord.id.in_(ids)).execute()

@@ -1,0 +1,260 @@
+"""The Job base class, the registry of job names, and payload encode/decode.
+
+A job is a dataclass whose fields are its JSON arguments::
+
+    @dataclass
+    class SendInvite(Job):
+        queue = "mail"          # class attributes, not annotated fields
+        tries = 5
+        backoff = [10, 60, 300]
+
+        player_id: int
+
+        def handle(self) -> None:
+            ...
+
+    SendInvite(player_id=7).dispatch(delay=30)
+
+Jobs register under a stable name (the class name, or ``job_name``); the
+name, not the import path, is what the payload stores, so a job class can move
+between modules without stranding queued jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import uuid as uuidlib
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
+
+_registry: dict[str, type[Job]] = {}
+
+
+class Job:
+    """Base class of every job. Subclass it as a dataclass and define ``handle``."""
+
+    #: Registry name; defaults to the class name.
+    job_name: ClassVar[str]
+    #: Queue to dispatch to unless ``dispatch(queue=...)`` says otherwise.
+    queue: ClassVar[str] = "default"
+    #: Lower runs first within a queue.
+    priority: ClassVar[int] = 0
+    #: Attempts before the job fails for good (None: the worker's ``--tries``; 0: unlimited).
+    tries: ClassVar[int | None] = None
+    #: Seconds before the job is interrupted (None: the worker's ``--timeout``; 0: none).
+    timeout: ClassVar[float | None] = None
+    #: Seconds to wait before a retry: one number, or one per attempt (the last repeats).
+    backoff: ClassVar[float | list[float] | None] = None
+    #: Keep retrying (ignoring ``tries``) until this many seconds after dispatch.
+    retry_until: ClassVar[float | None] = None
+    #: Make the job unique: a dispatch while one with the same key is pending
+    #: or running is a no-op. ``unique_key`` may be a string or a method;
+    #: ``unique_for`` (seconds) bounds how long the key is held.
+    unique_key: ClassVar[Any] = None
+    unique_for: ClassVar[float | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("job_name", cls.__name__)
+        cls.job_name = name
+        existing = _registry.get(name)
+        if existing is not None and _qualified(existing) != _qualified(cls):
+            raise DuplicateJobName(
+                f"job name {name!r} is already used by {_qualified(existing)}; "
+                f"give {_qualified(cls)} a distinct job_name"
+            )
+        # The same class defined again (a module reload, or dataclass(slots=True)
+        # building a new class) replaces the old entry.
+        _registry[name] = cls
+
+    def handle(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define handle()")
+
+    def failed(self, exc: BaseException) -> None:
+        """Called once, in the worker, after the job has failed for good."""
+
+    # -- dispatching ---------------------------------------------------------
+
+    def dispatch(
+        self,
+        *,
+        delay: float | dt.timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> int | str | None:
+        """Enqueue this job. Returns its id, or None when a unique job was
+        already pending. Inside ``db.atomic()`` the job commits or rolls back
+        with the surrounding transaction."""
+        from tourno.queue import backends
+
+        return backends.current().push([self.pending(delay=delay, queue=queue, priority=priority)])[0]
+
+    def pending(
+        self,
+        *,
+        delay: float | dt.timedelta | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> PendingJob:
+        """This job with its dispatch options, ready to hand to ``dispatch_many``."""
+        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay or 0)
+        if seconds < 0:
+            raise ValueError(f"delay must not be negative, got {seconds:g}")
+        q = queue or type(self).queue
+        if not q or not isinstance(q, str):
+            raise ValueError(f"queue must be a non-empty string, got {q!r}")
+        return PendingJob(
+            queue=q,
+            payload=encode_payload(self),
+            priority=type(self).priority if priority is None else int(priority),
+            delay=seconds,
+            unique_key=self._unique_key(),
+            unique_for=type(self).unique_for,
+        )
+
+    def _unique_key(self) -> str | None:
+        cls = type(self)
+        key = cls.unique_key
+        if key is None and cls.unique_for is None:
+            return None
+        if callable(key):
+            key = key(self)
+        return cls.job_name if key is None else f"{cls.job_name}:{key}"
+
+    def args(self) -> dict[str, Any]:
+        if not dataclasses.is_dataclass(self):
+            raise TypeError(f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)")
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingJob:
+    """A job encoded for the backend: what one row of ``jobs`` will hold."""
+
+    queue: str
+    payload: dict[str, Any]
+    priority: int
+    delay: float
+    unique_key: str | None
+    unique_for: float | None
+
+    @property
+    def payload_json(self) -> str:
+        return json.dumps(self.payload, separators=(",", ":"))
+
+
+def dispatch_many(
+    jobs: Iterable[Job | PendingJob],
+) -> list[int | str | None]:
+    """Enqueue many jobs in one round trip; returns their ids (None for a
+    unique job that was already pending)."""
+    from tourno.queue import backends
+
+    pending = [j if isinstance(j, PendingJob) else j.pending() for j in jobs]
+    if not pending:
+        return []
+    return backends.current().push(pending)
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def registered() -> dict[str, type[Job]]:
+    return dict(_registry)
+
+
+def job_class(name: str) -> type[Job]:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise InvalidPayload(
+            f"unknown job {name!r}: no job class is registered under that name "
+            "(is its module imported? see --import / TOURNO_IMPORTS)"
+        ) from None
+
+
+def _backoff_list(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    return [float(v) for v in value]
+
+
+def encode_payload(job: Job) -> dict[str, Any]:
+    cls = type(job)
+    args = job.args()
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{cls.__name__}: job arguments must be JSON values ({exc})") from None
+    now = dt.datetime.now(dt.timezone.utc)
+    retry_until = None
+    if cls.retry_until is not None:
+        retry_until = (now + dt.timedelta(seconds=float(cls.retry_until))).isoformat()
+    return {
+        "uuid": str(uuidlib.uuid4()),
+        "job": cls.job_name,
+        "display_name": _qualified(cls),
+        "args": args,
+        "max_tries": cls.tries,
+        "timeout": cls.timeout,
+        "backoff": _backoff_list(cls.backoff),
+        "retry_until": retry_until,
+        "dispatched_at": now.isoformat(),
+    }
+
+
+def parse_payload(text: str | bytes | dict[str, Any]) -> dict[str, Any]:
+    """Decode a stored payload, checking the keys the worker relies on."""
+    if isinstance(text, dict):
+        payload = text
+    else:
+        try:
+            payload = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise InvalidPayload(f"payload is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise InvalidPayload(f"payload must be a JSON object, got {type(payload).__name__}")
+    if not isinstance(payload.get("job"), str):
+        raise InvalidPayload("payload has no job name (key 'job')")
+    if not isinstance(payload.get("args", {}), dict):
+        raise InvalidPayload("payload 'args' must be a JSON object")
+    for key, kinds in (("max_tries", int), ("timeout", (int, float)), ("retry_until", str)):
+        value = payload.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise InvalidPayload(f"payload {key!r} has an invalid value {value!r}")
+    backoff = payload.get("backoff")
+    if backoff is not None and (
+        not isinstance(backoff, list)
+        or not backoff
+        or not all(isinstance(v, (int, float)) and v >= 0 for v in backoff)
+    ):
+        raise InvalidPayload(f"payload 'backoff' has an invalid value {backoff!r}")
+    return payload
+
+
+def build_job(payload: dict[str, Any]) -> Job:
+    """The job instance a payload describes."""
+    cls = job_class(payload["job"])
+    args = payload.get("args", {})
+    try:
+        return cls(**args)
+    except TypeError as exc:
+        raise InvalidPayload(f"arguments {sorted(args)} no longer fit {_qualified(cls)}: {exc}") from None
+
+
+def retry_deadline(payload: dict[str, Any]) -> dt.datetime | None:
+    raw = payload.get("retry_until")
+    if raw is None:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidPayload(f"payload 'retry_until' is not an ISO time: {raw!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)

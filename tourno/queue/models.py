@@ -1,0 +1,99 @@
+"""The queue's tables. The engine's hot statements are written out in
+``backends/database.py``; these models serve the CLI, the migrations and the
+schema check.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from tourno.db import BaseModel, JSONField, TimestampField
+
+
+class JobRecord(BaseModel):
+    """A job waiting, delayed or running. Finished jobs are deleted, failed
+    ones move to ``failed_jobs``, so this table stays small."""
+
+    id = peewee.BigAutoField()
+    queue = peewee.CharField(max_length=255)
+    payload = JSONField()
+    # Lower runs first; ties run in dispatch order.
+    priority = peewee.IntegerField(default=0)
+    attempts = peewee.IntegerField(default=0)
+    available_at = TimestampField()
+    reserved_at = TimestampField(null=True)
+    reserved_by = peewee.BigIntegerField(null=True)
+    lease_expires_at = TimestampField(null=True)
+    unique_key = peewee.TextField(null=True)
+    created_at = TimestampField()
+
+    class Meta:
+        table_name = "jobs"
+
+
+# The claim reads ready rows of one queue in (priority, id) order; the index
+# holds only unreserved rows so running jobs never slow it down.
+JobRecord.add_index(
+    JobRecord.queue,
+    JobRecord.priority,
+    JobRecord.id,
+    where=JobRecord.reserved_at.is_null(),
+    name="jobs_ready_idx",
+)
+# Unique jobs: a second dispatch with the same key is ON CONFLICT DO NOTHING.
+JobRecord.add_index(
+    JobRecord.unique_key,
+    unique=True,
+    where=JobRecord.unique_key.is_null(False),
+    name="jobs_unique_key_idx",
+)
+# Crash recovery scans reserved rows only.
+JobRecord.add_index(
+    JobRecord.reserved_by,
+    where=JobRecord.reserved_at.is_null(False),
+    name="jobs_reserved_idx",
+)
+
+
+class FailedJobRecord(BaseModel):
+    id = peewee.BigAutoField()
+    uuid = peewee.CharField(max_length=36, unique=True)
+    connection = peewee.TextField()
+    queue = peewee.TextField()
+    # Text, not JSON: a payload that failed because it is not JSON is kept as is.
+    payload = peewee.TextField()
+    exception = peewee.TextField()
+    failed_at = TimestampField(index=True)
+
+    class Meta:
+        table_name = "failed_jobs"
+
+
+class WorkerRecord(BaseModel):
+    """One row per running ``tourno work`` process, kept fresh by its heartbeat."""
+
+    id = peewee.BigAutoField()
+    name = peewee.TextField()
+    hostname = peewee.TextField()
+    pid = peewee.IntegerField()
+    queues = peewee.TextField()
+    started_at = TimestampField()
+    heartbeat_at = TimestampField(index=True)
+    current_job_id = peewee.BigIntegerField(null=True)
+    jobs_done = peewee.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "workers"
+
+
+class QueueSignal(BaseModel):
+    """Named instants the workers watch, e.g. ``restart``."""
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    value = TimestampField()
+
+    class Meta:
+        table_name = "queue_signals"
+
+
+MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal]
