@@ -17,7 +17,7 @@ import peewee
 from playhouse import db_url
 
 database = peewee.DatabaseProxy()
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 # SQLite stores timestamps as text in one fixed, sortable format (UTC), so the
 # queue's "available_at <= ?" comparisons are plain string comparisons.

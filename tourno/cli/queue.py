@@ -27,13 +27,13 @@ def _confirm(app: AppContext, question: str, force: bool) -> None:
 
 
 def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
 def _age(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
-    seconds = max((dt.datetime.now(dt.timezone.utc) - value).total_seconds(), 0)
+    seconds = max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0)
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:

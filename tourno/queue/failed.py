@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from tourno.db import UTC, database
 from tourno.queue import backends
-from tourno.queue.job import PendingJob, job_class
 from tourno.queue.exceptions import InvalidPayload
+from tourno.queue.job import PendingJob, job_class
 from tourno.queue.models import FailedJobRecord
 
 #: Failed jobs moved back per transaction by ``retry all``.

@@ -193,7 +193,7 @@ def encode_payload(job: Job) -> dict[str, Any]:
         json.dumps(args)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{cls.__name__}: job arguments must be JSON values ({exc})") from None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     retry_until = None
     if cls.retry_until is not None:
         retry_until = (now + dt.timedelta(seconds=float(cls.retry_until))).isoformat()
@@ -257,4 +257,4 @@ def retry_deadline(payload: dict[str, Any]) -> dt.datetime | None:
         value = dt.datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidPayload(f"payload 'retry_until' is not an ISO time: {raw!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

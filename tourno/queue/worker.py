@@ -316,7 +316,7 @@ class Worker:
 
         # Claimed more often than allowed: the worker running it must have died.
         if running.deadline is not None:
-            if dt.datetime.now(dt.timezone.utc) > running.deadline:
+            if dt.datetime.now(dt.UTC) > running.deadline:
                 self._finish_failed(running, RetryDeadlinePassed(f"{running.label} passed its retry_until"))
                 return
         elif running.max_tries > 0 and claimed.attempts > running.max_tries:
@@ -367,7 +367,7 @@ class Worker:
     def _finish_error(self, running: _Running, exc: BaseException, duration: float) -> None:
         attempts = running.claimed.attempts
         if running.deadline is not None:
-            give_up = dt.datetime.now(dt.timezone.utc) >= running.deadline
+            give_up = dt.datetime.now(dt.UTC) >= running.deadline
         else:
             give_up = running.max_tries > 0 and attempts >= running.max_tries
         if give_up:

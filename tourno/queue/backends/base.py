@@ -112,6 +112,7 @@ class QueueBackend(abc.ABC):
     def wait_for_notifications(self, timeout: float) -> set[str]:
         """Block up to ``timeout`` seconds; return the queues that got jobs."""
 
+    @abc.abstractmethod
     def close_thread_connection(self) -> None:
         """Close the calling thread's connection, ignoring errors."""
 

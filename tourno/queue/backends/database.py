@@ -49,12 +49,12 @@ class DatabaseBackend(QueueBackend):
         try:
             if not database.is_closed():
                 database.close()
-        except Exception:
+        except Exception:  # noqa: BLE001
             # A broken connection inside a transaction refuses close(); drop it.
             state = database._state  # peewee keeps per-thread state here
             try:
                 state.conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - it is already broken
                 pass
             state.reset()
 
@@ -121,7 +121,7 @@ class PostgresBackend(DatabaseBackend):
         expiring = [(p.unique_key, p.unique_for) for p in jobs if p.unique_key and p.unique_for]
         with database.atomic() if expiring or len(jobs) > PUSH_CHUNK else contextlib.nullcontext():
             if expiring:
-                keys, secs = zip(*expiring)
+                keys, secs = zip(*expiring, strict=True)
                 database.execute_sql(self._EXPIRE_UNIQUE, (list(keys), [float(s) for s in secs]))
             for start in range(0, len(jobs), PUSH_CHUNK):
                 chunk = jobs[start : start + PUSH_CHUNK]
