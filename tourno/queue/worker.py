@@ -168,6 +168,7 @@ class Worker:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._monitor: _Monitor | None = None
+        self._owns_connection = False
         self._log: logging.LoggerAdapter = _Prefixed(log, {"prefix": "[worker]"})
 
     # -- public ----------------------------------------------------------------
@@ -176,6 +177,9 @@ class Worker:
         """Work until a stop condition; return the process exit code."""
         if install_signals:
             self._install_signals()
+        from tourno.db import database
+
+        self._owns_connection = database.is_closed()
         open_connection()
         self.worker_id, self.started_at = self.backend.register_worker(
             self.options.name, self.hostname, self.pid, self.options.queues
@@ -549,7 +553,8 @@ class Worker:
         self._safe("remove worker row", self.backend.unregister_worker, self.worker_id)
         if self._monitor is not None:
             self._monitor.join(timeout=5)
-        self.backend.close_thread_connection()
+        if self._owns_connection:
+            self.backend.close_thread_connection()
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)

@@ -1,0 +1,207 @@
+"""Test databases: a real PostgreSQL and a real SQLite file, never mocks.
+
+PostgreSQL: the schema is migrated once into a template database, and every
+test gets a fresh copy (``CREATE DATABASE ... TEMPLATE``), so tests are
+isolated and cheap. The server comes from ``TOURNO_TEST_PG`` (default: the
+local one). Without a server the PostgreSQL tests are skipped, except under
+``CI=true``, where that is an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import peewee
+import pytest
+
+import tourno
+from tourno import db as tdb
+from tourno import migrations
+from tourno.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = os.environ.get("TOURNO_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+TEMPLATE = f"tourno_test_tpl_{os.getpid()}"
+_counter = itertools.count()
+
+# Test-only tables the test jobs write to; no model covers them, so the
+# schema check ignores them.
+TEST_TABLES_SQL = {
+    "postgres": [
+        "CREATE TABLE test_runs (id bigserial PRIMARY KEY, key text NOT NULL, pid int NOT NULL, "
+        "attempt int, at timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE test_marks (key text PRIMARY KEY, value text)",
+    ],
+    "sqlite": [
+        "CREATE TABLE test_runs (id integer PRIMARY KEY, key text NOT NULL, pid int NOT NULL, "
+        "attempt int, at text NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        "CREATE TABLE test_marks (key text PRIMARY KEY, value text)",
+    ],
+}
+
+
+def _admin() -> peewee.PostgresqlDatabase:
+    return tdb.connect(f"{PG_SERVER}/postgres")
+
+
+def _pg_available() -> str | None:
+    try:
+        admin = _admin()
+        admin.connect()
+        admin.close()
+        return None
+    except peewee.OperationalError as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    problem = _pg_available()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI but unreachable at {PG_SERVER}: {problem}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_SERVER}: {problem}")
+    admin = _admin()
+    admin.connect()
+    admin.execute_sql(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+    admin.execute_sql(f'CREATE DATABASE "{TEMPLATE}"')
+    tpl = tdb.connect(f"{PG_SERVER}/{TEMPLATE}")
+    tpl.connect()
+    migrations.migrate(tpl)
+    for sql in TEST_TABLES_SQL["postgres"]:
+        tpl.execute_sql(sql)
+    tpl.close()
+    yield TEMPLATE
+    admin.execute_sql(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
+    admin.close()
+
+
+def fresh_pg_url(template: str) -> str:
+    name = f"tourno_t_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    admin = _admin()
+    admin.connect()
+    try:
+        admin.execute_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        admin.close()
+    return f"{PG_SERVER}/{name}"
+
+
+def drop_pg(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = _admin()
+    admin.connect()
+    try:
+        admin.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def fresh_sqlite_url(directory: Path) -> str:
+    path = directory / f"tourno-{next(_counter)}.db"
+    url = f"sqlite:///{path}"
+    db = tdb.connect(url)
+    db.connect()
+    migrations.migrate(db)
+    for sql in TEST_TABLES_SQL["sqlite"]:
+        db.execute_sql(sql)
+    db.close()
+    return url
+
+
+class QueueDB:
+    """A migrated database bound as tourno's database, connection open."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.settings = Settings(database_url=url, heartbeat_interval=0.5, worker_stale_after=3.0)
+        tourno.setup(self.settings, import_jobs=False)
+        tourno.import_modules(["tests.jobs"])
+        tdb.open_connection()
+
+    @property
+    def database(self) -> peewee.Database:
+        return tdb.database.obj
+
+    def scalar(self, sql: str, params=()):
+        row = self.database.execute_sql(self.sql(sql), params).fetchone()
+        return None if row is None else row[0]
+
+    def rows(self, sql: str, params=()) -> list[tuple]:
+        return self.database.execute_sql(self.sql(sql), params).fetchall()
+
+    def sql(self, sql: str) -> str:
+        return sql.replace("%s", "?") if self.kind == "sqlite" else sql
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a ``tourno`` subprocess on this database."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
+        env.update(
+            TOURNO_DATABASE_URL=self.url,
+            TOURNO_IMPORTS="tests.jobs",
+            TOURNO_HEARTBEAT_INTERVAL=str(self.settings.heartbeat_interval),
+            TOURNO_WORKER_STALE_AFTER=str(self.settings.worker_stale_after),
+            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def close(self) -> None:
+        if not tdb.database.is_closed():
+            tdb.database.close()
+
+
+@pytest.fixture
+def pg(pg_template):
+    url = fresh_pg_url(pg_template)
+    q = QueueDB("postgres", url)
+    yield q
+    q.close()
+    drop_pg(url)
+
+
+@pytest.fixture
+def sqlite(tmp_path):
+    q = QueueDB("sqlite", fresh_sqlite_url(tmp_path))
+    yield q
+    q.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def qdb(request):
+    """The same test on PostgreSQL and on SQLite."""
+    return request.getfixturevalue("pg" if request.param == "postgres" else "sqlite")
+
+
+def tourno_cmd(*args: str) -> list[str]:
+    """Run the CLI as a subprocess the way an operator does."""
+    return [sys.executable, "-m", "tourno", *args]
+
+
+def run_worker(**options) -> tuple[int, object]:
+    """Run a worker in this process (main thread) until it stops; returns
+    (exit code, worker). Defaults to --stop-when-empty with fast heartbeats.
+    Signal handlers are restored afterwards."""
+    import signal
+
+    from tourno.queue import backends
+    from tourno.queue.worker import Worker, WorkerOptions
+
+    options.setdefault("stop_when_empty", True)
+    options.setdefault("sleep", 0.1)
+    options.setdefault("heartbeat_interval", 0.5)
+    options.setdefault("stale_after", 3.0)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM)}
+    worker = Worker(backends.current(), WorkerOptions(**options))
+    try:
+        code = worker.run()
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    return code, worker
