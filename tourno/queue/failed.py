@@ -91,7 +91,7 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
             payload["retry_until"] = (
                 (now + dt.timedelta(seconds=float(seconds))).isoformat() if seconds else None
             )
-        pending.append(PendingJob(rec.queue, payload, 0, 0.0, None, None))
+        pending.append(PendingJob.from_payload(rec.queue, payload))
         moved.append(rec.id)
     if pending:
         with database.atomic():

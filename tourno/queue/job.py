@@ -99,21 +99,28 @@ class Job:
         delay: float | dt.timedelta | None = None,
         queue: str | None = None,
         priority: int | None = None,
+        now: dt.datetime | None = None,
     ) -> PendingJob:
         """This job with its dispatch options, ready to hand to ``dispatch_many``."""
-        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay or 0)
-        if seconds < 0:
-            raise ValueError(f"delay must not be negative, got {seconds:g}")
-        q = queue or type(self).queue
+        cls = type(self)
+        if delay is None:
+            seconds = 0.0
+        else:
+            seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay)
+            if seconds < 0:
+                raise ValueError(f"delay must not be negative, got {seconds:g}")
+        q = queue or cls.queue
         if not q or not isinstance(q, str):
             raise ValueError(f"queue must be a non-empty string, got {q!r}")
+        uuid, payload = encode_payload(self, now)
         return PendingJob(
             queue=q,
-            payload=encode_payload(self),
-            priority=type(self).priority if priority is None else int(priority),
+            uuid=uuid,
+            payload_json=payload,
+            priority=cls.priority if priority is None else int(priority),
             delay=seconds,
             unique_key=self._unique_key(),
-            unique_for=type(self).unique_for,
+            unique_for=cls.unique_for,
         )
 
     def _unique_key(self) -> str | None:
@@ -126,25 +133,35 @@ class Job:
         return cls.job_name if key is None else f"{cls.job_name}:{key}"
 
     def args(self) -> dict[str, Any]:
-        if not dataclasses.is_dataclass(self):
-            raise TypeError(f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)")
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        try:
+            names = self.__dataclass_fields__
+        except AttributeError:
+            raise TypeError(
+                f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)"
+            ) from None
+        return {name: getattr(self, name) for name in names}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class PendingJob:
     """A job encoded for the backend: what one row of ``jobs`` will hold."""
 
     queue: str
-    payload: dict[str, Any]
-    priority: int
-    delay: float
-    unique_key: str | None
-    unique_for: float | None
+    uuid: str
+    payload_json: str
+    priority: int = 0
+    delay: float = 0.0
+    unique_key: str | None = None
+    unique_for: float | None = None
 
     @property
-    def payload_json(self) -> str:
-        return json.dumps(self.payload, separators=(",", ":"))
+    def payload(self) -> dict[str, Any]:
+        return json.loads(self.payload_json)
+
+    @classmethod
+    def from_payload(cls, queue: str, payload: dict[str, Any], priority: int = 0) -> PendingJob:
+        """A stored payload (e.g. a failed job's) to push again as it is."""
+        return cls(queue, str(payload.get("uuid") or uuidlib.uuid4()), _encode(payload), priority)
 
 
 def dispatch_many(
@@ -154,7 +171,8 @@ def dispatch_many(
     unique job that was already pending)."""
     from tourno.queue import backends
 
-    pending = [j if isinstance(j, PendingJob) else j.pending() for j in jobs]
+    now = dt.datetime.now(dt.UTC)
+    pending = [j if isinstance(j, PendingJob) else j.pending(now=now) for j in jobs]
     if not pending:
         return []
     return backends.current().push(pending)
@@ -186,28 +204,61 @@ def _backoff_list(value: Any) -> list[float] | None:
     return [float(v) for v in value]
 
 
-def encode_payload(job: Job) -> dict[str, Any]:
+#: Compact JSON, with one encoder built once (json.dumps with options builds one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_templates: dict[tuple, str] = {}
+
+
+def _template(cls: type[Job]) -> str:
+    """The payload JSON of ``cls`` with holes for uuid, args, retry_until and
+    dispatched_at: the constant parts are encoded once per class."""
+    backoff = _backoff_list(cls.backoff)
+    key = (cls, cls.job_name, cls.tries, cls.timeout, tuple(backoff or ()))
+    template = _templates.get(key)
+    if template is None:
+        for attr, value in (("tries", cls.tries), ("timeout", cls.timeout)):
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise TypeError(f"{cls.__name__}.{attr} must be a non-negative number, got {value!r}")
+        const = {
+            "job": cls.job_name,
+            "display_name": _qualified(cls),
+            "max_tries": cls.tries,
+            "timeout": cls.timeout,
+            "backoff": backoff,
+        }
+        parts = {k: _encode(v).replace("%", "%%") for k, v in const.items()}
+        template = (
+            '{"uuid":"%s","job":'
+            + parts["job"]
+            + ',"display_name":'
+            + parts["display_name"]
+            + ',"args":%s,"max_tries":'
+            + parts["max_tries"]
+            + ',"timeout":'
+            + parts["timeout"]
+            + ',"backoff":'
+            + parts["backoff"]
+            + ',"retry_until":%s,"dispatched_at":"%s"}'
+        )
+        _templates[key] = template
+    return template
+
+
+def encode_payload(job: Job, now: dt.datetime | None = None) -> tuple[str, str]:
+    """(uuid, payload JSON) for ``job``. The payload keys are uuid, job,
+    display_name, args, max_tries, timeout, backoff, retry_until, dispatched_at."""
     cls = type(job)
-    args = job.args()
+    template = _template(cls)
     try:
-        json.dumps(args)
+        args = _encode(job.args())
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{cls.__name__}: job arguments must be JSON values ({exc})") from None
-    now = dt.datetime.now(dt.UTC)
-    retry_until = None
+    now = now or dt.datetime.now(dt.UTC)
+    retry_until = "null"
     if cls.retry_until is not None:
-        retry_until = (now + dt.timedelta(seconds=float(cls.retry_until))).isoformat()
-    return {
-        "uuid": str(uuidlib.uuid4()),
-        "job": cls.job_name,
-        "display_name": _qualified(cls),
-        "args": args,
-        "max_tries": cls.tries,
-        "timeout": cls.timeout,
-        "backoff": _backoff_list(cls.backoff),
-        "retry_until": retry_until,
-        "dispatched_at": now.isoformat(),
-    }
+        retry_until = _encode((now + dt.timedelta(seconds=float(cls.retry_until))).isoformat())
+    uuid = str(uuidlib.uuid4())
+    return uuid, template % (uuid, args, retry_until, now.isoformat())
 
 
 def parse_payload(text: str | bytes | dict[str, Any]) -> dict[str, Any]:
