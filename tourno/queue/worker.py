@@ -410,7 +410,9 @@ class Worker:
         try:
             if database.in_transaction() or _connection_in_transaction(database):
                 self._log.warning("%s left a transaction open; rolling it back", running.label)
-                database.rollback()
+                # The connection is in autocommit mode with explicit BEGINs
+                # (peewee's way), so the driver's rollback() would be a no-op.
+                database.cursor().execute("ROLLBACK")
                 database._state.transactions.clear()  # peewee's per-thread stack
         except DB_ERRORS:
             pass
