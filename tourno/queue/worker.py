@@ -412,7 +412,7 @@ class Worker:
                 self._log.warning("%s left a transaction open; rolling it back", running.label)
                 # The connection is in autocommit mode with explicit BEGINs
                 # (peewee's way), so the driver's rollback() would be a no-op.
-                database.cursor().execute("ROLLBACK")
+                database.execute_sql("ROLLBACK")
                 database._state.transactions.clear()  # peewee's per-thread stack
         except DB_ERRORS:
             pass
