@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import select
 import time
@@ -32,6 +33,8 @@ LEASE_MARGIN = 120.0
 #: parameters a row and allows 32,766 per statement).
 PUSH_CHUNK = 20_000
 SQLITE_PUSH_CHUNK = 4_000
+#: Batches at least this large (and with no unique job) are sent with COPY.
+COPY_THRESHOLD = 500
 #: Dead workers' rows are kept this long for ``queue status``, then pruned.
 WORKER_ROW_TTL = 3600
 
@@ -134,6 +137,8 @@ class PostgresBackend(DatabaseBackend):
     def push(self, jobs: list[PendingJob]) -> list[Any]:
         if database.is_closed():
             open_connection()
+        if len(jobs) >= COPY_THRESHOLD and not any(p.unique_key for p in jobs):
+            return self._push_copy(jobs)
         expiring = [(p.unique_key, p.unique_for) for p in jobs if p.unique_key and p.unique_for]
         # Several statements must commit together: wrap them (a no-op savepoint
         # when the caller already holds a transaction).
@@ -157,6 +162,40 @@ class PostgresBackend(DatabaseBackend):
                 )
                 ids.update((uuid, job_id) for job_id, uuid, _ in _rows(self._PUSH_MANY, params))
         return [ids.get(p.uuid) for p in jobs]
+
+    def _push_copy(self, jobs: list[PendingJob]) -> list[Any]:
+        """A large batch without unique jobs: take the ids from the sequence,
+        COPY the rows in, then notify each queue that got ready jobs. COPY
+        costs about half of an INSERT per row; with no unique key there is no
+        conflict to handle, which is the one thing COPY cannot do."""
+        with database.atomic():
+            row = _rows(
+                "SELECT now(), array(SELECT nextval(pg_get_serial_sequence('jobs', 'id')) "
+                "FROM generate_series(1, %s))",
+                (len(jobs),),
+            )[0]
+            now, ids = row[0], row[1]
+            lines = []
+            ready: set[str] = set()
+            stamp = now.isoformat()
+            for job_id, p in zip(ids, jobs, strict=True):
+                if p.delay:
+                    available = (now + dt.timedelta(seconds=p.delay)).isoformat()
+                else:
+                    available = stamp
+                    ready.add(p.queue)
+                lines.append(
+                    f"{job_id}\t{_copy_text(p.queue)}\t{_copy_text(p.payload_json)}\t{p.priority}\t0\t"
+                    f"{available}\t{stamp}\n"
+                )
+            with peewee.__exception_wrapper__:
+                database.cursor().copy_expert(
+                    "COPY jobs (id, queue, payload, priority, attempts, available_at, created_at) FROM STDIN",
+                    io.StringIO("".join(lines)),
+                )
+            for queue in sorted(ready):
+                database.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, queue))
+        return list(ids)
 
     # -- worker: claim and finish ------------------------------------------------
 
@@ -582,6 +621,11 @@ class SqliteBackend(DatabaseBackend):
             (now,),
         )
         return parse_timestamp(now)
+
+
+def _copy_text(value: str) -> str:
+    """Escape a value for COPY's text format."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def payload_uuid(text: str) -> str:
