@@ -120,55 +120,26 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option("-v", "--verbose", count=True, help="Log every job (debug level).")
 @click.pass_obj
-def work_command(
-    app: AppContext,
-    connection,
-    queues,
-    sleep,
-    tries,
-    backoff,
-    timeout,
-    max_time,
-    max_jobs,
-    memory,
-    rest,
-    stop_when_empty,
-    once,
-    name,
-    imports,
-    prefetch,
-    verbose,
-) -> None:
+def work_command(app: AppContext, connection, imports, verbose, **options) -> None:
     """Process jobs from the queue until a stop condition.
 
     SIGTERM, SIGINT or SIGQUIT finish the current job and exit 0; a second
     signal abandons it and exits at once. `tourno queue restart` makes every
     worker exit after its current job. --memory exits with code 12.
     """
+    import dataclasses
+
     from tourno.queue import backends
     from tourno.queue.worker import Worker, WorkerOptions
 
     app.verbose += verbose
     settings = app.settings
     if connection and connection != settings.queue_connection:
-        import dataclasses
-
         app._settings = dataclasses.replace(settings, queue_connection=connection)
     settings = app.setup(imports=tuple(imports))
+    # The click options carry WorkerOptions' field names.
     options = WorkerOptions(
-        queues=queues,
-        name=name,
-        sleep=sleep,
-        tries=tries,
-        backoff=backoff,
-        timeout=timeout,
-        max_time=max_time,
-        max_jobs=max_jobs,
-        memory=memory,
-        rest=rest,
-        stop_when_empty=stop_when_empty,
-        once=once,
-        prefetch=prefetch,
+        **options,
         heartbeat_interval=settings.heartbeat_interval,
         stale_after=settings.worker_stale_after,
     )
