@@ -89,6 +89,21 @@ def open_connection(db: peewee.Database | None = None) -> None:
         raise DatabaseUnavailable(first) from exc
 
 
+class SerialField(peewee.BigAutoField):
+    """A surrogate key that is never reused: ``bigserial`` on PostgreSQL,
+    ``INTEGER PRIMARY KEY AUTOINCREMENT`` on SQLite (whose plain rowid would
+    hand a deleted job's or worker's id to the next row)."""
+
+    def ddl(self, ctx: Any) -> Any:
+        node = super().ddl(ctx)
+        db = self.model._meta.database
+        if isinstance(db, peewee.DatabaseProxy):
+            db = db.obj
+        if isinstance(db, peewee.SqliteDatabase):
+            return peewee.NodeList((node, peewee.SQL("AUTOINCREMENT")))
+        return node
+
+
 class TimestampField(peewee.Field):
     """A UTC instant: ``timestamptz`` on PostgreSQL, sortable text on SQLite.
 

@@ -2,7 +2,7 @@
 
 import peewee
 
-from tourno.db import JSONField, TimestampField
+from tourno.db import JSONField, SerialField, TimestampField
 
 
 def up(migrator, db):
@@ -12,7 +12,7 @@ def up(migrator, db):
             legacy_table_names = False
 
     class JobRecord(Base):
-        id = peewee.BigAutoField()
+        id = SerialField()
         queue = peewee.CharField(max_length=255)
         payload = JSONField()
         priority = peewee.IntegerField(default=0)
@@ -47,7 +47,7 @@ def up(migrator, db):
     )
 
     class FailedJobRecord(Base):
-        id = peewee.BigAutoField()
+        id = SerialField()
         uuid = peewee.CharField(max_length=36, unique=True)
         connection = peewee.TextField()
         queue = peewee.TextField()
@@ -59,7 +59,7 @@ def up(migrator, db):
             table_name = "failed_jobs"
 
     class WorkerRecord(Base):
-        id = peewee.BigAutoField()
+        id = SerialField()
         name = peewee.TextField()
         hostname = peewee.TextField()
         pid = peewee.IntegerField()

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import peewee
 
-from tourno.db import BaseModel, JSONField, TimestampField
+from tourno.db import BaseModel, JSONField, SerialField, TimestampField
 
 
 class JobRecord(BaseModel):
     """A job waiting, delayed or running. Finished jobs are deleted, failed
     ones move to ``failed_jobs``, so this table stays small."""
 
-    id = peewee.BigAutoField()
+    id = SerialField()
     queue = peewee.CharField(max_length=255)
     payload = JSONField()
     # Lower runs first; ties run in dispatch order.
@@ -56,7 +56,7 @@ JobRecord.add_index(
 
 
 class FailedJobRecord(BaseModel):
-    id = peewee.BigAutoField()
+    id = SerialField()
     uuid = peewee.CharField(max_length=36, unique=True)
     connection = peewee.TextField()
     queue = peewee.TextField()
@@ -72,7 +72,7 @@ class FailedJobRecord(BaseModel):
 class WorkerRecord(BaseModel):
     """One row per running ``tourno work`` process, kept fresh by its heartbeat."""
 
-    id = peewee.BigAutoField()
+    id = SerialField()
     name = peewee.TextField()
     hostname = peewee.TextField()
     pid = peewee.IntegerField()
