@@ -136,14 +136,23 @@ class Settings:
 
 
 def mask_password(url: str) -> str:
-    """``postgresql://u:secret@h/db`` -> ``postgresql://u:***@h/db``."""
-    if "://" not in url or "@" not in url:
+    """``postgresql://u:secret@h/db?password=x`` -> ``postgresql://u:***@h/db?password=***``."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"
+    rest, sep, query = rest.partition("?")
+    if "@" in rest:
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            creds = creds.split(":", 1)[0] + ":***"
+        rest = f"{creds}@{host}"
+    if query:
+        # playhouse.db_url passes query parameters to the driver, password included.
+        query = "&".join(
+            f"{k}=***" if k.lower() in ("password", "passwd") and v else f"{k}{eq}{v}"
+            for k, eq, v in (part.partition("=") for part in query.split("&"))
+        )
+    return f"{scheme}://{rest}{sep}{query}"
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -153,6 +162,8 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{PREFIX}ENV_FILE: cannot read {str(p)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{PREFIX}ENV_FILE: {str(p)!r} is not UTF-8 text (byte {exc.start})") from None
     values: dict[str, str] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
