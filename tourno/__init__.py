@@ -35,16 +35,21 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
         raise ConfigError("TOURNO_QUEUE_CONNECTION: the redis driver is not available yet")
     backends.configure(for_database(concrete))
     if import_jobs:
-        import_modules(("tourno.jobs", *settings.imports))
+        import_modules(("tourno.jobs",))
+        import_modules(settings.imports, source="TOURNO_IMPORTS")
     return settings
 
 
-def import_modules(names) -> None:
-    """Import the modules that define jobs, so their names are registered."""
+def import_modules(names, source: str | None = None) -> None:
+    """Import the modules that define jobs, so their names are registered.
+
+    ``source`` (the variable or option that named them) leads the error, so
+    the operator knows what to fix."""
     from tourno.config import ConfigError
 
     for name in names:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ConfigError(f"cannot import job module {name!r}: {exc}") from None
+            where = f"{source}: " if source else ""
+            raise ConfigError(f"{where}cannot import job module {name!r}: {exc}") from None

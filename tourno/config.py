@@ -7,6 +7,7 @@ is one line naming the variable, which the CLI prints before exiting.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -25,8 +26,8 @@ def _positive_float(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name}: must be greater than 0, got {raw!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: must be a finite number greater than 0, got {raw!r}")
     return value
 
 

@@ -48,7 +48,7 @@ class AppContext:
         configure_logging(settings.log_level, self.verbose)
         try:
             tourno.setup(settings)
-            tourno.import_modules(imports)
+            tourno.import_modules(imports, source="--import")
         except ConfigError as exc:
             fail(str(exc), code=2)
         if connect:

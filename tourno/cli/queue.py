@@ -147,7 +147,7 @@ def forget_command(app: AppContext, ident: str) -> None:
     default=None,
     help="Only failed jobs that failed at least this many hours ago.",
 )
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
 @click.pass_obj
 def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
     """Delete all failed jobs (or the older ones)."""
@@ -168,7 +168,7 @@ def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
     show_default=True,
     help="Delete failed jobs older than this.",
 )
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
 @click.pass_obj
 def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
     """Delete failed jobs older than --hours (for a daily cron)."""
@@ -185,7 +185,7 @@ def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
 
 @queue_group.command("clear")
 @click.option("--queue", default=None, help="Only this queue (default: every queue).")
-@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
 @click.pass_obj
 def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
     """Delete waiting and delayed jobs. Running jobs finish."""

@@ -7,6 +7,7 @@ and resets the attempts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from tourno.db import UTC, database
 from tourno.queue import backends
 from tourno.queue.exceptions import InvalidPayload
-from tourno.queue.job import PendingJob, job_class
+from tourno.queue.job import PendingJob, build_job, job_class
 from tourno.queue.models import FailedJobRecord
 
 #: Failed jobs moved back per transaction by ``retry all``.
@@ -39,9 +40,17 @@ def job_name(record: FailedJobRecord) -> str:
 
 
 def first_line(text: str) -> str:
-    """The line of a stored traceback that says what went wrong."""
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+    """The first line of the exception a stored traceback ends with
+    (``ValueError: bad input``), skipping the frames and any chained ones."""
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    # The final exception starts at the first unindented line after the
+    # last indented one (the frames and their source lines are indented).
+    last_indented = max((i for i, ln in enumerate(lines) if ln[:1].isspace()), default=-1)
+    if last_indented + 1 < len(lines):
+        return lines[last_indented + 1].strip()
+    return lines[-1].strip()
 
 
 def count(queue: str | None = None) -> int:
@@ -82,21 +91,42 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
         except (TypeError, ValueError) as exc:
             refused.append((rec.id, f"payload is not a JSON object ({exc}); forget it instead"))
             continue
+        try:
+            cls = job_class(str(payload.get("job")))
+        except InvalidPayload:
+            cls = None  # pushed back as is; the worker files it again, saying why
         if payload.get("retry_until") is not None:
             # A fresh window, as Laravel recomputes retryUntil on retry.
-            try:
-                seconds = job_class(str(payload.get("job"))).retry_until
-            except InvalidPayload:
-                seconds = None
+            seconds = cls.retry_until if cls is not None else None
             payload["retry_until"] = (
                 (now + dt.timedelta(seconds=float(seconds))).isoformat() if seconds else None
             )
-        pending.append(PendingJob.from_payload(rec.queue, payload))
+        job = PendingJob.from_payload(rec.queue, payload)
+        if cls is not None:
+            # Back as it was dispatched: the class's priority and unique key
+            # (a dispatch(priority=...) override is not in the payload).
+            try:
+                unique_key = build_job(payload)._unique_key()
+            except (InvalidPayload, TypeError, ValueError):
+                unique_key = None
+            job = dataclasses.replace(
+                job,
+                priority=cls.priority,
+                unique_key=unique_key,
+                unique_for=cls.unique_for if unique_key else None,
+            )
+        pending.append(job)
         moved.append(rec.id)
     if pending:
         with database.atomic():
-            backends.current().push(pending)
-            FailedJobRecord.delete().where(FailedJobRecord.id.in_(moved)).execute()
+            ids = backends.current().push(pending)
+            # A unique job whose key a pending job holds stays failed.
+            for rec_id, job_id in zip(list(moved), ids, strict=True):
+                if job_id is None:
+                    moved.remove(rec_id)
+                    refused.append((rec_id, "a job with the same unique key is pending; retry it later"))
+            if moved:
+                FailedJobRecord.delete().where(FailedJobRecord.id.in_(moved)).execute()
     return moved, refused
 
 

@@ -545,6 +545,9 @@ class Worker:
         self._disarm()
         if self._monitor is not None:
             self._monitor.stop()
+            # Join before deleting our row: a heartbeat still in flight is an
+            # upsert and would re-create it, showing this worker as live.
+            self._monitor.join(timeout=5)
         with self._lock:
             done, self._done = self._done, []
             pending = [j.id for j in self._pending]
@@ -553,8 +556,6 @@ class Worker:
         self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
         self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)
         self._safe("remove worker row", self.backend.unregister_worker, self.worker_id)
-        if self._monitor is not None:
-            self._monitor.join(timeout=5)
         if self._owns_connection:
             self.backend.close_thread_connection()
         for fd in (self._wake_r, self._wake_w):

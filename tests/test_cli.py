@@ -1,0 +1,823 @@
+"""The ``tourno`` command: help, failed-job tooling, queue operations,
+configuration and errors, asserted on the text an operator sees.
+
+Most tests run the CLI in process with click's ``CliRunner`` (settings come
+from the ``env`` given to ``invoke``); one runs it as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.conftest import run_worker, tourno_cmd
+from tests.jobs import Boom, Noop
+from tourno import db as tdb
+from tourno.cli import main
+from tourno.queue import Job, backends
+from tourno.queue.models import FailedJobRecord, JobRecord, QueueSignal, WorkerRecord
+
+#: Wide enough that rich never wraps a table cell.
+WIDE = "200"
+
+
+# Jobs of this module; names start with "Cli" so they never collide in the registry.
+
+
+@dataclass
+class CliUrgentBoom(Job):
+    """A high-priority unique job that always fails."""
+
+    priority = -5
+    unique_for = 3600
+
+    key: str
+
+    def unique_key(self) -> str:
+        return self.key
+
+    def handle(self) -> None:
+        raise ValueError(f"urgent boom {self.key}")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """The CLI installs a stderr handler on the root logger (bound to the
+    runner's captured stream) and sets levels; undo that after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    peewee_level = logging.getLogger("peewee").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("peewee").setLevel(peewee_level)
+
+
+def invoke(*args: str, **env: str | None) -> Result:
+    """Run ``tourno ARGS`` in process with only the given TOURNO_* settings."""
+    full_env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TOURNO_")}
+    full_env.update(COLUMNS=WIDE, FORCE_COLOR=None)
+    full_env.update(env)
+    return CliRunner().invoke(main, list(args), env=full_env, prog_name="tourno")
+
+
+@pytest.fixture
+def cli(qdb):
+    """``cli("queue", "failed")`` on the test database.
+
+    The CLI binds tourno's database proxy to a database object of its own and
+    opens a connection on it; the test goes on with that one (re-opened if the
+    command closed it)."""
+
+    def run(*args: str, **env: str | None) -> Result:
+        tdb.database.close()
+        result = invoke(*args, TOURNO_DATABASE_URL=qdb.url, TOURNO_IMPORTS="tests.jobs", **env)
+        tdb.open_connection()
+        return result
+
+    return run
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The data rows of the rich tables in ``output``, as lists of cells."""
+    return [
+        [c.strip() for c in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def table_header(output: str) -> list[str]:
+    (line,) = [ln for ln in output.splitlines() if ln.startswith("┃")]
+    return [c.strip() for c in line.strip().strip("┃").split("┃")]
+
+
+def fail_jobs(by_queue: dict[str, list[str]]) -> dict[str, int]:
+    """Dispatch one Boom job per key and let a worker fail them (one try);
+    returns key -> failed_jobs id."""
+    for queue, keys in by_queue.items():
+        for key in keys:
+            Boom(key=key).dispatch(queue=queue)
+    code, worker = run_worker(tries=1, queues=list(by_queue))
+    assert code == 0
+    assert worker.jobs_processed == sum(len(k) for k in by_queue.values())
+    ids = {}
+    for rec in FailedJobRecord.select():
+        ids[json.loads(rec.payload)["args"]["key"]] = rec.id
+    assert len(ids) == worker.jobs_processed
+    # The exited worker's row can linger (see test_an_exited_worker_is_not_shown_as_live).
+    WorkerRecord.delete().execute()
+    return ids
+
+
+def failed_ids() -> set[int]:
+    return {r.id for r in FailedJobRecord.select(FailedJobRecord.id)}
+
+
+def backdate(failed_id: int, hours: float) -> None:
+    when = tdb.utcnow() - dt.timedelta(hours=hours)
+    assert FailedJobRecord.update(failed_at=when).where(FailedJobRecord.id == failed_id).execute() == 1
+
+
+def reserve_one(queue: str) -> tuple[int, int]:
+    """Claim one ready job of ``queue`` as a (registered, live) worker would."""
+    backend = backends.current()
+    worker_id, _ = backend.register_worker("cli-test", "testhost", 4242, [queue])
+    (job,) = backend.claim(worker_id, queue, 1, [], 60.0)
+    return worker_id, job.id
+
+
+# -- help ---------------------------------------------------------------------------
+
+
+def _walk(cmd: click.Command, path: tuple[str, ...] = ()):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        ctx = click.Context(cmd)
+        for name in cmd.list_commands(ctx):
+            yield from _walk(cmd.get_command(ctx, name), (*path, name))
+
+
+COMMANDS = list(_walk(main))
+
+
+def test_the_walk_finds_every_command():
+    names = {" ".join(path) for path, _ in COMMANDS}
+    expected = {
+        "",
+        "config",
+        "work",
+        "db",
+        "db migrate",
+        "db status",
+        "queue",
+        "queue failed",
+        "queue retry",
+        "queue forget",
+        "queue flush",
+        "queue prune-failed",
+        "queue clear",
+        "queue status",
+        "queue size",
+        "queue monitor",
+        "queue restart",
+        "queue dispatch",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=[" ".join(p) or "tourno" for p, _ in COMMANDS])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_needs_no_database(path, cmd, flag):
+    bound = tdb.database.obj
+    # An unreachable server: any attempt to connect would fail the command.
+    result = invoke(*path, flag, TOURNO_DATABASE_URL="postgresql://nobody:pw@127.0.0.1:1/nowhere")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(" ".join(["Usage: tourno", *path]).rstrip())
+    description = " ".join((cmd.help or "").split("\n\n")[0].split())
+    assert description, f"{' '.join(path)} has no description"
+    assert description in " ".join(result.stdout.split())
+    assert "Options:" in result.stdout
+    # No command body ran: the database proxy was not even re-bound.
+    assert tdb.database.obj is bound
+
+
+def test_version():
+    import tourno
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"tourno, version {tourno.__version__}"
+
+
+# -- failed jobs ----------------------------------------------------------------------
+
+
+def test_commands_on_an_empty_queue(qdb, cli):
+    failed = cli("queue", "failed")
+    assert failed.exit_code == 0, failed.output
+    assert failed.stdout.strip() == "No failed jobs."
+    assert cli("queue", "failed", "--json").stdout == ""
+
+    retry = cli("queue", "retry", "all")
+    assert retry.exit_code == 0, retry.output
+    assert retry.stdout.strip() == "No failed jobs to retry."
+
+    status = cli("queue", "status")
+    assert status.exit_code == 0, status.output
+    assert table_rows(status.stdout) == [["(empty)", "0", "0", "0", "-"]]
+    assert "No live workers." in status.stdout
+    assert status.stdout.rstrip().endswith("Failed jobs: 0")
+    assert json.loads(cli("queue", "status", "--json").stdout) == {
+        "connection": "database",
+        "queues": [],
+        "workers": [],
+        "failed": 0,
+    }
+
+    monitor = cli("queue", "monitor", "--max", "0")
+    assert monitor.exit_code == 0, monitor.output
+    assert table_rows(monitor.stdout) == []
+
+
+def test_failed_lists_failures_newest_first(qdb, cli):
+    ids = fail_jobs({"default": ["a", "b"], "mail": ["m"]})
+    result = cli("queue", "failed")
+    assert result.exit_code == 0, result.output
+    assert "Failed jobs" in result.stdout
+    assert table_header(result.stdout) == ["ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception"]
+    rows = table_rows(result.stdout)
+    assert [r[0] for r in rows] == [str(ids["m"]), str(ids["b"]), str(ids["a"])]
+    for row, (queue, key) in zip(rows, [("mail", "m"), ("default", "b"), ("default", "a")], strict=True):
+        assert row[1:4] == ["database", queue, "Boom"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[4])
+        # The exception's last line, not the traceback.
+        assert row[5] == f"ValueError: boom {key}"
+    assert "Traceback" not in result.stdout
+
+    only_mail = cli("queue", "failed", "--queue", "mail")
+    assert [r[0] for r in table_rows(only_mail.stdout)] == [str(ids["m"])]
+    newest = cli("queue", "failed", "--limit", "1")
+    assert [r[0] for r in table_rows(newest.stdout)] == [str(ids["m"])]
+
+
+def test_failed_json_is_one_object_per_line(qdb, cli):
+    ids = fail_jobs({"default": ["a"], "mail": ["m"]})
+    result = cli("queue", "failed", "--json")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    objects = [json.loads(line) for line in lines]
+    records = {r.id: r for r in FailedJobRecord.select()}
+    assert [o["id"] for o in objects] == [ids["m"], ids["a"]]
+    for obj, key, queue in zip(objects, ["m", "a"], ["mail", "default"], strict=True):
+        assert set(obj) == {"id", "uuid", "connection", "queue", "job", "failed_at", "exception"}
+        rec = records[obj["id"]]
+        assert obj["uuid"] == rec.uuid == json.loads(rec.payload)["uuid"]
+        assert obj["connection"] == "database"
+        assert obj["queue"] == queue
+        assert obj["job"] == "Boom"
+        assert dt.datetime.fromisoformat(obj["failed_at"]) == rec.failed_at
+        # The whole traceback, for scripts.
+        assert obj["exception"].startswith("Traceback (most recent call last):")
+        assert obj["exception"].endswith(f"ValueError: boom {key}")
+
+
+def test_unreadable_payload_is_listed_but_not_retried(qdb, cli):
+    rec = FailedJobRecord.create(
+        uuid="00000000-0000-0000-0000-000000000001",
+        connection="database",
+        queue="default",
+        payload="{not json",
+        exception="InvalidPayload: payload is not valid JSON",
+        failed_at=tdb.utcnow(),
+    )
+    listed = cli("queue", "failed")
+    assert table_rows(listed.stdout)[0][:4] == [str(rec.id), "database", "default", "?"]
+    result = cli("queue", "retry", str(rec.id))
+    assert result.exit_code == 1
+    assert f"Cannot retry failed job {rec.id}: payload is not a JSON object" in result.stdout
+    assert "forget it instead" in result.stdout
+    assert failed_ids() == {rec.id}
+    assert JobRecord.select().count() == 0
+
+
+def test_retry_one_keeps_the_uuid_and_resets_attempts(qdb, cli):
+    ids = fail_jobs({"default": ["a", "b"]})
+    before = FailedJobRecord.get_by_id(ids["a"])
+    uuid = before.uuid
+    result = cli("queue", "retry", str(ids["a"]))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Pushed 1 failed job(s) back onto the queue."
+    assert failed_ids() == {ids["b"]}
+    (job,) = JobRecord.select()
+    assert job.queue == "default"
+    assert job.attempts == 0
+    assert job.reserved_at is None
+    assert job.payload["uuid"] == uuid
+    assert job.payload["job"] == "Boom"
+    assert job.payload["args"] == {"key": "a"}
+
+    # It runs again, fails again, and is filed under the same uuid.
+    run_worker(tries=1)
+    again = FailedJobRecord.get(FailedJobRecord.uuid == uuid)
+    assert again.failed_at >= before.failed_at
+    assert FailedJobRecord.select().count() == 2
+    assert qdb.scalar("SELECT count(*) FROM test_runs WHERE key = 'a'") == 2
+
+
+def test_retry_keeps_the_job_priority(qdb, cli):
+    CliUrgentBoom(key="p").dispatch()
+    assert JobRecord.get().priority == -5
+    run_worker(tries=1)
+    assert FailedJobRecord.select().count() == 1
+    result = cli("queue", "retry", "all")
+    assert result.exit_code == 0, result.output
+    (job,) = JobRecord.select()
+    assert job.priority == -5
+
+
+def test_retried_unique_job_stays_unique(qdb, cli):
+    CliUrgentBoom(key="u").dispatch()
+    assert CliUrgentBoom(key="u").dispatch() is None  # unique while pending
+    run_worker(tries=1)
+    result = cli("queue", "retry", "all")
+    assert result.exit_code == 0, result.output
+    assert JobRecord.select().count() == 1
+    assert CliUrgentBoom(key="u").dispatch() is None
+    assert JobRecord.select().count() == 1
+
+
+def test_retry_by_ids_and_uuids(qdb, cli):
+    ids = fail_jobs({"default": ["a", "b", "c", "d"]})
+    uuid_b = FailedJobRecord.get_by_id(ids["b"]).uuid
+
+    both = cli("queue", "retry", str(ids["a"]), uuid_b, str(ids["a"]))
+    assert both.exit_code == 0, both.output
+    assert both.stdout.strip() == "Pushed 2 failed job(s) back onto the queue."
+    assert failed_ids() == {ids["c"], ids["d"]}
+    assert sorted(j.payload["args"]["key"] for j in JobRecord.select()) == ["a", "b"]
+
+    unknown = cli("queue", "retry", "999999")
+    assert unknown.exit_code == 1
+    assert unknown.stdout.splitlines() == [
+        "No failed job matches 999999.",
+        "Pushed 0 failed job(s) back onto the queue.",
+    ]
+    assert failed_ids() == {ids["c"], ids["d"]}
+
+    # Known ids are still retried; the unknown one still fails the command.
+    mixed = cli("queue", "retry", str(ids["c"]), "nope")
+    assert mixed.exit_code == 1
+    assert "No failed job matches nope." in mixed.stdout
+    assert "Pushed 1 failed job(s)" in mixed.stdout
+    assert failed_ids() == {ids["d"]}
+
+    for args, message in [
+        (["all", str(ids["d"])], "error: `all` cannot be combined with IDs"),
+        ([str(ids["d"]), "--queue", "default"], "error: --queue only applies to `retry all`"),
+    ]:
+        usage = cli("queue", "retry", *args)
+        assert usage.exit_code == 2, args
+        assert usage.stderr.strip() == message
+    assert failed_ids() == {ids["d"]}
+    assert JobRecord.select().count() == 3
+
+
+def test_retry_needs_an_argument():
+    result = invoke("queue", "retry")
+    assert result.exit_code == 2
+    assert "Missing argument 'IDS...'" in result.stderr
+
+
+def test_retry_all_of_one_queue_then_all(qdb, cli):
+    ids = fail_jobs({"default": ["a", "b"], "mail": ["m"]})
+    uuids = {r.uuid for r in FailedJobRecord.select()}
+
+    mail = cli("queue", "retry", "all", "--queue", "mail")
+    assert mail.exit_code == 0, mail.output
+    assert "Pushed 1 failed job(s) back onto the queue." in mail.stdout
+    assert failed_ids() == {ids["a"], ids["b"]}
+    (job,) = JobRecord.select()
+    assert (job.queue, job.payload["args"]["key"]) == ("mail", "m")
+
+    rest = cli("queue", "retry", "all")
+    assert rest.exit_code == 0, rest.output
+    assert "Pushed 2 failed job(s) back onto the queue." in rest.stdout
+    assert failed_ids() == set()
+    jobs = list(JobRecord.select())
+    assert {j.payload["uuid"] for j in jobs} == uuids
+    assert all(j.attempts == 0 and j.reserved_at is None for j in jobs)
+    assert sorted((j.queue, j.payload["args"]["key"]) for j in jobs) == [
+        ("default", "a"),
+        ("default", "b"),
+        ("mail", "m"),
+    ]
+
+
+def test_forget(qdb, cli):
+    ids = fail_jobs({"default": ["a", "b", "c"]})
+    result = cli("queue", "forget", str(ids["a"]))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"Failed job {ids['a']} deleted."
+    assert failed_ids() == {ids["b"], ids["c"]}
+
+    uuid_b = FailedJobRecord.get_by_id(ids["b"]).uuid
+    by_uuid = cli("queue", "forget", uuid_b)
+    assert by_uuid.exit_code == 0, by_uuid.output
+    assert failed_ids() == {ids["c"]}
+
+    for ident in ["nope", "999999", str(ids["a"])]:
+        unknown = cli("queue", "forget", ident)
+        assert unknown.exit_code == 1, ident
+        assert unknown.stderr.strip() == f"error: no failed job matches {ident}"
+    assert failed_ids() == {ids["c"]}
+    assert JobRecord.select().count() == 0  # forgotten, not retried
+
+
+def test_prune_and_flush(qdb, cli):
+    ids = fail_jobs({"default": ["h50", "h23", "h2", "fresh"]})
+    backdate(ids["h50"], 50)
+    backdate(ids["h23"], 23)
+    backdate(ids["h2"], 2)
+
+    pruned = cli("queue", "prune-failed", "--hours", "24", "--force")
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.stdout.strip() == "Pruned 1 failed job(s)."
+    assert failed_ids() == {ids["h23"], ids["h2"], ids["fresh"]}
+
+    older = cli("queue", "flush", "--hours", "1", "--force")
+    assert older.exit_code == 0, older.output
+    assert older.stdout.strip() == "Deleted 2 failed job(s)."
+    assert failed_ids() == {ids["fresh"]}
+
+    everything = cli("queue", "flush", "--force")
+    assert everything.exit_code == 0, everything.output
+    assert everything.stdout.strip() == "Deleted 1 failed job(s)."
+    assert failed_ids() == set()
+
+
+def test_destructive_commands_refuse_without_force_or_terminal(qdb, cli):
+    ids = fail_jobs({"default": ["a"]})
+    Noop().dispatch()
+    Noop().dispatch(queue="mail")
+    for args in [
+        ["queue", "flush"],
+        ["queue", "flush", "--hours", "0"],
+        ["queue", "prune-failed", "--hours", "0"],
+        ["queue", "clear"],
+        ["queue", "clear", "--queue", "default"],
+    ]:
+        # CliRunner's stdin is not a terminal, as under cron or a pipe: even
+        # a "y" waiting on stdin is no confirmation.
+        result = cli(*args, input="y\n")
+        assert result.exit_code == 1, args
+        assert result.stderr.strip() == "error: refusing to delete without confirmation; pass --force"
+        assert failed_ids() == {ids["a"]}
+        assert JobRecord.select().count() == 2
+
+
+def test_force_is_not_read_from_the_environment(sqlite):
+    ids = fail_jobs({"default": ["a"]})
+    tdb.database.close()
+    result = invoke(
+        "queue",
+        "flush",
+        TOURNO_DATABASE_URL=sqlite.url,
+        TOURNO_IMPORTS="tests.jobs",
+        TOURNO_QUEUE_FLUSH_FORCE="1",
+    )
+    tdb.open_connection()
+    assert result.exit_code == 1
+    assert failed_ids() == set(ids.values())
+
+
+# -- the queue itself ------------------------------------------------------------------
+
+
+def test_status_and_size(qdb, cli):
+    fail_jobs({"default": ["x"]})
+    Noop(n=1).dispatch()
+    Noop(n=2).dispatch()
+    Noop(n=3).dispatch(delay=3600)
+    Noop(n=4).dispatch(queue="mail")
+    Noop(n=5).dispatch(queue="mail")
+    worker_id, _ = reserve_one("mail")
+
+    for command in ["status", "size"]:
+        result = cli("queue", command, "--json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["connection"] == "database"
+        assert data["failed"] == 1
+        assert [{k: q[k] for k in ("queue", "ready", "delayed", "reserved")} for q in data["queues"]] == [
+            {"queue": "default", "ready": 2, "delayed": 1, "reserved": 0},
+            {"queue": "mail", "ready": 1, "delayed": 0, "reserved": 1},
+        ]
+        oldest = dt.datetime.fromisoformat(data["queues"][0]["oldest_ready_at"])
+        assert 0 <= (tdb.utcnow() - oldest).total_seconds() < 60
+        (worker,) = data["workers"]
+        assert worker["id"] == worker_id
+        assert (worker["name"], worker["hostname"], worker["pid"], worker["queues"]) == (
+            "cli-test",
+            "testhost",
+            4242,
+            "mail",
+        )
+        assert worker["jobs_done"] == 0
+
+        table = cli("queue", command)
+        assert table.exit_code == 0, table.output
+        out = table.stdout
+        assert "Queues" in out and "Workers" in out
+        rows = table_rows(out)
+        queue_rows = [r for r in rows if len(r) == 5]
+        assert [r[:4] for r in queue_rows] == [["default", "2", "1", "0"], ["mail", "1", "0", "1"]]
+        assert re.fullmatch(r"\d+s", queue_rows[0][4])
+        (worker_row,) = [r for r in rows if len(r) == 7]
+        assert worker_row[:6] == [f"cli-test#{worker_id}", "testhost", "4242", "mail", "-", "0"]
+        assert re.fullmatch(r"\d+s ago", worker_row[6])
+        assert out.rstrip().endswith("Failed jobs: 1")
+
+
+def test_an_exited_worker_is_not_shown_as_live(qdb, cli):
+    import threading
+
+    base = type(backends.current())
+    in_beat, unregistered = threading.Event(), threading.Event()
+
+    class SlowHeartbeat(base):
+        """Stretches one real interleaving: the monitor thread is inside a
+        heartbeat (a slow round trip) while the main thread shuts down."""
+
+        def heartbeat(self, worker_id, info):
+            in_beat.set()
+            unregistered.wait(timeout=1.0)
+            return super().heartbeat(worker_id, info)
+
+        def claim(self, *args, **kwargs):
+            in_beat.wait(timeout=5.0)
+            return super().claim(*args, **kwargs)
+
+        def unregister_worker(self, worker_id):
+            super().unregister_worker(worker_id)
+            unregistered.set()
+
+    backends.configure(SlowHeartbeat())
+    code, worker = run_worker()
+    assert code == 0 and worker.stop_reason == "empty"
+    assert in_beat.is_set()
+    result = cli("queue", "status", "--json")
+    assert json.loads(result.stdout)["workers"] == []
+    assert "No live workers." in cli("queue", "status").stdout
+
+
+def test_clear(qdb, cli):
+    Noop(n=1).dispatch()
+    Noop(n=2).dispatch()
+    Noop(n=3).dispatch(delay=3600)
+    Noop(n=4).dispatch(queue="mail")
+    Noop(n=5).dispatch(queue="mail", delay=60)
+    _, reserved_id = reserve_one("default")
+
+    one = cli("queue", "clear", "--queue", "default", "--force")
+    assert one.exit_code == 0, one.output
+    assert one.stdout.strip() == "Cleared 2 job(s) from default."
+    remaining = sorted(
+        (j.queue, j.payload["args"]["n"], j.reserved_at is not None) for j in JobRecord.select()
+    )
+    # The running job finishes; the other queue is untouched.
+    assert remaining == [("default", 1, True), ("mail", 4, False), ("mail", 5, False)]
+    assert JobRecord.get_by_id(reserved_id).payload["args"]["n"] == 1
+
+    every = cli("queue", "clear", "--force")
+    assert every.exit_code == 0, every.output
+    assert every.stdout.strip() == "Cleared 2 job(s)."
+    assert [j.id for j in JobRecord.select()] == [reserved_id]
+
+
+def test_monitor(qdb, cli):
+    for n in range(3):
+        Noop(n=n).dispatch()
+    Noop(n=9).dispatch(queue="mail", delay=3600)  # delayed jobs are waiting too
+
+    over = cli("queue", "monitor", "--max", "2")
+    assert over.exit_code == 1, over.output
+    assert "Queue sizes (max 2)" in over.stdout
+    assert table_rows(over.stdout) == [["default", "3", "ALERT"], ["mail", "1", "OK"]]
+
+    at_limit = cli("queue", "monitor", "--max", "3")
+    assert at_limit.exit_code == 0, at_limit.output
+    assert table_rows(at_limit.stdout) == [["default", "3", "OK"], ["mail", "1", "OK"]]
+
+    chosen = cli("queue", "monitor", "--max", "0", "--queue", "mail,other", "--json")
+    assert chosen.exit_code == 1
+    assert json.loads(chosen.stdout) == [
+        {"queue": "mail", "size": 1, "max": 0, "alert": True},
+        {"queue": "other", "size": 0, "max": 0, "alert": False},
+    ]
+    quiet = cli("queue", "monitor", "--max", "0", "--queue", "other")
+    assert quiet.exit_code == 0
+    assert table_rows(quiet.stdout) == [["other", "0", "OK"]]
+
+
+def test_restart_writes_the_signal(qdb, cli):
+    assert QueueSignal.select().count() == 0
+    result = cli("queue", "restart")
+    assert result.exit_code == 0, result.output
+    (signal_row,) = QueueSignal.select()
+    assert signal_row.name == "restart"
+    assert 0 <= (tdb.utcnow() - signal_row.value).total_seconds() < 60
+    shown = signal_row.value.strftime("%Y-%m-%d %H:%M:%S")
+    assert (
+        result.stdout.strip() == f"Restart signal sent at {shown} UTC; workers exit after their current job."
+    )
+
+    # A second restart moves the instant forward; still one row.
+    cli("queue", "restart")
+    (later,) = QueueSignal.select()
+    assert later.value >= signal_row.value
+
+
+def test_dispatch(qdb, cli):
+    result = cli("queue", "dispatch", "DemoJob", "--count", "3")
+    assert result.exit_code == 0, result.output
+    jobs = list(JobRecord.select().order_by(JobRecord.id))
+    assert len(jobs) == 3
+    assert result.stdout.strip() == f"Dispatched 3 DemoJob job(s): {', '.join(str(j.id) for j in jobs)}"
+    assert {j.payload["job"] for j in jobs} == {"DemoJob"}
+    assert {j.queue for j in jobs} == {"default"}
+    for j in jobs:
+        assert j.payload["args"] == {"message": "hello from the queue", "seconds": 0.0, "fail": False}
+    assert len({j.payload["uuid"] for j in jobs}) == 3
+
+    custom = cli(
+        "queue", "dispatch", "DemoJob", "--args", '{"message": "hi"}', "--queue", "mail", "--delay", "600"
+    )
+    assert custom.exit_code == 0, custom.output
+    (job,) = JobRecord.select().where(JobRecord.queue == "mail")
+    assert job.payload["args"]["message"] == "hi"
+    assert 500 < (job.available_at - tdb.utcnow()).total_seconds() <= 600
+
+
+def test_dispatch_errors(qdb, cli):
+    unknown = cli("queue", "dispatch", "NoSuchJob")
+    assert unknown.exit_code == 2
+    (line,) = unknown.stderr.splitlines()
+    assert line.startswith("error: unknown job 'NoSuchJob'; registered jobs: ")
+    registered = line.split("registered jobs: ", 1)[1].split(", ")
+    assert {"DemoJob", "Boom", "Noop"} <= set(registered)
+    assert registered == sorted(registered)
+
+    for args in ["[1]", "not json", '{"no_such_field": 1}', '"text"']:
+        bad = cli("queue", "dispatch", "DemoJob", "--args", args)
+        assert bad.exit_code == 2, args
+        (line,) = bad.stderr.splitlines()
+        assert line.startswith("error: --args do not fit DemoJob: "), line
+    assert JobRecord.select().count() == 0
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+def test_config_masks_the_password():
+    result = invoke("config", TOURNO_DATABASE_URL="postgresql://u:secret@h/db", TOURNO_LOG_LEVEL="debug")
+    assert result.exit_code == 0, result.output
+    assert "secret" not in result.output
+    rows = dict(table_rows(result.stdout))
+    assert rows["TOURNO_DATABASE_URL"] == "postgresql://u:***@h/db"
+    assert rows["TOURNO_LOG_LEVEL"] == "debug"
+    assert rows["TOURNO_QUEUE_CONNECTION"] == "database"
+    assert set(rows) == {
+        "TOURNO_DATABASE_URL",
+        "TOURNO_QUEUE_CONNECTION",
+        "TOURNO_REDIS_URL",
+        "TOURNO_IMPORTS",
+        "TOURNO_LOG_LEVEL",
+        "TOURNO_HEARTBEAT_INTERVAL",
+        "TOURNO_WORKER_STALE_AFTER",
+    }
+
+
+def test_config_reads_the_env_file_option(tmp_path):
+    env_file = tmp_path / "tourno.env"
+    env_file.write_text("TOURNO_LOG_LEVEL=warning\nTOURNO_DATABASE_URL=postgresql://u:filesecret@h/db\n")
+    result = invoke("--env-file", str(env_file), "config", TOURNO_LOG_LEVEL="error")
+    assert result.exit_code == 0, result.output
+    rows = dict(table_rows(result.stdout))
+    assert rows["TOURNO_LOG_LEVEL"] == "error"  # the environment wins
+    assert rows["TOURNO_DATABASE_URL"] == "postgresql://u:***@h/db"
+    assert "filesecret" not in result.output
+
+
+# -- a real process, end to end -------------------------------------------------------
+
+
+def test_subprocess_end_to_end(sqlite, tmp_path):
+    url = f"sqlite:///{tmp_path / 'e2e.db'}"
+    env = sqlite.env(TOURNO_DATABASE_URL=url, COLUMNS=WIDE)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            tourno_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    migrate = run("db", "migrate")
+    assert migrate.returncode == 0, migrate.stderr
+    assert migrate.stdout.strip() == "applied 0001_queue"
+
+    dispatch = run("queue", "dispatch", "DemoJob", "--args", '{"message": "end to end"}')
+    assert dispatch.returncode == 0, dispatch.stderr
+    assert dispatch.stdout.strip() == "Dispatched 1 DemoJob job(s): 1"
+
+    work = run("work", "--stop-when-empty", "--sleep", "0.1")
+    assert work.returncode == 0, work.stderr
+    assert "DemoJob: end to end" in work.stderr  # logs go to stderr
+
+    status = run("queue", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["queues"] == []
+    assert data["failed"] == 0
+    # Not asserted: data["workers"] == [], see test_an_exited_worker_is_not_shown_as_live.
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TOURNO_QUEUE_CONNECTION", "kafka"),
+        ("TOURNO_QUEUE_CONNECTION", "redis"),  # valid, but not available yet
+        ("TOURNO_HEARTBEAT_INTERVAL", "abc"),
+        ("TOURNO_WORKER_STALE_AFTER", "1"),
+        ("TOURNO_DATABASE_URL", "mysql://x"),
+        ("TOURNO_LOG_LEVEL", "loud"),
+        ("TOURNO_IMPORTS", "no_such_module_for_tourno_tests"),
+        ("TOURNO_WORKER_STALE_AFTER", "nan"),
+    ],
+)
+@pytest.mark.parametrize("command", [["queue", "status"], ["work", "--once"]])
+def test_bad_setting_is_one_line_naming_the_variable(tmp_path, variable, value, command):
+    env = {"TOURNO_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}", variable: value}
+    result = invoke(*command, **env)
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert variable in lines[0]
+    assert result.stdout == ""
+    # Refused before touching the database.
+    assert not (tmp_path / "q.db").exists()
+
+
+def test_bad_env_file_line_is_one_line(tmp_path):
+    env_file = tmp_path / "tourno.env"
+    env_file.write_text("TOURNO_LOG_LEVEL=info\nthis is not a setting\n")
+    result = invoke("queue", "status", TOURNO_ENV_FILE=str(env_file))
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: TOURNO_ENV_FILE: ")
+    assert "line 2" in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queue", "status"],
+        ["queue", "failed"],
+        ["queue", "retry", "all"],
+        ["db", "migrate"],
+        ["db", "status"],
+        ["work", "--once"],
+    ],
+)
+def test_database_down(command):
+    url = "postgresql://tourno:hunter2@127.0.0.1:1/tourno"
+    result = invoke(*command, TOURNO_DATABASE_URL=url)
+    assert result.exit_code == 1, (result.output, result.exception)
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        "error: cannot connect to the database postgresql://tourno:***@127.0.0.1:1/tourno: "
+    )
+    assert "hunter2" not in result.output
+
+
+def test_sqlite_in_a_missing_directory_cannot_connect(tmp_path):
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'q.db'}"
+    result = invoke("queue", "status", TOURNO_DATABASE_URL=url)
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: cannot connect to the database sqlite:///")
+
+
+@pytest.mark.parametrize("command", [["queue", "status"], ["queue", "failed"], ["work", "--once"]])
+def test_schema_not_migrated(tmp_path, command):
+    path = tmp_path / "empty.db"
+    path.touch()
+    result = invoke(*command, TOURNO_DATABASE_URL=f"sqlite:///{path}")
+    assert result.exit_code == 1, (result.output, result.exception)
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        "error: the database schema is not up to date (1 migration(s) pending: 0001_queue); "
+        "run `tourno db migrate`"
+    )
+    # Nothing was created behind the operator's back.
+    db = tdb.connect(f"sqlite:///{path}")
+    db.connect()
+    try:
+        assert "jobs" not in db.get_tables()
+    finally:
+        db.close()
