@@ -114,9 +114,9 @@ NON_NEGATIVE = click.FloatRange(min=0)
 @click.option(
     "--prefetch",
     type=click.IntRange(min=1, max=1000),
-    default=10,
+    default=50,
     show_default=True,
-    help="Jobs claimed per round trip when the queue is deep.",
+    help="At most this many jobs claimed per round trip (fewer when jobs are slow).",
 )
 @click.option("-v", "--verbose", count=True, help="Log every job (debug level).")
 @click.pass_obj

@@ -5,16 +5,17 @@ timeouts. A second thread, the monitor, owns a second connection: it writes the
 heartbeat, releases the jobs of dead workers, listens for dispatch
 notifications, and watches the running job.
 
-Round trips are the cost that matters. When the queue is deep the worker claims
-a small batch (``prefetch``) in one statement and deletes the jobs it finished
-in the same statement as its next claim. Two rules keep that from bending the
-semantics:
+Round trips are the cost that matters. When jobs are fast and the
+queue is deep, the worker claims a batch in one statement (as many as it
+expects to finish in ``batch_seconds``, at most ``prefetch``) and deletes the
+jobs it finished in the same statement as its next claim. Two rules keep that
+from bending the semantics:
 
-* a job that runs longer than ``hold`` seconds makes the monitor hand the
-  batch's unstarted jobs back (refunding their attempt) and write the pending
-  completions, so a slow job never holds others hostage, and a crash loses at
-  most the completions of the last fraction of a second (those jobs run again:
-  delivery is at-least-once);
+* a batch held longer than ``hold`` seconds (a slow job in it) makes the
+  monitor hand its unstarted jobs back (refunding their attempt) and write the
+  pending completions, so a slow job never holds others hostage, and a crash
+  loses at most the completions of the last fraction of a second (those jobs
+  run again: delivery is at-least-once);
 * a job longer than ``hold`` has its own completion written at once.
 """
 
@@ -56,6 +57,9 @@ EXIT_MEMORY = 12
 #: A job ignored its timeout and did not unwind within the grace period.
 EXIT_TIMEOUT = 13
 
+#: Jobs this worker processes between two attempts to vacuum the jobs table.
+VACUUM_EVERY = 10_000
+
 #: Errors that mean "the database went away": reconnect and carry on.
 DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError, DatabaseUnavailable)
 
@@ -76,9 +80,12 @@ class WorkerOptions:
     rest: float = 0.0
     stop_when_empty: bool = False
     once: bool = False
-    # Jobs claimed per round trip when the queue is deep.
-    prefetch: int = 10
-    # A job running longer than this gives its batch's unstarted jobs back.
+    # At most this many jobs are claimed per round trip...
+    prefetch: int = 50
+    # ...and no more than the worker expects to finish in this many seconds,
+    # judged from how long its recent jobs took.
+    batch_seconds: float = 0.05
+    # A batch held longer than this gives its unstarted jobs back.
     hold: float = 0.5
     # Seconds a timed-out job gets to unwind before the worker exits.
     grace: float = 5.0
@@ -158,6 +165,9 @@ class Worker:
         self._pending: collections.deque[ClaimedJob] = collections.deque()
         self._done: list[Any] = []
         self._running: _Running | None = None
+        self._batch_claimed = 0.0  # when the jobs in _pending were claimed
+        self._avg_run: float | None = None  # moving average of job run time
+        self._next_memory_check = 0.0
         self._ops: list[tuple[str, tuple]] = []  # finalisations waiting for the database
 
         self._stop_signal: int | None = None
@@ -185,13 +195,7 @@ class Worker:
             self.options.name, self.hostname, self.pid, self.options.queues
         )
         self._log = _Prefixed(log, {"prefix": f"[{self.options.name}#{self.worker_id} pid {self.pid}]"})
-        self._log.info(
-            "worker %s#%s (pid %s) processing queues %s",
-            self.options.name,
-            self.worker_id,
-            self.pid,
-            ",".join(self.options.queues),
-        )
+        self._log.info("processing queues %s", ",".join(self.options.queues))
         self._monitor = _Monitor(self)
         self._monitor.start()
         code = EXIT_OK
@@ -206,7 +210,7 @@ class Worker:
                 self._safe("release aborted job", self.backend.release, self.worker_id, running.claimed.id, 0)
         finally:
             self._shutdown()
-        self._log.info("worker stopped (%s), %d jobs processed", self.stop_reason, self.jobs_processed)
+        self._log.info("stopped (%s), %d jobs processed", self.stop_reason, self.jobs_processed)
         return code
 
     # -- the loop --------------------------------------------------------------
@@ -240,7 +244,7 @@ class Worker:
         if self._stop_signal is not None:
             self.stop_reason = "interrupted"
             return EXIT_OK
-        if opts.memory > 0 and rss_mb() >= opts.memory:
+        if opts.memory > 0 and self._memory_exceeded():
             self.stop_reason = "memory"
             self._log.warning("memory %.1f MB reached the --memory limit of %g MB", rss_mb(), opts.memory)
             return EXIT_MEMORY
@@ -261,6 +265,14 @@ class Worker:
             return EXIT_OK
         return None
 
+    def _memory_exceeded(self) -> bool:
+        # Reading /proc costs more than a fast job: look at most once a second.
+        now = time.monotonic()
+        if now < self._next_memory_check:
+            return False
+        self._next_memory_check = now + 1.0
+        return rss_mb() >= self.options.memory
+
     def _next_job(self) -> ClaimedJob | None:
         with self._lock:
             if self._pending:
@@ -270,7 +282,7 @@ class Worker:
             self._put_done(done)
             return None
         opts = self.options
-        limit = 1 if opts.once else opts.prefetch
+        limit = self._claim_size()
         if opts.max_jobs:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs: list[ClaimedJob] = []
@@ -286,8 +298,20 @@ class Worker:
         if not jobs:
             return None
         with self._lock:
+            self._batch_claimed = time.monotonic()
             self._pending.extend(jobs[1:])
             return self._start(jobs[0])
+
+    def _claim_size(self) -> int:
+        """How many jobs to claim: one until we know how long jobs take, then
+        as many as should finish within ``batch_seconds`` (at most ``prefetch``),
+        so fast jobs share round trips and slow ones are left to other workers."""
+        opts = self.options
+        if opts.once or self._avg_run is None:
+            return 1
+        if self._avg_run <= 0:
+            return opts.prefetch
+        return max(1, min(opts.prefetch, int(opts.batch_seconds / self._avg_run)))
 
     def _start(self, claimed: ClaimedJob) -> ClaimedJob:
         # Called with the lock held.
@@ -344,6 +368,8 @@ class Worker:
             self._in_job = False
             self._disarm()
             self._end_job_transaction(running)
+        ran = time.monotonic() - running.started
+        self._avg_run = ran if self._avg_run is None else 0.8 * self._avg_run + 0.2 * ran
         if error is None and self._timed_out:
             # The job caught JobTimeout and returned: it still timed out.
             error = JobTimeout(f"{running.label} has timed out after {running.timeout:g} s")
@@ -586,23 +612,24 @@ class Worker:
         }
 
     def release_held(self, now: float) -> None:
-        """Called by the monitor: if the current job has run past ``hold``,
-        write pending completions and hand back the batch's unstarted jobs."""
+        """Called by the monitor: once the current batch has been held past
+        ``hold`` (a slow job in it), write pending completions and hand back
+        the unstarted jobs so that other workers can take them."""
         with self._lock:
-            running = self._running
-            if running is None or now - running.started < self.options.hold:
+            if self._running is None or now - self._batch_claimed < self.options.hold:
                 return
             if not self._done and not self._pending:
                 return
             done, self._done = self._done, []
             pending = list(self._pending)
             self._pending.clear()
+            label = self._running.label
         try:
             if done:
                 self.backend.complete(self.worker_id, done)
             if pending:
                 self.backend.hand_back(self.worker_id, [j.id for j in pending])
-                self._log.debug("handed back %d claimed jobs while %s runs", len(pending), running.label)
+                self._log.debug("handed back %d claimed jobs while %s runs", len(pending), label)
         except BaseException:
             with self._lock:
                 self._done[:0] = done
@@ -647,6 +674,7 @@ class _Monitor(threading.Thread):
         connected = False
         next_beat = next_rescue = 0.0
         failures = 0
+        vacuumed_at = 0
         while not self._stopping.is_set():
             try:
                 if not connected:
@@ -674,6 +702,11 @@ class _Monitor(threading.Thread):
                     next_rescue = now + opts.heartbeat_interval
                 w.release_held(now)
                 w.watchdog(now)
+                if w.jobs_processed - vacuumed_at >= VACUUM_EVERY:
+                    vacuumed_at = w.jobs_processed
+                    started = time.monotonic()
+                    if backend.vacuum():
+                        w._log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
                 if backend.wait_for_notifications(self.TICK) & queues:
                     w.wake()
             except Exception as exc:  # noqa: BLE001 - the monitor must outlive outages

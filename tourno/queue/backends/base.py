@@ -112,6 +112,11 @@ class QueueBackend(abc.ABC):
     def wait_for_notifications(self, timeout: float) -> set[str]:
         """Block up to ``timeout`` seconds; return the queues that got jobs."""
 
+    def vacuum(self) -> bool:
+        """Reclaim the space of finished jobs now, if the store needs it and
+        no other worker is doing it; returns whether it ran."""
+        return False
+
     @abc.abstractmethod
     def close_thread_connection(self) -> None:
         """Close the calling thread's connection, ignoring errors."""

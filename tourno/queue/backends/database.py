@@ -373,6 +373,22 @@ class PostgresBackend(DatabaseBackend):
             (r[0], r[1]) for r in _rows(self._RESCUE, {"stale": float(stale_after), "ttl": WORKER_ROW_TTL})
         ]
 
+    # Every claim leaves a dead entry at the head of jobs_ready_idx, and a
+    # burst of jobs outruns autovacuum (which visits a database at most once a
+    # minute): the claim's index scan then grows with the burst. Workers vacuum
+    # the table themselves every few thousand jobs; the advisory lock makes
+    # sure only one of them does it at a time.
+    _VACUUM_LOCK = 0x70757271  # an arbitrary constant, shared by all workers
+
+    def vacuum(self):
+        if not _rows("SELECT pg_try_advisory_lock(%s)", (self._VACUUM_LOCK,))[0][0]:
+            return False
+        try:
+            database.execute_sql("VACUUM jobs")
+        finally:
+            database.execute_sql("SELECT pg_advisory_unlock(%s)", (self._VACUUM_LOCK,))
+        return True
+
     def listen(self):
         database.execute_sql(f"LISTEN {CHANNEL}")
 
