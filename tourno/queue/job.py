@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import uuid as uuidlib
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -32,6 +33,20 @@ from typing import Any, ClassVar
 from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
 
 _registry: dict[str, type[Job]] = {}
+
+#: The longest timeout or backoff a job may ask for (about three years; the
+#: claim caps a lease at the same value). Larger values overflow setitimer()
+#: and timestamp arithmetic in the worker.
+MAX_SECONDS = 1e8
+
+
+def _is_seconds(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= MAX_SECONDS
+    )
 
 
 class Job:
@@ -161,7 +176,14 @@ class PendingJob:
     @classmethod
     def from_payload(cls, queue: str, payload: dict[str, Any], priority: int = 0) -> PendingJob:
         """A stored payload (e.g. a failed job's) to push again as it is."""
-        return cls(queue, str(payload.get("uuid") or uuidlib.uuid4()), _encode(payload), priority)
+        uuid = str(payload.get("uuid") or uuidlib.uuid4())
+        return cls(queue, uuid, _encode({**payload, "uuid": uuid}), priority)
+
+    def renewed(self) -> PendingJob:
+        """The same job under a fresh uuid: one PendingJob sent twice is two jobs."""
+        payload = self.payload
+        payload["uuid"] = str(uuidlib.uuid4())
+        return dataclasses.replace(self, uuid=payload["uuid"], payload_json=_encode(payload))
 
 
 def dispatch_many(
@@ -175,6 +197,12 @@ def dispatch_many(
     pending = [j if isinstance(j, PendingJob) else j.pending(now=now) for j in jobs]
     if not pending:
         return []
+    # Ids are matched to jobs by uuid, and failed_jobs files them by uuid.
+    seen: set[str] = set()
+    for i, p in enumerate(pending):
+        if p.uuid in seen:
+            pending[i] = p = p.renewed()
+        seen.add(p.uuid)
     return backends.current().push(pending)
 
 
@@ -216,9 +244,24 @@ def _template(cls: type[Job]) -> str:
     key = (cls, cls.job_name, cls.tries, cls.timeout, tuple(backoff or ()))
     template = _templates.get(key)
     if template is None:
-        for attr, value in (("tries", cls.tries), ("timeout", cls.timeout)):
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise TypeError(f"{cls.__name__}.{attr} must be a non-negative number, got {value!r}")
+        # Refuse here what parse_payload would refuse at every run.
+        if cls.tries is not None and (
+            not isinstance(cls.tries, int) or isinstance(cls.tries, bool) or cls.tries < 0
+        ):
+            raise TypeError(f"{cls.__name__}.tries must be a whole number >= 0, got {cls.tries!r}")
+        if cls.timeout is not None and not _is_seconds(cls.timeout):
+            raise TypeError(
+                f"{cls.__name__}.timeout must be seconds between 0 and {MAX_SECONDS:g}, got {cls.timeout!r}"
+            )
+        if backoff is not None and (not backoff or not all(_is_seconds(b) for b in backoff)):
+            raise TypeError(
+                f"{cls.__name__}.backoff must be seconds between 0 and {MAX_SECONDS:g} "
+                f"(one number or a non-empty list), got {cls.backoff!r}"
+            )
+        if cls.retry_until is not None and not (_is_seconds(cls.retry_until) and cls.retry_until > 0):
+            raise TypeError(
+                f"{cls.__name__}.retry_until must be seconds after dispatch (above 0), got {cls.retry_until!r}"
+            )
         const = {
             "job": cls.job_name,
             "display_name": _qualified(cls),
@@ -280,11 +323,13 @@ def parse_payload(text: str | bytes | dict[str, Any]) -> dict[str, Any]:
         value = payload.get(key)
         if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
             raise InvalidPayload(f"payload {key!r} has an invalid value {value!r}")
+    if payload.get("max_tries") is not None and payload["max_tries"] < 0:
+        raise InvalidPayload(f"payload 'max_tries' has an invalid value {payload['max_tries']!r}")
+    if payload.get("timeout") is not None and not _is_seconds(payload["timeout"]):
+        raise InvalidPayload(f"payload 'timeout' has an invalid value {payload['timeout']!r}")
     backoff = payload.get("backoff")
     if backoff is not None and (
-        not isinstance(backoff, list)
-        or not backoff
-        or not all(isinstance(v, (int, float)) and v >= 0 for v in backoff)
+        not isinstance(backoff, list) or not backoff or not all(_is_seconds(v) for v in backoff)
     ):
         raise InvalidPayload(f"payload 'backoff' has an invalid value {backoff!r}")
     return payload
@@ -298,6 +343,10 @@ def build_job(payload: dict[str, Any]) -> Job:
         return cls(**args)
     except TypeError as exc:
         raise InvalidPayload(f"arguments {sorted(args)} no longer fit {_qualified(cls)}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the job's own validation (__post_init__) refused them
+        raise InvalidPayload(
+            f"{_qualified(cls)} refused arguments {sorted(args)}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def retry_deadline(payload: dict[str, Any]) -> dt.datetime | None:

@@ -47,7 +47,7 @@ from tourno.queue.exceptions import (
     RetryDeadlinePassed,
     WorkerAborted,
 )
-from tourno.queue.job import Job, build_job, parse_payload, retry_deadline
+from tourno.queue.job import MAX_SECONDS, Job, build_job, parse_payload, retry_deadline
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class WorkerOptions:
             raise bad("max-jobs", "must not be negative")
         if not self.backoff or any(b < 0 for b in self.backoff):
             raise bad("backoff", "give seconds like 10 or 10,60,300 (none negative)")
+        if self.timeout > MAX_SECONDS or any(b > MAX_SECONDS for b in self.backoff):
+            raise bad("timeout/--backoff", f"at most {MAX_SECONDS:g} seconds")
         if self.prefetch < 1:
             raise bad("prefetch", "must be at least 1")
 
@@ -287,8 +289,12 @@ class Worker:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs: list[ClaimedJob] = []
         try:
-            for queue in opts.queues:
-                jobs = self.backend.claim(self.worker_id, queue, limit, done, opts.timeout)
+            for rank, queue in enumerate(opts.queues):
+                # Batches come from the first queue only: a lower queue's jobs
+                # are claimed one at a time, so the higher queues are looked
+                # at again before each of them (--queue is a strict order).
+                size = limit if rank == 0 else 1
+                jobs = self.backend.claim(self.worker_id, queue, size, done, opts.timeout)
                 done = []
                 if jobs:
                     break

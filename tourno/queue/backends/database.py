@@ -349,17 +349,24 @@ class PostgresBackend(DatabaseBackend):
     # back to the queue at once, with the attempt they used. A live worker's
     # jobs are never touched however long they run, unless the lease backstop
     # (timeout + margin) has passed, which the worker's own watchdog prevents.
+    # RETURNING sees the row after the update (reserved_by already NULL), so
+    # the former owner is read in a first step that also locks the rows.
     _RESCUE = """
-        WITH r AS (
-            UPDATE jobs
-            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, available_at = now()
+        WITH stale AS (
+            SELECT id, reserved_by FROM jobs
             WHERE reserved_at IS NOT NULL AND (
                 lease_expires_at < now()
                 OR NOT EXISTS (
                     SELECT 1 FROM workers w
                     WHERE w.id = jobs.reserved_by
                       AND w.heartbeat_at > now() - %(stale)s * interval '1 second'))
-            RETURNING id, queue, reserved_by
+            FOR UPDATE SKIP LOCKED
+        ), r AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, available_at = now()
+            FROM stale
+            WHERE jobs.id = stale.id AND jobs.reserved_by = stale.reserved_by
+            RETURNING jobs.id, jobs.queue, stale.reserved_by
         ), notified AS (
             SELECT pg_notify('{channel}', q) FROM (SELECT DISTINCT queue AS q FROM r) s
         ), pruned AS (
@@ -592,14 +599,21 @@ class SqliteBackend(DatabaseBackend):
 
     def rescue(self, stale_after):
         now = self._now()
+        cond = (
+            "reserved_at IS NOT NULL AND (lease_expires_at < ? OR NOT EXISTS ("
+            "SELECT 1 FROM workers w WHERE w.id = jobs.reserved_by AND w.heartbeat_at > ?))"
+        )
+        params = (now, self._now(-stale_after))
         with database.atomic("IMMEDIATE"):
-            rows = _rows(
-                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ? WHERE reserved_at IS NOT NULL AND (lease_expires_at < ? OR NOT EXISTS ("
-                "SELECT 1 FROM workers w WHERE w.id = jobs.reserved_by AND w.heartbeat_at > ?)) "
-                "RETURNING id, reserved_by",
-                (now, now, self._now(-stale_after)),
-            )
+            # RETURNING would give reserved_by after the update (NULL): read
+            # the owners first; the write lock keeps the set unchanged.
+            rows = _rows(f"SELECT id, reserved_by FROM jobs WHERE {cond}", params)
+            if rows:
+                database.execute_sql(
+                    "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                    f"available_at = ? WHERE {cond}",
+                    (now, *params),
+                )
             database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
         return [(r[0], r[1]) for r in rows]
 
