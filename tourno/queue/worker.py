@@ -12,11 +12,16 @@ jobs it finished in the same statement as its next claim. Two rules keep that
 from bending the semantics:
 
 * a batch held longer than ``hold`` seconds (a slow job in it) makes the
-  monitor hand its unstarted jobs back (refunding their attempt) and write the
-  pending completions, so a slow job never holds others hostage, and a crash
-  loses at most the completions of the last fraction of a second (those jobs
-  run again: delivery is at-least-once);
-* a job longer than ``hold`` has its own completion written at once.
+  monitor hand its unstarted jobs back and write the pending completions, so
+  a slow job never holds others hostage, and a crash loses at most the
+  completions of the last fraction of a second (those jobs run again:
+  delivery is at-least-once);
+* a job longer than ``hold`` has its own completion written at once;
+* the claim charges an attempt to the batch's first job only; a prefetched
+  job's attempt is counted when it starts and written with its release, or
+  by the monitor once it has run ``hold`` seconds. So a crash never charges
+  the jobs that had not started (a prefetched job that kills its worker
+  within ``hold`` is not charged either: it runs again, at least once).
 """
 
 from __future__ import annotations
@@ -144,6 +149,9 @@ class _Running:
     max_tries: int = 1
     deadline: dt.datetime | None = None
     backoff: list[float] = dataclasses.field(default_factory=list)
+    #: Whether the database counts this attempt yet (the claim counts only
+    #: the batch's first job).
+    attempt_saved: bool = True
 
     @property
     def label(self) -> str:
@@ -209,7 +217,14 @@ class Worker:
             self._log.warning("aborted by a second signal")
             running = self._running
             if running is not None:
-                self._safe("release aborted job", self.backend.release, self.worker_id, running.claimed.id, 0)
+                self._safe(
+                    "release aborted job",
+                    self.backend.release,
+                    self.worker_id,
+                    running.claimed.id,
+                    0,
+                    running.claimed.attempts,
+                )
         finally:
             self._shutdown()
         self._log.info("stopped (%s), %d jobs processed", self.stop_reason, self.jobs_processed)
@@ -278,7 +293,9 @@ class Worker:
     def _next_job(self) -> ClaimedJob | None:
         with self._lock:
             if self._pending:
-                return self._start(self._pending.popleft())
+                claimed = self._pending.popleft()
+                claimed.attempts += 1  # this attempt is written later, if it matters
+                return self._start(claimed, attempt_saved=False)
             done, self._done = self._done, []
         if self._stop_signal is not None:
             self._put_done(done)
@@ -319,9 +336,9 @@ class Worker:
             return opts.prefetch
         return max(1, min(opts.prefetch, int(opts.batch_seconds / self._avg_run)))
 
-    def _start(self, claimed: ClaimedJob) -> ClaimedJob:
+    def _start(self, claimed: ClaimedJob, attempt_saved: bool = True) -> ClaimedJob:
         # Called with the lock held.
-        self._running = _Running(claimed, time.monotonic())
+        self._running = _Running(claimed, time.monotonic(), attempt_saved=attempt_saved)
         return claimed
 
     def _put_done(self, done: list[Any]) -> None:
@@ -420,7 +437,7 @@ class Worker:
         )
         with self._lock:
             self._running = None
-        self._queue_op("release", (running.claimed.id, delay))
+        self._queue_op("release", (running.claimed.id, delay, attempts))
 
     def _finish_failed(self, running: _Running, exc: BaseException) -> None:
         claimed = running.claimed
@@ -552,15 +569,17 @@ class Worker:
 
     def _record_timeout(self, running: _Running) -> None:
         exc = JobTimeout(f"{running.label} has timed out and did not stop; its worker exited")
+        # Stored like every other failure: the text names the exception type.
+        text = "".join(traceback.format_exception_only(exc)).strip()
         attempts = running.claimed.attempts
         try:
             if running.max_tries > 0 and attempts >= running.max_tries:
                 self.backend.fail(
-                    self.worker_id, running.claimed, payload_uuid(running.claimed.payload), str(exc)
+                    self.worker_id, running.claimed, payload_uuid(running.claimed.payload), text
                 )
             else:
                 self.backend.release(
-                    self.worker_id, running.claimed.id, backoff_delay(running.backoff, attempts)
+                    self.worker_id, running.claimed.id, backoff_delay(running.backoff, attempts), attempts
                 )
             with self._lock:
                 done, self._done = self._done, []
@@ -620,17 +639,29 @@ class Worker:
     def release_held(self, now: float) -> None:
         """Called by the monitor: once the current batch has been held past
         ``hold`` (a slow job in it), write pending completions and hand back
-        the unstarted jobs so that other workers can take them."""
+        the unstarted jobs so that other workers can take them; once a
+        prefetched job has run ``hold`` seconds, write its attempt."""
         with self._lock:
-            if self._running is None or now - self._batch_claimed < self.options.hold:
+            running = self._running
+            if running is None:
                 return
-            if not self._done and not self._pending:
+            charge = None
+            if not running.attempt_saved and now - running.started >= self.options.hold:
+                charge = running.claimed
+            held = now - self._batch_claimed >= self.options.hold and bool(self._done or self._pending)
+            if charge is None and not held:
                 return
-            done, self._done = self._done, []
-            pending = list(self._pending)
-            self._pending.clear()
-            label = self._running.label
+            done: list[Any] = []
+            pending: list[ClaimedJob] = []
+            if held:
+                done, self._done = self._done, []
+                pending = list(self._pending)
+                self._pending.clear()
+            label = running.label
         try:
+            if charge is not None:
+                self.backend.count_attempt(self.worker_id, charge.id, charge.attempts)
+                running.attempt_saved = True
             if done:
                 self.backend.complete(self.worker_id, done)
             if pending:
@@ -687,8 +718,10 @@ class _Monitor(threading.Thread):
                     open_connection()
                     backend.listen()
                     connected = True
-                    if failures:
-                        w.wake()  # notifications may have been missed
+                    # Jobs dispatched before LISTEN took effect sent their NOTIFY
+                    # to nobody: at start (the main loop's first claim runs
+                    # before this) as after an outage. Make the loop look again.
+                    w.wake()
                     failures = 0
                 if self._hard_stop is not None:
                     w._record_timeout(self._hard_stop)

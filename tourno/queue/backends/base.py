@@ -81,19 +81,26 @@ class QueueBackend(abc.ABC):
         self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
     ) -> list[ClaimedJob]:
         """Delete the finished jobs in ``done`` and reserve up to ``limit``
-        ready jobs of ``queue``, in one round trip where the backend can."""
+        ready jobs of ``queue``, in one round trip where the backend can.
+        Only the first job (in priority, id order) is charged an attempt: the
+        worker counts the others' when it starts them."""
 
     @abc.abstractmethod
     def complete(self, worker_id: int, ids: list[Any]) -> int:
         """Delete finished jobs this worker holds; returns how many it held."""
 
     @abc.abstractmethod
-    def release(self, worker_id: int, job_id: Any, delay: float) -> bool:
-        """Make a job this worker holds available again after ``delay`` seconds."""
+    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
+        """Make a job this worker holds available again after ``delay`` seconds,
+        recording that it has used ``attempts`` attempts when given."""
+
+    @abc.abstractmethod
+    def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
+        """Record that a prefetched job this worker holds has used ``attempts``."""
 
     @abc.abstractmethod
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
-        """Return claimed-but-never-started jobs, refunding their attempt."""
+        """Return claimed-but-never-started jobs (the claim did not charge them)."""
 
     @abc.abstractmethod
     def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:

@@ -203,21 +203,26 @@ class PostgresBackend(DatabaseBackend):
     # since its last claim (batched completion), and reserves the next ready
     # jobs. The CTE with LIMIT ... FOR UPDATE SKIP LOCKED keeps concurrent
     # workers off each other's rows and stops the planner from updating more
-    # rows than the LIMIT. Attempts are counted here, at claim. The lease is the
+    # rows than the LIMIT. The attempt of the first job, which starts at once,
+    # is counted here; the worker counts the others' when they start, so a
+    # crash never charges the jobs that had not started. The lease is the
     # job's own timeout when its payload has a numeric one (read defensively, a
     # malformed payload must not break the claim), else the worker's.
     _CLAIM = """
         WITH done AS (
             DELETE FROM jobs WHERE id = ANY(%(done)s::bigint[]) AND reserved_by = %(worker)s
         ), c AS (
-            SELECT id FROM jobs
+            SELECT id, priority FROM jobs
             WHERE queue = %(queue)s AND reserved_at IS NULL AND available_at <= now()
             ORDER BY priority, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
+        ), head AS (
+            SELECT id FROM c ORDER BY priority, id LIMIT 1
         )
         UPDATE jobs AS j
-        SET reserved_at = now(), reserved_by = %(worker)s, attempts = j.attempts + 1,
+        SET reserved_at = now(), reserved_by = %(worker)s,
+            attempts = j.attempts + CASE WHEN j.id = (SELECT id FROM head) THEN 1 ELSE 0 END,
             lease_expires_at = CASE
                 WHEN jsonb_typeof(j.payload -> 'timeout') = 'number'
                     THEN CASE WHEN (j.payload ->> 'timeout')::float8 > 0
@@ -259,22 +264,30 @@ class PostgresBackend(DatabaseBackend):
         WITH r AS (
             UPDATE jobs
             SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
-                available_at = now() + %(delay)s * interval '1 second'
+                available_at = now() + %(delay)s * interval '1 second',
+                attempts = GREATEST(attempts, %(attempts)s::int)
             WHERE id = %(id)s AND reserved_by = %(worker)s
             RETURNING queue
         )
         SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM r
     """.replace("{channel}", CHANNEL)
 
-    def release(self, worker_id, job_id, delay):
-        rows = _rows(self._RELEASE, {"delay": float(delay), "id": job_id, "worker": worker_id})
-        return bool(rows)
+    def release(self, worker_id, job_id, delay, attempts=None):
+        params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": attempts}
+        return bool(_rows(self._RELEASE, params))
+
+    def count_attempt(self, worker_id, job_id, attempts):
+        return bool(
+            _rowcount(
+                "UPDATE jobs SET attempts = GREATEST(attempts, %s) WHERE id = %s AND reserved_by = %s",
+                (attempts, job_id, worker_id),
+            )
+        )
 
     _HAND_BACK = """
         WITH h AS (
             UPDATE jobs
-            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
-                attempts = GREATEST(attempts - 1, 0)
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL
             WHERE id = ANY(%s::bigint[]) AND reserved_by = %s
             RETURNING queue
         ), notified AS (
@@ -478,7 +491,8 @@ class SqliteBackend(DatabaseBackend):
 
     _CLAIM = """
         UPDATE jobs
-        SET reserved_at = :now, reserved_by = :worker, attempts = attempts + 1,
+        SET reserved_at = :now, reserved_by = :worker,
+            attempts = attempts + CASE WHEN id = :head THEN 1 ELSE 0 END,
             lease_expires_at = CASE
                 WHEN json_valid(payload) AND json_type(payload, '$.timeout') IN ('integer', 'real')
                     THEN CASE WHEN json_extract(payload, '$.timeout') > 0
@@ -493,6 +507,12 @@ class SqliteBackend(DatabaseBackend):
             ORDER BY priority, id LIMIT :limit)
         RETURNING id, queue, payload, attempts, priority
     """
+    # The batch's first job: the only one charged an attempt at claim.
+    _HEAD = """
+        SELECT id FROM jobs
+        WHERE queue = :queue AND reserved_at IS NULL AND available_at <= :now
+        ORDER BY priority, id LIMIT 1
+    """
 
     def claim(self, worker_id, queue, limit, done, default_timeout):
         epoch = time.time()
@@ -500,9 +520,13 @@ class SqliteBackend(DatabaseBackend):
         with database.atomic("IMMEDIATE"):
             if done:
                 self._delete(worker_id, done)
+            head = _rows(self._HEAD, {"queue": queue, "now": now})
+            if not head:
+                return []
             rows = _rows(
                 self._CLAIM,
                 {
+                    "head": head[0][0],
                     "now": now,
                     "epoch": epoch,
                     "worker": worker_id,
@@ -527,12 +551,21 @@ class SqliteBackend(DatabaseBackend):
         with database.atomic("IMMEDIATE"):
             return self._delete(worker_id, ids)
 
-    def release(self, worker_id, job_id, delay):
+    def release(self, worker_id, job_id, delay, attempts=None):
         return bool(
             _rowcount(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ? WHERE id = ? AND reserved_by = ?",
-                (self._now(delay), job_id, worker_id),
+                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
+                "WHERE id = ? AND reserved_by = ?",
+                (self._now(delay), attempts, job_id, worker_id),
+            )
+        )
+
+    def count_attempt(self, worker_id, job_id, attempts):
+        return bool(
+            _rowcount(
+                "UPDATE jobs SET attempts = max(attempts, ?) WHERE id = ? AND reserved_by = ?",
+                (attempts, job_id, worker_id),
             )
         )
 
@@ -541,8 +574,8 @@ class SqliteBackend(DatabaseBackend):
             return 0
         marks = ",".join("?" * len(ids))
         return _rowcount(
-            "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-            f"attempts = max(attempts - 1, 0) WHERE id IN ({marks}) AND reserved_by = ?",
+            "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL "
+            f"WHERE id IN ({marks}) AND reserved_by = ?",
             [*ids, worker_id],
         )
 
