@@ -555,9 +555,9 @@ class Bench:
                 self.problems.append(f"{p.name}: {line.strip()[:300]}")
             if len(bad) > 5:
                 self.problems.append(f"{p.name}: ... {len(bad) - 5} more such lines in {p.log}")
-            m = re.search(r"worker stopped \((\w+)\), (\d+) jobs processed", text)
+            m = re.search(r"stopped \((\w+)\), (\d+) jobs processed", text)
             if m is None:
-                self.problems.append(f"{p.name}: no 'worker stopped' line in its log")
+                self.problems.append(f"{p.name}: no 'stopped' line in its log")
             else:
                 processed += int(m.group(2))
         if expect_jobs is not None and processed != expect_jobs:

@@ -16,6 +16,7 @@ import json
 import select
 import time
 import uuid as uuidlib
+import weakref
 from typing import Any
 
 import peewee
@@ -103,16 +104,25 @@ class PostgresBackend(DatabaseBackend):
     # Delayed jobs send none; workers find them on their --sleep poll.
     # A single job is one VALUES row (the cheapest statement for the common
     # case); a batch passes one array per column through unnest(), which costs
-    # a few microseconds a row instead of a parameter list of five per row.
+    # a few microseconds a row instead of a parameter list of five per row;
+    # a large batch without unique jobs goes in with COPY (_push_copy).
+    # Prepared once per connection: parsing and planning this CTE costs about
+    # as much as the round trip itself, and dispatching one job is the path
+    # the API takes for every request that queues work.
+    _PUSH_ONE_NAME = "tourno_push_one"
     _PUSH_ONE = f"""
+        PREPARE {_PUSH_ONE_NAME} (text, jsonb, int, float8, text) AS
         WITH ins AS (
             INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
-            VALUES (%s, %s::jsonb, %s, 0, now() + %s * interval '1 second', %s, now())
+            VALUES ($1, $2, $3, 0, now() + $4 * interval '1 second', $5, now())
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id, queue, available_at <= now() AS ready
         )
         SELECT id, CASE WHEN ready THEN pg_notify('{CHANNEL}', queue) END FROM ins
     """
+    #: Connections on which the statement above is prepared (PREPARE is not
+    #: undone by a rollback, so this stays true for the connection's life).
+    _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     _PUSH_MANY = f"""
         WITH ins AS (
             INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
@@ -148,7 +158,14 @@ class PostgresBackend(DatabaseBackend):
                 database.execute_sql(self._EXPIRE_UNIQUE, (list(keys), [float(s) for s in secs]))
             if len(jobs) == 1:
                 p = jobs[0]
-                rows = _rows(self._PUSH_ONE, (p.queue, p.payload_json, p.priority, p.delay, p.unique_key))
+                conn = database.connection()
+                if conn not in self._prepared:
+                    database.execute_sql(self._PUSH_ONE)
+                    self._prepared[conn] = True
+                rows = _rows(
+                    f"EXECUTE {self._PUSH_ONE_NAME} (%s, %s, %s, %s, %s)",
+                    (p.queue, p.payload_json, p.priority, p.delay, p.unique_key),
+                )
                 return [rows[0][0] if rows else None]
             ids: dict[str, Any] = {}
             for start in range(0, len(jobs), PUSH_CHUNK):
