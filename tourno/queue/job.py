@@ -296,12 +296,21 @@ def encode_payload(job: Job, now: dt.datetime | None = None) -> tuple[str, str]:
         args = _encode(job.args())
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{cls.__name__}: job arguments must be JSON values ({exc})") from None
+    global _last_stamp
     now = now or dt.datetime.now(dt.UTC)
+    # A batch shares one dispatch time: format it once, not once per job.
+    when, stamp = _last_stamp
+    if when is not now:
+        stamp = now.isoformat()
+        _last_stamp = (now, stamp)
     retry_until = "null"
     if cls.retry_until is not None:
         retry_until = _encode((now + dt.timedelta(seconds=float(cls.retry_until))).isoformat())
     uuid = str(uuidlib.uuid4())
-    return uuid, template % (uuid, args, retry_until, now.isoformat())
+    return uuid, template % (uuid, args, retry_until, stamp)
+
+
+_last_stamp: tuple[dt.datetime | None, str] = (None, "")
 
 
 def parse_payload(text: str | bytes | dict[str, Any]) -> dict[str, Any]:

@@ -201,9 +201,11 @@ class PostgresBackend(DatabaseBackend):
                 else:
                     available = stamp
                     ready.add(p.queue)
+                # Our JSON never holds a raw tab, newline or CR (the encoder
+                # escapes control characters), so only backslashes need doubling.
                 lines.append(
-                    f"{job_id}\t{_copy_text(p.queue)}\t{_copy_text(p.payload_json)}\t{p.priority}\t0\t"
-                    f"{available}\t{stamp}\n"
+                    f"{job_id}\t{_copy_text(p.queue)}\t{p.payload_json.replace(chr(92), chr(92) * 2)}\t"
+                    f"{p.priority}\t0\t{available}\t{stamp}\n"
                 )
             with peewee.__exception_wrapper__:
                 database.cursor().copy_expert(
