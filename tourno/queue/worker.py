@@ -38,6 +38,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import peewee
@@ -160,10 +161,21 @@ class _Running:
 
 
 class Worker:
-    def __init__(self, backend: QueueBackend, options: WorkerOptions) -> None:
+    def __init__(
+        self,
+        backend: QueueBackend,
+        options: WorkerOptions,
+        *,
+        on_ready: Callable[[], None] | None = None,
+        on_stopping: Callable[[], None] | None = None,
+    ) -> None:
         options.validate()
         self.backend = backend
         self.options = options
+        # Lifecycle hooks, e.g. for systemd's sd_notify: called once the worker
+        # is registered and about to take jobs, and once it starts to stop.
+        self.on_ready = on_ready
+        self.on_stopping = on_stopping
         self.hostname = socket.gethostname()
         self.pid = os.getpid()
         self.worker_id: int | None = None
@@ -208,6 +220,8 @@ class Worker:
         self._log.info("processing queues %s", ",".join(self.options.queues))
         self._monitor = _Monitor(self)
         self._monitor.start()
+        if self.on_ready is not None:
+            self.on_ready()
         code = EXIT_OK
         try:
             code = self._loop()
@@ -594,6 +608,8 @@ class Worker:
 
     def _shutdown(self) -> None:
         self._disarm()
+        if self.on_stopping is not None:
+            self._safe("run the on_stopping hook", self.on_stopping)
         if self._monitor is not None:
             self._monitor.stop()
             # Join before deleting our row: a heartbeat still in flight is an
