@@ -129,6 +129,7 @@ def work_command(app: AppContext, connection, imports, verbose, **options) -> No
     """
     import dataclasses
 
+    from tourno import systemd
     from tourno.queue import backends
     from tourno.queue.worker import Worker, WorkerOptions
 
@@ -143,8 +144,16 @@ def work_command(app: AppContext, connection, imports, verbose, **options) -> No
         heartbeat_interval=settings.heartbeat_interval,
         stale_after=settings.worker_stale_after,
     )
+    # Under systemd (Type=notify) the unit becomes active once the worker is
+    # registered; elsewhere NOTIFY_SOCKET is unset and these do nothing.
+    queues = ",".join(options.queues)
     try:
-        worker = Worker(backends.current(), options)
+        worker = Worker(
+            backends.current(),
+            options,
+            on_ready=lambda: systemd.ready(f"processing queues {queues}"),
+            on_stopping=lambda: systemd.stopping(f"stopping ({worker.stop_reason or 'shutting down'})"),
+        )
     except ValueError as exc:
         fail(str(exc), code=2)
     raise SystemExit(worker.run())

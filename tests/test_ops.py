@@ -1,0 +1,351 @@
+"""The operator's files: supervisord.conf, systemd/, bin/, and sd_notify.
+
+The supervisord tests run the real supervisord on the repository's
+``supervisord.conf`` unchanged: its paths and worker count come from
+``TOURNO_HOME`` and ``TOURNO_WORKERS`` (a temporary directory, 2 workers), the
+database from ``QueueDB.env()``. Waits are polls with deadlines.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, tourno_cmd
+from tests.jobs import RecordRun, Sleepy
+from tourno import systemd
+from tourno.config import Settings
+
+BIN = Path(sys.executable).parent
+SUPERVISORD = BIN / "supervisord"
+SUPERVISORCTL = BIN / "supervisorctl"
+WORKERS = ("tourno:tourno-worker_00", "tourno:tourno-worker_01")
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, logs: Callable[[], str] = str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def short_tmp():
+    """A directory with a short path: a unix socket path must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="tourno-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- bin/ -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["deploy", "install"])
+def test_bin_help(script):
+    out = subprocess.run([ROOT / "bin" / script, "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"Usage: {'sudo ' if script == 'install' else ''}bin/{script}")
+
+
+def test_bin_dry_runs_print_the_steps():
+    deploy = subprocess.run(
+        [ROOT / "bin" / "deploy", "--dry-run", "--tourno", "tourno"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert deploy.returncode == 0, deploy.stderr
+    assert deploy.stdout.splitlines() == ["+ tourno db migrate", "+ tourno queue restart"]
+    install = subprocess.run(
+        [ROOT / "bin" / "install", "--systemd", "--workers", "3", "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert install.returncode == 0, install.stderr
+    assert "tourno db migrate" in install.stdout
+    assert (
+        "systemctl enable --now tourno-worker@1.service tourno-worker@2.service tourno-worker@3.service"
+        in (install.stdout)
+    )
+    missing = subprocess.run(
+        [ROOT / "bin" / "install", "--dry-run"], capture_output=True, text=True, timeout=30
+    )
+    assert missing.returncode == 2
+    assert "--systemd or --supervisor" in missing.stderr
+
+
+# -- configuration files --------------------------------------------------------------
+
+
+def test_env_example_lists_every_setting_with_its_default():
+    text = (ROOT / "systemd" / "tourno.env.example").read_text()
+    listed = dict(re.findall(r"^#(TOURNO_[A-Z_]+)=(.*)$", text, re.MULTILINE))
+    for name, default in Settings().describe():
+        assert name in listed, f"{name} missing from systemd/tourno.env.example"
+        parsed = dict(Settings.from_mapping({name: listed[name]}).describe())[name]
+        assert parsed == default, (
+            f"{name}: the example's value {listed[name]!r} is not the default {default!r}"
+        )
+    assert set(listed) == {name for name, _ in Settings().describe()}
+
+
+def _job_timeout(command: str) -> float:
+    return float(re.search(r"--timeout (\d+)", command).group(1))
+
+
+def test_stop_timeouts_exceed_the_job_timeout():
+    conf = (ROOT / "supervisord.conf").read_text()
+    command = re.search(r"^command=(tourno work .*)$", conf, re.MULTILINE).group(1)
+    stopwait = float(re.search(r"^stopwaitsecs=(\d+)$", conf, re.MULTILINE).group(1))
+    assert stopwait > _job_timeout(command)
+    unit = (ROOT / "systemd" / "tourno-worker@.service").read_text()
+    command = re.search(r"^ExecStart=(\S+ work .*)$", unit, re.MULTILINE).group(1)
+    stop = float(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE).group(1))
+    assert stop > _job_timeout(command)
+    assert "\nType=notify\n" in unit
+
+
+def test_systemd_units_verify(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze is required in CI (.ci/run installs the systemd package)")
+        pytest.skip("systemd-analyze not installed (Debian/Ubuntu package: systemd)")
+    # The units name /opt/tourno/venv/bin/tourno, which only bin/install
+    # creates; verify checks that ExecStart is executable, so the copies
+    # checked here point at this virtualenv's tourno instead. Nothing else
+    # changes. verify exits 0 even on unknown keys, so any output fails too.
+    for unit in ("tourno.target", "tourno-worker@.service"):
+        text = (ROOT / "systemd" / unit).read_text()
+        (tmp_path / unit).write_text(text.replace("/opt/tourno/venv/bin/tourno", str(BIN / "tourno")))
+    out = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", "tourno.target", "tourno-worker@.service"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout + out.stderr == ""
+
+
+# -- sd_notify ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify_socket(request, short_tmp):
+    """A datagram socket standing in for systemd's; yields (NOTIFY_SOCKET value, socket)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if request.param == "path":
+        address = str(short_tmp / "notify.sock")
+        sock.bind(address)
+        value = address
+    else:
+        name = f"tourno-test-{uuid.uuid4().hex}"
+        sock.bind("\0" + name)
+        value = "@" + name
+    sock.settimeout(30)
+    yield value, sock
+    sock.close()
+
+
+def test_notify_sends_one_datagram(notify_socket):
+    value, sock = notify_socket
+    assert systemd.notify("READY=1", "STATUS=up", environ={"NOTIFY_SOCKET": value})
+    assert sock.recv(4096) == b"READY=1\nSTATUS=up"
+
+
+def test_notify_without_socket_is_a_no_op(short_tmp):
+    assert systemd.notify("READY=1", environ={}) is False
+    # Nobody listening: reported, not raised.
+    assert systemd.notify("READY=1", environ={"NOTIFY_SOCKET": str(short_tmp / "gone.sock")}) is False
+
+
+@pytest.mark.slow
+def test_worker_notifies_ready_and_stopping(notify_socket, sqlite):
+    value, sock = notify_socket
+    RecordRun(key="n1").dispatch()
+    proc = subprocess.run(
+        tourno_cmd("work", "--stop-when-empty", "--sleep", "0.1"),
+        env=sqlite.env(NOTIFY_SOCKET=value),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    messages = [sock.recv(4096).decode().split("\n") for _ in range(2)]
+    assert messages[0][0] == "READY=1" and messages[0][1].startswith("STATUS=processing queues default")
+    assert messages[1] == ["STOPPING=1", "STATUS=stopping (empty)"]
+    assert sqlite.scalar("SELECT count(*) FROM test_runs WHERE key = 'n1'") == 1
+
+
+# -- supervisord ----------------------------------------------------------------------
+
+
+class Supervisor:
+    """The real supervisord on the repository's supervisord.conf, in the foreground."""
+
+    def __init__(self, qdb: Any, home: Path) -> None:
+        self.home = home
+        (home / "log").mkdir()
+        self.env = qdb.env(
+            TOURNO_HOME=str(home),
+            TOURNO_WORKERS=str(len(WORKERS)),
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        self.seen_pids: set[int] = set()
+        self.output = home / "supervisord.out"
+        with open(self.output, "wb") as out:
+            self.proc = subprocess.Popen(
+                [SUPERVISORD, "-n", "-c", ROOT / "supervisord.conf"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [SUPERVISORCTL, "-c", ROOT / "supervisord.conf", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def status(self) -> dict[str, tuple[str, int | None]]:
+        """{process: (state, pid)} from `supervisorctl status`."""
+        result = {}
+        for line in self.ctl("status").stdout.splitlines():
+            m = re.match(r"(\S+)\s+([A-Z]+)\s*(?:pid (\d+))?", line)
+            if m:
+                pid = int(m.group(3)) if m.group(3) else None
+                result[m.group(1)] = (m.group(2), pid)
+                if pid:
+                    self.seen_pids.add(pid)
+        return result
+
+    def wait_running(self, exclude: set[int] = frozenset()) -> dict[str, int]:
+        """Wait until every worker is RUNNING with a pid not in ``exclude``."""
+
+        def running():
+            st = self.status()
+            ok = all(st.get(w, ("", None))[0] == "RUNNING" and st[w][1] not in exclude for w in WORKERS)
+            return {w: st[w][1] for w in WORKERS} if ok else None
+
+        return wait_for(running, "all workers RUNNING", logs=self.logs)
+
+    def logs(self) -> str:
+        parts = [f"--- supervisord rc={self.proc.poll()}\n", self.output.read_text(errors="replace")[-3000:]]
+        for log in sorted((self.home / "log").glob("*.log")):
+            parts.append(f"--- {log.name}\n{log.read_text(errors='replace')[-2000:]}")
+        return "".join(parts)
+
+    def shutdown(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        # Workers run in their own process groups; none may outlive the test.
+        for pid in self.seen_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def supervisor(pg, short_tmp):
+    sv = Supervisor(pg, short_tmp)
+    try:
+        yield sv
+    finally:
+        sv.shutdown()
+
+
+@pytest.mark.slow
+def test_supervisord_runs_workers_and_stop_loses_nothing(supervisor, pg):
+    pids = supervisor.wait_running()
+    assert len(set(pids.values())) == 2
+    assert oct((supervisor.home / "supervisor.sock").stat().st_mode & 0o777) == "0o700"
+
+    for i in range(6):
+        RecordRun(key=f"r{i}").dispatch()
+    wait_for(
+        lambda: (
+            pg.scalar("SELECT count(*) FROM test_runs WHERE key LIKE %s", ("r%",)) == 6
+            and pg.scalar("SELECT count(*) FROM jobs") == 0
+        ),
+        "6 jobs processed",
+        logs=supervisor.logs,
+    )
+
+    # Stop while a job runs: SIGTERM lets it finish, nothing is lost.
+    Sleepy(key="long", seconds=2.0).dispatch()
+    wait_for(lambda: pg.scalar("SELECT count(*) FROM test_runs WHERE key = 'long'") == 1, "the long job")
+    stopped = supervisor.ctl("stop", "tourno:*")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert pg.scalar("SELECT value FROM test_marks WHERE key = 'finished:long'") is not None
+    assert pg.scalar("SELECT count(*) FROM jobs") == 0
+    assert pg.scalar("SELECT count(*) FROM failed_jobs") == 0
+    assert pg.scalar("SELECT count(*) FROM test_runs WHERE key = 'long'") == 1
+    assert {state for state, _ in supervisor.status().values()} == {"STOPPED"}
+    assert "exit status 0" in (supervisor.home / "supervisord.log").read_text()
+
+    # Jobs dispatched while stopped wait, and run once the workers start.
+    RecordRun(key="after").dispatch()
+    started = supervisor.ctl("start", "tourno:*")
+    assert started.returncode == 0, started.stdout + started.stderr
+    supervisor.wait_running(exclude=set(pids.values()))
+    wait_for(
+        lambda: pg.scalar("SELECT count(*) FROM test_runs WHERE key = 'after'") == 1,
+        "the job dispatched while stopped",
+        logs=supervisor.logs,
+    )
+
+
+@pytest.mark.slow
+def test_supervisorctl_restart_and_queue_restart_cycle_workers(supervisor, pg):
+    first = supervisor.wait_running()
+
+    restarted = supervisor.ctl("restart", "tourno:*")
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    second = supervisor.wait_running(exclude=set(first.values()))
+
+    # `tourno queue restart`: every worker exits 0 after its current job and
+    # supervisord (autorestart=true) starts a new one.
+    out = subprocess.run(tourno_cmd("queue", "restart"), env=supervisor.env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    third = supervisor.wait_running(exclude=set(first.values()) | set(second.values()))
+    log = (supervisor.home / "supervisord.log").read_text()
+    for name in ("tourno-worker_00", "tourno-worker_01"):
+        assert f"exited: {name} (exit status 0; expected)" in log, log
+
+    RecordRun(key="new").dispatch()
+    wait_for(
+        lambda: pg.scalar("SELECT pid FROM test_runs WHERE key = 'new'"),
+        "a job on the new workers",
+        logs=supervisor.logs,
+    )
+    assert pg.scalar("SELECT pid FROM test_runs WHERE key = 'new'") in set(third.values())
