@@ -740,7 +740,7 @@ def test_subprocess_end_to_end(sqlite, tmp_path):
     ("variable", "value"),
     [
         ("TOURNO_QUEUE_CONNECTION", "kafka"),
-        ("TOURNO_QUEUE_CONNECTION", "redis"),  # valid, but not available yet
+        ("TOURNO_REDIS_URL", "http://cache:6379/0"),
         ("TOURNO_HEARTBEAT_INTERVAL", "abc"),
         ("TOURNO_WORKER_STALE_AFTER", "1"),
         ("TOURNO_DATABASE_URL", "mysql://x"),

@@ -32,8 +32,15 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
     settings = settings or Settings.from_env()
     concrete = db.init(settings.database_url)
     if settings.queue_connection == "redis":
-        raise ConfigError("TOURNO_QUEUE_CONNECTION: the redis driver is not available yet")
-    backends.configure(for_database(concrete))
+        try:
+            from tourno.queue.backends.redis import RedisBackend
+        except ImportError as exc:
+            raise ConfigError(
+                f"TOURNO_QUEUE_CONNECTION=redis needs the redis package ({exc}): pip install tourno[redis]"
+            ) from None
+        backends.configure(RedisBackend(settings.redis_url))
+    else:
+        backends.configure(for_database(concrete))
     if import_jobs:
         import_modules(("tourno.jobs",))
         import_modules(settings.imports, source="TOURNO_IMPORTS")

@@ -58,6 +58,14 @@ class AppContext:
                 fail(f"cannot connect to the database {mask_password(settings.database_url)}: {exc}")
             if check_schema:
                 require_schema()
+            from tourno.queue import backends
+
+            backend = backends.current()
+            if backend.connection_errors:
+                try:
+                    backend.ping()
+                except backend.connection_errors as exc:
+                    fail(f"cannot connect to the queue at {mask_password(settings.redis_url)}: {exc}")
         return settings
 
 

@@ -83,7 +83,17 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
     moved: list[int] = []
     refused: list[tuple[int, str]] = []
     now = dt.datetime.now(UTC)
+    backend = backends.current()
     for rec in records:
+        if (rec.connection or "database") != backend.connection_name:
+            refused.append(
+                (
+                    rec.id,
+                    f"it failed on the {rec.connection!r} connection but this process queues on "
+                    f"{backend.connection_name!r}; retry it with TOURNO_QUEUE_CONNECTION={rec.connection}",
+                )
+            )
+            continue
         try:
             payload = json.loads(rec.payload)
             if not isinstance(payload, dict):
@@ -117,17 +127,33 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
             )
         pending.append(job)
         moved.append(rec.id)
-    if pending:
+    if not pending:
+        return moved, refused
+    if backend.connection_name == "database":
+        # The jobs and the deletions commit together.
         with database.atomic():
-            ids = backends.current().push(pending)
-            # A unique job whose key a pending job holds stays failed.
-            for rec_id, job_id in zip(list(moved), ids, strict=True):
-                if job_id is None:
-                    moved.remove(rec_id)
-                    refused.append((rec_id, "a job with the same unique key is pending; retry it later"))
+            ids = backend.push(pending)
+            _keep_refused(moved, ids, refused)
             if moved:
                 FailedJobRecord.delete().where(FailedJobRecord.id.in_(moved)).execute()
+    else:
+        # Another store (Redis) cannot join the transaction: push first, outside
+        # any transaction (so a unique key taken is known now), then delete
+        # the records. A crash in between leaves a record of a requeued job
+        # (retrying it again runs the job twice), never a job lost.
+        ids = backend.push(pending)
+        _keep_refused(moved, ids, refused)
+        if moved:
+            FailedJobRecord.delete().where(FailedJobRecord.id.in_(moved)).execute()
     return moved, refused
+
+
+def _keep_refused(moved: list[int], ids: list, refused: list[tuple[int, str]]) -> None:
+    """A unique job whose key a pending job holds stays failed."""
+    for rec_id, job_id in zip(list(moved), ids, strict=True):
+        if job_id is None:
+            moved.remove(rec_id)
+            refused.append((rec_id, "a job with the same unique key is pending; retry it later"))
 
 
 def retry(idents: Iterable[str]) -> RetryResult:

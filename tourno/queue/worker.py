@@ -172,6 +172,8 @@ class Worker:
         options.validate()
         self.backend = backend
         self.options = options
+        # The backend's own outage errors (e.g. Redis) are handled like the database's.
+        self._outage_errors = DB_ERRORS + tuple(backend.connection_errors)
         # Lifecycle hooks, e.g. for systemd's sd_notify: called once the worker
         # is registered and about to take jobs, and once it starts to stop.
         self.on_ready = on_ready
@@ -253,7 +255,7 @@ class Worker:
             try:
                 self._flush_ops()
                 claimed = self._next_job()
-            except DB_ERRORS as exc:
+            except self._outage_errors as exc:
                 self._recover(exc)
                 claimed = None
                 if self._stop_signal is None:
@@ -477,6 +479,8 @@ class Worker:
                 # (peewee's way), so the driver's rollback() would be a no-op.
                 database.execute_sql("ROLLBACK")
                 database._state.transactions.clear()  # peewee's per-thread stack
+                # Work deferred to that commit (jobs dispatched to Redis) is dropped with it.
+                database._clear_commit_callbacks()
         except DB_ERRORS:
             pass
 
@@ -486,7 +490,7 @@ class Worker:
         self._ops.append((kind, args))
         try:
             self._flush_ops()
-        except DB_ERRORS as exc:
+        except self._outage_errors as exc:
             self._recover(exc)
 
     def _flush_ops(self) -> None:
@@ -505,16 +509,17 @@ class Worker:
     def _recover(self, exc: BaseException) -> None:
         """The database went away: reconnect with backoff until it is back or
         we are told to stop. Nothing queued in ``_ops`` is lost."""
-        self._log.warning("database unavailable: %s; reconnecting", _first_line(exc))
+        self._log.warning("lost the database or queue connection: %s; reconnecting", _first_line(exc))
         delay = 0.5
         while self._stop_signal is None:
             self.backend.close_thread_connection()
             self._wait(delay)
             try:
                 open_connection()
-                self._log.info("database connection restored")
+                self.backend.ping()
+                self._log.info("connection restored")
                 return
-            except DatabaseUnavailable as again:
+            except (DatabaseUnavailable, *self.backend.connection_errors) as again:
                 self._log.debug("still unavailable: %s", again)
                 delay = min(delay * 2, 10.0)
 

@@ -53,6 +53,9 @@ class WorkerInfo:
 class QueueBackend(abc.ABC):
     #: The name stored in ``failed_jobs.connection``.
     connection_name: str = "database"
+    #: Errors of the backend's own store that mean "it went away": the worker
+    #: treats them like a database outage (reconnect with backoff, lose nothing).
+    connection_errors: tuple[type[BaseException], ...] = ()
 
     # -- producer side -------------------------------------------------------
 
@@ -123,6 +126,11 @@ class QueueBackend(abc.ABC):
         """Reclaim the space of finished jobs now, if the store needs it and
         no other worker is doing it; returns whether it ran."""
         return False
+
+    def ping(self) -> None:
+        """Check the backend's own store is reachable (raise one of
+        ``connection_errors`` if not); the database is checked elsewhere."""
+        return None
 
     @abc.abstractmethod
     def close_thread_connection(self) -> None:
