@@ -44,6 +44,12 @@ def _rows(sql: str, params: Any = ()) -> list[tuple]:
     return database.execute_sql(sql, params).fetchall()
 
 
+def _claimed(rows: list[tuple]) -> list[ClaimedJob]:
+    """Claimed rows (id, queue, payload, attempts, priority) in the order the
+    worker runs them; RETURNING does not promise the claim's ORDER BY."""
+    return sorted((ClaimedJob(*r) for r in rows), key=lambda j: (j.priority, j.id))
+
+
 def _rowcount(sql: str, params: Any = ()) -> int:
     return database.execute_sql(sql, params).rowcount
 
@@ -265,9 +271,7 @@ class PostgresBackend(DatabaseBackend):
                 "margin": LEASE_MARGIN,
             },
         )
-        jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-        jobs.sort(key=lambda j: (j.priority, j.id))
-        return jobs
+        return _claimed(rows)
 
     def complete(self, worker_id, ids):
         if not ids:
@@ -555,9 +559,7 @@ class SqliteBackend(DatabaseBackend):
                     "margin": LEASE_MARGIN,
                 },
             )
-        jobs = [ClaimedJob(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-        jobs.sort(key=lambda j: (j.priority, j.id))
-        return jobs
+        return _claimed(rows)
 
     @staticmethod
     def _delete(worker_id, ids) -> int:
