@@ -1,6 +1,6 @@
 """Queue benchmark: prints figures, side by side, against the issue's targets.
 
-    python bench/queue.py [--quick] [--runs 3]
+    python bench/queue.py [--quick] [--runs 3] [--driver {database,redis,both}]
 
 It is not a test: it makes its own databases (PostgreSQL ``tourno_bench`` on
 the server named by TOURNO_BENCH_PG, an SQLite file in a temporary folder),
@@ -14,6 +14,13 @@ runs of each figure:
 * dispatch rate, one job per call and batched;
 * drain throughput on SQLite;
 * a worker's memory over a long drain.
+
+With ``--driver redis`` (only the Redis driver) or ``--driver both`` (the
+database figures above and the Redis ones, side by side), it also measures
+the Redis driver (``tourno work redis`` against TOURNO_BENCH_REDIS, keys
+under a unique ``bench<random>`` prefix, deleted at the end): drains with 1
+and 4 workers, dispatch-to-start latency and dispatch rates. The Redis
+figures have no target.
 
 Drains measure the steady state, not Python start-up: the workers start
 first, the script waits until they are idle, inserts every job in one
@@ -56,6 +63,7 @@ from pathlib import Path  # noqa: E402
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 BENCH_DB = "tourno_bench"
 PG_URL = f"{PG_SERVER}/{BENCH_DB}"
+REDIS_SERVER = os.environ.get("TOURNO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 QUEUE = "default"
 #: Every worker polls this often when idle (Laravel's and Tourno's default).
 SLEEP = 3.0
@@ -114,6 +122,7 @@ class Figure:
     digits: int = 0
     op: str | None = None  # ">=" or "<="
     target: float | None = None
+    driver: str = "database"  # "redis": no target, "-" in the target column
 
     def fmt(self, value: float | None) -> str:
         return "-" if value is None else f"{value:,.{self.digits}f}"
@@ -153,6 +162,44 @@ FIGURES = [
     Figure("pg_rtt", "Context: PG round trip (SELECT 1), median", "us"),
     Figure("pg_commit", "Context: PG 1-row INSERT + commit, median", "us"),
 ]
+
+#: The Redis driver's figures (``--driver redis`` or ``both``), each printed
+#: after the database figure named by ``REDIS_AFTER``.
+REDIS_FIGURES = [
+    Figure("rd_t1", "Redis drain, Tourno, 1 worker", "jobs/s", driver="redis"),
+    Figure("rd_t4", "Redis drain, Tourno, 4 workers", "jobs/s", driver="redis"),
+    Figure("rd_lat_p50", "Redis latency dispatch->start, Tourno, p50", "ms", 2, driver="redis"),
+    Figure("rd_lat_p95", "Redis latency dispatch->start, Tourno, p95", "ms", 2, driver="redis"),
+    Figure("rd_lat_max", "Redis latency dispatch->start, Tourno, max", "ms", 2, driver="redis"),
+    Figure("rd_lat_call", "  Redis: the dispatch() call itself, p50", "ms", 2, driver="redis"),
+    Figure("rd_disp_1", "Redis dispatch, one Job.dispatch() per job", "jobs/s", driver="redis"),
+    Figure("rd_disp_n", "Redis dispatch, dispatch_many batch", "jobs/s", driver="redis"),
+    Figure("rd_rtt", "Context: Redis round trip (PING), median", "us", driver="redis"),
+]
+REDIS_AFTER = {
+    "rd_t1": "pg_t1",
+    "rd_t4": "pg_t4",
+    "rd_lat_p50": "lat_p50",
+    "rd_lat_p95": "lat_p95",
+    "rd_lat_max": "lat_max",
+    "rd_lat_call": "lat_call",
+    "rd_disp_1": "disp_1",
+    "rd_disp_n": "disp_n",
+    "rd_rtt": "pg_commit",
+}
+
+
+def figures_for(driver: str) -> list[Figure]:
+    """The table's rows for ``--driver``: ``database`` is ``FIGURES`` as is."""
+    if driver == "database":
+        return list(FIGURES)
+    if driver == "redis":
+        return list(REDIS_FIGURES)
+    rows = []
+    for fig in FIGURES:
+        rows.append(fig)
+        rows += [r for r in REDIS_FIGURES if REDIS_AFTER[r.key] == fig.key]
+    return rows
 
 
 class BenchError(Exception):
@@ -380,13 +427,19 @@ def laravel_payload(n: int, sent: float | None = None) -> str:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, runs: int, workdir: Path) -> None:
+    def __init__(self, sizes: Sizes, runs: int, workdir: Path, driver: str = "database") -> None:
         self.sizes = sizes
         self.runs = runs
         self.workdir = workdir
+        self.driver = driver
         self.sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
         self.procs = Processes(workdir)
-        self.results: dict[str, list[float]] = {f.key: [] for f in FIGURES}
+        self.figures = figures_for(driver)
+        self.results: dict[str, list[float]] = {f.key: [] for f in self.figures}
+        # Every key of this run's Redis queue starts with "<prefix>:".
+        self.redis_prefix = f"bench{uuid.uuid4().hex[:12]}"
+        sep = "&" if "?" in REDIS_SERVER else "?"
+        self.redis_url = f"{REDIS_SERVER}{sep}prefix={self.redis_prefix}"
         self.pooled_baseline_latency: list[float] = []
         self.counter = 0
 
@@ -397,13 +450,18 @@ class Bench:
     # -- databases -------------------------------------------------------------
 
     @contextlib.contextmanager
-    def use(self, url: str) -> Iterator[None]:
-        """Bind tourno's database to ``url`` with this thread's connection open."""
+    def use(self, url: str, redis: bool = False) -> Iterator[None]:
+        """Bind tourno's database to ``url`` with this thread's connection open
+        (and, with ``redis``, the queue to this run's Redis prefix)."""
         import tourno
         from tourno import db as tdb
         from tourno.config import Settings
 
-        tourno.setup(Settings(database_url=url), import_jobs=False)
+        if redis:
+            settings = Settings(database_url=url, queue_connection="redis", redis_url=self.redis_url)
+        else:
+            settings = Settings(database_url=url)
+        tourno.setup(settings, import_jobs=False)
         tourno.import_modules(["bench.bench_jobs"])
         tdb.open_connection()
         try:
@@ -481,13 +539,51 @@ class Bench:
         finally:
             admin.close()
 
+    def redis_client(self):
+        from tourno.queue import backends
+
+        return backends.current().client()
+
+    def redis_key(self, *parts: str) -> str:
+        return ":".join((self.redis_prefix, *parts))
+
+    def redis_server_info(self) -> str:
+        import redis as redislib
+
+        client = redislib.Redis.from_url(REDIS_SERVER, socket_connect_timeout=5)
+        try:
+            info = client.info("server")
+            persistence = client.config_get("appendonly")
+            return (
+                f"Redis {info.get('redis_version', '?')} at {REDIS_SERVER}, key prefix "
+                f"{self.redis_prefix}; appendonly={persistence.get('appendonly', '?')}; "
+                f"redis-py {_version('redis')}"
+            )
+        finally:
+            client.close()
+
+    def drop_redis_keys(self) -> None:
+        """Delete this run's keys (all under its unique prefix), nothing else."""
+        import redis as redislib
+
+        try:
+            client = redislib.Redis.from_url(REDIS_SERVER, socket_connect_timeout=5)
+            try:
+                keys = list(client.scan_iter(match=f"{self.redis_prefix}:*", count=1000))
+                for start in range(0, len(keys), 1000):
+                    client.delete(*keys[start : start + 1000])
+            finally:
+                client.close()
+        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the figures
+            print(f"warning: could not delete Redis keys {self.redis_prefix}:*: {exc}", file=sys.stderr)
+
     # -- workers ---------------------------------------------------------------------
 
     def _name(self, tag: str) -> str:
         self.counter += 1
         return f"{self.counter:03d}-{tag}"
 
-    def worker_env(self, url: str) -> dict[str, str]:
+    def worker_env(self, url: str, redis: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
         env.update(
             TOURNO_DATABASE_URL=url,
@@ -495,14 +591,19 @@ class Bench:
             PYTHONPATH=ROOT,
             PYTHONUNBUFFERED="1",
         )
+        if redis:
+            env.update(TOURNO_QUEUE_CONNECTION="redis", TOURNO_REDIS_URL=self.redis_url)
         return env
 
-    def start_tourno(self, url: str, n: int, tag: str, sleep: float = SLEEP) -> list[Proc]:
-        env = self.worker_env(url)
+    def start_tourno(
+        self, url: str, n: int, tag: str, sleep: float = SLEEP, redis: bool = False
+    ) -> list[Proc]:
+        env = self.worker_env(url, redis)
         procs = []
         for i in range(n):
             name = self._name(f"{tag}-w{i}")
-            argv = [sys.executable, "-m", "tourno", "work", "--sleep", f"{sleep:g}"]
+            argv = [sys.executable, "-m", "tourno", "work", *(["redis"] if redis else [])]
+            argv += ["--sleep", f"{sleep:g}"]
             argv += ["--import", "bench.bench_jobs", "--name", name]
             procs.append(self.procs.start(name, argv, env))
         return procs
@@ -538,6 +639,53 @@ class Bench:
                 raise BenchError(f"workers not idle after {timeout:g} s ({ready}/{len(pids)} registered)")
             time.sleep(0.05)
         time.sleep(0.2)
+
+    def wait_redis_idle(self, procs: list[Proc], timeout: float = 60.0) -> None:
+        """Registered in Redis and past a first heartbeat (it follows the
+        worker's SUBSCRIBE); then a moment for the first, empty, claim."""
+        from tourno.queue import backends
+
+        backend = backends.current()
+        pids = {p.pid for p in procs}
+        deadline = time.monotonic() + timeout
+        while True:
+            self.procs.check_alive(procs)
+            ready = sum(
+                1
+                for w in backend.workers(3600)
+                if w.pid in pids and w.heartbeat_at and w.started_at and w.heartbeat_at > w.started_at
+            )
+            if ready >= len(pids):
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"Redis workers not idle after {timeout:g} s ({ready}/{len(pids)} ready)")
+            time.sleep(0.05)
+        time.sleep(0.5)
+
+    def redis_pending(self) -> int:
+        """Jobs of this run's queue still ready, delayed or reserved."""
+        pipe = self.redis_client().pipeline(transaction=False)
+        pipe.zcard(self.redis_key("q", QUEUE, "ready"))
+        pipe.zcard(self.redis_key("q", QUEUE, "delayed"))
+        pipe.zcard(self.redis_key("reserved"))
+        return sum(int(n) for n in pipe.execute())
+
+    def wait_redis_empty(self, procs: list[Proc], timeout: float) -> float:
+        """Poll until the queue's ready, delayed and reserved sets are empty
+        (three ZCARDs in one round trip); returns perf_counter() then."""
+        deadline = time.perf_counter() + timeout
+        next_check = 0.0
+        while True:
+            left = self.redis_pending()
+            now = time.perf_counter()
+            if left == 0:
+                return now
+            if now > deadline:
+                raise BenchError(f"Redis queue not empty after {timeout:g} s ({left} jobs left)")
+            if now > next_check:
+                self.procs.check_alive(procs)
+                next_check = now + 0.5
+            time.sleep(POLL)
 
     def stop_tourno(self, procs: list[Proc], expect_jobs: int | None) -> None:
         codes = self.procs.stop(procs)
@@ -650,6 +798,54 @@ class Bench:
             self.stop_tourno(procs, jobs)
         return jobs / (t1 - t0)
 
+    def redis_drain(self, workers: int, jobs: int, tag: str) -> tuple[float, float, int]:
+        """Jobs/s from the return of one ``dispatch_many`` to an empty queue,
+        counting only the jobs still pending (ready or reserved) at its
+        return: the backend pushes in chunks of 5,000 scripts, so the workers
+        start before it ends. Also the push's duration (s) and that count."""
+        from bench.bench_jobs import BenchNoop
+        from tourno.queue import dispatch_many
+
+        procs = self.start_tourno(PG_URL, workers, tag, redis=True)
+        try:
+            self.wait_redis_idle(procs)
+            batch = [BenchNoop(n=i) for i in range(jobs)]
+            p0 = time.perf_counter()
+            dispatch_many(batch)
+            t0 = time.perf_counter()
+            pending = self.redis_pending()
+            t1 = self.wait_redis_empty(procs, timeout=max(120.0, jobs / 100))
+        finally:
+            self.stop_tourno(procs, jobs)
+        return pending / (t1 - t0), t0 - p0, pending
+
+    def redis_dispatch_rates(self, single: int, batch: int) -> tuple[float, float]:
+        from bench.bench_jobs import BenchNoop
+        from tourno.queue import backends, dispatch_many
+
+        backend = backends.current()
+        backend.clear(QUEUE)
+        t0 = time.perf_counter()
+        for i in range(single):
+            BenchNoop(n=i).dispatch()
+        one = single / (time.perf_counter() - t0)
+        backend.clear(QUEUE)
+        jobs = [BenchNoop(n=i) for i in range(batch)]
+        t0 = time.perf_counter()
+        dispatch_many(jobs)
+        many = batch / (time.perf_counter() - t0)
+        backend.clear(QUEUE)
+        return one, many
+
+    def redis_rtt(self, n: int = 300) -> float:
+        client = self.redis_client()
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            client.ping()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e6
+
     def baseline_insert(self, jobs: int, sent: float | None = None) -> int:
         from tourno.db import database
 
@@ -699,15 +895,20 @@ class Bench:
                 raise BenchError(f"{kind} latency samples missing after {timeout:g} s")
             time.sleep(0.02)
 
-    def tourno_latency(self, samples: int, gap: float) -> tuple[list[float], list[float]]:
+    def tourno_latency(
+        self, samples: int, gap: float, redis: bool = False
+    ) -> tuple[list[float], list[float]]:
         """Samples of dispatch->start and of the dispatch() call, in ms."""
         from bench.bench_jobs import BenchLatency
 
         self.execute("DELETE FROM bench_latency")
-        procs = self.start_tourno(PG_URL, 1, "latency")
+        procs = self.start_tourno(PG_URL, 1, "redis-latency" if redis else "latency", redis=redis)
         calls = []
         try:
-            self.wait_tourno_idle(procs)
+            if redis:
+                self.wait_redis_idle(procs)
+            else:
+                self.wait_tourno_idle(procs)
             for _ in range(samples):
                 sent = time.time()
                 BenchLatency(sent=sent).dispatch()
@@ -830,7 +1031,7 @@ class Bench:
 
     def record(self, key: str, value: float) -> None:
         self.results[key].append(value)
-        fig = next(f for f in FIGURES if f.key == key)
+        fig = next(f for f in self.figures if f.key == key)
         print(f"    {fig.label:<44} {fig.fmt(value):>10} {fig.unit}", flush=True)
 
     def step(self, what: str, fn: Callable[[], None]) -> None:
@@ -846,6 +1047,46 @@ class Bench:
             self.procs.kill_all()
 
     def run_once(self, index: int) -> None:
+        if self.driver in ("database", "both"):
+            self.run_database()
+        if self.driver in ("redis", "both"):
+            self.run_redis()
+
+    def run_redis(self) -> None:
+        s = self.sizes
+        with self.use(PG_URL, redis=True):
+            self.step("Redis round trip", lambda: self.record("rd_rtt", self.redis_rtt()))
+
+            def dispatch() -> None:
+                one, many = self.redis_dispatch_rates(s.single_dispatch, s.batch_dispatch)
+                self.record("rd_disp_1", one)
+                self.record("rd_disp_n", many)
+
+            self.step("Redis dispatch rate", dispatch)
+
+            for workers in (1, 4):
+
+                def drain(workers: int = workers) -> None:
+                    rate, push, pending = self.redis_drain(workers, s.drain_jobs, f"redis-t{workers}")
+                    print(
+                        f"    (Redis push of {s.drain_jobs:,} jobs took {push * 1000:.0f} ms; "
+                        f"{pending:,} still pending when the clock started: the rate counts those)",
+                        flush=True,
+                    )
+                    self.record(f"rd_t{workers}", rate)
+
+                self.step(f"Redis drain, Tourno, {workers} worker(s)", drain)
+
+            def latency() -> None:
+                ms, calls = self.tourno_latency(s.latency_samples, s.latency_gap, redis=True)
+                self.record("rd_lat_p50", percentile(ms, 50))
+                self.record("rd_lat_p95", percentile(ms, 95))
+                self.record("rd_lat_max", max(ms))
+                self.record("rd_lat_call", percentile(calls, 50))
+
+            self.step("Redis latency, Tourno", latency)
+
+    def run_database(self) -> None:
         s = self.sizes
         per_run_baseline = -(-s.baseline_latency_samples // self.runs)
         drains: dict[str, float] = {}
@@ -941,16 +1182,17 @@ class Bench:
         print(f"{'figure':<44} {'median':>10} {'unit':<7} {'runs':<28} {'target':<10} verdict")
         print("-" * 112)
         misses = 0
-        for fig in FIGURES:
+        for fig in self.figures:
             values = self.results[fig.key]
             median = statistics.median(values) if values else None
             runs = " / ".join(fig.fmt(v) for v in values)
-            target = f"{fig.op} {fig.fmt(fig.target)}" if fig.op else ""
+            target = f"{fig.op} {fig.fmt(fig.target)}" if fig.op else ("-" if fig.driver == "redis" else "")
             verdict = fig.verdict(median)
             misses += verdict.startswith("MISS")
             print(f"{fig.label:<44} {fig.fmt(median):>10} {fig.unit:<7} {runs:<28} {target:<10} {verdict}")
         n = len(self.pooled_baseline_latency)
-        print(f"* baseline latency: {n} samples pooled over all runs (it polls every {SLEEP:g} s)")
+        if self.driver != "redis":
+            print(f"* baseline latency: {n} samples pooled over all runs (it polls every {SLEEP:g} s)")
         return misses
 
 
@@ -971,13 +1213,17 @@ def checkout() -> str:
     return result.stdout.strip() or "?"
 
 
-def header(pg_version: str, sizes: Sizes, runs: int, quick: bool, commit: str) -> None:
+def header(
+    pg_version: str, sizes: Sizes, runs: int, quick: bool, commit: str, redis_info: str | None = None
+) -> None:
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     print("Tourno queue benchmark")
     print(f"  command     {shlex.join([sys.executable, *sys.argv])}")
     print(f"  date        {dt.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"  host        nproc={nproc}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  PostgreSQL  {pg_version} at {PG_SERVER}")
+    if redis_info is not None:
+        print(f"  Redis       {redis_info}")
     print(
         f"  Python      {platform.python_version()}, peewee {_version('peewee')}, "
         f"psycopg2 {_version('psycopg2-binary')}, SQLite {_sqlite_version()}"
@@ -999,6 +1245,15 @@ def header(pg_version: str, sizes: Sizes, runs: int, quick: bool, commit: str) -
         "              baseline workers poll every 3 s; after the insert the script runs ANALYZE "
         "laravel_jobs, then wakes them with SIGUSR1 and starts the clock."
     )
+    if redis_info is not None:
+        print(
+            f"              Redis: `tourno work redis --sleep {SLEEP:g}` workers idle first; the jobs pushed by "
+            "one dispatch_many; from its return until"
+        )
+        print(
+            "              the ready/delayed/reserved sets are empty, counting the jobs still pending at "
+            "its return (no targets: '-')."
+        )
     print(flush=True)
 
 
@@ -1012,6 +1267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a run of about a minute")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (median); default 3, quick 1")
+    parser.add_argument(
+        "--driver",
+        choices=("database", "redis", "both"),
+        default="database",
+        help="queue driver(s) to measure (default database; redis and both need a Redis server)",
+    )
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", default=PG_URL, help=argparse.SUPPRESS)
     parser.add_argument("--sleep", type=float, default=SLEEP, help=argparse.SUPPRESS)
@@ -1025,12 +1286,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tourno-bench-"))
-    bench = Bench(sizes, runs, workdir)
+    bench = Bench(sizes, runs, workdir, args.driver)
     keep = False
     try:
         pg_version = bench.create_databases()
         commit = checkout()
-        header(pg_version, sizes, runs, args.quick, commit)
+        redis_info = bench.redis_server_info() if args.driver != "database" else None
+        header(pg_version, sizes, runs, args.quick, commit, redis_info)
         for index in range(runs):
             print(f"run {index + 1}/{runs}", flush=True)
             bench.run_once(index)
@@ -1057,6 +1319,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         bench.procs.kill_all()
+        if args.driver != "database":
+            bench.drop_redis_keys()
         bench.drop_databases()
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
