@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import pytest
@@ -22,9 +23,13 @@ from click.testing import CliRunner, Result
 from tests.conftest import run_worker, tourno_cmd
 from tests.jobs import Boom, Noop
 from tourno import db as tdb
+from tourno import migrations
 from tourno.cli import main
 from tourno.queue import Job, backends
 from tourno.queue.models import FailedJobRecord, JobRecord, QueueSignal, WorkerRecord
+
+# Every migration file, in order (the CLI lists them by name).
+MIGRATIONS = sorted(p.stem for p in Path(migrations.DIRECTORY).glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 #: Wide enough that rich never wraps a table cell.
 WIDE = "200"
@@ -715,7 +720,7 @@ def test_subprocess_end_to_end(sqlite, tmp_path):
 
     migrate = run("db", "migrate")
     assert migrate.returncode == 0, migrate.stderr
-    assert migrate.stdout.strip() == "applied 0001_queue"
+    assert migrate.stdout.splitlines() == [f"applied {name}" for name in MIGRATIONS]
 
     dispatch = run("queue", "dispatch", "DemoJob", "--args", '{"message": "end to end"}')
     assert dispatch.returncode == 0, dispatch.stderr
@@ -810,9 +815,10 @@ def test_schema_not_migrated(tmp_path, command):
     result = invoke(*command, TOURNO_DATABASE_URL=f"sqlite:///{path}")
     assert result.exit_code == 1, (result.output, result.exception)
     (line,) = result.stderr.splitlines()
+    assert MIGRATIONS[0] == "0001_queue"
     assert line == (
-        "error: the database schema is not up to date (1 migration(s) pending: 0001_queue); "
-        "run `tourno db migrate`"
+        f"error: the database schema is not up to date ({len(MIGRATIONS)} migration(s) pending: "
+        f"{', '.join(MIGRATIONS)}); run `tourno db migrate`"
     )
     # Nothing was created behind the operator's back.
     db = tdb.connect(f"sqlite:///{path}")

@@ -21,9 +21,12 @@ from tests.conftest import PG_SERVER, _admin, drop_pg
 from tourno import db as tdb
 from tourno import migrations
 from tourno.cli import main
-from tourno.queue.models import MODELS
+from tourno.queue.models import MODELS as QUEUE_MODELS
+from tourno.tournaments import models as tmodels
 
 FIRST = "0001_queue"
+ALL = [FIRST, "0002_tournaments"]
+MODELS = QUEUE_MODELS + tmodels.MODELS
 
 
 # -- fresh, empty databases ----------------------------------------------------------
@@ -92,8 +95,22 @@ def _normal_where(sql: str | None) -> str | None:
     spaces or case, so PostgreSQL's and SQLite's spellings compare equal."""
     if not sql or not re.search(r"\sWHERE\s", sql, re.I):
         return None
-    where = re.split(r"\sWHERE\s", sql, maxsplit=1, flags=re.I)[1]
-    return re.sub(r'[\s"()]', "", where).lower()
+    where = re.split(r"\sWHERE\s", sql, maxsplit=1, flags=re.I)[1].lower()
+    # PostgreSQL spells the predicate back with casts, "<>" and "= ANY (ARRAY[...])".
+    where = re.sub(r"::(character varying|timestamp with time zone|[a-z_]+)(\[\])?", "", where)
+    where = re.sub(r'[\s"()]', "", where).replace("<>", "!=")
+    return re.sub(r"=anyarray\[([^\]]*)\]", r"in\1", where)
+
+
+def _inline(db: peewee.Database, node) -> str:
+    """The SQL of ``node`` with its parameters written in, as CREATE INDEX stores it."""
+    sql, params = db.get_sql_context().sql(node).query()
+    for value in params:
+        literal = (
+            str(int(value)) if isinstance(value, (bool, int)) else "'" + str(value).replace("'", "''") + "'"
+        )
+        sql = sql.replace(db.param, literal, 1)
+    return sql
 
 
 def _never_reused(db: peewee.Database, table: str, col) -> bool:
@@ -134,6 +151,8 @@ PG_TYPES = {
     "BIGAUTO": "bigint",
     "BIGINT": "bigint",
     "INT": "integer",
+    "SMALLINT": "smallint",
+    "BOOL": "boolean",
     "VARCHAR": "character varying",
     "TEXT": "text",
     "JSONB": "jsonb",
@@ -171,7 +190,7 @@ def schema_problems(db: peewee.Database) -> list[str]:
                     f"index {index._name}: {found.columns} unique={found.unique}, "
                     f"model says {expected_cols} unique={index._unique}"
                 )
-            model_sql = db.get_sql_context().sql(index).query()[0]
+            model_sql = _inline(db, index)
             if _normal_where(found.sql) != _normal_where(model_sql):
                 problems.append(f"index {index._name}: {found.sql!r}, model says {model_sql!r}")
     return problems
@@ -179,8 +198,8 @@ def schema_problems(db: peewee.Database) -> list[str]:
 
 def test_migrating_an_empty_database_gives_the_models_schema(empty_db):
     assert empty_db.get_tables() == []
-    assert migrations.pending(empty_db) == [FIRST]
-    assert migrations.migrate(empty_db) == [FIRST]
+    assert migrations.pending(empty_db) == ALL
+    assert migrations.migrate(empty_db) == ALL
     assert migrations.pending(empty_db) == []
     assert not diff_models(empty_db, MODELS)
     assert schema_problems(empty_db) == []
@@ -229,6 +248,22 @@ def test_schema_diff_detects_a_damaged_schema(empty_db, damage, expected):
                 "CREATE INDEX jobs_reserved_idx ON jobs (reserved_at) WHERE reserved_at IS NOT NULL",
             ],
             "index jobs_reserved_idx: ['reserved_at']",
+        ),
+        # The same for the domain's scan indexes, whose predicates PostgreSQL
+        # spells back with casts and "= ANY (ARRAY[...])".
+        (
+            [
+                "DROP INDEX matches_deadline_due_idx",
+                "CREATE INDEX matches_deadline_due_idx ON matches (deadline_at) WHERE state IN ('open', 'underway')",
+            ],
+            "index matches_deadline_due_idx: ",
+        ),
+        (
+            [
+                "DROP INDEX tournaments_autostart_idx",
+                "CREATE INDEX tournaments_autostart_idx ON tournaments (starts_at) WHERE state = 'pending'",
+            ],
+            "index tournaments_autostart_idx: ",
         ),
     ],
 )
@@ -297,25 +332,27 @@ def test_postgres_schema_has_the_attempts_check(empty_pg):
 
 
 def test_migrate_is_idempotent(empty_db):
-    assert migrations.migrate(empty_db) == [FIRST]
+    assert migrations.migrate(empty_db) == ALL
     assert migrations.migrate(empty_db) == []
-    assert empty_db.execute_sql(f"SELECT count(*) FROM {migrations.HISTORY_TABLE}").fetchone()[0] == 1
+    assert empty_db.execute_sql(f"SELECT count(*) FROM {migrations.HISTORY_TABLE}").fetchone()[0] == len(ALL)
     assert schema_problems(empty_db) == []
 
 
 def test_db_status_and_migrate_commands(empty_url, isolated_cli):
     before = cli(empty_url, "db", "status")
     assert before.exit_code == 1, before.output
-    assert re.search(rf"{FIRST}\W+pending", before.stdout), before.stdout
-    assert "1 migration(s) pending: run `tourno db migrate`." in before.stdout
+    for name in ALL:
+        assert re.search(rf"{name}\W+pending", before.stdout), before.stdout
+    assert f"{len(ALL)} migration(s) pending: run `tourno db migrate`." in before.stdout
 
     first = cli(empty_url, "db", "migrate")
     assert first.exit_code == 0, first.output
-    assert first.stdout.splitlines() == [f"applied {FIRST}"]
+    assert first.stdout.splitlines() == [f"applied {name}" for name in ALL]
 
     after = cli(empty_url, "db", "status")
     assert after.exit_code == 0, after.output
-    assert re.search(rf"{FIRST}\W+\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d", after.stdout), after.stdout
+    for name in ALL:
+        assert re.search(rf"{name}\W+\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d", after.stdout), after.stdout
     assert "pending" not in after.stdout
 
     again = cli(empty_url, "db", "migrate")
@@ -326,7 +363,7 @@ def test_db_status_and_migrate_commands(empty_url, isolated_cli):
     db.connect()
     try:
         rows = db.execute_sql(f"SELECT name FROM {migrations.HISTORY_TABLE}").fetchall()
-        assert rows == [(FIRST,)]
+        assert sorted(rows) == [(name,) for name in ALL]
         assert schema_problems(db) == []
     finally:
         db.close()

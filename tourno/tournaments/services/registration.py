@@ -1,0 +1,429 @@
+"""Creating and publishing tournaments, and registration: join, waitlist,
+withdraw with promotion, closing registration, check-in.
+
+Each function is one transaction; a refusal raises a
+:class:`~tourno.tournaments.errors.DomainError` before anything is written.
+Registration changes run under the tournament's row lock
+(:func:`~tourno.tournaments.services.common.locked_tournament`), which is what
+keeps ``participants_count <= capacity`` under any concurrency
+(``reference/domain.md`` §6.3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import peewee
+
+from tourno.db import utcnow
+from tourno.tournaments.errors import (
+    AlreadyRegistered,
+    DeadlinePassed,
+    InvalidState,
+    NotRegistered,
+    PermissionDenied,
+    TournamentFull,
+    ValidationError,
+)
+from tourno.tournaments.models import (
+    PRE_START_STATES,
+    EliminationNoShowPolicy,
+    EmailPriority,
+    FinalSecondExpiry,
+    LeagueNoShowPolicy,
+    Participant,
+    ParticipantStatus,
+    ReportMode,
+    Role,
+    Tournament,
+    TournamentFormat,
+    TournamentState,
+    User,
+)
+from tourno.tournaments.services.common import (
+    enqueue_email,
+    locked_tournament,
+    require_manager,
+    write_transaction,
+)
+
+MAX_CAPACITY = 4096
+MATCH_DEADLINE_MINUTES = (10, 10080)  # 10 minutes to 7 days (DESIGN.md §5)
+ACTIVE_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+def create_user(email: str, display_name: str, *, role: Role = Role.PLAYER) -> User:
+    """A user; the email is stored trimmed and lower-cased, and must be new."""
+    errors: dict[str, str] = {}
+    email = (email or "").strip().lower()
+    if "@" not in email or len(email) > 320:
+        errors["email"] = "must be an email address"
+    display_name = (display_name or "").strip()
+    if not display_name or len(display_name) > 100:
+        errors["display_name"] = "must be 1 to 100 characters"
+    try:
+        role = Role(role)
+    except ValueError:
+        errors["role"] = f"must be one of {', '.join(r.value for r in Role)}"
+    if errors:
+        raise ValidationError(errors)
+    try:
+        with write_transaction():
+            return User.create(email=email, display_name=display_name, role=role, created_at=utcnow())
+    except peewee.IntegrityError:
+        raise ValidationError({"email": "is already in use"}) from None
+
+
+# -- tournaments --------------------------------------------------------------------------
+
+DEFAULTS: dict[str, Any] = {
+    "min_participants": 2,
+    "waitlist_enabled": True,
+    "starts_at": None,
+    "registration_closes_at": None,
+    "auto_start": False,
+    "check_in_enabled": False,
+    "check_in_minutes": 60,
+    "match_deadline_minutes": 1440,
+    "deadline_warning_minutes": 60,
+    "report_mode": ReportMode.BOTH_AGREE,
+    "no_show_policy_elimination": EliminationNoShowPolicy.DOUBLE_DQ,
+    "no_show_policy_league": LeagueNoShowPolicy.DOUBLE_LOSS,
+    "final_second_expiry": FinalSecondExpiry.REVIEW,
+    "settings": None,
+}
+ENUMS = {
+    "format": TournamentFormat,
+    "report_mode": ReportMode,
+    "no_show_policy_elimination": EliminationNoShowPolicy,
+    "no_show_policy_league": LeagueNoShowPolicy,
+    "final_second_expiry": FinalSecondExpiry,
+}
+
+
+def validate_tournament(values: dict[str, Any]) -> dict[str, Any]:
+    """Checked and normalized tournament values; raises ValidationError
+    naming every bad field at once."""
+    out = dict(values)
+    errors: dict[str, str] = {}
+
+    def whole(name: str, low: int, high: int) -> None:
+        value = out.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors[name] = f"must be a whole number from {low} to {high}"
+
+    for name, limit in (("name", 200), ("game", 100)):
+        text = out.get(name)
+        out[name] = text.strip() if isinstance(text, str) else ""
+        if not out[name] or len(out[name]) > limit:
+            errors[name] = f"must be 1 to {limit} characters"
+    for name, kind in ENUMS.items():
+        try:
+            out[name] = kind(out.get(name))
+        except ValueError:
+            errors[name] = f"must be one of {', '.join(v.value for v in kind)}"
+    whole("capacity", 2, MAX_CAPACITY)
+    if "capacity" not in errors:
+        whole("min_participants", 2, out["capacity"])
+    whole("match_deadline_minutes", *MATCH_DEADLINE_MINUTES)
+    # A lead as long as the deadline itself only means no warning is sent
+    # (warn_at stays NULL, reference/domain.md §8.4).
+    whole("deadline_warning_minutes", 0, MATCH_DEADLINE_MINUTES[1])
+    whole("check_in_minutes", 1, 10080)
+    for name in ("waitlist_enabled", "auto_start", "check_in_enabled"):
+        if not isinstance(out.get(name), bool):
+            errors[name] = "must be true or false"
+    for name in ("starts_at", "registration_closes_at"):
+        value = out.get(name)
+        if value is not None and not (isinstance(value, dt.datetime) and value.tzinfo is not None):
+            errors[name] = "must be a timezone-aware datetime"
+    starts_at, closes_at = out.get("starts_at"), out.get("registration_closes_at")
+    if out.get("check_in_enabled") is True and starts_at is None and "starts_at" not in errors:
+        errors["starts_at"] = "is required when check-in is enabled"
+    if (
+        isinstance(starts_at, dt.datetime)
+        and isinstance(closes_at, dt.datetime)
+        and not errors.get("starts_at")
+        and not errors.get("registration_closes_at")
+        and closes_at > starts_at
+    ):
+        errors["registration_closes_at"] = "must not be after starts_at"
+    settings = out.get("settings")
+    if settings is None:
+        out["settings"] = {}
+    elif not isinstance(settings, dict):
+        errors["settings"] = "must be an object"
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def create_tournament(
+    organizer: User,
+    *,
+    name: str,
+    game: str,
+    format: TournamentFormat | str,
+    capacity: int,
+    now: dt.datetime | None = None,
+    **options: Any,
+) -> Tournament:
+    """A new tournament in ``draft``. ``options`` are the other columns of
+    :data:`DEFAULTS` (unknown names are refused)."""
+    if organizer.role not in (Role.ORGANIZER, Role.ADMIN):
+        raise PermissionDenied("only organizers and admins create tournaments")
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ValidationError(dict.fromkeys(unknown, "is not a tournament option"))
+    values = validate_tournament(
+        {**DEFAULTS, **options, "name": name, "game": game, "format": format, "capacity": capacity}
+    )
+    now = now or utcnow()
+    with write_transaction():
+        return Tournament.create(
+            organizer=organizer,
+            state=TournamentState.DRAFT,
+            participants_count=0,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            **values,
+        )
+
+
+def publish(tournament: Tournament | int, actor: User, *, now: dt.datetime | None = None) -> Tournament:
+    """draft -> pending: registration opens."""
+    now = now or utcnow()
+    with locked_tournament(tournament) as t:
+        require_manager(actor, t)
+        if t.state != TournamentState.DRAFT:
+            raise InvalidState(f"tournament is {t.state.value}, only a draft can be published")
+        if t.starts_at is not None and t.starts_at <= now:
+            raise ValidationError({"starts_at": "is in the past"})
+        _save(t, now, state=TournamentState.PENDING)
+        return t
+
+
+def close_registration(
+    tournament: Tournament | int, actor: User, *, now: dt.datetime | None = None
+) -> Tournament:
+    """Stop accepting joins from now on (sets ``registration_closes_at``);
+    withdrawals and check-in continue until the start."""
+    now = now or utcnow()
+    with locked_tournament(tournament) as t:
+        require_manager(actor, t)
+        if t.state != TournamentState.PENDING:
+            raise InvalidState(f"tournament is {t.state.value}, registration is not open")
+        if not registration_open(t, now):
+            raise InvalidState("registration is already closed")
+        _save(t, now, registration_closes_at=now)
+        return t
+
+
+def registration_open(tournament: Tournament, now: dt.datetime) -> bool:
+    return tournament.state == TournamentState.PENDING and (
+        tournament.registration_closes_at is None or now < tournament.registration_closes_at
+    )
+
+
+def check_in_window(tournament: Tournament) -> tuple[dt.datetime, dt.datetime] | None:
+    """[opens, closes) of the check-in, or None without check-in."""
+    if not tournament.check_in_enabled or tournament.starts_at is None:
+        return None
+    return tournament.starts_at - dt.timedelta(minutes=tournament.check_in_minutes), tournament.starts_at
+
+
+def public_state(tournament: Tournament, now: dt.datetime) -> str:
+    """The state the API reports: ``checking_in`` is derived from the window
+    (``reference/domain.md`` §7.1), everything else is the stored state."""
+    window = check_in_window(tournament)
+    if tournament.state == TournamentState.PENDING and window and window[0] <= now < window[1]:
+        return "checking_in"
+    return tournament.state.value
+
+
+# -- registration -------------------------------------------------------------------------
+
+
+def register(tournament: Tournament | int, user: User, *, now: dt.datetime | None = None) -> Participant:
+    """Join: ``registered`` while there is a place, else ``waitlisted`` (when the
+    tournament keeps a waitlist) or TournamentFull. A user who withdrew may
+    join again (their entry is reused)."""
+    now = now or utcnow()
+    with locked_tournament(tournament) as t:
+        if t.state != TournamentState.PENDING:
+            raise InvalidState(f"tournament is {t.state.value}, registration is not open")
+        if not registration_open(t, now):
+            raise DeadlinePassed("registration is closed")
+        entry = Participant.get_or_none(Participant.tournament == t.id, Participant.user == user.id)
+        if entry is not None and entry.status in ACTIVE_STATUSES:
+            raise AlreadyRegistered(f"already {entry.status.value}")
+        if entry is not None and entry.status != ParticipantStatus.WITHDRAWN:
+            raise PermissionDenied(f"entry is {entry.status.value}, it cannot join again")
+
+        if t.participants_count < t.capacity:
+            status, position = ParticipantStatus.REGISTERED, None
+        elif t.waitlist_enabled:
+            status, position = ParticipantStatus.WAITLISTED, _next_waitlist_position(t)
+        else:
+            raise TournamentFull(f"all {t.capacity} places are taken")
+
+        if entry is None:
+            entry = Participant.create(
+                tournament=t.id,
+                user=user.id,
+                display_name=user.display_name,
+                status=status,
+                waitlist_position=position,
+                version=1,
+                created_at=now,
+            )
+        else:
+            entry.status, entry.waitlist_position, entry.checked_in_at = status, position, None
+            entry.display_name = user.display_name
+            entry.version += 1
+            entry.save()
+
+        if status == ParticipantStatus.REGISTERED:
+            count = t.participants_count + 1
+            became_full = count == t.capacity
+            _save(t, now, participants_count=count, full_since=now if became_full else t.full_since)
+            _mail_participant(entry, user, "registration_confirmed", t, now)
+            if became_full:
+                _mail_organizer_full(t, now)
+        else:
+            _mail_participant(entry, user, "registration_waitlisted", t, now)
+        return entry
+
+
+def withdraw(tournament: Tournament | int, user: User, *, now: dt.datetime | None = None) -> Participant:
+    """Leave before the start. A registered place goes to the first on the
+    waitlist in the same transaction (before check-ins are processed; after,
+    only to a waitlisted entrant who checked in); otherwise the count drops
+    and the tournament is no longer full."""
+    now = now or utcnow()
+    with locked_tournament(tournament) as t:
+        if t.state not in PRE_START_STATES:
+            raise InvalidState(f"tournament is {t.state.value}, withdrawing is no longer possible")
+        entry = Participant.get_or_none(
+            Participant.tournament == t.id,
+            Participant.user == user.id,
+            Participant.status.in_(ACTIVE_STATUSES),
+        )
+        if entry is None:
+            raise NotRegistered("not registered in this tournament")
+        was_registered = entry.status == ParticipantStatus.REGISTERED
+        _set_status(entry, ParticipantStatus.WITHDRAWN)
+        if was_registered:
+            promoted = _promote_first(t, now)
+            if promoted is None:
+                _save(t, now, participants_count=t.participants_count - 1, full_since=None)
+            else:
+                _save(t, now)
+        return entry
+
+
+def check_in(tournament: Tournament | int, user: User, *, now: dt.datetime | None = None) -> Participant:
+    """Confirm attendance during the check-in window. Waitlisted entrants may
+    check in too (they are promoted first when check-ins are processed).
+    Checking in twice changes nothing."""
+    now = now or utcnow()
+    with locked_tournament(tournament) as t:
+        if t.state != TournamentState.PENDING:
+            raise InvalidState(f"tournament is {t.state.value}, check-in is not open")
+        window = check_in_window(t)
+        if window is None:
+            raise InvalidState("this tournament has no check-in")
+        if now < window[0]:
+            raise InvalidState("check-in has not opened yet")
+        if now >= window[1]:
+            raise DeadlinePassed("check-in has closed")
+        entry = Participant.get_or_none(
+            Participant.tournament == t.id,
+            Participant.user == user.id,
+            Participant.status.in_(ACTIVE_STATUSES),
+        )
+        if entry is None:
+            raise NotRegistered("not registered in this tournament")
+        if entry.checked_in_at is None:
+            entry.checked_in_at = now
+            entry.save()
+        return entry
+
+
+# -- helpers (all called under the tournament lock) ----------------------------------------
+
+
+def _save(t: Tournament, now: dt.datetime, **changes: Any) -> None:
+    changes.update(version=t.version + 1, updated_at=now)
+    for name, value in changes.items():
+        setattr(t, name, value)
+    Tournament.update(**changes).where(Tournament.id == t.id).execute()
+
+
+def _set_status(entry: Participant, status: ParticipantStatus) -> None:
+    entry.status = status
+    entry.waitlist_position = None
+    entry.version += 1
+    entry.save()
+
+
+def _next_waitlist_position(t: Tournament) -> int:
+    last = (
+        Participant.select(peewee.fn.MAX(Participant.waitlist_position))
+        .where(Participant.tournament == t.id)
+        .scalar()
+    )
+    return (last or 0) + 1
+
+
+def _promote_first(t: Tournament, now: dt.datetime) -> Participant | None:
+    query = Participant.select().where(
+        Participant.tournament == t.id, Participant.status == ParticipantStatus.WAITLISTED
+    )
+    if t.state != TournamentState.PENDING:
+        # Check-ins are processed: only someone who checked in can take the place.
+        query = query.where(Participant.checked_in_at.is_null(False))
+    first = query.order_by(Participant.waitlist_position).first()
+    if first is None:
+        return None
+    _set_status(first, ParticipantStatus.REGISTERED)
+    if first.user_id is not None:
+        _mail_participant(first, User.get_by_id(first.user_id), "waitlist_promoted", t, now)
+    return first
+
+
+def _mail_participant(entry: Participant, user: User, template: str, t: Tournament, now: dt.datetime) -> None:
+    enqueue_email(
+        dedupe_key=f"{template}:{entry.id}:{entry.version}",
+        to_email=user.email,
+        user=user,
+        template=template,
+        context={
+            "tournament_id": t.id,
+            "tournament_name": t.name,
+            "participant_id": entry.id,
+            "display_name": entry.display_name,
+            "waitlist_position": entry.waitlist_position,
+            "starts_at": t.starts_at.isoformat() if t.starts_at else None,
+        },
+        priority=EmailPriority.HIGH,
+        now=now,
+    )
+
+
+def _mail_organizer_full(t: Tournament, now: dt.datetime) -> None:
+    organizer = User.get_by_id(t.organizer_id)
+    enqueue_email(
+        dedupe_key=f"tournament_full:{t.id}:{t.version}",
+        to_email=organizer.email,
+        user=organizer,
+        template="tournament_full",
+        context={"tournament_id": t.id, "tournament_name": t.name, "capacity": t.capacity},
+        priority=EmailPriority.NORMAL,
+        now=now,
+    )
