@@ -13,6 +13,7 @@ from tourno.tournaments.services.registration import (
     registration_open,
     withdraw,
 )
+from tourno.tournaments.services.start import start_tournament
 
 __all__ = [
     "check_in",
@@ -24,5 +25,6 @@ __all__ = [
     "publish",
     "register",
     "registration_open",
+    "start_tournament",
     "withdraw",
 ]
