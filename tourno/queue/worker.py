@@ -600,9 +600,7 @@ class Worker:
                 self.backend.release(
                     self.worker_id, running.claimed.id, backoff_delay(running.backoff, attempts), attempts
                 )
-            with self._lock:
-                done, self._done = self._done, []
-                pending = [j.id for j in self._pending]
+            done, pending = self._take_batch()
             self.backend.complete(self.worker_id, done)
             self.backend.hand_back(self.worker_id, pending)
             self.backend.unregister_worker(self.worker_id)
@@ -610,6 +608,15 @@ class Worker:
             log.exception("could not record the timed-out job")
 
     # -- shutdown ---------------------------------------------------------------
+
+    def _take_batch(self) -> tuple[list[Any], list[Any]]:
+        """Take what the worker still holds of its batch, for leaving: the ids
+        of finished jobs not yet deleted, and of claimed jobs never started."""
+        with self._lock:
+            done, self._done = self._done, []
+            pending = [j.id for j in self._pending]
+            self._pending.clear()
+        return done, pending
 
     def _shutdown(self) -> None:
         self._disarm()
@@ -620,10 +627,7 @@ class Worker:
             # Join before deleting our row: a heartbeat still in flight is an
             # upsert and would re-create it, showing this worker as live.
             self._monitor.join(timeout=5)
-        with self._lock:
-            done, self._done = self._done, []
-            pending = [j.id for j in self._pending]
-            self._pending.clear()
+        done, pending = self._take_batch()
         self._safe("flush finished jobs", self._flush_ops)
         self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
         self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)

@@ -309,13 +309,7 @@ def withdraw(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
     with locked_tournament(tournament) as t:
         if t.state not in PRE_START_STATES:
             raise InvalidState(f"tournament is {t.state.value}, withdrawing is no longer possible")
-        entry = Participant.get_or_none(
-            Participant.tournament == t.id,
-            Participant.user == user.id,
-            Participant.status.in_(ACTIVE_STATUSES),
-        )
-        if entry is None:
-            raise NotRegistered("not registered in this tournament")
+        entry = _active_entry(t, user)
         was_registered = entry.status == ParticipantStatus.REGISTERED
         _set_status(entry, ParticipantStatus.WITHDRAWN)
         if was_registered:
@@ -342,13 +336,7 @@ def check_in(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
             raise InvalidState("check-in has not opened yet")
         if now >= window[1]:
             raise DeadlinePassed("check-in has closed")
-        entry = Participant.get_or_none(
-            Participant.tournament == t.id,
-            Participant.user == user.id,
-            Participant.status.in_(ACTIVE_STATUSES),
-        )
-        if entry is None:
-            raise NotRegistered("not registered in this tournament")
+        entry = _active_entry(t, user)
         if entry.checked_in_at is None:
             entry.checked_in_at = now
             entry.save()
@@ -356,6 +344,18 @@ def check_in(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
 
 
 # -- helpers (all called under the tournament lock) ----------------------------------------
+
+
+def _active_entry(t: Tournament, user: User) -> Participant:
+    """The user's registered or waitlisted entry, or NotRegistered."""
+    entry = Participant.get_or_none(
+        Participant.tournament == t.id,
+        Participant.user == user.id,
+        Participant.status.in_(ACTIVE_STATUSES),
+    )
+    if entry is None:
+        raise NotRegistered("not registered in this tournament")
+    return entry
 
 
 def _save(t: Tournament, now: dt.datetime, **changes: Any) -> None:
