@@ -9,6 +9,7 @@ local one). Without a server the PostgreSQL tests are skipped, except under
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import os
 import sys
@@ -205,3 +206,34 @@ def run_worker(**options) -> tuple[int, object]:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
     return code, worker
+
+
+# -- the tournament domain's tests ---------------------------------------------------
+
+#: The fixed "now" the domain tests run at.
+DOMAIN_NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def organizer(qdb):
+    from tourno.tournaments import services
+    from tourno.tournaments.models import Role
+
+    return services.create_user("org@example.com", "Org", role=Role.ORGANIZER)
+
+
+def make_players(n: int, prefix: str = "p") -> list:
+    """``n`` player users, inserted in one statement, in id order."""
+    from tourno.tournaments.models import User
+
+    rows = [
+        {
+            "email": f"{prefix}{i}@example.com",
+            "display_name": f"P{i}",
+            "role": "player",
+            "created_at": DOMAIN_NOW,
+        }
+        for i in range(n)
+    ]
+    User.insert_many(rows).execute()
+    return list(User.select().where(User.email.startswith(prefix)).order_by(User.id))

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from tests.conftest import make_players
 from tourno import db as tdb
 from tourno.tournaments import services
 from tourno.tournaments.errors import (
@@ -37,20 +38,6 @@ REGISTERED, WAITLISTED, WITHDRAWN = (
     ParticipantStatus.WAITLISTED,
     ParticipantStatus.WITHDRAWN,
 )
-
-
-@pytest.fixture
-def organizer(qdb):
-    return services.create_user("org@example.com", "Org", role=Role.ORGANIZER)
-
-
-def players(n: int, prefix: str = "p") -> list[User]:
-    rows = [
-        {"email": f"{prefix}{i}@example.com", "display_name": f"P{i}", "role": "player", "created_at": NOW}
-        for i in range(n)
-    ]
-    User.insert_many(rows).execute()
-    return list(User.select().where(User.email.startswith(prefix)).order_by(User.id))
 
 
 def open_tournament(organizer: User, capacity: int = 4, **options) -> Tournament:
@@ -143,7 +130,7 @@ def test_create_tournament_accepts_the_range_limits(organizer):
 
 
 def test_only_organizers_and_admins_create_tournaments(qdb):
-    (player,) = players(1)
+    (player,) = make_players(1)
     with pytest.raises(PermissionDenied):
         services.create_tournament(player, name="Cup", game="Go", format="swiss", capacity=4)
     admin = services.create_user("admin@example.com", "Admin", role="admin")
@@ -152,7 +139,7 @@ def test_only_organizers_and_admins_create_tournaments(qdb):
 
 def test_publish_opens_registration_once(organizer):
     t = services.create_tournament(organizer, name="Cup", game="Go", format="swiss", capacity=4)
-    (player,) = players(1)
+    (player,) = make_players(1)
     with pytest.raises(InvalidState):
         services.register(t, player, now=NOW)  # still a draft
     with pytest.raises(PermissionDenied):
@@ -187,7 +174,7 @@ def test_an_admin_may_publish_any_tournament(organizer):
 
 def test_register_until_full_then_waitlist(organizer):
     t = open_tournament(organizer, capacity=2)
-    a, b, c, d = players(4)
+    a, b, c, d = make_players(4)
     assert services.register(t, a, now=NOW).status is REGISTERED
     assert fresh(t).participants_count == 1 and fresh(t).full_since is None
     assert services.register(t, b, now=NOW).status is REGISTERED
@@ -211,7 +198,7 @@ def test_register_until_full_then_waitlist(organizer):
 
 def test_register_twice_is_refused(organizer):
     t = open_tournament(organizer, capacity=2)
-    x, a, b = players(3)
+    x, a, b = make_players(3)
     for user in (x, a, b):
         services.register(t, user, now=NOW)
     assert status_of(t, b) is WAITLISTED
@@ -224,7 +211,7 @@ def test_register_twice_is_refused(organizer):
 
 def test_a_full_tournament_without_waitlist_refuses(organizer):
     t = open_tournament(organizer, capacity=2, waitlist_enabled=False)
-    a, b, c = players(3)
+    a, b, c = make_players(3)
     services.register(t, a, now=NOW)
     services.register(t, b, now=NOW)
     before = snapshot()
@@ -236,7 +223,7 @@ def test_a_full_tournament_without_waitlist_refuses(organizer):
 
 def test_register_is_refused_outside_registration(organizer):
     t = open_tournament(organizer, registration_closes_at=NOW + dt.timedelta(hours=1))
-    (a,) = players(1)
+    (a,) = make_players(1)
     with pytest.raises(DeadlinePassed):
         services.register(t, a, now=NOW + dt.timedelta(hours=1))
     for state in (TournamentState.CHECKED_IN, TournamentState.UNDERWAY, TournamentState.CANCELLED):
@@ -248,7 +235,7 @@ def test_register_is_refused_outside_registration(organizer):
 
 def test_a_disqualified_entrant_cannot_join_again(organizer):
     t = open_tournament(organizer)
-    (a,) = players(1)
+    (a,) = make_players(1)
     entry = services.register(t, a, now=NOW)
     Participant.update(status=ParticipantStatus.DISQUALIFIED).where(Participant.id == entry.id).execute()
     with pytest.raises(PermissionDenied):
@@ -260,7 +247,7 @@ def test_a_disqualified_entrant_cannot_join_again(organizer):
 
 def test_withdraw_promotes_the_first_waitlisted(organizer):
     t = open_tournament(organizer, capacity=2)
-    a, b, c, d = players(4)
+    a, b, c, d = make_players(4)
     for user in (a, b, c, d):
         services.register(t, user, now=NOW)
     version = fresh(t).version
@@ -276,7 +263,7 @@ def test_withdraw_promotes_the_first_waitlisted(organizer):
 
 def test_withdraw_without_waitlist_frees_the_place(organizer):
     t = open_tournament(organizer, capacity=2)
-    a, b = players(2)
+    a, b = make_players(2)
     services.register(t, a, now=NOW)
     services.register(t, b, now=NOW)
     assert fresh(t).full_since == NOW
@@ -287,14 +274,14 @@ def test_withdraw_without_waitlist_frees_the_place(organizer):
 
 def test_withdraw_from_the_waitlist_keeps_the_count(organizer):
     t = open_tournament(organizer, capacity=2)
-    x, a, b, c = players(4)
+    x, a, b, c = make_players(4)
     for user in (x, a, b, c):
         services.register(t, user, now=NOW)
     services.withdraw(t, b, now=NOW)
     assert fresh(t).participants_count == 2
     assert [status_of(t, u) for u in (a, b, c)] == [REGISTERED, WITHDRAWN, WAITLISTED]
     # The next promotion still goes to c, and a new waitlister queues behind.
-    (d,) = players(1, prefix="late")
+    (d,) = make_players(1, prefix="late")
     assert services.register(t, d, now=NOW).waitlist_position == 3
     services.withdraw(t, a, now=NOW)
     assert [status_of(t, u) for u in (c, d)] == [REGISTERED, WAITLISTED]
@@ -302,7 +289,7 @@ def test_withdraw_from_the_waitlist_keeps_the_count(organizer):
 
 def test_withdraw_refusals_write_nothing(organizer):
     t = open_tournament(organizer)
-    a, b = players(2)
+    a, b = make_players(2)
     services.register(t, a, now=NOW)
     before = snapshot()
     with pytest.raises(NotRegistered):
@@ -320,7 +307,7 @@ def test_withdraw_refusals_write_nothing(organizer):
 
 def test_join_again_after_withdrawing_reuses_the_entry(organizer):
     t = open_tournament(organizer)
-    (a,) = players(1)
+    (a,) = make_players(1)
     first = services.register(t, a, now=NOW)
     services.withdraw(t, a, now=NOW)
     again = services.register(t, a, now=NOW)
@@ -331,7 +318,7 @@ def test_join_again_after_withdrawing_reuses_the_entry(organizer):
 
 def test_after_check_ins_only_a_checked_in_waitlister_is_promoted(organizer):
     t = open_tournament(organizer, capacity=2)
-    x, a, b, c = players(4)
+    x, a, b, c = make_players(4)
     for user in (x, a, b, c):
         services.register(t, user, now=NOW)
     Participant.update(checked_in_at=NOW).where(Participant.user == c.id).execute()
@@ -346,7 +333,7 @@ def test_after_check_ins_only_a_checked_in_waitlister_is_promoted(organizer):
 
 def test_close_registration(organizer):
     t = open_tournament(organizer)
-    a, b = players(2)
+    a, b = make_players(2)
     services.register(t, a, now=NOW)
     with pytest.raises(PermissionDenied):
         services.close_registration(t, a, now=NOW)
@@ -373,7 +360,7 @@ def test_close_registration_needs_an_open_tournament(organizer):
 def test_check_in_window(organizer):
     starts = NOW + dt.timedelta(hours=2)
     t = open_tournament(organizer, capacity=2, starts_at=starts, check_in_enabled=True, check_in_minutes=30)
-    x, a, b, c = players(4)
+    x, a, b, c = make_players(4)
     services.register(t, x, now=NOW)
     services.register(t, a, now=NOW)
     services.register(t, b, now=NOW)  # waitlisted: may check in too
@@ -396,7 +383,7 @@ def test_check_in_window(organizer):
 
 def test_check_in_needs_check_in_enabled(organizer):
     t = open_tournament(organizer)
-    (a,) = players(1)
+    (a,) = make_players(1)
     services.register(t, a, now=NOW)
     with pytest.raises(InvalidState):
         services.check_in(t, a, now=NOW)
@@ -464,7 +451,7 @@ def test_200_concurrent_joins_never_overbook_postgres(pg, waitlist):
         organizer, name="Big", game="Go", format="swiss", capacity=64, waitlist_enabled=waitlist
     )
     services.publish(t, organizer)
-    users = players(200)
+    users = make_players(200)
 
     outcomes = race(t, users, connections=40)
 
@@ -488,6 +475,6 @@ def test_concurrent_joins_never_overbook_sqlite(sqlite):
     organizer = services.create_user("org@example.com", "Org", role=Role.ORGANIZER)
     t = services.create_tournament(organizer, name="Small", game="Go", format="swiss", capacity=16)
     services.publish(t, organizer)
-    outcomes = race(t, players(48), connections=48)
+    outcomes = race(t, make_players(48), connections=48)
     assert outcomes == {"registered": 16, "waitlisted": 32}
     assert fresh(t).participants_count == 16

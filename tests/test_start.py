@@ -9,6 +9,7 @@ import datetime as dt
 
 import pytest
 
+from tests.conftest import make_players
 from tourno.tournaments import services
 from tourno.tournaments.errors import InvalidState, PermissionDenied, ValidationError
 from tourno.tournaments.formats import (
@@ -39,20 +40,6 @@ from tourno.tournaments.models import (
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 FORMATS = ["single_elimination", "double_elimination", "round_robin", "swiss"]
-
-
-@pytest.fixture
-def organizer(qdb):
-    return services.create_user("org@example.com", "Org", role=Role.ORGANIZER)
-
-
-def make_players(n: int, prefix: str = "p") -> list[User]:
-    rows = [
-        {"email": f"{prefix}{i}@example.com", "display_name": f"P{i}", "role": "player", "created_at": NOW}
-        for i in range(n)
-    ]
-    User.insert_many(rows).execute()
-    return list(User.select().where(User.email.startswith(prefix)).order_by(User.id))
 
 
 def tournament_with(organizer: User, fmt: str, n: int, capacity: int = 16, **options) -> Tournament:
