@@ -1,6 +1,17 @@
 """Every state change of the domain, each in one transaction. The API and the
 jobs call these functions and nothing else writes domain rows."""
 
+from tourno.tournaments.services.deadlines import resolve_expired_match
+from tourno.tournaments.services.lifecycle import (
+    add_entrant,
+    add_entrants,
+    cancel_tournament,
+    finalize,
+    process_check_ins,
+    remove_participant,
+    set_seed,
+    update_tournament,
+)
 from tourno.tournaments.services.registration import (
     check_in,
     check_in_window,
@@ -13,9 +24,40 @@ from tourno.tournaments.services.registration import (
     registration_open,
     withdraw,
 )
+from tourno.tournaments.services.results import (
+    claim_forfeit,
+    confirm_result,
+    dispute_result,
+    disqualify_participant,
+    extend_deadline,
+    forfeit_match,
+    reopen_match,
+    report_result,
+    resolve_match,
+    standings,
+)
 from tourno.tournaments.services.start import start_tournament
 
 __all__ = [
+    "add_entrant",
+    "add_entrants",
+    "cancel_tournament",
+    "claim_forfeit",
+    "confirm_result",
+    "disqualify_participant",
+    "dispute_result",
+    "extend_deadline",
+    "finalize",
+    "forfeit_match",
+    "process_check_ins",
+    "remove_participant",
+    "reopen_match",
+    "report_result",
+    "resolve_expired_match",
+    "resolve_match",
+    "set_seed",
+    "standings",
+    "update_tournament",
     "check_in",
     "check_in_window",
     "close_registration",

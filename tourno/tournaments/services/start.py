@@ -75,7 +75,7 @@ _PREFIX = {
 
 
 def start_tournament(
-    tournament: Tournament | int, actor: User, *, now: dt.datetime | None = None
+    tournament: Tournament | int, actor: User | None, *, now: dt.datetime | None = None
 ) -> Tournament:
     """pending / checked_in -> underway: seed, generate the rounds and matches,
     complete the bye matches, open the playable ones with their deadlines, and
@@ -89,7 +89,8 @@ def start_tournament(
     """
     now = now or utcnow()
     with locked_tournament(tournament) as t:
-        require_manager(actor, t)
+        if actor is not None:
+            require_manager(actor, t)
         if t.state not in PRE_START_STATES:
             raise InvalidState(f"tournament is {t.state.value}, it cannot be started")
         entries = list(
@@ -168,14 +169,17 @@ class _Built:
 
 
 def _resolve(
-    t: Tournament, plan: list[PlannedMatch], by_seed: dict[int, Participant], now: dt.datetime
+    t: Tournament,
+    plan: list[PlannedMatch],
+    by_seed: dict[int, Participant],
+    now: dt.datetime,
+    open_round: int = 1,
 ) -> _Built:
     """Match rows (ids not yet known) with slots filled, byes decided and
-    their winners moved on, and the playable matches opened."""
+    their winners moved on, and the playable matches opened (in a league,
+    those of ``open_round``)."""
     built = _Built(entries={e.id: e for e in by_seed.values()})
-    deadline_at = now + dt.timedelta(minutes=t.match_deadline_minutes)
-    lead = t.deadline_warning_minutes
-    warn_at = deadline_at - dt.timedelta(minutes=lead) if 0 < lead < t.match_deadline_minutes else None
+    deadline_at, warn_at = match_deadline(t, now)
     league = t.format in (TournamentFormat.ROUND_ROBIN, TournamentFormat.SWISS)
     elimination_rounds = max((m.key.round for m in plan if m.key.bracket == Bracket.WINNERS), default=0)
     # (match key, slot) -> participant id or NOBODY, filled as sources are decided.
@@ -191,7 +195,7 @@ def _resolve(
             else:
                 slots.append(arrived.get((pm.key, number)))
         row: dict[str, Any] = _row(t, pm, slots, now)
-        playable = not league or pm.key.round == 1
+        playable = not league or pm.key.round == open_round
         if None in slots:
             pass  # waits for a feeder: pending
         elif NOBODY in slots:
@@ -234,6 +238,21 @@ def _resolve(
         elif MatchState.OPEN in states:
             info.update(state=RoundState.OPEN, opened_at=now)
     return built
+
+
+def match_deadline(t: Tournament, now: dt.datetime) -> tuple[dt.datetime, dt.datetime | None]:
+    """``deadline_at`` and ``warn_at`` of a match opened at ``now``. No
+    warning when the lead is as long as the deadline: the match-ready mail
+    already said it (``reference/domain.md`` §8.4)."""
+    deadline_at = now + dt.timedelta(minutes=t.match_deadline_minutes)
+    return deadline_at, warn_at_for(t, deadline_at, now)
+
+
+def warn_at_for(t: Tournament, deadline_at: dt.datetime, opened_at: dt.datetime) -> dt.datetime | None:
+    lead = dt.timedelta(minutes=t.deadline_warning_minutes)
+    if lead <= dt.timedelta(0) or deadline_at - opened_at <= lead:
+        return None
+    return deadline_at - lead
 
 
 def _row(t: Tournament, pm: PlannedMatch, slots: list[int | None], now: dt.datetime) -> dict[str, Any]:
@@ -325,7 +344,7 @@ def _write_seeds(t: Tournament, by_seed: dict[int, Participant], no_shows: list[
         ).where(Participant.id.in_([e.id for e in no_shows])).execute()
 
 
-def _persist(t: Tournament, built: _Built, actor: User, now: dt.datetime) -> None:
+def _persist(t: Tournament, built: _Built, actor: User | None, now: dt.datetime) -> None:
     round_ids = dict(zip(built.rounds, _reserve_ids(Round, len(built.rounds)), strict=True))
     rounds = [{**info, "id": round_ids[key]} for key, info in built.rounds.items()]
     _insert(Round, rounds)
@@ -341,11 +360,26 @@ def _persist(t: Tournament, built: _Built, actor: User, now: dt.datetime) -> Non
     # Targets before the matches that point at them (the plan order is a feed order).
     _insert(Match, [row for _, row in reversed(built.matches)])
 
+    round_names = {round_ids[key]: info["name"] for key, info in built.rounds.items()}
+    write_opened(t, built.opened, built.entries, round_names, actor, now)
+
+
+def write_opened(
+    t: Tournament,
+    rows: list[dict[str, Any]],
+    entries: dict[int, Participant],
+    round_names: dict[int, str],
+    actor: User | None,
+    now: dt.datetime,
+) -> None:
+    """The ``opened`` events and the ``match_ready`` mail of newly opened
+    matches (rows: id, identifier, round, player1, player2, deadline_at);
+    ``entries`` maps participant ids to participants with their users."""
     events = [
         {
             "match": row["id"],
             "tournament": t.id,
-            "actor_user": actor.id,
+            "actor_user": actor.id if actor is not None else None,
             "type": MatchEventType.OPENED,
             "payload": {
                 "player1": row["player1"],
@@ -354,19 +388,18 @@ def _persist(t: Tournament, built: _Built, actor: User, now: dt.datetime) -> Non
             },
             "created_at": now,
         }
-        for row in built.opened
+        for row in rows
     ]
     _insert(MatchEvent, events)
 
-    round_names = {round_ids[key]: info["name"] for key, info in built.rounds.items()}
     mails = []
-    for row in built.opened:
+    for row in rows:
         for me, other in ((row["player1"], row["player2"]), (row["player2"], row["player1"])):
-            entry = built.entries[me]
+            entry = entries[me]
             user = entry.user if entry.user_id is not None else None
             if user is None or not user.email:
                 continue  # an entrant the organizer added by name has no address
-            mails.append(_mail_row(t, row, entry, built.entries[other], round_names[row["round"]], now))
+            mails.append(_mail_row(t, row, entry, entries[other], round_names[row["round"]], now))
     for batch in peewee.chunked(mails, CHUNK):
         EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
 
