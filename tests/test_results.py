@@ -53,13 +53,13 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 SCHEME = PointsScheme(win=3, draw=1, loss=0, bye=3)
 
 
-def started(organizer: User, fmt: str, n: int, **options) -> tuple[Tournament, dict[int, User]]:
+def started(organizer: User, fmt: str, n: int, prefix: str = "p", **options) -> tuple[Tournament, dict[int, User]]:
     """A tournament of ``n`` players started at NOW; returns it and seed -> user."""
     t = services.create_tournament(
         organizer, name="Cup", game="Chess", format=fmt, capacity=max(n, 2), **options
     )
     services.publish(t, organizer, now=NOW - dt.timedelta(hours=2))
-    for i, user in enumerate(make_players(n)):
+    for i, user in enumerate(make_players(n, prefix=prefix)):
         services.register(t, user, now=NOW - dt.timedelta(hours=1, seconds=-i))
     services.start_tournament(t, organizer, now=NOW)
     users = {
