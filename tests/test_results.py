@@ -213,8 +213,8 @@ def test_completion_writes_ranks_standings_cache_and_mail(organizer):
     assert sorted(e.final_rank for e in entries)[0] == 1
     assert sum(e.wins for e in entries) == sum(e.losses for e in entries)
     assert all(e.wins + e.losses + e.draws == 3 for e in entries)
-    mails = EmailOutbox.select().where(EmailOutbox.template == "tournament_complete").count()
-    assert mails == 4
+    for template in ("tournament_started", "tournament_complete"):
+        assert EmailOutbox.select().where(EmailOutbox.template == template).count() == 4
 
 
 def test_review_before_finalizing_waits_for_the_organizer(organizer):

@@ -118,6 +118,7 @@ def start_tournament(
         plan, total_rounds = _plan(t, len(players))
         built = _resolve(t, plan, by_seed, now)
         _persist(t, built, actor, now)
+        _mail_started(t, players, now)
 
         changes: dict[str, Any] = {
             "state": TournamentState.UNDERWAY,
@@ -400,6 +401,35 @@ def write_opened(
             if user is None or not user.email:
                 continue  # an entrant the organizer added by name has no address
             mails.append(_mail_row(t, row, entry, entries[other], round_names[row["round"]], now))
+    for batch in peewee.chunked(mails, CHUNK):
+        EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
+
+
+def _mail_started(t: Tournament, players: list[Participant], now: dt.datetime) -> None:
+    """``tournament_started`` to every player with an address, in bulk."""
+    mails = [
+        {
+            "dedupe_key": f"tournament_started:{t.id}:{entry.id}",
+            "user": entry.user_id,
+            "to_email": entry.user.email,
+            "template": "tournament_started",
+            "context": {
+                "tournament_id": t.id,
+                "tournament_name": t.name,
+                "participant_id": entry.id,
+                "display_name": entry.display_name,
+                "seed": entry.seed,
+                "participants": len(players),
+            },
+            "priority": int(EmailPriority.NORMAL),
+            "status": "pending",
+            "attempts": 0,
+            "available_at": now,
+            "created_at": now,
+        }
+        for entry in players
+        if entry.user_id is not None and entry.user.email
+    ]
     for batch in peewee.chunked(mails, CHUNK):
         EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
 
