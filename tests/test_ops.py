@@ -57,7 +57,7 @@ def short_tmp():
 # -- bin/ -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", ["deploy", "install"])
+@pytest.mark.parametrize("script", ["build", "deploy", "install"])
 def test_bin_help(script):
     out = subprocess.run([ROOT / "bin" / script, "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
@@ -349,3 +349,33 @@ def test_supervisorctl_restart_and_queue_restart_cycle_workers(supervisor, pg):
         logs=supervisor.logs,
     )
     assert pg.scalar("SELECT pid FROM test_runs WHERE key = 'new'") in set(third.values())
+
+
+@pytest.mark.slow
+def test_build_makes_one_file_that_runs_tourno_without_an_install(tmp_path):
+    """bin/build's zipapp runs on the bare interpreter (no virtualenv, no
+    Tourno installed) and does real work: migrate a database."""
+    out = tmp_path / "tourno.pyz"
+    build = subprocess.run(
+        [str(ROOT / "bin" / "build"), "--output", str(out), "--python", sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert out.stat().st_mode & 0o111
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "SHIV_ROOT": str(tmp_path / "shiv"),
+        "TOURNO_DATABASE_URL": f"sqlite:///{tmp_path / 'one.db'}",
+    }
+    no_tourno = subprocess.run([str(bare), "-c", "import tourno"], env=env, cwd=tmp_path, capture_output=True)
+    assert no_tourno.returncode != 0
+    for args, expected in ((["--help"], "Usage:"), (["db", "migrate"], "0001_queue")):
+        run = subprocess.run(
+            [str(bare), str(out), *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert expected in run.stdout + run.stderr
