@@ -53,7 +53,9 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 SCHEME = PointsScheme(win=3, draw=1, loss=0, bye=3)
 
 
-def started(organizer: User, fmt: str, n: int, prefix: str = "p", **options) -> tuple[Tournament, dict[int, User]]:
+def started(
+    organizer: User, fmt: str, n: int, prefix: str = "p", **options
+) -> tuple[Tournament, dict[int, User]]:
     """A tournament of ``n`` players started at NOW; returns it and seed -> user."""
     t = services.create_tournament(
         organizer, name="Cup", game="Chess", format=fmt, capacity=max(n, 2), **options
@@ -464,3 +466,75 @@ def test_extend_deadline_rearms_the_warning(organizer):
     assert m2.warn_at == m2.deadline_at - dt.timedelta(minutes=t.deadline_warning_minutes)
     assert m2.deadline_warning_sent_at is None and m2.deadline_extensions == 1
     assert EmailOutbox.select().where(EmailOutbox.template == "deadline_extended").count() == 2
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+
+def _together(*calls) -> list:
+    """Run each call in its own thread with its own connection, released at once."""
+    import threading
+
+    from tourno import db as tdb
+    from tourno.tournaments.errors import DomainError
+
+    go = threading.Event()
+    results: list = [None] * len(calls)
+
+    def run(index: int) -> None:
+        go.wait()
+        tdb.open_connection()
+        try:
+            results[index] = calls[index]()
+        except DomainError as exc:
+            results[index] = exc.code
+        finally:
+            tdb.database.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+def test_racing_reports_and_the_deadline_job_decide_a_match_once(organizer):
+    """Both players report the same result while the deadline job runs on the
+    same match: one decision, one advance, one result mail per player."""
+    for attempt in range(5):
+        t, _ = started(organizer, "single_elimination", 4, prefix=f"race{attempt}-")
+        m, a, b = first_match(t)
+        late = m.deadline_at  # the job sees the deadline reached; the reports are just in time
+        outcomes = _together(
+            lambda m=m, a=a, late=late: services.report_result(
+                m.id, a, player1_score=2, player2_score=1, now=late
+            ),
+            lambda m=m, b=b, late=late: services.report_result(
+                m.id, b, player1_score=2, player2_score=1, now=late
+            ),
+            lambda m=m, late=late: services.resolve_expired_match(m.id, now=late),
+        )
+        m = Match.get_by_id(m.id)
+        nxt = Match.get_by_id(m.winner_to_id)
+        slot = nxt.player1_id if m.position % 2 else nxt.player2_id
+        if outcomes[2] == "double_forfeit":
+            # The job took the lock first: the reports came too late and were refused.
+            assert outcomes[:2] == ["invalid_state", "invalid_state"]
+            assert m.winner_id is None and slot is None
+        else:
+            assert m.state == MatchState.COMPLETE and m.winner_id == m.player1_id
+            assert slot == m.player1_id
+        decided = MatchEvent.select().where(
+            MatchEvent.match == m.id,
+            MatchEvent.type.in_(
+                ("confirmed", "admin_override", "deadline_forfeit", "deadline_double_forfeit")
+            ),
+        )
+        assert decided.count() == 1
+        mails = EmailOutbox.select().where(
+            EmailOutbox.template == "match_result", EmailOutbox.dedupe_key.startswith(f"match_result:{m.id}:")
+        )
+        assert mails.count() == 2
