@@ -26,6 +26,7 @@ from tourno.tournaments.formats import (
     elimination_ranks,
     pair_next_round,
     play_order,
+    ranks_from_standings,
     resting_seed,
     round_name,
     round_robin,
@@ -461,3 +462,27 @@ def test_swiss_with_forfeits_and_disqualifications_completes(n, seed, dq):
     for p, after in dq.items():
         if p <= n:
             assert played[p] <= after + 1, "a disqualified player is not paired again"
+
+
+def test_head_to_head_breaks_a_round_robin_tie_before_buchholz():
+    # 1 and 2 finish level on points; the tiebreaks put 1 ahead, but 2 won their game.
+    F, S, D = Outcome.FIRST_WINS, Outcome.SECOND_WINS, Outcome.DRAW
+    games = {
+        (1, 2): S,
+        (1, 3): F,
+        (1, 4): F,
+        (1, 5): S,
+        (2, 3): F,
+        (2, 4): S,
+        (2, 5): S,
+        (3, 4): S,
+        (3, 5): F,
+    }
+    results = [Result(a, b, o) for (a, b), o in games.items()] + [Result(4, 5, D)]
+    plain = [s.seed for s in compute_standings(range(1, 6), results)]
+    table = compute_standings(range(1, 6), results, head_to_head=True)
+    h2h = [s.seed for s in table]
+    assert plain.index(1) < plain.index(2)
+    assert h2h.index(2) < h2h.index(1)
+    ranks = ranks_from_standings(table)
+    assert ranks[2] < ranks[1]

@@ -212,7 +212,7 @@ def simulate_round_robin(
                 run.disqualified,
             )
         )
-    run.standings = compute_standings(range(1, seeds + 1), run.results, scheme)
+    run.standings = compute_standings(range(1, seeds + 1), run.results, scheme, head_to_head=True)
     run.ranks = ranks_from_standings(run.standings)
     return run
 

@@ -5,6 +5,9 @@ Tiebreaks:
 - Buchholz: the sum of the points of the opponents a player actually met.
 - Sonneborn-Berger: the points of each opponent, weighted by the share of the
   game the player scored against them (a win counts in full, a draw half).
+- Head-to-head (round robin, where everyone meets everyone and Buchholz says
+  little): among the players level on points, the points each scored in the
+  games between them. It comes right after points.
 
 Byes and double no-shows bring points as the scheme says, but a bye has no
 opponent and so adds nothing to either tiebreak.
@@ -69,12 +72,18 @@ class Standing:
     buchholz: float
     sonneborn_berger: float
     played: int
+    head_to_head: float = 0.0
 
 
 def compute_standings(
-    seeds: Iterable[int], results: Iterable[Result], scheme: PointsScheme = PointsScheme()
+    seeds: Iterable[int],
+    results: Iterable[Result],
+    scheme: PointsScheme = PointsScheme(),
+    head_to_head: bool = False,
 ) -> list[Standing]:
-    """Standings, best first: points, then Buchholz, then Sonneborn-Berger, then seed."""
+    """Standings, best first: points, then (with ``head_to_head``) the points
+    scored against the others level on points, then Buchholz, then
+    Sonneborn-Berger, then seed."""
     seeds = list(seeds)
     results = list(results)
     points = dict.fromkeys(seeds, 0.0)
@@ -92,8 +101,14 @@ def compute_standings(
         for seed, opponent in ((result.first, result.second), (result.second, result.first)):
             buchholz[seed] += points[opponent]
             sonneborn_berger[seed] += points[opponent] * result.share(seed)
-    table = [Standing(s, points[s], buchholz[s], sonneborn_berger[s], played[s]) for s in seeds]
-    table.sort(key=lambda st: (-st.points, -st.buchholz, -st.sonneborn_berger, st.seed))
+    mutual = dict.fromkeys(points, 0.0)
+    if head_to_head:
+        for result in results:
+            if result.second is not None and points[result.first] == points[result.second]:
+                for seed in (result.first, result.second):
+                    mutual[seed] += scheme.points(result, seed)
+    table = [Standing(s, points[s], buchholz[s], sonneborn_berger[s], played[s], mutual[s]) for s in seeds]
+    table.sort(key=lambda st: (-st.points, -st.head_to_head, -st.buchholz, -st.sonneborn_berger, st.seed))
     return table
 
 
@@ -102,7 +117,7 @@ def ranks_from_standings(table: Sequence[Standing]) -> dict[int, int]:
     ranks: dict[int, int] = {}
     previous = None
     for index, standing in enumerate(table):
-        key = (standing.points, standing.buchholz, standing.sonneborn_berger)
+        key = (standing.points, standing.head_to_head, standing.buchholz, standing.sonneborn_berger)
         if key != previous:
             rank = index + 1
             previous = key

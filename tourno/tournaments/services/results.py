@@ -408,19 +408,28 @@ def standings(tournament: Tournament | int) -> list[dict[str, Any]]:
         ranks = ranks_from_standings(table)
         for st in table:
             e = by_seed[st.seed]
-            rows.append(_standing_row(e, counts, ranks[st.seed], st.points, st.buchholz, st.sonneborn_berger))
+            rows.append(_standing_row(t, e, counts, ranks[st.seed], st))
         return rows
     ordered = sorted(
         entries,
         key=lambda e: (e.final_rank or 10**9, -counts.get(e.id, {}).get("wins", 0), e.seed),
     )
     for index, e in enumerate(ordered, start=1):
-        rows.append(_standing_row(e, counts, e.final_rank or index, None, None, None))
+        rows.append(_standing_row(t, e, counts, e.final_rank or index, None))
     return rows
 
 
+def tiebreaks_of(t: Tournament, st: Standing | None) -> dict[str, float] | None:
+    if st is None:
+        return None
+    values = {"buchholz": st.buchholz, "sonneborn_berger": st.sonneborn_berger}
+    if t.format == TournamentFormat.ROUND_ROBIN:
+        values = {"head_to_head": st.head_to_head, **values}
+    return values
+
+
 def _standing_row(
-    e: Participant, counts: dict, rank: int, points: float | None, buchholz: float | None, sb: float | None
+    t: Tournament, e: Participant, counts: dict, rank: int, st: Standing | None
 ) -> dict[str, Any]:
     c = counts.get(e.id, {})
     return {
@@ -429,11 +438,11 @@ def _standing_row(
         "name": e.display_name,
         "seed": e.seed,
         "status": e.status.value,
-        "points": points,
+        "points": st.points if st else None,
         "wins": c.get("wins", 0),
         "draws": c.get("draws", 0),
         "losses": c.get("losses", 0),
-        "tiebreaks": {"buchholz": buchholz, "sonneborn_berger": sb} if points is not None else None,
+        "tiebreaks": tiebreaks_of(t, st),
         "final_rank": e.final_rank,
     }
 
@@ -494,7 +503,12 @@ def _league_results(matches: list[Match], seed_of: dict[int, int]) -> list[Resul
 
 def _league_table(t: Tournament, entries: list[Participant], matches: list[Match]) -> list[Standing]:
     seed_of = {e.id: e.seed for e in entries}
-    return compute_standings(sorted(seed_of.values()), _league_results(matches, seed_of), points_scheme(t))
+    return compute_standings(
+        sorted(seed_of.values()),
+        _league_results(matches, seed_of),
+        points_scheme(t),
+        head_to_head=t.format == TournamentFormat.ROUND_ROBIN,
+    )
 
 
 def _seeded(t: Tournament) -> list[Participant]:
@@ -801,7 +815,7 @@ def complete_tournament(t: Tournament, now: dt.datetime, *, review: bool | None 
             draws=c.get("draws", 0),
             losses=c.get("losses", 0),
             points=round(st.points) if st else 0,
-            tiebreaks={"buchholz": st.buchholz, "sonneborn_berger": st.sonneborn_berger} if st else None,
+            tiebreaks=tiebreaks_of(t, st),
         ).where(Participant.id == e.id).execute()
     if review is None:
         review = bool((t.settings or {}).get("review_before_finalizing", False))
