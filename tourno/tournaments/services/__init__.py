@@ -24,6 +24,7 @@ from tourno.tournaments.services.registration import (
     registration_open,
     withdraw,
 )
+from tourno.tournaments.services.reminders import remind_full_tournament, warn_match_deadline
 from tourno.tournaments.services.results import (
     claim_forfeit,
     confirm_result,
@@ -67,6 +68,8 @@ __all__ = [
     "publish",
     "register",
     "registration_open",
+    "remind_full_tournament",
     "start_tournament",
+    "warn_match_deadline",
     "withdraw",
 ]
