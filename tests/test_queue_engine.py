@@ -831,27 +831,6 @@ def test_unique_for_expiry_lets_a_new_job_in(qdb):
 # -- 7. transactional dispatch ---------------------------------------------------------------
 
 
-def test_dispatch_rolls_back_and_commits_with_the_transaction(qdb):
-    with pytest.raises(RuntimeError, match="abort"):
-        with tdb.database.atomic():
-            job_id = RecordRun(key="rolled-back").dispatch()
-            assert isinstance(job_id, int)
-            assert qdb.scalar("SELECT count(*) FROM jobs") == 1  # visible inside
-            raise RuntimeError("abort")
-    assert qdb.scalar("SELECT count(*) FROM jobs") == 0
-
-    with tdb.database.atomic():
-        job_id = RecordRun(key="committed").dispatch()
-        # Not visible to another connection until commit.
-        t, box = in_thread(lambda: qdb.scalar("SELECT count(*) FROM jobs"))
-        assert join(t, box) == 0
-    assert job_row(qdb, job_id) is not None
-    t, box = in_thread(lambda: qdb.scalar("SELECT count(*) FROM jobs"))
-    assert join(t, box) == 1
-    run_worker()
-    assert run_order(qdb) == ["committed"]
-
-
 def _notifications(conn, wait: float, settle: float = 0.2) -> set[str]:
     """Queue names notified within ``wait`` seconds (collecting for
     ``settle`` more seconds after the first one)."""

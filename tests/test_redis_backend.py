@@ -22,8 +22,8 @@ import pytest
 import redis
 
 import tourno
-from tests.conftest import run_worker, tourno_cmd
-from tests.jobs import Boom, Flaky, Noop, RecordRun, UniqueJob
+from tests.conftest import tourno_cmd
+from tests.jobs import Noop, RecordRun, UniqueJob
 from tourno import db as tdb
 from tourno.config import Settings
 from tourno.queue import backends, failed
@@ -120,42 +120,6 @@ def test_priority_then_fifo(rb):
     claimed = rb.claim(w, "default", 10, [], 60)
     assert [c.id for c in claimed] == [ids[4], ids[1], ids[3], ids[0], ids[2]]
     assert [c.priority for c in claimed] == [-1, 0, 0, 5, 5]
-
-
-def test_delayed_job_waits_for_its_time(rb):
-    (job_id,) = rb.push([job(delay=0.4)])
-    w = worker(rb)
-    assert rb.claim(w, "default", 5, [], 60) == []
-    assert counts(rb) == {"default": (0, 1, 0)}
-    time.sleep(0.45)
-    assert counts(rb) == {"default": (1, 0, 0)}
-    (claimed,) = rb.claim(w, "default", 5, [], 60)
-    assert claimed.id == job_id
-
-
-def test_racing_claims_never_share_a_job(rb):
-    total = 400
-    rb.push([job() for _ in range(total)])
-    got: list[int] = []
-    lock = threading.Lock()
-
-    def claimer():
-        w = worker(rb, threading.current_thread().name)
-        while True:
-            jobs = rb.claim(w, "default", 3, [], 60)
-            if not jobs:
-                break
-            with lock:
-                got.extend(j.id for j in jobs)
-        rb.close_thread_connection()
-
-    threads = [threading.Thread(target=claimer) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(got) == total
-    assert len(set(got)) == total
 
 
 # -- attempts, release, fail ------------------------------------------------------------
@@ -354,18 +318,6 @@ def test_dispatch_in_a_transaction_waits_for_commit(rb):
     assert [j.id for j in rb.claim(w, "default", 5, [], 60)] == [first, second]
 
 
-def test_dispatch_in_a_rolled_back_transaction_never_reaches_redis(rb):
-    with pytest.raises(RuntimeError), tdb.database.atomic():
-        Noop().dispatch()
-        raise RuntimeError("roll back")
-    assert counts(rb) == {}
-    # A later transaction is unaffected by the rolled-back one.
-    with tdb.database.atomic():
-        job_id = Noop().dispatch()
-    assert counts(rb) == {"default": (1, 0, 0)}
-    assert job_hash(rb, job_id)["state"] == "ready"
-
-
 def test_dispatch_in_a_nested_block_goes_with_the_outer_commit(rb):
     with tdb.database.atomic():
         with tdb.database.atomic():
@@ -431,28 +383,6 @@ def test_setup_chooses_redis(pg, redis_server):
 # -- the real worker -------------------------------------------------------------------------
 
 
-def test_worker_drains_retries_and_fails(rb, pg):
-    keys = [f"r{i}" for i in range(30)]
-    for key in keys:
-        RecordRun(key=key).dispatch()
-    Flaky(key="flaky", fail_times=1).dispatch()
-    boom = Boom(key="boom")
-    boom_id = boom.dispatch()
-    code, w = run_worker(tries=3, backoff=[0.0])
-    assert code == 0
-    runs = dict(pg.rows("SELECT key, count(*) FROM test_runs GROUP BY key"))
-    assert {k: runs.get(k) for k in keys} == dict.fromkeys(keys, 1)
-    assert runs["flaky"] == 2
-    assert runs["boom"] == 3
-    rows = pg.rows("SELECT connection, queue, exception FROM failed_jobs")
-    assert len(rows) == 1
-    assert rows[0][0] == "redis" and "ValueError: boom boom" in rows[0][2]
-    assert pg.scalar("SELECT value FROM test_marks WHERE key = 'failed:boom'") == "ValueError"
-    assert counts(rb) == {}
-    assert job_hash(rb, boom_id) == {}
-    assert rb.workers(30) == []
-
-
 # -- real `tourno work redis` processes ------------------------------------------------------
 
 
@@ -503,27 +433,6 @@ def test_worker_process_wakes_on_dispatch_and_stops_on_sigterm(rb, pg, procs):
     assert all(_runs(pg, f"p{i}") == [proc.pid] for i in range(20))
     assert counts(rb) == {}
     assert rb.workers(30) == []
-
-
-def test_kill_9_mid_job_runs_it_again_on_a_live_worker(rb, pg, procs):
-    from tests.jobs import Sleepy
-    from tests.test_worker_processes import wait_for
-
-    a = _redis_worker(procs, pg, rb, "--tries", "3")
-    wait_for(lambda: rb.workers(30), "the worker to register", procs, alive=(a,))
-    Sleepy(key="long", seconds=1.0).dispatch()
-    wait_for(lambda: _runs(pg, "long"), "the job to start", procs, alive=(a,))
-    a.send_signal(signal.SIGKILL)
-    a.wait(10)
-    b = _redis_worker(procs, pg, rb, "--tries", "3")
-    # b's monitor rescues the job once a's heartbeat is stale (3 s), then b runs it.
-    wait_for(lambda: len(_runs(pg, "long")) == 2, "the job to run again", procs, timeout=20, alive=(b,))
-    wait_for(lambda: counts(rb) == {}, "the job to finish", procs, timeout=10, alive=(b,))
-    assert _runs(pg, "long") == [a.pid, b.pid]
-    b.send_signal(signal.SIGTERM)
-    assert procs.wait_exit(b, 20) == 0
-    assert counts(rb) == {}
-    assert pg.scalar("SELECT count(*) FROM failed_jobs") == 0
 
 
 def test_worker_survives_a_redis_restart(rb, pg, procs, tmp_path):

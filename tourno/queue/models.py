@@ -96,4 +96,25 @@ class QueueSignal(BaseModel):
         table_name = "queue_signals"
 
 
-MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal]
+class OutboxRecord(BaseModel):
+    """A job dispatched to Redis inside a database transaction, not yet
+    handed to Redis: written with the caller's rows, deleted once pushed
+    (``backends/redis.py`` explains the hand-off)."""
+
+    id = SerialField()
+    uuid = peewee.TextField()
+    # The Redis job id taken at dispatch; None when Redis was unreachable then.
+    job_id = peewee.BigIntegerField(null=True)
+    queue = peewee.CharField(max_length=255)
+    payload = peewee.TextField()
+    priority = peewee.IntegerField(default=0)
+    available_at = TimestampField()
+    unique_key = peewee.TextField(null=True)
+    unique_for = peewee.DoubleField(null=True)
+    created_at = TimestampField()
+
+    class Meta:
+        table_name = "queue_outbox"
+
+
+MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal, OutboxRecord]

@@ -38,6 +38,9 @@ members of a sorted set with equal scores sort by id):
     cleared.
 ``P:restart``
     the last restart signal (epoch ms).
+``P:handed``
+    sorted set of the uuids of jobs handed over from ``queue_outbox``,
+    score = when (epoch ms): the hand-off's idempotency keys.
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
     release without delay, hand-back, rescue).
@@ -51,18 +54,30 @@ Persistence: a Redis that loses its data loses the queue. Run it with
 ``appendonly yes`` and ``appendfsync everysec`` (at most a second of
 dispatches lost on a power cut) or ``always``; never with persistence off.
 
-Dispatch inside a database transaction (``db.atomic()``): the ids are taken
-from Redis at once, and the jobs are pushed after the outermost transaction
-commits (peewee's ``after_commit``), or never if it rolls back. Peewee drops
-its commit callbacks on a rollback of the whole transaction but knows
-nothing of savepoints, so each deferred batch also writes a marker row (its
-first id) into a per-connection TEMP table inside the transaction: a nested
-``atomic()`` that rolls back takes its markers with it, and at commit only
-the batches whose marker survived are pushed. A unique job deferred that way
-gets an id even if its key turns out to be taken at commit time; that id
-then names no job. If Redis is down at commit, the commit has happened and
-the push raises to the caller: those jobs are lost (an outbox table would
-close that gap). In ``manual_commit()`` mode jobs are pushed at once.
+Dispatch inside a database transaction (``db.atomic()``) goes through an
+outbox table, ``queue_outbox``, so that the hand-off to Redis survives a
+Redis outage: the jobs are written there inside the caller's transaction
+(they commit or roll back with its rows, savepoints included) and, after the
+outermost transaction commits (peewee's ``after_commit``), they are pushed to
+Redis and their rows deleted. If Redis is unreachable then, the commit has
+happened and stands: a warning is logged and the rows stay. Every Redis
+worker's monitor relays leftover rows (``relay()``, with each rescue pass,
+every heartbeat interval), oldest first, so the jobs run once Redis is back.
+A hand-off is exactly-once: the rows are claimed (``DELETE ... RETURNING``,
+``SKIP LOCKED`` on PostgreSQL, the write lock on SQLite) in a transaction
+that stays open while the jobs are pushed and commits only after; the push
+script records each job's uuid in ``P:handed`` and skips a uuid already
+there, so a claim whose commit failed after its push is never pushed twice.
+A uuid is forgotten once its row's deletion has committed (or after a day).
+The job ids are taken from Redis at dispatch (``INCRBY``), so ``dispatch``
+returns them as usual; if Redis is unreachable at dispatch, the job is
+queued all the same, a warning is logged and ``dispatch`` returns None (the
+id is taken when the job reaches Redis). For ``OUTAGE_HOLD`` seconds after
+Redis was found unreachable, dispatches in transactions do not wait on it:
+they return None and leave their jobs to the relay. A unique job handed off
+gets an id even if its key turns out to be taken at push time; that id then
+names no job. Outside a transaction, and in ``manual_commit()`` mode, jobs
+are pushed at once, and an unreachable Redis raises to the caller.
 
 Failing a job is two steps so it is never lost: the job is marked
 ``failing`` in Redis (guarded by its owner; rescue leaves it alone while the
@@ -75,15 +90,28 @@ between, the rescue puts the job back in its queue (it runs again).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
+import time
 import urllib.parse
 from typing import Any
 
+import peewee
 import redis as redislib
 
-from tourno.db import SQLITE_TIME_FORMAT, UTC, database, is_postgres, open_connection
+from tourno.db import (
+    SQLITE_TIME_FORMAT,
+    UTC,
+    DatabaseUnavailable,
+    database,
+    is_postgres,
+    open_connection,
+    parse_timestamp,
+)
 from tourno.queue.backends.base import ClaimedJob, QueueBackend, QueueStats, WorkerInfo
 from tourno.queue.job import PendingJob
+
+log = logging.getLogger(__name__)
 
 #: Like the database backend: the lease is timeout + this margin.
 LEASE_MARGIN = 120.0
@@ -93,6 +121,18 @@ WORKER_TTL = 3600
 MIGRATE_BATCH = 1000
 #: Jobs per push script call.
 PUSH_CHUNK = 5000
+#: Rows per INSERT into queue_outbox (SQLite binds nine parameters a row).
+OUTBOX_CHUNK = 1000
+#: Outbox rows claimed per hand-off transaction, and how many such batches
+#: one relay pass sends at most (the rest waits for the next pass).
+HANDOFF_BATCH = 1000
+RELAY_BATCHES = 20
+#: Seconds a handed-over uuid is remembered when its row's deletion was never
+#: confirmed (normally it is forgotten at once).
+HANDED_TTL = 86400
+#: After Redis was found unreachable inside a transaction, dispatches leave
+#: their jobs to the relay for this many seconds instead of waiting on Redis.
+OUTAGE_HOLD = 5.0
 
 _LIB = r"""
 local P = ARGV[1]
@@ -142,34 +182,52 @@ local function complete(worker, first, last)
 end
 """
 
-# ARGV: P, first_id ('' = allocate here), n, then 6 per job:
-# queue, payload, priority, delay_ms, unique_key, unique_for_ms.
-# Returns the first id and one flag per job (1 pushed, 0 unique key taken).
+# ARGV: P, n, handed ('1': a hand-off from queue_outbox, idempotent by uuid),
+# then 8 per job: id ('' = allocate here), uuid, queue, payload, priority,
+# delay_ms, unique_key, unique_for_ms.
+# Returns one number per job: its id (pushed), 0 (unique key taken) or -1
+# (its uuid was handed over before: not pushed again).
 _PUSH = r"""
-local n = tonumber(ARGV[3])
-local first = tonumber(ARGV[2])
-if not first then first = redis.call('INCRBY', P .. ':seq:job', n) - n + 1 end
+local n, handed = tonumber(ARGV[2]), ARGV[3] == '1'
 local now = now_ms()
-local flags = {}
+local need = 0
+for i = 0, n - 1 do
+  if ARGV[4 + i * 8] == '' then need = need + 1 end
+end
+local next_id = 0
+if need > 0 then next_id = redis.call('INCRBY', P .. ':seq:job', need) - need + 1 end
+local hk = P .. ':handed'
+if handed then redis.call('ZREMRANGEBYSCORE', hk, '-inf', now - %(handed_ttl)d) end
+local out = {}
 local woke = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 6
-  local q, payload, pr, delay = ARGV[b], ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
-  local ukey, ufor = ARGV[b + 4], tonumber(ARGV[b + 5])
-  local id = string.format('%016d', first + i)
-  local ok = true
-  if ukey ~= '' then
-    local uk = P .. ':unique:' .. ukey
-    local holder = redis.call('GET', uk)
-    if holder and redis.call('EXISTS', jkey(holder)) == 1 then
-      ok = false
-    elseif ufor > 0 then
-      redis.call('SET', uk, id, 'PX', ufor)
-    else
-      redis.call('SET', uk, id)
+  local b = 4 + i * 8
+  local num = tonumber(ARGV[b])
+  if not num then
+    num = next_id
+    next_id = next_id + 1
+  end
+  local uuid, q, payload, pr, delay = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5])
+  local ukey, ufor = ARGV[b + 6], tonumber(ARGV[b + 7])
+  local id = string.format('%016d', num)
+  local result = num
+  if handed and redis.call('ZSCORE', hk, uuid) then
+    result = -1
+  else
+    if handed then redis.call('ZADD', hk, now, uuid) end
+    if ukey ~= '' then
+      local uk = P .. ':unique:' .. ukey
+      local holder = redis.call('GET', uk)
+      if holder and redis.call('EXISTS', jkey(holder)) == 1 then
+        result = 0
+      elseif ufor > 0 then
+        redis.call('SET', uk, id, 'PX', ufor)
+      else
+        redis.call('SET', uk, id)
+      end
     end
   end
-  if ok then
+  if result > 0 then
     redis.call('SADD', P .. ':queues', q)
     local k = jkey(id)
     if delay > 0 then
@@ -182,14 +240,12 @@ for i = 0, n - 1 do
       redis.call('ZADD', ready_key(q), pr, id)
       woke[q] = true
     end
-    flags[#flags + 1] = 1
-  else
-    flags[#flags + 1] = 0
   end
+  out[#out + 1] = result
 end
 for q, _ in pairs(woke) do redis.call('PUBLISH', P .. ':notify', q) end
-return {first, flags}
-"""
+return out
+""".replace("%(handed_ttl)d", str(HANDED_TTL * 1000))
 
 # ARGV: P, worker, queue, limit, default_timeout_ms, margin_ms, done ids...
 _CLAIM = r"""
@@ -453,32 +509,75 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-#: Per-connection markers of the batches deferred in the open transaction.
-MARKERS = "tourno_redis_deferred"
+def _db_time(value: dt.datetime) -> Any:
+    """A UTC instant as the database takes it (text on SQLite)."""
+    return value if is_postgres() else value.strftime(SQLITE_TIME_FORMAT)
 
 
-class _Deferred:
-    """Jobs pushed inside one database transaction, sent at its commit."""
+#: The columns a hand-off reads back from ``queue_outbox``.
+_OUTBOX_COLUMNS = "id, uuid, job_id, queue, payload, priority, available_at, unique_key, unique_for"
+#: Database errors a hand-off survives: its rows stay for the relay.
+_DB_ERRORS = (peewee.OperationalError, peewee.InterfaceError, DatabaseUnavailable)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _drop_db_connection() -> None:
+    """Close this thread's database connection after an error, so that the
+    next use opens a fresh one (a broken one may refuse to close)."""
+    try:
+        if not database.is_closed():
+            database.close()
+    except Exception:  # noqa: BLE001
+        state = database._state  # peewee keeps per-thread state here
+        try:
+            state.conn.close()
+        except Exception:  # noqa: BLE001, S110 - it is already broken
+            pass
+        state.reset()
+
+
+class _Handoff:
+    """The outbox rows written in one database transaction, handed to Redis
+    after it commits (a peewee commit callback, dropped on rollback)."""
 
     def __init__(self, backend: RedisBackend, db: Any) -> None:
         self.backend = backend
         self.db = db
-        self.batches: list[tuple[list[PendingJob], int]] = []
-
-    def add(self, jobs: list[PendingJob], first: int) -> None:
-        self.db.execute_sql(f"CREATE TEMP TABLE IF NOT EXISTS {MARKERS} (first_id bigint NOT NULL)")
-        self.db.execute_sql(f"INSERT INTO {MARKERS} (first_id) VALUES ({self.db.param})", (first,))
-        self.batches.append((jobs, first))
+        self.outbox_ids: list[int] = []
 
     def __call__(self) -> None:
-        batches, self.batches = self.batches, []
-        # Runs after COMMIT, outside any transaction: the markers that survived
-        # name the batches that committed (a rolled-back savepoint removed its own).
-        kept = {row[0] for row in self.db.execute_sql(f"SELECT first_id FROM {MARKERS}").fetchall()}
-        self.db.execute_sql(f"DELETE FROM {MARKERS}")
-        for jobs, first in batches:
-            if first in kept:
-                self.backend._push_now(jobs, first)
+        ids, self.outbox_ids = self.outbox_ids, []
+        if not ids:
+            return
+        if self.db.transaction_depth() > 0 or self.backend._in_outage():
+            # A commit() inside an atomic block (the next transaction has not
+            # begun, so there is none to claim in), or Redis was just found
+            # down: the relay sends them.
+            return
+        try:
+            for start in range(0, len(ids), HANDOFF_BATCH):
+                self.backend._hand_off(ids[start : start + HANDOFF_BATCH])
+        except redislib.RedisError as exc:
+            outage = isinstance(exc, self.backend.connection_errors)
+            if outage:
+                self.backend._outage_seen()
+            log.warning(
+                "%s (%s): %d job(s) of the committed transaction wait in queue_outbox; "
+                "a Redis worker pushes them once Redis takes them",
+                "Redis is unreachable" if outage else "Redis refused the push",
+                _first_line(exc),
+                len(ids),
+            )
+        except _DB_ERRORS as exc:
+            log.warning(
+                "could not hand %d job(s) from queue_outbox to Redis (%s); a Redis worker will",
+                len(ids),
+                _first_line(exc),
+            )
 
 
 class RedisBackend(QueueBackend):
@@ -489,6 +588,8 @@ class RedisBackend(QueueBackend):
         self.url, url_prefix = _split_prefix(url)
         self.prefix = prefix or url_prefix or "tourno"
         self._local = threading.local()
+        self._outage_until = 0.0
+        self._relay_failing = False
         self._scripts: dict[str, Any] = {}
         scratch = redislib.Redis()  # only to build Script objects; never connects
         for name, body in (
@@ -550,26 +651,161 @@ class RedisBackend(QueueBackend):
             from peewee import _manual
 
             if not isinstance(db.top_transaction(), _manual):
-                first = self.client().incrby(self.key("seq", "job"), len(jobs)) - len(jobs) + 1
-                self._deferred(db).add(list(jobs), first)
-                return list(range(first, first + len(jobs)))
-        return self._push_now(jobs, None)
+                return self._push_in_transaction(db, jobs)
+        return self._push_now(jobs)
 
-    def _deferred(self, db: Any) -> _Deferred:
+    def _push_in_transaction(self, db: Any, jobs: list[PendingJob]) -> list[Any]:
+        """Write ``jobs`` to queue_outbox inside the open transaction; they
+        reach Redis after it commits (``_Handoff``) or from the relay."""
+        first = self._take_ids(len(jobs))
+        now = dt.datetime.now(UTC)
+        handoff = self._handoff(db)
+        for start in range(0, len(jobs), OUTBOX_CHUNK):
+            chunk = jobs[start : start + OUTBOX_CHUNK]
+            params: list[Any] = []
+            for i, p in enumerate(chunk, start):
+                params += [
+                    p.uuid,
+                    None if first is None else first + i,
+                    p.queue,
+                    p.payload_json,
+                    int(p.priority),
+                    _db_time(now + dt.timedelta(seconds=p.delay)),
+                    p.unique_key,
+                    float(p.unique_for) if p.unique_key and p.unique_for else None,
+                    _db_time(now),
+                ]
+            mark = db.param
+            values = ",".join([f"({', '.join([mark] * 9)})"] * len(chunk))
+            rows = db.execute_sql(
+                "INSERT INTO queue_outbox (uuid, job_id, queue, payload, priority, available_at, "
+                f"unique_key, unique_for, created_at) VALUES {values} RETURNING id",
+                params,
+            ).fetchall()
+            handoff.outbox_ids += [r[0] for r in rows]
+        if first is None:
+            return [None] * len(jobs)
+        return list(range(first, first + len(jobs)))
+
+    def _take_ids(self, n: int) -> int | None:
+        """The first of ``n`` job ids from Redis, or None if Redis is unreachable."""
+        if self._in_outage():
+            return None
+        try:
+            return self.client().incrby(self.key("seq", "job"), n) - n + 1
+        except self.connection_errors as exc:
+            self._outage_seen()
+            log.warning(
+                "Redis is unreachable (%s): %d job(s) dispatched in this transaction are kept in "
+                "queue_outbox and pushed once Redis is back",
+                exc,
+                n,
+            )
+            return None
+
+    def _in_outage(self) -> bool:
+        return time.monotonic() < self._outage_until
+
+    def _outage_seen(self) -> None:
+        self._outage_until = time.monotonic() + OUTAGE_HOLD
+        self.close_thread_connection()
+
+    def _handoff(self, db: Any) -> _Handoff:
         for fn in db._state.commit_callbacks:  # peewee's per-thread list, cleared on rollback
-            if isinstance(fn, _Deferred) and fn.backend is self:
+            if isinstance(fn, _Handoff) and fn.backend is self:
                 return fn
-        deferred = _Deferred(self, db)
-        db.after_commit(deferred)
-        return deferred
+        handoff = _Handoff(self, db)
+        db.after_commit(handoff)
+        return handoff
 
-    def _push_now(self, jobs: list[PendingJob], first: int | None) -> list[Any]:
-        ids: list[Any] = []
+    # -- the hand-off from queue_outbox ---------------------------------------------------
+
+    # Claiming deletes the rows inside a transaction that stays open while
+    # they are pushed: a concurrent hand-off skips them (SKIP LOCKED), and a
+    # failed push rolls the deletion back. The after-commit hand-off claims the
+    # rows its transaction wrote; the relay claims the oldest.
+    _CLAIM_IDS_PG = (
+        "DELETE FROM queue_outbox WHERE id IN (SELECT id FROM queue_outbox WHERE id = ANY(%s) "
+        f"FOR UPDATE SKIP LOCKED) RETURNING {_OUTBOX_COLUMNS}"
+    )
+    _CLAIM_OLDEST_PG = (
+        "DELETE FROM queue_outbox WHERE id IN (SELECT id FROM queue_outbox ORDER BY id LIMIT %s "
+        f"FOR UPDATE SKIP LOCKED) RETURNING {_OUTBOX_COLUMNS}"
+    )
+    _CLAIM_OLDEST_SQLITE = (
+        "DELETE FROM queue_outbox WHERE id IN (SELECT id FROM queue_outbox ORDER BY id LIMIT ?) "
+        f"RETURNING {_OUTBOX_COLUMNS}"
+    )
+
+    def _hand_off(self, outbox_ids: list[int] | None) -> int:
+        """Claim outbox rows (these ids, or the oldest batch), push them, and
+        commit their deletion; returns how many rows were claimed."""
+        if database.is_closed():
+            open_connection()
+        postgres = is_postgres()
+        with database.atomic() if postgres else database.atomic("IMMEDIATE"):
+            if outbox_ids is None:
+                if postgres:
+                    sql, params = self._CLAIM_OLDEST_PG, (HANDOFF_BATCH,)
+                else:
+                    sql, params = self._CLAIM_OLDEST_SQLITE, (HANDOFF_BATCH,)
+            elif postgres:
+                sql, params = self._CLAIM_IDS_PG, (list(outbox_ids),)
+            else:
+                marks = ",".join("?" * len(outbox_ids))
+                sql = f"DELETE FROM queue_outbox WHERE id IN ({marks}) RETURNING {_OUTBOX_COLUMNS}"
+                params = tuple(outbox_ids)
+            rows = sorted(database.execute_sql(sql, params).fetchall())
+            if not rows:
+                return 0
+            now = dt.datetime.now(UTC)
+            jobs = []
+            for _, uuid, _, queue, payload, priority, available_at, unique_key, unique_for in rows:
+                delay = (parse_timestamp(available_at) - now).total_seconds()
+                jobs.append(
+                    PendingJob(queue, uuid, payload, priority, max(delay, 0.0), unique_key, unique_for)
+                )
+            self._push_now(jobs, [r[2] for r in rows], handed=True)
+        # The deletions are committed: those uuids can never be pushed again.
+        try:
+            self.client().zrem(self.key("handed"), *[r[1] for r in rows])
+        except self.connection_errors:
+            pass  # they expire on their own
+        return len(rows)
+
+    def relay(self) -> int:
+        """Push what is left in queue_outbox (jobs whose transaction committed
+        while Redis was unreachable, or whose process died before handing them
+        over), oldest first; returns how many rows were handed over."""
+        if database.is_closed():
+            open_connection()
+        # A read first, so that an empty outbox costs no write lock (SQLite).
+        if not database.execute_sql("SELECT 1 FROM queue_outbox LIMIT 1").fetchall():
+            return 0
+        total = 0
+        for _ in range(RELAY_BATCHES):
+            n = self._hand_off(None)
+            total += n
+            if n < HANDOFF_BATCH:
+                break
+        if total:
+            log.info("relayed %d job(s) from queue_outbox to Redis", total)
+        return total
+
+    def _push_now(
+        self, jobs: list[PendingJob], ids: list[Any] | None = None, *, handed: bool = False
+    ) -> list[Any]:
+        """Push ``jobs`` with these ids (None: allocate); with ``handed``,
+        each job's uuid is pushed at most once."""
+        out: list[Any] = []
         for start in range(0, len(jobs), PUSH_CHUNK):
             chunk = jobs[start : start + PUSH_CHUNK]
-            args: list[Any] = ["" if first is None else first + start, len(chunk)]
-            for p in chunk:
+            args: list[Any] = [len(chunk), "1" if handed else ""]
+            for i, p in enumerate(chunk, start):
+                given = None if ids is None else ids[i]
                 args += [
+                    "" if given is None else int(given),
+                    p.uuid,
                     p.queue,
                     p.payload_json,
                     int(p.priority),
@@ -577,10 +813,8 @@ class RedisBackend(QueueBackend):
                     p.unique_key or "",
                     int(round(float(p.unique_for) * 1000)) if p.unique_key and p.unique_for else 0,
                 ]
-            base, flags = self._run("push", *args)
-            base = int(base)
-            ids += [base + i if flag else None for i, flag in enumerate(flags)]
-        return ids
+            out += [int(r) if int(r) > 0 else None for r in self._run("push", *args)]
+        return out
 
     # -- worker: claim and finish --------------------------------------------------------
 
@@ -666,6 +900,17 @@ class RedisBackend(QueueBackend):
         self._run("unregister", worker_id)
 
     def rescue(self, stale_after):
+        # Every worker's monitor calls this each heartbeat interval: the
+        # relay of leftover hand-offs rides along.
+        # A database outage must not stop the rescue (Redis state only).
+        try:
+            self.relay()
+            self._relay_failing = False
+        except _DB_ERRORS as exc:
+            if not self._relay_failing:
+                log.warning("could not relay queue_outbox to Redis: %s", _first_line(exc))
+            self._relay_failing = True
+            _drop_db_connection()
         rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_TTL * 1000)
         out = []
         for job_id, owner in rows:
