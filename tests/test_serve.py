@@ -1,0 +1,278 @@
+"""``tourno serve`` as an operator runs it: a real gunicorn subprocess on a
+free loopback port, real HTTP, real signals; and ``tourno users``."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import tourno_cmd
+
+STARTUP_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        """Stop it if it still runs (SIGTERM, then SIGKILL) and release its pipe."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout=10)
+        self.proc.stderr.close()
+
+    def wait_for_line(self, text: str, timeout: float = STARTUP_SECONDS) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not logged; stderr:\n{''.join(self.lines)}")
+
+    def request(self, method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            conn.close()
+
+
+def start_server(env: dict[str, str], workers: int = 2) -> Server:
+    port = free_port()
+    proc = subprocess.Popen(
+        tourno_cmd(
+            "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--graceful-timeout", "20"
+        ),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    server = Server(proc, port)
+    server.wait_for_line("Booting worker")
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            if server.request("GET", "/healthz")[0] == 200:
+                return server
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def server(pg) -> Iterator[Server]:
+    s = start_server(pg.env())
+    yield s
+    s.close()
+
+
+def server_connections(pg) -> int:
+    return pg.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+
+
+def wait_until_no_server_connections(pg) -> None:
+    deadline = time.monotonic() + 10
+    while server_connections(pg):
+        assert time.monotonic() < deadline, "the server keeps a database connection open between requests"
+        time.sleep(0.02)
+
+
+def test_health_ready_and_sigterm_exit_0(server, pg):
+    assert server.request("GET", "/healthz") == (200, {"status": "ok"})
+    # Forked workers share no connection with the master: none is open until a request needs one...
+    assert server_connections(pg) == 0
+    status, body = server.request("GET", "/readyz")
+    assert status == 200 and body["status"] == "ready"
+    # ...and each request's connection is closed at its end.
+    assert server.request("GET", "/api/v1/tournaments")[0] == 200
+    wait_until_no_server_connections(pg)
+    status, body = server.request("GET", "/api/v1/nowhere")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+
+
+def test_sigterm_finishes_the_request_in_flight(pg):
+    server = start_server(pg.env(), workers=1)
+    try:
+        body = json.dumps({"email": "late@example.com", "display_name": "Late"}).encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        head = (
+            f"POST /api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        sock.sendall(head + body[:10])
+        # The worker is inside the request once it holds a database connection
+        # (opened in before_request, before the body is read).
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not server_connections(pg):
+            assert time.monotonic() < deadline, "the worker never started the request"
+            time.sleep(0.02)
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for_line("Handling signal: term")
+        sock.sendall(body[10:])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.close()
+        assert reply.startswith(b"HTTP/1.1 201"), reply[:200]
+        assert server.proc.wait(timeout=30) == 0
+        assert pg.scalar("SELECT count(*) FROM users WHERE email = 'late@example.com'") == 1
+    finally:
+        server.close()
+
+
+def test_users_cli_create_token_list(pg):
+    env = pg.env()
+    run = lambda *args: subprocess.run(tourno_cmd(*args), env=env, capture_output=True, text=True, timeout=60)  # noqa: E731
+    created = run("users", "create", "--email", "Boss@Example.com", "--name", "Boss", "--role", "admin")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().splitlines()[-1]
+    assert "shown once" in created.stderr
+    stored = pg.scalar("SELECT api_token_hash FROM users WHERE email = 'boss@example.com'")
+    import hashlib
+
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    dup = run("users", "create", "--email", "boss@example.com", "--name", "B", "--role", "organizer")
+    assert dup.returncode == 2 and "email: is already in use" in dup.stderr
+    rotated = run("users", "token", "BOSS@example.com")
+    assert rotated.returncode == 0
+    assert (
+        pg.scalar("SELECT api_token_hash FROM users")
+        == hashlib.sha256(rotated.stdout.strip().encode()).hexdigest()
+    )
+    assert run("users", "token", "nobody@example.com").returncode == 1
+    listed = run("users", "list")
+    assert listed.returncode == 0 and "boss@example.com" in listed.stdout and "admin" in listed.stdout
+    for args in (
+        ("serve", "--help"),
+        ("users", "--help"),
+        ("users", "create", "--help"),
+        ("users", "token", "--help"),
+        ("users", "list", "--help"),
+    ):
+        assert run(*args).returncode == 0
+
+
+def test_serve_refuses_a_bad_bind(pg):
+    result = subprocess.run(
+        tourno_cmd("serve", "--bind", "nonsense"), env=pg.env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "HOST:PORT" in result.stderr
+    env = pg.env(TOURNO_BIND="localhost:99999")
+    result = subprocess.run(tourno_cmd("serve"), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "TOURNO_BIND" in result.stderr
+
+
+def test_end_to_end_16_players_to_a_champion(server, pg):
+    env = pg.env()
+    created = subprocess.run(
+        tourno_cmd("users", "create", "--email", "org@example.com", "--name", "Org", "--role", "organizer"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    org = created.stdout.strip().splitlines()[-1]
+
+    tokens: dict[int, str] = {}  # user id -> token
+    for i in range(16):
+        status, body = server.request(
+            "POST", "/api/v1/users", {"email": f"p{i}@example.com", "display_name": f"P{i}"}
+        )
+        assert status == 201, body
+        tokens[body["user"]["id"]] = body["token"]
+
+    status, body = server.request(
+        "POST",
+        "/api/v1/tournaments",
+        {"name": "Open", "game": "Chess", "format": "single_elimination", "capacity": 16},
+        org,
+    )
+    assert status == 201, body
+    tid = body["tournament"]["id"]
+    assert server.request("POST", f"/api/v1/tournaments/{tid}/publish", token=org)[0] == 200
+    token_of_participant: dict[int, str] = {}
+    for token in tokens.values():
+        status, body = server.request("POST", f"/api/v1/tournaments/{tid}/register", token=token)
+        assert status == 201, body
+        token_of_participant[body["participant"]["id"]] = token
+    status, body = server.request("POST", f"/api/v1/tournaments/{tid}/start", token=org)
+    assert status == 200 and body["tournament"]["state"] == "underway", body
+
+    played = 0
+    for _ in range(20):  # rounds, with room to spare
+        status, body = server.request("GET", f"/api/v1/tournaments/{tid}/matches?state=open")
+        assert status == 200
+        if not body["matches"]:
+            break
+        for m in body["matches"]:
+            # The lower participant id wins 2-1: player 1 reports, player 2 confirms.
+            p1, p2 = m["player1_id"], m["player2_id"]
+            s1, s2 = (2, 1) if p1 < p2 else (1, 2)
+            status, rep = server.request(
+                "POST",
+                f"/api/v1/matches/{m['id']}/reports",
+                {"player1_score": s1, "player2_score": s2},
+                token_of_participant[p1],
+            )
+            assert status == 201, rep
+            status, conf = server.request(
+                "POST", f"/api/v1/matches/{m['id']}/confirm", token=token_of_participant[p2]
+            )
+            assert status == 200 and conf["match"]["state"] == "complete", conf
+            played += 1
+    assert played == 15
+    status, body = server.request("GET", f"/api/v1/tournaments/{tid}")
+    assert body["tournament"]["state"] == "complete", body
+    status, body = server.request("GET", f"/api/v1/tournaments/{tid}/standings")
+    assert status == 200
+    table = body["standings"]
+    assert len(table) == 16
+    champion = min(token_of_participant)
+    assert table[0]["participant_id"] == champion and table[0]["rank"] == 1
+    assert table[0]["final_rank"] == 1 and table[0]["wins"] == 4

@@ -1,0 +1,82 @@
+"""Admin views: the queue's state (the same figures as ``tourno queue status``)
+and the periodic jobs' recent runs."""
+
+from __future__ import annotations
+
+import importlib
+
+from flask import Blueprint, current_app, jsonify
+
+from tourno.api.auth import require_role
+from tourno.api.serializers import when
+from tourno.api.validation import Query
+from tourno.tournaments.models import Role
+
+bp = Blueprint("admin", __name__)
+
+
+@bp.get("/admin/queue")
+def queue_status():
+    from tourno.queue import backends, failed
+
+    require_role(Role.ADMIN)
+    backend = backends.current()
+    stale_after = current_app.config["TOURNO_SETTINGS"].worker_stale_after
+    return jsonify(
+        {
+            "connection": backend.connection_name,
+            "queues": [
+                {
+                    "queue": s.queue,
+                    "ready": s.ready,
+                    "delayed": s.delayed,
+                    "reserved": s.reserved,
+                    "oldest_ready_at": when(s.oldest_ready_at),
+                }
+                for s in backend.stats()
+            ],
+            "workers": [
+                {
+                    "id": w.id,
+                    "name": w.name,
+                    "hostname": w.hostname,
+                    "pid": w.pid,
+                    "queues": w.queues,
+                    "started_at": when(w.started_at),
+                    "heartbeat_at": when(w.heartbeat_at),
+                    "current_job_id": None if w.current_job_id is None else str(w.current_job_id),
+                    "jobs_done": w.jobs_done,
+                }
+                for w in backend.workers(stale_after)
+            ],
+            "failed": failed.count(),
+        }
+    )
+
+
+def _job_run_model():
+    """The scheduler's JobRun model, if this build has it."""
+    try:
+        module = importlib.import_module("tourno.scheduler.models")
+    except ImportError:
+        return None
+    return getattr(module, "JobRun", None)
+
+
+@bp.get("/admin/jobs/runs")
+def job_runs():
+    require_role(Role.ADMIN)
+    query = Query()
+    page, per_page = query.page(max_per_page=200, default_per_page=50)
+    query.check()
+    model = _job_run_model()
+    if model is None:
+        return jsonify({"runs": [], "note": "this build records no job runs yet"})
+    rows = model.select().order_by(model.id.desc()).paginate(page, per_page)
+    return jsonify({"runs": [_plain_row(r) for r in rows.dicts()], "page": page, "per_page": per_page})
+
+
+def _plain_row(row: dict) -> dict:
+    import datetime as dt
+
+    return {k: when(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}

@@ -1,0 +1,54 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (it can do its work: the
+database is reachable and migrated, the queue is reachable), for load
+balancers and supervisord checks. Neither needs a token."""
+
+from __future__ import annotations
+
+import logging
+
+import peewee
+from flask import Blueprint, jsonify
+
+from tourno import migrations
+from tourno.db import DatabaseUnavailable, database, open_connection
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    from tourno.queue import backends
+
+    checks: dict[str, str] = {}
+    opened = database.is_closed()
+    try:
+        open_connection()
+        database.execute_sql("SELECT 1")
+        checks["database"] = "ok"
+        waiting = migrations.pending(database.obj)
+        checks["migrations"] = "ok" if not waiting else f"{len(waiting)} pending: {', '.join(waiting)}"
+    except (DatabaseUnavailable, peewee.OperationalError, peewee.InterfaceError) as exc:
+        checks["database"] = f"unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+        checks["migrations"] = "unknown"
+    finally:
+        if opened and not database.is_closed():
+            try:
+                database.close()
+            except (peewee.OperationalError, peewee.InterfaceError):
+                pass
+    backend = backends.current()
+    try:
+        backend.ping()
+        checks["queue"] = "ok"
+    except backend.connection_errors as exc:
+        checks["queue"] = f"unreachable: {exc}"
+    ready = all(value == "ok" for value in checks.values())
+    response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
+    response.status_code = 200 if ready else 503
+    return response
