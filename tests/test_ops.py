@@ -46,6 +46,12 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0, log
         time.sleep(0.05)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def short_tmp():
     """A directory with a short path: a unix socket path must fit in 108 bytes."""
@@ -82,8 +88,8 @@ def test_bin_dry_runs_print_the_steps():
     assert install.returncode == 0, install.stderr
     assert "tourno db migrate" in install.stdout
     assert (
-        "systemctl enable --now tourno-worker@1.service tourno-worker@2.service tourno-worker@3.service"
-        in (install.stdout)
+        "systemctl enable --now tourno-serve.service tourno-scheduler.service "
+        "tourno-worker@1.service tourno-worker@2.service tourno-worker@3.service" in install.stdout
     )
     missing = subprocess.run(
         [ROOT / "bin" / "install", "--dry-run"], capture_output=True, text=True, timeout=30
@@ -132,11 +138,12 @@ def test_systemd_units_verify(tmp_path):
     # creates; verify checks that ExecStart is executable, so the copies
     # checked here point at this virtualenv's tourno instead. Nothing else
     # changes. verify exits 0 even on unknown keys, so any output fails too.
-    for unit in ("tourno.target", "tourno-worker@.service"):
+    units = ("tourno.target", "tourno-worker@.service", "tourno-serve.service", "tourno-scheduler.service")
+    for unit in units:
         text = (ROOT / "systemd" / unit).read_text()
         (tmp_path / unit).write_text(text.replace("/opt/tourno/venv/bin/tourno", str(BIN / "tourno")))
     out = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", "tourno.target", "tourno-worker@.service"],
+        ["systemd-analyze", "verify", "--man=no", *units],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -199,6 +206,16 @@ def test_worker_notifies_ready_and_stopping(notify_socket, sqlite):
 # -- supervisord ----------------------------------------------------------------------
 
 
+def _get(url: str) -> int | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError:
+        return None
+
+
 class Supervisor:
     """The real supervisord on the repository's supervisord.conf, in the foreground."""
 
@@ -208,6 +225,8 @@ class Supervisor:
         self.env = qdb.env(
             TOURNO_HOME=str(home),
             TOURNO_WORKERS=str(len(WORKERS)),
+            TOURNO_BIND=f"127.0.0.1:{free_port()}",
+            TOURNO_WEB_WORKERS="1",
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
         self.seen_pids: set[int] = set()
@@ -289,6 +308,22 @@ def test_supervisord_runs_workers_and_stop_loses_nothing(supervisor, pg):
     pids = supervisor.wait_running()
     assert len(set(pids.values())) == 2
     assert oct((supervisor.home / "supervisor.sock").stat().st_mode & 0o777) == "0o700"
+    # The API and the scheduler run beside the workers, in the same group.
+    wait_for(
+        lambda: all(
+            supervisor.status().get(p, ("",))[0] == "RUNNING"
+            for p in ("tourno:tourno-serve", "tourno:tourno-scheduler")
+        ),
+        "serve and scheduler RUNNING",
+        logs=supervisor.logs,
+    )
+    health = f"http://{supervisor.env['TOURNO_BIND']}/healthz"
+    wait_for(lambda: _get(health) == 200, "the API answering /healthz", logs=supervisor.logs)
+    wait_for(
+        lambda: pg.scalar("SELECT count(*) FROM schedule_runs") > 0,
+        "a scheduled dispatch",
+        logs=supervisor.logs,
+    )
 
     for i in range(6):
         RecordRun(key=f"r{i}").dispatch()
@@ -379,3 +414,78 @@ def test_build_makes_one_file_that_runs_tourno_without_an_install(tmp_path):
         )
         assert run.returncode == 0, run.stderr
         assert expected in run.stdout + run.stderr
+
+
+# -- tourno up ------------------------------------------------------------------------
+
+
+def test_up_print_config_runs_the_three_programs(short_tmp):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run(
+        tourno_cmd("up", "--workers", "3", "--bind", "127.0.0.1:8123", "--print-config"),
+        cwd=short_tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    conf = out.stdout
+    assert "programs=tourno-serve,tourno-worker,tourno-scheduler" in conf
+    assert "numprocs=3" in conf
+    assert f"{sys.executable} -m tourno serve --bind 127.0.0.1:8123" in conf
+    assert not (short_tmp / "tourno.db").exists()  # printing the config touches nothing
+
+
+@pytest.mark.slow
+def test_up_demo_runs_everything_and_ctrl_c_stops_it_cleanly(short_tmp):
+    """The README's first command: API, worker and scheduler under a real
+    supervisord on an SQLite file; the demo tournaments start by themselves."""
+    import sqlite3
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
+    env.update(PYTHONPATH=str(ROOT), TOURNO_HEARTBEAT_INTERVAL="1", TOURNO_WORKER_STALE_AFTER="5")
+    log = short_tmp / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            tourno_cmd("up", "--demo", "--workers", "1", "--bind", f"127.0.0.1:{port}"),
+            cwd=short_tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    logs = lambda: log.read_text(errors="replace")[-4000:]  # noqa: E731
+    try:
+        wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz") == 200, "the API", timeout=60, logs=logs)
+
+        def underway() -> int:
+            db = sqlite3.connect(short_tmp / "tourno.db")
+            try:
+                return db.execute("SELECT count(*) FROM tournaments WHERE state = 'underway'").fetchone()[0]
+            finally:
+                db.close()
+
+        wait_for(lambda: underway() >= 2, "the full demo tournaments auto-started", timeout=60, logs=logs)
+        status = subprocess.run(
+            [SUPERVISORCTL, "-c", short_tmp / ".tourno" / "supervisord.conf", "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        pids = [int(p) for p in re.findall(r"RUNNING\s+pid (\d+)", status)]
+        assert len(pids) == 3, status
+    finally:
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert code == 0, logs()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
