@@ -198,6 +198,9 @@ def run_worker(**options) -> tuple[int, object]:
     options.setdefault("sleep", 0.1)
     options.setdefault("heartbeat_interval", 0.5)
     options.setdefault("stale_after", 3.0)
+    # The test process grows past the worker's default 128 MB over a full run;
+    # the --memory stop is tested on its own.
+    options.setdefault("memory", 0)
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM)}
     worker = Worker(backends.current(), WorkerOptions(**options))
     try:

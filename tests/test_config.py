@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -309,7 +310,7 @@ def test_describe_masks_every_url():
         }
     )
     rows = dict(s.describe())
-    assert rows == {
+    expected = {
         "TOURNO_DATABASE_URL": "postgresql://u:***@h/db",
         "TOURNO_QUEUE_CONNECTION": "database",
         "TOURNO_REDIS_URL": "redis://:***@cache:6379/0",
@@ -317,5 +318,10 @@ def test_describe_masks_every_url():
         "TOURNO_LOG_LEVEL": "info",
         "TOURNO_HEARTBEAT_INTERVAL": "5.0",
         "TOURNO_WORKER_STALE_AFTER": "30.0",
+    }
+    assert {name: rows[name] for name in expected} == expected
+    # One row per setting, none left out.
+    assert set(rows) == {
+        "TOURNO_" + f.name.upper() for f in dataclasses.fields(Settings) if f.name != "source"
     }
     assert "secret" not in repr(s.describe())

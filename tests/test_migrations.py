@@ -21,12 +21,14 @@ from tests.conftest import PG_SERVER, _admin, drop_pg
 from tourno import db as tdb
 from tourno import migrations
 from tourno.cli import main
+from tourno.mail.models import MODELS as MAIL_MODELS
 from tourno.queue.models import MODELS as QUEUE_MODELS
+from tourno.scheduler.models import MODELS as SCHEDULER_MODELS
 from tourno.tournaments import models as tmodels
 
 FIRST = "0001_queue"
-ALL = [FIRST, "0002_tournaments"]
-MODELS = QUEUE_MODELS + tmodels.MODELS
+ALL = [FIRST, "0002_tournaments", "0003_mail", "0004_scheduler", "0005_redis_outbox"]
+MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + SCHEDULER_MODELS
 
 
 # -- fresh, empty databases ----------------------------------------------------------
@@ -157,6 +159,7 @@ PG_TYPES = {
     "TEXT": "text",
     "JSONB": "jsonb",
     "TIMESTAMPTZ": "timestamp with time zone",
+    "DOUBLE": "double precision",
 }
 
 

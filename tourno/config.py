@@ -57,8 +57,76 @@ def _modules(name: str, raw: str) -> tuple[str, ...]:
     return mods
 
 
+def _int_at_least(name: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {raw!r}")
+    return value
+
+
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of messages per second, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: must be a finite number greater than 0, got {raw!r}")
+    return value
+
+
+def _address(name: str, raw: str) -> str:
+    from email.utils import parseaddr
+
+    value = raw.strip()
+    addr = parseaddr(value)[1]
+    if "@" not in addr or any(c.isspace() for c in addr):
+        raise ConfigError(f"{name}: expected an address like 'Tourno <noreply@example.com>', got {raw!r}")
+    return value
+
+
+def _positive_number(name: str, raw: str, unit: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of {unit}, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}: must be a finite number of {unit} greater than 0, got {raw!r}")
+    return value
+
+
+def _frequencies(name: str, raw: str) -> tuple[str, ...]:
+    """``Task=minutes,Task=minutes`` -> ("Task=minutes", ...); the task names
+    are checked against the scheduler's table when it starts."""
+    out = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        task, sep, minutes = (s.strip() for s in item.partition("="))
+        if not sep or not task.isidentifier() or not minutes.isdigit() or not 1 <= int(minutes) <= 1440:
+            raise ConfigError(
+                f"{name}: expected Task=minutes pairs (1 to 1440 minutes), "
+                f"like SendBulkEmailsJob=2, got {item!r}"
+            )
+        out.append(f"{task}={int(minutes)}")
+    return tuple(out)
+
+
+def _bind(name: str, raw: str) -> str:
+    value = raw.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}: expected HOST:PORT, like 127.0.0.1:8000, got {raw!r}")
+    return value
+
+
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgres+pool", "postgresql+pool")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAIL_TRANSPORTS = ("smtp", "console", "file")
+# "tls" is accepted as another name for implicit TLS ("ssl", port 465).
+MAIL_TLS_MODES = ("none", "starttls", "ssl", "tls")
 
 
 @dataclass(frozen=True)
@@ -77,6 +145,32 @@ class Settings:
     heartbeat_interval: float = 5.0
     # ...and is presumed dead, its jobs released, when the last beat is older.
     worker_stale_after: float = 30.0
+    # Mail (tourno.mail): transport, SMTP server, pacing.
+    mail_transport: str = "console"
+    mail_host: str = "127.0.0.1"
+    mail_port: int = 25
+    mail_username: str | None = None
+    mail_password: str | None = None
+    mail_tls: str = "none"
+    mail_from: str = "Tourno <noreply@localhost>"
+    # Messages per second for all drains together (a token bucket in the database).
+    mail_rate: float = 10.0
+    # Most messages sent in any 24 h; 0 = no cap.
+    mail_daily_cap: int = 0
+    mail_max_per_connection: int = 100
+    mail_max_attempts: int = 8
+    mail_file_dir: str = "tourno-mail"
+    # Base of the links in emails.
+    app_url: str = "http://localhost:8000"
+    # The scheduler (tourno.scheduler): per-task frequency overrides, "Task=minutes".
+    schedule_frequencies: tuple[str, ...] = ()
+    # CheckFullTournamentsJob: remind the organizer of a full, unstarted
+    # tournament after this long, cancel it after that long.
+    full_reminder_minutes: float = 60.0
+    full_cancel_hours: float = 48.0
+    # `tourno serve`: listen address and gunicorn worker processes.
+    bind: str = "127.0.0.1:8000"
+    web_workers: int = 2
     source: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -111,6 +205,47 @@ class Settings:
             values["heartbeat_interval"] = _positive_float(PREFIX + "HEARTBEAT_INTERVAL", raw)
         if (raw := get("WORKER_STALE_AFTER")) is not None:
             values["worker_stale_after"] = _positive_float(PREFIX + "WORKER_STALE_AFTER", raw)
+        if (raw := get("MAIL_TRANSPORT")) is not None:
+            values["mail_transport"] = _choice(PREFIX + "MAIL_TRANSPORT", raw, MAIL_TRANSPORTS)
+        if (raw := get("MAIL_HOST")) is not None:
+            values["mail_host"] = raw.strip()
+        if (raw := get("MAIL_PORT")) is not None:
+            values["mail_port"] = _int_at_least(PREFIX + "MAIL_PORT", raw, 1)
+            if values["mail_port"] > 65535:
+                raise ConfigError(f"{PREFIX}MAIL_PORT: must be at most 65535, got {raw!r}")
+        if (raw := get("MAIL_USERNAME")) is not None:
+            values["mail_username"] = raw.strip()
+        if (raw := get("MAIL_PASSWORD")) is not None:
+            values["mail_password"] = raw
+        if (raw := get("MAIL_TLS")) is not None:
+            tls = _choice(PREFIX + "MAIL_TLS", raw, MAIL_TLS_MODES)
+            values["mail_tls"] = "ssl" if tls == "tls" else tls
+        if (raw := get("MAIL_FROM")) is not None:
+            values["mail_from"] = _address(PREFIX + "MAIL_FROM", raw)
+        if (raw := get("MAIL_RATE")) is not None:
+            values["mail_rate"] = _rate(PREFIX + "MAIL_RATE", raw)
+        if (raw := get("MAIL_DAILY_CAP")) is not None:
+            values["mail_daily_cap"] = _int_at_least(PREFIX + "MAIL_DAILY_CAP", raw, 0)
+        if (raw := get("MAIL_MAX_PER_CONNECTION")) is not None:
+            values["mail_max_per_connection"] = _int_at_least(PREFIX + "MAIL_MAX_PER_CONNECTION", raw, 1)
+        if (raw := get("MAIL_MAX_ATTEMPTS")) is not None:
+            values["mail_max_attempts"] = _int_at_least(PREFIX + "MAIL_MAX_ATTEMPTS", raw, 1)
+        if (raw := get("MAIL_FILE_DIR")) is not None:
+            values["mail_file_dir"] = raw.strip()
+        if (raw := get("APP_URL")) is not None:
+            values["app_url"] = _url(PREFIX + "APP_URL", raw, ("http", "https")).rstrip("/")
+        if (raw := get("SCHEDULE_FREQUENCIES")) is not None:
+            values["schedule_frequencies"] = _frequencies(PREFIX + "SCHEDULE_FREQUENCIES", raw)
+        if (raw := get("FULL_REMINDER_MINUTES")) is not None:
+            values["full_reminder_minutes"] = _positive_number(
+                PREFIX + "FULL_REMINDER_MINUTES", raw, "minutes"
+            )
+        if (raw := get("FULL_CANCEL_HOURS")) is not None:
+            values["full_cancel_hours"] = _positive_number(PREFIX + "FULL_CANCEL_HOURS", raw, "hours")
+        if (raw := get("BIND")) is not None:
+            values["bind"] = _bind(PREFIX + "BIND", raw)
+        if (raw := get("WEB_WORKERS")) is not None:
+            values["web_workers"] = _int_at_least(PREFIX + "WEB_WORKERS", raw, 1)
         settings = cls(**values, source={k: v for k, v in env.items() if k.startswith(PREFIX)})
         if settings.worker_stale_after < 2 * settings.heartbeat_interval:
             raise ConfigError(
@@ -132,6 +267,8 @@ class Settings:
             text = str(value)
             if f.name.endswith("_url"):
                 text = mask_password(text)
+            if f.name == "mail_password" and value:
+                text = "***"
             rows.append((PREFIX + f.name.upper(), text))
         return rows
 

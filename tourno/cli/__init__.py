@@ -133,12 +133,24 @@ def config_command(app: AppContext) -> None:
 
 def _register() -> None:
     from tourno.cli.db import db_group
+    from tourno.cli.doctor import doctor_command
+    from tourno.cli.mail import mail_group
     from tourno.cli.queue import queue_group
+    from tourno.cli.schedule import schedule_group
+    from tourno.cli.serve import serve_command
+    from tourno.cli.up import up_command
+    from tourno.cli.users import users_group
     from tourno.cli.work import work_command
 
     main.add_command(work_command)
+    main.add_command(serve_command)
+    main.add_command(users_group)
     main.add_command(queue_group)
     main.add_command(db_group)
+    main.add_command(schedule_group)
+    main.add_command(mail_group)
+    main.add_command(doctor_command)
+    main.add_command(up_command)
 
 
 _register()
