@@ -27,6 +27,7 @@ from tourno.tournaments.models import (
     ResultType,
     Tournament,
     TournamentState,
+    User,
 )
 
 EARLY = NOW - dt.timedelta(days=1)
@@ -196,3 +197,31 @@ def test_remove_participant_before_the_start_frees_the_place_and_after_disqualif
     assert (m.result_type, m.winner_id) == (ResultType.DQ, m.player2_id)
     assert Participant.get_by_id(m.player1_id).status == ParticipantStatus.DISQUALIFIED
     assert Tournament.get_by_id(t.id).state == TournamentState.COMPLETE
+
+
+def test_announce_mails_participants_who_did_not_opt_out(organizer):
+    t = pending(organizer, capacity=2)
+    users = make_players(3)
+    for user in users:
+        services.register(t, user, now=EARLY)  # two registered, one waitlisted
+    User.update(notifications_opt_out=True).where(User.id == users[1].id).execute()
+    with pytest.raises(ValidationError):
+        services.announce(t, organizer, subject=" ", body="hi")
+    stranger = services.create_user("org3@example.com", "Org3", role="organizer")
+    with pytest.raises(PermissionDenied):
+        services.announce(t, stranger, subject="Hello", body="hi")
+    key, count = services.announce(t, organizer, subject="Schedule", body="Round 1 at 18:00", now=EARLY)
+    rows = list(EmailOutbox.select().where(EmailOutbox.template == "announcement").order_by(EmailOutbox.id))
+    assert count == 2 and [r.to_email for r in rows] == [users[0].email, users[2].email]
+    assert {r.priority for r in rows} == {9} and all(
+        r.dedupe_key.startswith(f"announce:{key}:") for r in rows
+    )
+
+
+def test_set_api_token_hash_replaces_the_old_one(organizer):
+    services.set_api_token_hash(organizer, "a" * 64)
+    assert User.get_by_id(organizer.id).api_token_hash == "a" * 64
+    services.set_api_token_hash(organizer.id, "b" * 64)
+    assert User.get_by_id(organizer.id).api_token_hash == "b" * 64
+    with pytest.raises(ValidationError):
+        services.set_api_token_hash(organizer, "short")

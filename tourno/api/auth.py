@@ -14,8 +14,8 @@ import secrets
 from flask import g, request
 
 from tourno.api.errors import ApiError, unauthorized
+from tourno.tournaments import services
 from tourno.tournaments.models import Role, User
-from tourno.tournaments.services.common import write_transaction
 
 _UNSET = object()
 
@@ -31,9 +31,7 @@ def new_token() -> str:
 def issue_token(user: User) -> str:
     """Give ``user`` a new token (the old one stops working); returns it."""
     token = new_token()
-    with write_transaction():
-        User.update(api_token_hash=hash_token(token)).where(User.id == user.id).execute()
-    user.api_token_hash = hash_token(token)
+    services.set_api_token_hash(user, hash_token(token))
     return token
 
 

@@ -3,7 +3,6 @@ standings and announcements."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -15,18 +14,14 @@ from tourno.api.validation import Form, Query, json_body
 from tourno.tournaments import services
 from tourno.tournaments.errors import PermissionDenied
 from tourno.tournaments.models import (
-    EmailPriority,
     Match,
     Participant,
-    ParticipantStatus,
     Role,
     Round,
     Tournament,
     TournamentFormat,
     TournamentState,
-    User,
 )
-from tourno.tournaments.services.common import enqueue_email, require_manager, write_transaction
 from tourno.tournaments.services.registration import DEFAULTS
 
 bp = Blueprint("tournaments", __name__)
@@ -175,9 +170,6 @@ def standings(tid: int):
     return jsonify({"tournament_id": t.id, "standings": [serializers.standing(r) for r in rows]})
 
 
-ANNOUNCED_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)
-
-
 @bp.post("/tournaments/<id:tid>/announcements")
 def announce(tid: int):
     """One ``announcement`` email per participant with an account who has not
@@ -189,38 +181,7 @@ def announce(tid: int):
     body = form.text("body", required=True, max_length=20_000, strip=False)
     form.check()
     t = visible_tournament(tid, user)
-    key = uuid.uuid4().hex
-    at = now()
-    with write_transaction():
-        require_manager(user, t)
-        recipients = (
-            User.select()
-            .join(Participant, on=(Participant.user == User.id))
-            .where(
-                Participant.tournament == t.id,
-                Participant.status.in_(ANNOUNCED_STATUSES),
-                User.notifications_opt_out == False,  # noqa: E712 - peewee expression
-            )
-            .order_by(User.id)
-        )
-        count = 0
-        for recipient in recipients:
-            enqueue_email(
-                dedupe_key=f"announce:{key}:{recipient.id}",
-                to_email=recipient.email,
-                user=recipient,
-                template="announcement",
-                context={
-                    "tournament_id": t.id,
-                    "tournament_name": t.name,
-                    "subject": subject,
-                    "body": body,
-                    "announcement_key": key,
-                },
-                priority=EmailPriority.BULK,
-                now=at,
-            )
-            count += 1
+    key, count = services.announce(t, user, subject=subject, body=body, now=now())
     response = jsonify({"announcement_key": key, "recipients": count})
     response.status_code = 202
     return response

@@ -8,7 +8,7 @@ from tourno.api import serializers
 from tourno.api.auth import hash_token, new_token, require_user
 from tourno.api.validation import Form, Query, json_body
 from tourno.tournaments import services
-from tourno.tournaments.models import Match, MatchState, Participant, Role, Round, User
+from tourno.tournaments.models import Match, MatchState, Participant, Role, Round
 from tourno.tournaments.services.common import write_transaction
 
 bp = Blueprint("users", __name__)
@@ -25,7 +25,7 @@ def sign_up():
     # The user and their token hash commit together.
     with write_transaction():
         user = services.create_user(email, name, role=Role.PLAYER)
-        User.update(api_token_hash=hash_token(token)).where(User.id == user.id).execute()
+        services.set_api_token_hash(user, hash_token(token))
     response = jsonify({"user": serializers.user(user, private=True), "token": token})
     response.status_code = 201
     response.headers["Location"] = "/api/v1/me"

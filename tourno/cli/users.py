@@ -30,15 +30,15 @@ def create_command(app: AppContext, email: str, display_name: str, role: str) ->
     from tourno.api.auth import hash_token, new_token
     from tourno.tournaments import services
     from tourno.tournaments.errors import ValidationError
-    from tourno.tournaments.models import User
     from tourno.tournaments.services.common import write_transaction
 
     app.setup()
     token = new_token()
     try:
+        # The user and their token hash commit together.
         with write_transaction():
             user = services.create_user(email, display_name, role=role)
-            User.update(api_token_hash=hash_token(token)).where(User.id == user.id).execute()
+            services.set_api_token_hash(user, hash_token(token))
     except ValidationError as exc:
         fail("; ".join(f"{k}: {v}" for k, v in sorted(exc.errors.items())), code=2)
     click.echo(f"Created {user.role.value} {user.email} (id {user.id}).")

@@ -1,0 +1,95 @@
+"""Accounts and messages to people: API tokens and organizer announcements.
+
+An API token is stored only as its hash; the caller (the API or the CLI)
+generates the token, shows it once and hands the hash here. An announcement
+becomes one outbox row per recipient in one transaction, so creating it is
+O(recipients) inserts and sending is paced by the mail drain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from tourno.db import utcnow
+from tourno.tournaments.errors import ValidationError
+from tourno.tournaments.models import (
+    EmailPriority,
+    Participant,
+    ParticipantStatus,
+    Tournament,
+    User,
+)
+from tourno.tournaments.services.common import (
+    enqueue_email,
+    locked_tournament,
+    require_manager,
+    write_transaction,
+)
+
+#: Who hears an organizer's announcement: everyone still in the tournament.
+ANNOUNCED_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)
+
+
+def set_api_token_hash(user: User | int, token_hash: str) -> None:
+    """Replace the user's API token (its hash); the old token stops working."""
+    if not isinstance(token_hash, str) or not 32 <= len(token_hash) <= 128:
+        raise ValidationError({"token": "must be a hash of 32 to 128 characters"})
+    uid = user if isinstance(user, int) else user.id
+    with write_transaction():
+        User.update(api_token_hash=token_hash).where(User.id == uid).execute()
+    if not isinstance(user, int):
+        user.api_token_hash = token_hash
+
+
+def announce(
+    tournament: Tournament | int,
+    actor: User,
+    *,
+    subject: str,
+    body: str,
+    now: dt.datetime | None = None,
+) -> tuple[str, int]:
+    """Mail ``subject``/``body`` to every participant with an account who has
+    not opted out of bulk mail; returns (announcement key, recipients)."""
+    now = now or utcnow()
+    errors = {}
+    subject = subject.strip() if isinstance(subject, str) else ""
+    if not subject or len(subject) > 200:
+        errors["subject"] = "must be 1 to 200 characters"
+    if not isinstance(body, str) or not body.strip() or len(body) > 20_000:
+        errors["body"] = "must be 1 to 20000 characters"
+    if errors:
+        raise ValidationError(errors)
+    key = uuid.uuid4().hex
+    with locked_tournament(tournament) as t:
+        require_manager(actor, t)
+        recipients = (
+            User.select()
+            .join(Participant, on=(Participant.user == User.id))
+            .where(
+                Participant.tournament == t.id,
+                Participant.status.in_(ANNOUNCED_STATUSES),
+                User.notifications_opt_out == False,  # noqa: E712 - a peewee expression
+            )
+            .order_by(User.id)
+        )
+        count = 0
+        for recipient in recipients:
+            enqueue_email(
+                dedupe_key=f"announce:{key}:{recipient.id}",
+                to_email=recipient.email,
+                user=recipient,
+                template="announcement",
+                context={
+                    "tournament_id": t.id,
+                    "tournament_name": t.name,
+                    "subject": subject,
+                    "body": body,
+                    "announcement_key": key,
+                },
+                priority=EmailPriority.BULK,
+                now=now,
+            )
+            count += 1
+    return key, count
