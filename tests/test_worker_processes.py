@@ -249,44 +249,6 @@ def test_three_workers_run_every_job_exactly_once(qdb, procs):
 # -- 2. kill -9 --------------------------------------------------------------------------
 
 
-def test_kill_9_mid_job_the_job_runs_again_on_a_live_worker(qdb, procs):
-    a = procs.worker(qdb, "--tries", "3", "--sleep", "0.2")
-    wait_registered(qdb, procs, a)
-    ProcSleepFirst(key="crash", first=60, then=0.2).dispatch()
-    wait_for(lambda: run_pids(qdb, "crash") == [a.pid], "the job to start on worker A", procs, alive=(a,))
-
-    b = procs.worker(qdb, "--tries", "3", "--sleep", "0.2")
-    wait_registered(qdb, procs, b)
-    a.kill()
-    assert procs.wait_exit(a, 10) == -signal.SIGKILL
-    killed = time.monotonic()
-
-    wait_for(lambda: marked(qdb, "finished:crash"), "the job to finish on worker B", procs, alive=(b,))
-    assert time.monotonic() - killed < 25  # within a few heartbeat windows, not the 60 s job's lease
-    assert run_pids(qdb, "crash") == [a.pid, b.pid]
-    assert marked(qdb, "finished:crash") == str(b.pid)
-    wait_for(lambda: count(qdb, "jobs") == 0, "the finished job's row to be deleted", procs, alive=(b,))
-    assert count(qdb, "failed_jobs") == 0
-
-    # B took the job back only once A's last heartbeat was older than the
-    # stale window (both times come from the database's clock; SQLite's
-    # CURRENT_TIMESTAMP has whole seconds, hence its tolerance).
-    tolerance = 0.05 if qdb.kind == "postgres" else 1.05
-    if qdb.kind == "postgres":
-        sql = (
-            "SELECT extract(epoch FROM r.at - w.heartbeat_at) FROM test_runs r, workers w "
-            "WHERE r.key = 'crash' AND r.pid = %s AND w.pid = %s"
-        )
-    else:
-        sql = (
-            "SELECT (julianday(r.at) - julianday(w.heartbeat_at)) * 86400 FROM test_runs r, workers w "
-            "WHERE r.key = 'crash' AND r.pid = %s AND w.pid = %s"
-        )
-    gap = float(qdb.scalar(sql, (b.pid, a.pid)))
-    assert gap >= STALE_AFTER - tolerance, gap
-    assert stop(procs, b) == 0
-
-
 def test_kill_9_with_tries_1_fails_the_job_instead_of_losing_it(pg, procs):
     """Laravel's rule: a job whose worker died used its attempt. With
     --tries 1 it goes to failed_jobs (MaxAttemptsExceeded), not back to work
@@ -335,40 +297,6 @@ def test_crash_does_not_fail_the_prefetched_jobs_that_never_ran(pg, procs):
 # -- 3. SIGTERM ------------------------------------------------------------------------------
 
 
-def test_sigterm_mid_job_finishes_it_then_exits_0(qdb, procs):
-    a = procs.worker(qdb, "--queue", "default", "--sleep", "0.2")
-    # A live peer on another queue: it never claims A's jobs, but its monitor
-    # would take A's job back if it thought A dead.
-    peer = procs.worker(qdb, "--queue", "other", "--sleep", "30")
-    wait_registered(qdb, procs, a, peer)
-
-    # "next" waits behind the long job; it must not be started after the signal.
-    dispatch_many([Sleepy(key="long", seconds=STALE_AFTER + 0.5), RecordRun(key="next")])
-    wait_for(lambda: run_pids(qdb, "long") == [a.pid], "the long job to start", procs, alive=(a,))
-    a.send_signal(signal.SIGTERM)
-
-    assert procs.wait_exit(a, 30) == 0
-    assert marked(qdb, "finished:long") == str(a.pid)
-    # It outlived the stale window while its worker was alive: it ran once.
-    assert run_pids(qdb, "long") == [a.pid]
-    assert run_pids(qdb, "next") == []
-    assert queued_keys(qdb) == ["next"]
-    assert_unreserved(qdb)
-    assert count(qdb, "failed_jobs") == 0
-    assert worker_pids(qdb) == {peer.pid}
-
-    # An idle worker wakes for the signal; it does not finish its --sleep 30.
-    started = time.monotonic()
-    assert stop(procs, peer, timeout=15) == 0
-    assert time.monotonic() - started < 15
-
-    c = procs.worker(qdb, "--stop-when-empty", "--sleep", "0.2")
-    assert procs.wait_exit(c, 30) == 0
-    assert run_pids(qdb, "next") == [c.pid]
-    assert count(qdb, "jobs") == 0
-    assert worker_pids(qdb) == set()
-
-
 def test_sigint_and_sigquit_stop_gracefully_like_sigterm(pg, procs):
     signals = {"int": signal.SIGINT, "quit": signal.SIGQUIT}  # queue: signal
     workers = {q: procs.worker(pg, "--queue", q, "--sleep", "0.2") for q in signals}
@@ -388,65 +316,7 @@ def test_sigint_and_sigquit_stop_gracefully_like_sigterm(pg, procs):
 # -- 4. a second SIGTERM -----------------------------------------------------------------
 
 
-def test_second_sigterm_aborts_the_job_and_releases_it(qdb, procs):
-    # A is alone: no other worker could rescue the job, so what is left in
-    # the jobs table after A exits is A's own doing.
-    a = procs.worker(qdb, "--tries", "3", "--sleep", "0.2")
-    wait_registered(qdb, procs, a)
-    ProcSleepFirst(key="abort", first=60, then=0.2).dispatch()
-    wait_for(lambda: run_pids(qdb, "abort") == [a.pid], "the job to start on A", procs, alive=(a,))
-
-    # The first signal must be handled before the second one counts as a
-    # second (two signals sent at once may be delivered as one), so repeat
-    # SIGTERM until A is gone.
-    started = time.monotonic()
-    for _ in range(20):
-        a.send_signal(signal.SIGTERM)
-        try:
-            a.wait(1.0)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-    rc = procs.wait_exit(a, 5)
-    assert rc == 128 + signal.SIGTERM, procs.output(a)
-    assert time.monotonic() - started < 20  # the job had 60 s to go
-    assert marked(qdb, "finished:abort") is None
-    assert "aborted by a second signal" in procs.output(a)
-    # Released at once, with the attempt it used; A's row is gone.
-    assert queued(qdb) == [("ProcSleepFirst", None, 1)]
-    assert qdb.scalar("SELECT reserved_by FROM jobs") is None
-    assert worker_pids(qdb) == set()
-
-    b = procs.worker(qdb, "--tries", "3", "--stop-when-empty", "--sleep", "0.2")
-    assert procs.wait_exit(b, 30) == 0, procs.output(b)
-    assert run_pids(qdb, "abort") == [a.pid, b.pid]
-    assert marked(qdb, "finished:abort") == str(b.pid)
-    assert count(qdb, "jobs") == 0
-    assert count(qdb, "failed_jobs") == 0
-
-
 # -- 5. timeouts -------------------------------------------------------------------------------
-
-
-def test_timeout_releases_then_fails_the_job_and_the_worker_keeps_serving(qdb, procs):
-    w = procs.worker(qdb, "--timeout", "1", "--tries", "2", "--sleep", "0.2")
-    wait_registered(qdb, procs, w)
-    dispatch_many([Sleepy(key="slow", seconds=30), RecordRun(key="after")])
-
-    wait_for(
-        lambda: count(qdb, "failed_jobs") == 1 and run_pids(qdb, "after"),
-        "the slow job to fail and the next one to run",
-        procs,
-        alive=(w,),
-    )
-    assert run_pids(qdb, "slow") == [w.pid, w.pid]  # released once, then failed
-    assert marked(qdb, "finished:slow") is None
-    exception = qdb.scalar("SELECT exception FROM failed_jobs")
-    assert "JobTimeout" in exception and "timed out after 1 s" in exception
-    assert run_pids(qdb, "after") == [w.pid]
-    assert w.poll() is None  # still serving
-    wait_for(lambda: count(qdb, "jobs") == 0, "the queue to be empty", procs, alive=(w,))
-    assert stop(procs, w) == 0
 
 
 def test_job_that_outlives_its_timeout_makes_the_worker_exit_13(pg, procs):

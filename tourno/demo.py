@@ -44,8 +44,9 @@ FREQUENCIES = ",".join(
 RULES = {"match_deadline_minutes": 10, "deadline_warning_minutes": 5, "auto_start": True}
 
 
-def seed_demo(now: dt.datetime | None = None) -> list[Tournament] | None:
-    """Create the demo world; None when it exists already (a second `up --demo`)."""
+def seed_demo(now: dt.datetime | None = None, *, pace: float = 20.0) -> list[Tournament] | None:
+    """Create the demo world; None when it exists already (a second `up --demo`).
+    The demo players look at their matches every ``pace`` seconds."""
     now = now or utcnow()
     if User.get_or_none(User.email == ORGANIZER_EMAIL) is not None:
         return None
@@ -54,12 +55,15 @@ def seed_demo(now: dt.datetime | None = None) -> list[Tournament] | None:
         services.create_user(f"player{i:02d}@demo.tourno.test", f"Player {i:02d}") for i in range(1, 17)
     ]
     plans = [
+        # Its players always report, and one report decides: it finishes within minutes.
+        ("Demo Sprint (single elimination, plays itself)", "single_elimination", 4, None),
         ("Demo Cup (single elimination, starts when full)", "single_elimination", 8, None),
         ("Demo League (round robin, starts in 2 minutes)", "round_robin", 4, now + dt.timedelta(minutes=2)),
         ("Demo Swiss (starts when full)", "swiss", 6, None),
     ]
     made = []
-    for name, fmt, size, starts_at in plans:
+    for index, (name, fmt, size, starts_at) in enumerate(plans):
+        sprint = index == 0
         t = services.create_tournament(
             organizer,
             name=name,
@@ -67,7 +71,8 @@ def seed_demo(now: dt.datetime | None = None) -> list[Tournament] | None:
             format=fmt,
             capacity=size,
             starts_at=starts_at,
-            settings={"demo": True},
+            settings={"demo": True, "demo_always_report": sprint},
+            report_mode="single_report" if sprint else "both_agree",
             now=now,
             **RULES,
         )
@@ -77,7 +82,7 @@ def seed_demo(now: dt.datetime | None = None) -> list[Tournament] | None:
         made.append(t)
     from tourno.jobs.demo import DemoPlayJob
 
-    DemoPlayJob().dispatch(delay=30)
+    DemoPlayJob(every=pace).dispatch(delay=pace)
     return made
 
 
@@ -108,6 +113,8 @@ def _act(t: Tournament, m: Match, rng: random.Random, now: dt.datetime) -> None:
         return
     one, two = (User.get_by_id(Participant.get_by_id(p).user_id) for p in (m.player1_id, m.player2_id))
     roll = rng.random()
+    if (t.settings or {}).get("demo_always_report"):
+        roll = 0.0
     if m.state == MatchState.AWAITING_CONFIRMATION:
         if roll < 0.5:
             reported = MatchReport.get(MatchReport.match == m.id, MatchReport.superseded_at.is_null(True))

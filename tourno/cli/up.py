@@ -87,9 +87,18 @@ stdout_logfile_maxbytes=0"""
     show_default=True,
     help="Where the supervisord configuration, socket and log go.",
 )
+@click.option(
+    "--demo-pace",
+    type=click.FloatRange(min=0.5),
+    default=20.0,
+    show_default=True,
+    help="Seconds between two looks of the demo players at their matches.",
+)
 @click.option("--print-config", is_flag=True, help="Print the supervisord configuration and exit.")
 @click.pass_obj
-def up_command(app: AppContext, workers: int, bind: str, demo: bool, home: Path, print_config: bool) -> None:
+def up_command(
+    app: AppContext, workers: int, bind: str, demo: bool, demo_pace: float, home: Path, print_config: bool
+) -> None:
     """Run everything here in the foreground: API, workers, scheduler (Ctrl-C stops all).
 
     Without TOURNO_DATABASE_URL the data lives in ./tourno.db (SQLite), and
@@ -118,7 +127,7 @@ def up_command(app: AppContext, workers: int, bind: str, demo: bool, home: Path,
     if demo:
         from tourno.demo import seed_demo
 
-        made = seed_demo()
+        made = seed_demo(pace=demo_pace)
         if made is None:
             app.console.print("Demo data exists already; carrying on with it.")
         else:
