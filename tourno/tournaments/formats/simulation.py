@@ -188,6 +188,27 @@ def _league_result(
     return Result(p1, p2, outcome)
 
 
+def _play_league_match(
+    match: PlannedMatch,
+    decide: Decide,
+    completed: dict[int, int],
+    disqualify_after: Mapping[int, int],
+    run: LeagueRun,
+) -> None:
+    assert isinstance(match.slot1, SeedSlot) and isinstance(match.slot2, SeedSlot)
+    run.results.append(
+        _league_result(
+            match.key,
+            match.slot1.seed,
+            match.slot2.seed,
+            decide,
+            completed,
+            disqualify_after,
+            run.disqualified,
+        )
+    )
+
+
 def simulate_round_robin(
     plan: Sequence[PlannedMatch],
     seeds: int,
@@ -200,18 +221,7 @@ def simulate_round_robin(
     run = LeagueRun()
     completed = dict.fromkeys(range(1, seeds + 1), 0)
     for match in sorted(plan, key=lambda m: m.key):
-        assert isinstance(match.slot1, SeedSlot) and isinstance(match.slot2, SeedSlot)
-        run.results.append(
-            _league_result(
-                match.key,
-                match.slot1.seed,
-                match.slot2.seed,
-                decide,
-                completed,
-                disqualify_after,
-                run.disqualified,
-            )
-        )
+        _play_league_match(match, decide, completed, disqualify_after, run)
     run.standings = compute_standings(range(1, seeds + 1), run.results, scheme, head_to_head=True)
     run.ranks = ranks_from_standings(run.standings)
     return run
@@ -241,18 +251,7 @@ def simulate_swiss(
             if isinstance(match.slot2, ByeSlot):
                 run.results.append(Result(match.slot1.seed, None, Outcome.BYE))
                 continue
-            assert isinstance(match.slot2, SeedSlot)
-            run.results.append(
-                _league_result(
-                    match.key,
-                    match.slot1.seed,
-                    match.slot2.seed,
-                    decide,
-                    completed,
-                    disqualify_after,
-                    run.disqualified,
-                )
-            )
+            _play_league_match(match, decide, completed, disqualify_after, run)
     run.standings = compute_standings(range(1, seeds + 1), run.results, scheme)
     run.ranks = ranks_from_standings(run.standings)
     return run

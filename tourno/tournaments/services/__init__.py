@@ -1,7 +1,7 @@
 """Every state change of the domain, each in one transaction. The API and the
 jobs call these functions and nothing else writes domain rows."""
 
-from tourno.tournaments.services.accounts import announce, set_api_token_hash
+from tourno.tournaments.services.accounts import announce, set_api_token_hash, unsubscribe
 from tourno.tournaments.services.deadlines import resolve_expired_match
 from tourno.tournaments.services.lifecycle import (
     add_entrant,
@@ -43,6 +43,7 @@ from tourno.tournaments.services.start import start_tournament
 __all__ = [
     "announce",
     "set_api_token_hash",
+    "unsubscribe",
     "add_entrant",
     "add_entrants",
     "cancel_tournament",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from tourno.db import utcnow
+from tourno.db import database, utcnow
+from tourno.mail.models import EmailSuppression, SuppressionReason
 from tourno.tournaments.errors import ValidationError
 from tourno.tournaments.models import (
     EmailPriority,
@@ -93,3 +94,30 @@ def announce(
             )
             count += 1
     return key, count
+
+
+def unsubscribe(address: str, *, now: dt.datetime | None = None) -> bool:
+    """Stop bulk mail (announcements) to ``address``, from a signed unsubscribe
+    link: an ``unsubscribe`` suppression of the address, and the opt-out flag
+    of the user who has it. Transactional mail still goes. Idempotent;
+    returns False when the address had already unsubscribed."""
+    address = address.strip().lower() if isinstance(address, str) else ""
+    if "@" not in address or len(address) > 320 or any(c.isspace() for c in address):
+        raise ValidationError({"address": "must be an email address"})
+    now = now or utcnow()
+    with write_transaction():
+        # A stronger suppression (a hard bounce) already in place is kept as it is.
+        insert = EmailSuppression.insert(
+            address=address,
+            reason=SuppressionReason.UNSUBSCRIBE.value,
+            detail="unsubscribe link",
+            created_at=now,
+        ).on_conflict_ignore()
+        # The row count: SQLite's insert "id" is the last rowid even when ignored.
+        added = database.execute(insert).rowcount
+        opted_out = (
+            User.update(notifications_opt_out=True)
+            .where((User.email == address) & (User.notifications_opt_out == False))  # noqa: E712
+            .execute()
+        )
+    return bool(added) or bool(opted_out)

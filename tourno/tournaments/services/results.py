@@ -123,21 +123,19 @@ def report_result(
     with _locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
         decision = _decision_from_scores(t, m, player1_score, player2_score, winner, game_scores)
-        _supersede_own(m, me, now)
-        report = MatchReport.create(
-            match=m.id,
-            participant=me,
-            user=actor.id,
-            kind=ReportKind.RESULT,
+        report = _file_report(
+            t,
+            m,
+            me,
+            actor,
+            ReportKind.RESULT,
+            now,
             player1_score=decision.player1_score,
             player2_score=decision.player2_score,
             game_scores=decision.game_scores,
             winner_participant=decision.winner,
             comment=comment,
-            status=ReportStatus.ACTIVE,
-            created_at=now,
         )
-        _event(t, m, actor, MatchEventType.REPORT, _report_payload(report), now)
         return _after_report(t, m, me, report, decision, actor, now)
 
 
@@ -152,18 +150,9 @@ def claim_forfeit(
         me = _player_side(t, m, actor, now)
         other = _opponent(m, me)
         decision = Decision(winner=me, loser=other, result_type=ResultType.FORFEIT)
-        _supersede_own(m, me, now)
-        report = MatchReport.create(
-            match=m.id,
-            participant=me,
-            user=actor.id,
-            kind=ReportKind.FORFEIT_CLAIM,
-            winner_participant=me,
-            comment=comment,
-            status=ReportStatus.ACTIVE,
-            created_at=now,
+        report = _file_report(
+            t, m, me, actor, ReportKind.FORFEIT_CLAIM, now, winner_participant=me, comment=comment
         )
-        _event(t, m, actor, MatchEventType.REPORT, _report_payload(report), now)
         return _after_report(t, m, me, report, decision, actor, now)
 
 
@@ -176,19 +165,19 @@ def confirm_result(match: Match | int, actor: User, *, now: dt.datetime | None =
         if m.state != MatchState.AWAITING_CONFIRMATION or theirs is None or theirs.kind == ReportKind.DISPUTE:
             raise InvalidState("there is no report from your opponent to confirm")
         decision = _decision_of(m, theirs, ResultType.PLAYED)
-        _supersede_own(m, me, now)
-        MatchReport.create(
-            match=m.id,
-            participant=me,
-            user=actor.id,
-            kind=ReportKind.RESULT,
+        _file_report(
+            t,
+            m,
+            me,
+            actor,
+            ReportKind.RESULT,
+            now,
             player1_score=theirs.player1_score,
             player2_score=theirs.player2_score,
             game_scores=theirs.game_scores,
             winner_participant=theirs.winner_participant_id,
             comment="confirmed",
-            status=ReportStatus.ACTIVE,
-            created_at=now,
+            event=False,
         )
         _complete(t, m, decision, actor, now, MatchEventType.CONFIRMED, {"report": theirs.id})
         return m
@@ -205,16 +194,7 @@ def dispute_result(
         theirs = _active_reports(m).get(_opponent(m, me))
         if theirs is None or theirs.kind == ReportKind.DISPUTE:
             raise InvalidState("there is no report from your opponent to dispute")
-        _supersede_own(m, me, now)
-        MatchReport.create(
-            match=m.id,
-            participant=me,
-            user=actor.id,
-            kind=ReportKind.DISPUTE,
-            comment=comment,
-            status=ReportStatus.ACTIVE,
-            created_at=now,
-        )
+        _file_report(t, m, me, actor, ReportKind.DISPUTE, now, comment=comment, event=False)
         mark_disputed(t, m, actor, now, reason="disputed by a player")
         return m
 
@@ -1042,6 +1022,34 @@ def _active_reports(m: Match) -> dict[int, MatchReport]:
             MatchReport.status == ReportStatus.ACTIVE,
         )
     }
+
+
+def _file_report(
+    t: Tournament,
+    m: Match,
+    me: int,
+    actor: User,
+    kind: ReportKind,
+    now: dt.datetime,
+    *,
+    event: bool = True,
+    **values: Any,
+) -> MatchReport:
+    """The side's new live report (its earlier one superseded) and, unless
+    the caller writes a more specific one, its ``report`` event."""
+    _supersede_own(m, me, now)
+    report = MatchReport.create(
+        match=m.id,
+        participant=me,
+        user=actor.id,
+        kind=kind,
+        status=ReportStatus.ACTIVE,
+        created_at=now,
+        **values,
+    )
+    if event:
+        _event(t, m, actor, MatchEventType.REPORT, _report_payload(report), now)
+    return report
 
 
 def _supersede_own(m: Match, pid: int, now: dt.datetime) -> None:
