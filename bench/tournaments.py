@@ -4,7 +4,8 @@ Prints: the time to start one 1,024-player single-elimination and one
 256-player double-elimination tournament on PostgreSQL (median of 3, each on a
 fresh tournament), the rows each start writes, and the time to pair a Swiss
 round for 512 players (pure function, rounds 1 to 6 with random results).
-Target: each under 1 s.
+Target: each under 1 s. Then the rate at which results are applied through
+the services when whole tournaments are decided match by match.
 
 Usage: ``python bench/tournaments.py`` (PostgreSQL at ``TOURNO_BENCH_PG``,
 default ``postgresql://postgres@127.0.0.1:5432``; the database
@@ -39,6 +40,7 @@ from tourno.tournaments.models import (  # noqa: E402
     EmailOutbox,
     Match,
     MatchEvent,
+    MatchState,
     Participant,
     ParticipantStatus,
     Role,
@@ -114,7 +116,9 @@ def rows_written(t: Tournament, n: int) -> dict[str, int]:
         "match_events": MatchEvent.select().where(MatchEvent.tournament == t.id).count(),
         "emails": sum(
             1
-            for row in EmailOutbox.select(EmailOutbox.context).where(EmailOutbox.template == "match_ready")
+            for row in EmailOutbox.select(EmailOutbox.context).where(
+                EmailOutbox.template.in_(("match_ready", "tournament_started"))
+            )
             if row.context.get("tournament_id") == t.id
         ),
         "participants (seeded)": n,
@@ -137,6 +141,39 @@ def bench_start(organizer: User, fmt: str, n: int) -> None:
     print(f"start {fmt}, {n} players: median {median:.3f} s (runs {runs}) [{verdict}]")
     detail = ", ".join(f"{k} {v}" for k, v in written.items())
     print(f"  rows written per start: {sum(written.values())} ({detail})")
+
+
+def bench_results(organizer: User, fmt: str, n: int) -> None:
+    """Every match of a started tournament decided through the services, one
+    organizer decision per match (each its own transaction: the bracket
+    advances, the next match opens with its mail, the last completes the
+    tournament): results applied per second."""
+    rates = []
+    for _ in range(RUNS):
+        t = ready_tournament(organizer, fmt, n)
+        services.start_tournament(t, organizer, now=NOW)
+        decided = 0
+        began = time.perf_counter()
+        while True:
+            open_ids = [
+                m.id
+                for m in Match.select(Match.id).where(
+                    Match.tournament == t.id, Match.state == MatchState.OPEN
+                )
+            ]
+            if not open_ids:
+                break
+            for mid in open_ids:
+                services.resolve_match(mid, organizer, player1_score=2, player2_score=1, now=NOW)
+                decided += 1
+        rates.append(decided / (time.perf_counter() - began))
+        assert Tournament.get_by_id(t.id).state.value == "complete"
+    runs = ", ".join(f"{r:.0f}" for r in rates)
+    print(
+        f"results applied, {fmt} {n} players to completion: median {statistics.median(rates):.0f} results/s ",
+        end="",
+    )
+    print(f"(runs {runs}; one transaction each, on one connection)")
 
 
 def bench_swiss(n: int = 512, rounds: int = 6) -> None:
@@ -172,6 +209,8 @@ def main() -> int:
         bench_start(organizer, "single_elimination", 1024)
         bench_start(organizer, "double_elimination", 256)
         bench_swiss()
+        bench_results(organizer, "single_elimination", 256)
+        bench_results(organizer, "swiss", 64)
     finally:
         tdb.database.close()
         admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')

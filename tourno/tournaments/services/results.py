@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -356,17 +356,16 @@ def _set_deadline(
         {**payload, "from": previous.isoformat() if previous else None, "to": deadline_at.isoformat()},
         now,
     )
-    for pid in (m.player1_id, m.player2_id):
-        _mail_player(
-            t,
-            m,
-            pid,
-            "deadline_extended",
-            f"deadline_extended:{m.id}:{pid}:{epoch(deadline_at)}",
-            {"deadline_at": deadline_at.isoformat()},
-            EmailPriority.HIGH,
-            now,
-        )
+    _mail_players(
+        t,
+        m,
+        (m.player1_id, m.player2_id),
+        "deadline_extended",
+        lambda pid: f"deadline_extended:{m.id}:{pid}:{epoch(deadline_at)}",
+        lambda pid: {"deadline_at": deadline_at.isoformat()},
+        EmailPriority.HIGH,
+        now,
+    )
 
 
 # -- standings --------------------------------------------------------------------------------
@@ -523,23 +522,22 @@ def _complete(
         report.status = ReportStatus.ACCEPTED if agrees else ReportStatus.REJECTED
         report.save()
     _event(t, m, actor, event_type, {**payload, **_decision_payload(decision)}, now)
-    for pid in (m.player1_id, m.player2_id):
-        _mail_player(
-            t,
-            m,
-            pid,
-            "match_result",
-            f"match_result:{m.id}:{m.version}:{pid}",
-            {
-                "result_type": decision.result_type.value,
-                "player1_score": decision.player1_score,
-                "player2_score": decision.player2_score,
-                "won": decision.winner == pid,
-                "draw": decision.is_draw,
-            },
-            EmailPriority.NORMAL,
-            now,
-        )
+    _mail_players(
+        t,
+        m,
+        (m.player1_id, m.player2_id),
+        "match_result",
+        lambda pid: f"match_result:{m.id}:{m.version}:{pid}",
+        lambda pid: {
+            "result_type": decision.result_type.value,
+            "player1_score": decision.player1_score,
+            "player2_score": decision.player2_score,
+            "won": decision.winner == pid,
+            "draw": decision.is_draw,
+        },
+        EmailPriority.NORMAL,
+        now,
+    )
     _after_decision(t, m, actor, now)
 
 
@@ -1075,13 +1073,13 @@ def _after_report(
         m.state = MatchState.AWAITING_CONFIRMATION
         _touch(m, now)
         m.save()
-        _mail_player(
+        _mail_players(
             t,
             m,
-            _opponent(m, me),
+            (_opponent(m, me),),
             "result_to_confirm",
-            f"result_to_confirm:{m.id}:{report.id}",
-            {"player1_score": report.player1_score, "player2_score": report.player2_score},
+            lambda pid: f"result_to_confirm:{m.id}:{report.id}",
+            lambda pid: {"player1_score": report.player1_score, "player2_score": report.player2_score},
             EmailPriority.HIGH,
             now,
         )
@@ -1253,45 +1251,46 @@ def _tournament_context(t: Tournament) -> dict[str, Any]:
     return {"tournament_id": t.id, "tournament_name": t.name}
 
 
-def _mail_player(
+def _mail_players(
     t: Tournament,
     m: Match,
-    pid: int | None,
+    pids: tuple[int | None, ...],
     template: str,
-    dedupe_key: str,
-    extra: dict[str, Any],
+    dedupe_key: Callable[[int], str],
+    extra: Callable[[int], dict[str, Any]],
     priority: EmailPriority,
     now: dt.datetime,
 ) -> None:
-    if not pid:
-        return
-    entry = (
-        Participant.select(Participant, User)
-        .join(User, on=(Participant.user == User.id))
-        .where(Participant.id == pid)
-        .first()
-    )
-    if entry is None:
-        return  # an entrant added by name has no address
-    opponent_id = _opponent(m, pid)
-    opponent = Participant.get_or_none(Participant.id == opponent_id) if opponent_id else None
-    enqueue_email(
-        dedupe_key=dedupe_key,
-        to_email=entry.user.email,
-        user=entry.user,
-        template=template,
-        context=_tournament_context(t)
-        | {
-            "match_id": m.id,
-            "match_identifier": m.identifier,
-            "participant_id": pid,
-            "display_name": entry.display_name,
-            "opponent_name": opponent.display_name if opponent else None,
-        }
-        | extra,
-        priority=priority,
-        now=now,
-    )
+    """One email per listed player of ``m`` who has an address (an entrant
+    added by name has none), both players read in one query."""
+    entries = {
+        e.id: e
+        for e in Participant.select(Participant, User)
+        .join(User, peewee.JOIN.LEFT_OUTER, on=(Participant.user == User.id))
+        .where(Participant.id.in_([p for p in (m.player1_id, m.player2_id) if p]))
+    }
+    for pid in pids:
+        entry = entries.get(pid) if pid else None
+        if entry is None or entry.user_id is None:
+            continue
+        opponent = entries.get(_opponent(m, pid))
+        enqueue_email(
+            dedupe_key=dedupe_key(pid),
+            to_email=entry.user.email,
+            user=entry.user,
+            template=template,
+            context=_tournament_context(t)
+            | {
+                "match_id": m.id,
+                "match_identifier": m.identifier,
+                "participant_id": pid,
+                "display_name": entry.display_name,
+                "opponent_name": opponent.display_name if opponent else None,
+            }
+            | extra(pid),
+            priority=priority,
+            now=now,
+        )
 
 
 def _mail_organizer(
