@@ -244,7 +244,7 @@ def test_checkfull_reminds_once_then_cancels_after_48_hours(qdb, organizer):
     job = CheckFullTournamentsJob()
 
     counts = job.run(now=NOW + 59 * MIN, settings=settings)
-    assert (counts.seen, counts.changed) == (1, 0)
+    assert (counts.seen, counts.changed) == (0, 0)  # nothing due: not even scanned
     assert mails("full_reminder") == []
 
     assert job.run(now=NOW + 61 * MIN, settings=settings).changed == 1
@@ -252,7 +252,7 @@ def test_checkfull_reminds_once_then_cancels_after_48_hours(qdb, organizer):
     assert reminder.to_email == "org@example.com"
     assert reminder.context["cancel_at"] == (NOW + 48 * HOUR).isoformat()
     assert Tournament.get_by_id(t.id).full_reminder_sent_at == NOW + 61 * MIN
-    assert job.run(now=NOW + 3 * HOUR, settings=settings).changed == 0
+    assert job.run(now=NOW + 3 * HOUR, settings=settings).seen == 0  # reminded: out of the scan
     assert len(mails("full_reminder")) == 1
 
     assert job.run(now=NOW + 48 * HOUR - MIN, settings=settings).changed == 0
@@ -301,7 +301,7 @@ def test_scans_page_past_the_rows_they_leave_alone(qdb, organizer):
             starts_at=NOW + HOUR,
         )
     counts = PagedCheckFullJob().run(now=NOW + 10 * MIN, settings=Settings())
-    assert (counts.seen, counts.changed) == (3, 0)
+    assert (counts.seen, counts.changed) == (0, 0)  # nothing due yet: the scan skips them in SQL
     counts = PagedCheckFullJob().run(now=NOW + 61 * MIN, settings=Settings())
     assert (counts.seen, counts.changed) == (3, 3)
     assert len(mails("full_reminder")) == 3
@@ -485,7 +485,9 @@ def test_with_check_in_the_warning_says_what_is_missing(qdb, organizer):
 
 def test_no_warning_once_the_deadline_has_passed(qdb, organizer):
     t, (a, b) = started(organizer, make_players(4))
-    assert SendMatchDeadlineWarningsJob().run(now=a.deadline_at).seen == 0
+    # Seen by the scan (its index has no deadline), refused by the claim.
+    counts = SendMatchDeadlineWarningsJob().run(now=a.deadline_at)
+    assert (counts.changed, counts.failed) == (0, 0)
     assert mails("deadline_warning") == []
 
 

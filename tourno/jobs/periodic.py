@@ -149,6 +149,13 @@ class AutoStartTournamentsJob(Periodic, Job):
 # -- CheckFullTournamentsJob ---------------------------------------------------------------
 
 
+def _anchor_before(moment: dt.datetime) -> peewee.Node:
+    """max(full_since, starts_at or full_since) <= moment, without GREATEST (not in SQLite)."""
+    return (Tournament.full_since <= moment) & (
+        Tournament.starts_at.is_null(True) | (Tournament.starts_at <= moment)
+    )
+
+
 @dataclass
 class CheckFullTournamentsJob(Periodic, Job):
     """Full tournaments that have not started: remind the organizer once after
@@ -166,6 +173,8 @@ class CheckFullTournamentsJob(Periodic, Job):
     ) -> RunCounts:
         # TOURNO_FULL_REMINDER_MINUTES and TOURNO_FULL_CANCEL_HOURS, read once per run.
         self._limits = settings or Settings.from_env()
+        self._remind_after = dt.timedelta(minutes=self._limits.full_reminder_minutes)
+        self._cancel_after = dt.timedelta(hours=self._limits.full_cancel_hours)
         return super().run(now=now, budget_seconds=budget_seconds)
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
@@ -175,6 +184,11 @@ class CheckFullTournamentsJob(Periodic, Job):
             .where(
                 Tournament.full_since.is_null(False) & Tournament.state.in_(PRE_START_STATES),
                 Tournament.started_at.is_null(True),
+                # Only those with something due: the anchor (the later of
+                # full_since and starts_at) is past the reminder time with no
+                # reminder sent yet, or past the cancel time.
+                (_anchor_before(now - self._remind_after) & Tournament.full_reminder_sent_at.is_null(True))
+                | _anchor_before(now - self._cancel_after),
                 *_after((Tournament.full_since, Tournament.id), after),
             )
             .order_by(Tournament.full_since, Tournament.id)
@@ -270,7 +284,9 @@ class SendMatchDeadlineWarningsJob(Periodic, Job):
                 & Match.deadline_warning_sent_at.is_null(True)
                 & Match.state.in_(ACTIONABLE_MATCH_STATES),
                 Match.warn_at <= now,
-                Match.deadline_at > now,
+                # No "deadline_at > now" here: with it the planner reads the
+                # deadline index over every open match (bench/scale.py); the
+                # claim below checks it per item.
                 *_after((Match.warn_at, Match.id), after),
             )
             .order_by(Match.warn_at, Match.id)
@@ -279,11 +295,15 @@ class SendMatchDeadlineWarningsJob(Periodic, Job):
         )
 
     def claim(self, item_id: Any, now: dt.datetime) -> bool:
+        # The tournament row too, as in CheckMatchDeadlinesJob: the warning is
+        # written under the tournament's lock, which every writer takes first.
         at = _ts(Match.warn_at, now)
+        lock = "FOR UPDATE OF m, t SKIP LOCKED" if skip_locked() else ""
         return _claimed(
-            "SELECT id FROM matches WHERE id = %s AND warn_at IS NOT NULL "
-            f"AND deadline_warning_sent_at IS NULL AND state IN ({_ACTIONABLE}) "
-            "AND warn_at <= %s AND deadline_at > %s " + skip_locked(),
+            "SELECT m.id FROM matches m JOIN tournaments t ON t.id = m.tournament_id "
+            "WHERE m.id = %s AND m.warn_at IS NOT NULL "
+            f"AND m.deadline_warning_sent_at IS NULL AND m.state IN ({_ACTIONABLE}) "
+            "AND m.warn_at <= %s AND m.deadline_at > %s " + lock,
             (item_id, at, at),
         )
 

@@ -490,6 +490,10 @@ EmailOutbox.add_index(
     where=EmailOutbox.status == EmailStatus.PENDING,
     name="email_outbox_due_idx",
 )
+# The reaper: rows a dead drain left in 'sending'.
+EmailOutbox.add_index(
+    EmailOutbox.locked_at, where=EmailOutbox.status == EmailStatus.SENDING, name="email_outbox_sending_idx"
+)
 # The rolling daily cap counts recent sends.
 EmailOutbox.add_index(
     EmailOutbox.sent_at, where=EmailOutbox.status == EmailStatus.SENT, name="email_outbox_sent_at_idx"

@@ -552,6 +552,7 @@ def _write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
     m.result_type = d.result_type
     m.completed_at = now
     m.admin_locked_at = None
+    m.warn_at = None  # only an open match is warned about
     _touch(m, now)
     m.save()
 
