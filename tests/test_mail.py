@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -180,7 +182,8 @@ def test_rows_go_out_over_one_smtp_connection(qdb, smtp):
     msg = smtp.messages[0]
     assert str(msg["From"]) == "Tourno <noreply@tourno.test>"
     assert str(msg["Subject"]) == "Your match in Winter Cup is ready: vs Bob"
-    body = msg.get_content()
+    assert msg.get_content_type() == "multipart/alternative"
+    body = msg.get_body(("plain",)).get_content()
     assert "Hi Ann," in body
     assert "against Bob is ready to play" in body
     assert "Report the result by 2026-11-29 12:00 UTC." in body
@@ -195,6 +198,42 @@ def test_rows_go_out_over_one_smtp_connection(qdb, smtp):
         assert row.provider_message_id and row.provider_message_id in {
             str(m["Message-ID"]).strip("<>") for m in smtp.messages
         }
+        # The Message-ID is the row's: a copy sent again after a crash has the same one.
+        assert row.provider_message_id == outbox.message_id(row.id, row.dedupe_key, "tourno.test").strip("<>")
+        assert row.provider_message_id.startswith(f"outbox-{row.id}-")
+
+
+def test_messages_have_a_text_and_an_html_part_and_the_html_escapes_names(qdb, smtp):
+    context = {
+        "tournament_id": 7,
+        "tournament_name": "Cup & Co",
+        "match_id": 42,
+        "display_name": "<b>x</b>",
+        "opponent_name": "<script>alert(1)</script>",
+    }
+    add_row("p@example.com", context=context)
+    assert drain(settings=mail_settings(qdb, smtp.port), now=NOW).sent == 1
+    (msg,) = smtp.messages
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]  # text first
+    text, html = (p.get_content() for p in parts)
+    assert "Hi <b>x</b>," in text  # plain text needs no escaping
+    assert "Hi &lt;b&gt;x&lt;/b&gt;," in html
+    assert "<b>x</b>" not in html and "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Cup &amp; Co" in html
+    assert '<a href="https://tourno.test/matches/42">https://tourno.test/matches/42</a>' in html
+    assert html.lstrip().startswith("<!DOCTYPE html>")
+
+
+def test_a_missing_key_fails_the_row_in_both_parts(qdb, smtp):
+    # Strict templates: no half-rendered email, in either part.
+    row = add_row("p@example.com", context={"tournament_name": "Cup", "display_name": "Ann"})
+    result = drain(settings=mail_settings(qdb, smtp.port), now=NOW)
+    assert (result.failed, result.sent) == (1, 0)
+    assert "opponent_name" in reload(row).last_error
+    assert smtp.messages == []
 
 
 def test_connection_is_renewed_after_max_per_connection(qdb, smtp):
@@ -215,26 +254,44 @@ def test_transactional_mail_goes_first(qdb, smtp):
     assert smtp.to() == ["urgent@example.com", "normal@example.com", "bulk@example.com"]
 
 
+SECRET = "test-secret-key-0123456789"
+
+
 def test_bulk_mail_has_one_click_unsubscribe_and_transactional_mail_has_not(qdb, smtp):
     add_row(
-        "fan@example.com",
+        "Fan@Example.com",
         template="announcement",
         context={"tournament_name": "Winter Cup", "message": "Finals on Sunday!"},
         priority=9,
         key="announce:abc:1",
     )
     add_row("player@example.com")
-    assert drain(settings=mail_settings(qdb, smtp.port), now=NOW).sent == 2
+    assert drain(settings=mail_settings(qdb, smtp.port, secret_key=SECRET), now=NOW).sent == 2
     by_to = {str(m["To"]): m for m in smtp.messages}
-    bulk = by_to["fan@example.com"]
-    assert str(bulk["List-Unsubscribe"]) == (
-        "<https://tourno.test/unsubscribe?email=fan%40example.com&key=announce%3Aabc%3A1>"
-    )
+    bulk = by_to["Fan@Example.com"]
+    signature = hmac.new(SECRET.encode(), b"fan@example.com", hashlib.sha256).hexdigest()
+    url = f"https://tourno.test/unsubscribe?u=fan@example.com&s={signature}"
+    assert str(bulk["List-Unsubscribe"]) == f"<{url}>"
     assert str(bulk["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
-    assert "Finals on Sunday!" in bulk.get_content()
+    text = bulk.get_body(("plain",)).get_content()
+    assert "Finals on Sunday!" in text
+    assert f"Unsubscribe from announcements: {url}" in text
+    assert url.replace("&", "&amp;") in bulk.get_body(("html",)).get_content()
     transactional = by_to["player@example.com"]
     assert transactional["List-Unsubscribe"] is None
     assert transactional["List-Unsubscribe-Post"] is None
+    assert "unsubscribe" not in transactional.get_body(("plain",)).get_content().lower()
+
+
+def test_without_a_secret_key_bulk_mail_has_no_unsubscribe_link_and_a_warning_once(qdb, smtp, caplog):
+    for i in range(3):
+        add_row(f"fan{i}@example.com", template="announcement", context={"message": "hi"}, priority=9)
+    with caplog.at_level("WARNING", logger="tourno.mail.outbox"):
+        assert drain(settings=mail_settings(qdb, smtp.port), now=NOW, batch=1).sent == 3
+    assert [m["List-Unsubscribe"] for m in smtp.messages] == [None, None, None]
+    assert all("unsubscribe" not in m.get_body(("plain",)).get_content().lower() for m in smtp.messages)
+    warnings = [r for r in caplog.records if "TOURNO_SECRET_KEY" in r.getMessage()]
+    assert len(warnings) == 1  # once per drain, not once per batch or message
 
 
 def test_bulk_mail_to_an_opted_out_user_is_suppressed(qdb, smtp):
@@ -449,6 +506,30 @@ def test_a_row_stuck_in_sending_is_reaped_and_sent(qdb, smtp):
     assert smtp.to() == ["stuck@example.com"]
 
 
+def test_the_reap_age_is_a_parameter(qdb, smtp):
+    row = add_row(
+        "slow@example.com",
+        status=EmailStatus.SENDING,
+        attempts=1,
+        locked_at=NOW - T(minutes=1),
+        locked_by="gone-host:3:z",
+    )
+    settings = mail_settings(qdb, smtp.port)
+    assert drain(settings=settings, now=NOW).reaped == 0  # younger than the default 10 minutes
+    assert reload(row).status == EmailStatus.SENDING
+    result = drain(settings=settings, now=NOW, reap_after=T(seconds=30))
+    assert (result.reaped, result.sent) == (1, 1)
+    assert smtp.to() == ["slow@example.com"]
+
+
+def test_a_hard_bounce_replaces_an_unsubscribe(qdb):
+    assert outbox.add_suppression("a@example.com", "unsubscribe", now=NOW) is True
+    assert outbox.add_suppression("A@example.com", "unsubscribe", now=NOW) is False
+    assert outbox.add_suppression("a@example.com", "hard_bounce", detail="550", now=NOW) is True
+    assert outbox.add_suppression("a@example.com", "unsubscribe", now=NOW) is False  # never weakened
+    assert EmailSuppression.get().reason == "hard_bounce"
+
+
 def test_a_late_outcome_does_not_overwrite_a_reaped_row(qdb):
     row = add_row("x@example.com", status=EmailStatus.SENDING, locked_by="me", locked_at=NOW)
     claimed = outbox.Claimed(row.id, row.dedupe_key, None, row.to_email, row.template, {}, 1, 1)
@@ -517,11 +598,16 @@ FULL_CONTEXT = {
 
 @pytest.mark.parametrize("name", sorted(templates.TEMPLATES))
 def test_every_template_renders(name):
-    r = templates.render(name, FULL_CONTEXT, app_url="https://t.example", to_email="ann@example.com")
+    r = templates.render(
+        name, FULL_CONTEXT, app_url="https://t.example", to_email="ann@example.com", secret_key=SECRET
+    )
     assert r.subject and "\n" not in r.subject
     assert r.text.strip()
     assert "{{" not in r.text and "{%" not in r.text
     assert r.bulk == (name == "announcement")
+    assert r.html.lstrip().startswith("<!DOCTYPE html>") and "<p>" in r.html
+    assert "{{" not in r.html and "{%" not in r.html
+    assert (r.unsubscribe_url is not None) == r.bulk
 
 
 def test_times_are_shown_in_utc_and_the_readers_zone():
@@ -601,7 +687,13 @@ def test_smtp_transport_reports_a_refused_connection_as_temporary():
 
 def test_mail_settings_defaults_and_parsing():
     s = Settings.from_mapping({})
-    assert (s.mail_transport, s.mail_host, s.mail_port, s.mail_tls) == ("console", "127.0.0.1", 25, "none")
+    assert (s.mail_transport, s.mail_host, s.mail_port, s.mail_security) == (
+        "console",
+        "127.0.0.1",
+        25,
+        "none",
+    )
+    assert s.secret_key is None
     assert (s.mail_rate, s.mail_daily_cap, s.mail_max_per_connection, s.mail_max_attempts) == (
         10.0,
         0,
@@ -614,7 +706,8 @@ def test_mail_settings_defaults_and_parsing():
         {
             "TOURNO_MAIL_TRANSPORT": "SMTP",
             "TOURNO_MAIL_PORT": "587",
-            "TOURNO_MAIL_TLS": "tls",
+            "TOURNO_MAIL_SECURITY": "TLS",
+            "TOURNO_SECRET_KEY": "  0123456789abcdef0123  ",
             "TOURNO_MAIL_USERNAME": "mailer",
             "TOURNO_MAIL_PASSWORD": "hunter2",
             "TOURNO_MAIL_RATE": "0.5",
@@ -622,17 +715,25 @@ def test_mail_settings_defaults_and_parsing():
             "TOURNO_APP_URL": "https://play.example.com/",
         }
     )
-    assert (s.mail_transport, s.mail_port, s.mail_tls, s.mail_rate, s.mail_daily_cap) == (
+    assert (s.mail_transport, s.mail_port, s.mail_security, s.mail_rate, s.mail_daily_cap) == (
         "smtp",
         587,
-        "ssl",
+        "tls",
         0.5,
         2000,
     )
     assert s.app_url == "https://play.example.com"
+    assert s.secret_key == "0123456789abcdef0123"
     shown = dict(s.describe())
     assert shown["TOURNO_MAIL_PASSWORD"] == "***"
-    assert "hunter2" not in repr(shown)
+    assert shown["TOURNO_SECRET_KEY"] == "***"
+    assert "hunter2" not in repr(shown) and "0123456789abcdef" not in repr(shown)
+    # `ssl` is another name for implicit TLS; STARTTLS stays itself.
+    for raw, parsed in (("ssl", "tls"), ("starttls", "starttls"), ("none", "none")):
+        assert Settings.from_mapping({"TOURNO_MAIL_SECURITY": raw}).mail_security == parsed
+    assert SMTPTransport("127.0.0.1", 25, security="ssl").security == "tls"
+    with pytest.raises(ValueError):
+        SMTPTransport("127.0.0.1", 25, security="maybe")
 
 
 @pytest.mark.parametrize(
@@ -641,7 +742,8 @@ def test_mail_settings_defaults_and_parsing():
         ("TOURNO_MAIL_TRANSPORT", "pigeon"),
         ("TOURNO_MAIL_PORT", "smtp"),
         ("TOURNO_MAIL_PORT", "70000"),
-        ("TOURNO_MAIL_TLS", "maybe"),
+        ("TOURNO_MAIL_SECURITY", "maybe"),
+        ("TOURNO_SECRET_KEY", "short"),
         ("TOURNO_MAIL_FROM", "nobody"),
         ("TOURNO_MAIL_RATE", "0"),
         ("TOURNO_MAIL_RATE", "fast"),

@@ -114,6 +114,14 @@ def _frequencies(name: str, raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _secret(name: str, raw: str) -> str:
+    value = raw.strip()
+    # Short keys can be guessed offline from one signed link.
+    if len(value) < 16:
+        raise ConfigError(f"{name}: must be at least 16 characters (try: openssl rand -hex 32)")
+    return value
+
+
 def _bind(name: str, raw: str) -> str:
     value = raw.strip()
     host, sep, port = value.rpartition(":")
@@ -125,8 +133,8 @@ def _bind(name: str, raw: str) -> str:
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgres+pool", "postgresql+pool")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MAIL_TRANSPORTS = ("smtp", "console", "file")
-# "tls" is accepted as another name for implicit TLS ("ssl", port 465).
-MAIL_TLS_MODES = ("none", "starttls", "ssl", "tls")
+# "tls" is implicit TLS (usually port 465); "ssl" is accepted as another name for it.
+MAIL_SECURITY_MODES = ("none", "starttls", "tls", "ssl")
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ class Settings:
     mail_port: int = 25
     mail_username: str | None = None
     mail_password: str | None = None
-    mail_tls: str = "none"
+    mail_security: str = "none"
     mail_from: str = "Tourno <noreply@localhost>"
     # Messages per second for all drains together (a token bucket in the database).
     mail_rate: float = 10.0
@@ -162,6 +170,8 @@ class Settings:
     mail_file_dir: str = "tourno-mail"
     # Base of the links in emails.
     app_url: str = "http://localhost:8000"
+    # Signs unsubscribe links (HMAC-SHA256); without it bulk mail has no unsubscribe link.
+    secret_key: str | None = None
     # The scheduler (tourno.scheduler): per-task frequency overrides, "Task=minutes".
     schedule_frequencies: tuple[str, ...] = ()
     # CheckFullTournamentsJob: remind the organizer of a full, unstarted
@@ -217,9 +227,9 @@ class Settings:
             values["mail_username"] = raw.strip()
         if (raw := get("MAIL_PASSWORD")) is not None:
             values["mail_password"] = raw
-        if (raw := get("MAIL_TLS")) is not None:
-            tls = _choice(PREFIX + "MAIL_TLS", raw, MAIL_TLS_MODES)
-            values["mail_tls"] = "ssl" if tls == "tls" else tls
+        if (raw := get("MAIL_SECURITY")) is not None:
+            security = _choice(PREFIX + "MAIL_SECURITY", raw, MAIL_SECURITY_MODES)
+            values["mail_security"] = "tls" if security == "ssl" else security
         if (raw := get("MAIL_FROM")) is not None:
             values["mail_from"] = _address(PREFIX + "MAIL_FROM", raw)
         if (raw := get("MAIL_RATE")) is not None:
@@ -234,6 +244,8 @@ class Settings:
             values["mail_file_dir"] = raw.strip()
         if (raw := get("APP_URL")) is not None:
             values["app_url"] = _url(PREFIX + "APP_URL", raw, ("http", "https")).rstrip("/")
+        if (raw := get("SECRET_KEY")) is not None:
+            values["secret_key"] = _secret(PREFIX + "SECRET_KEY", raw)
         if (raw := get("SCHEDULE_FREQUENCIES")) is not None:
             values["schedule_frequencies"] = _frequencies(PREFIX + "SCHEDULE_FREQUENCIES", raw)
         if (raw := get("FULL_REMINDER_MINUTES")) is not None:
@@ -267,7 +279,7 @@ class Settings:
             text = str(value)
             if f.name.endswith("_url"):
                 text = mask_password(text)
-            if f.name == "mail_password" and value:
+            if f.name in ("mail_password", "secret_key") and value:
                 text = "***"
             rows.append((PREFIX + f.name.upper(), text))
         return rows

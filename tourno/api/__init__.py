@@ -47,7 +47,17 @@ def create_app(
     """The API application. ``init_database=False`` keeps the database binding
     the caller already made (tests bind a fresh database per test)."""
     import tourno
-    from tourno.api import admin, errors, health, matches, openapi, participants, tournaments, users
+    from tourno.api import (
+        admin,
+        errors,
+        health,
+        matches,
+        openapi,
+        participants,
+        tournaments,
+        unsubscribe,
+        users,
+    )
 
     if init_database:
         settings = tourno.setup(settings)
@@ -66,6 +76,8 @@ def create_app(
     app.teardown_request(_close_connection)
 
     app.register_blueprint(health.bp)
+    # At the site's root, where TOURNO_APP_URL's links in bulk mail point.
+    app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     for module in (users, tournaments, participants, matches, admin):
         app.register_blueprint(module.bp, url_prefix=API_PREFIX)

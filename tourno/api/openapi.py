@@ -724,8 +724,59 @@ OPERATIONS: list[tuple[str, str, str, str, bool, list, dict | None, int, dict]] 
 ]
 
 
+# The unsubscribe pages answer people in a browser, in HTML: 200 or 403 (a
+# missing or wrong signature). u and s are optional so a broken link gets the
+# 403 page, not a JSON error.
+_UNSUBSCRIBE_PARAMS = [
+    _param("u", "query", {"type": "string", "maxLength": 320}),
+    _param("s", "query", {"type": "string", "maxLength": 128}),
+]
+_HTML_PAGE = {"content": {"text/html": {"schema": STRING}}}
+# (method, path, operationId, summary, parameters, form body)
+HTML_OPERATIONS: list[tuple[str, str, str, str, list, dict | None]] = [
+    (
+        "get",
+        "/unsubscribe",
+        "unsubscribePage",
+        "Confirm unsubscribing (signed link)",
+        _UNSUBSCRIBE_PARAMS,
+        None,
+    ),
+    (
+        "post",
+        "/unsubscribe",
+        "unsubscribe",
+        "Unsubscribe from bulk mail: the page's form or RFC 8058 one-click",
+        _UNSUBSCRIBE_PARAMS,
+        _object({"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}),
+    ),
+]
+
+
+def _html_operation(op_id: str, summary: str, params: list, form: dict | None) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "parameters": params,
+        "responses": {
+            "200": {"description": "OK", **_HTML_PAGE},
+            "403": {"description": "Missing or wrong signature; nothing changed", **_HTML_PAGE},
+            "default": {"description": "Error", "content": {"application/json": {"schema": _ref("Error")}}},
+        },
+        "security": [{}, {"bearer": []}],
+    }
+    if form is not None:
+        operation["requestBody"] = {
+            "required": False,
+            "content": {"application/x-www-form-urlencoded": {"schema": form}},
+        }
+    return operation
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    for method, path, op_id, summary, params, form in HTML_OPERATIONS:
+        paths.setdefault(path, {})[method] = _html_operation(op_id, summary, params, form)
     for method, path, op_id, summary, authenticated, params, body, status, schema in OPERATIONS:
         operation: dict[str, Any] = {
             "operationId": op_id,

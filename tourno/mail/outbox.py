@@ -12,12 +12,15 @@ does, until the outbox is empty or its time budget is spent:
    overwritten.
 
 Delivery is at least once: a drain that dies between the SMTP reply and the
-row update sends that message again after the reaper returns it.
+row update sends that message again after the reaper returns it. The
+Message-ID is a function of the row (``<outbox-{id}-{hash}@domain>``), so such
+a second copy carries the same Message-ID and receivers can drop it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -72,6 +75,8 @@ class DrainResult:
     reaped: int = 0
     # Why the drain stopped: empty, budget, rate, daily_cap or unreachable.
     stopped: str = "empty"
+    # The missing-TOURNO_SECRET_KEY warning was logged (once per drain).
+    warned_unsigned: bool = False
 
     @property
     def changed(self) -> int:
@@ -263,10 +268,11 @@ def claim(me: str, limit: int, now: dt.datetime, *, daily_cap: int = 0, rate: fl
     return claimed
 
 
-def reap(*, now: dt.datetime, max_attempts: int) -> int:
-    """Rows stuck in ``sending`` (their drain died) go back to ``pending``, or
-    to ``dead`` when they have used every attempt; returns how many."""
-    cutoff = now - REAP_AFTER
+def reap(*, now: dt.datetime, max_attempts: int, reap_after: dt.timedelta = REAP_AFTER) -> int:
+    """Rows stuck in ``sending`` for longer than ``reap_after`` (their drain
+    died) go back to ``pending``, or to ``dead`` when they have used every
+    attempt; returns how many."""
+    cutoff = now - reap_after
     stuck = (EmailOutbox.status == EmailStatus.SENDING) & (EmailOutbox.locked_at < cutoff)
     with _write_transaction():
         dead = (
@@ -347,32 +353,51 @@ def add_suppression(
     detail: str | None = None,
     now: dt.datetime | None = None,
 ) -> bool:
-    """Never mail ``address`` again; False if it already was suppressed."""
+    """Never mail ``address`` again; False if it already was suppressed.
+
+    An ``unsubscribe`` suppression only stops bulk mail; any other reason
+    (a hard bounce ...) stops all mail, so it replaces an ``unsubscribe`` row."""
     reason = SuppressionReason(reason)
-    n = (
-        EmailSuppression.insert(
-            address=normalize_address(address),
-            reason=reason.value,
-            detail=detail,
-            created_at=now or tdb.utcnow(),
+    address = normalize_address(address)
+    insert = EmailSuppression.insert(
+        address=address,
+        reason=reason.value,
+        detail=detail,
+        created_at=now or tdb.utcnow(),
+    ).on_conflict_ignore()
+    # The row count, not execute()'s "id": SQLite's is the connection's last
+    # rowid, which an ignored insert does not reset.
+    n = database.execute(insert).rowcount
+    if not n and reason != SuppressionReason.UNSUBSCRIBE:
+        n = (
+            EmailSuppression.update(reason=reason.value, detail=detail)
+            .where(
+                (EmailSuppression.address == address)
+                & (EmailSuppression.reason == SuppressionReason.UNSUBSCRIBE.value)
+            )
+            .execute()
         )
-        .on_conflict_ignore()
-        .execute()
-    )
-    # SQLite returns the rowid (0 when ignored), PostgreSQL the new key or None.
     return bool(n)
 
 
 def _suppressed(rows: list[Claimed]) -> set[int]:
-    """Ids of rows not to send: suppressed addresses, and bulk mail to users who opted out."""
+    """Ids of rows not to send: suppressed addresses, and bulk mail to users
+    who opted out. An address that unsubscribed still gets transactional mail
+    (its match is ready, its result was recorded)."""
     addresses = {normalize_address(r.to_email) for r in rows}
-    blocked = {
-        s.address
-        for s in EmailSuppression.select(EmailSuppression.address).where(
+    reasons = {
+        s.address: s.reason
+        for s in EmailSuppression.select(EmailSuppression.address, EmailSuppression.reason).where(
             EmailSuppression.address.in_(addresses)
         )
     }
-    out = {r.id for r in rows if normalize_address(r.to_email) in blocked}
+    out = set()
+    for r in rows:
+        reason = reasons.get(normalize_address(r.to_email))
+        if reason is None:
+            continue
+        if reason != SuppressionReason.UNSUBSCRIBE.value or _is_bulk(r.template):
+            out.add(r.id)
     bulk_users = {
         r.user_id
         for r in rows
@@ -395,8 +420,11 @@ def build_message(
     settings: Settings,
     now: dt.datetime,
     outbox_id: int | None = None,
+    dedupe_key: str | None = None,
 ) -> EmailMessage:
-    """The MIME message for one rendered email (raises ValueError when it cannot be built)."""
+    """The MIME message for one rendered email: multipart/alternative, the
+    plain text first and the HTML last (the part a client prefers). Raises
+    ValueError when it cannot be built."""
     to_addr = parseaddr(to_email)[1]
     if "@" not in to_addr or any(c.isspace() for c in to_email.strip()):
         raise ValueError(f"not an email address: {to_email!r}")
@@ -406,7 +434,9 @@ def build_message(
     msg["To"] = to_email.strip()
     msg["Subject"] = rendered.subject
     msg["Date"] = format_datetime(now)
-    msg["Message-ID"] = make_msgid(idstring=f"outbox.{outbox_id}" if outbox_id else None, domain=domain)
+    msg["Message-ID"] = (
+        message_id(outbox_id, dedupe_key or "", domain) if outbox_id else make_msgid(domain=domain)
+    )
     # RFC 3834: no vacation auto-replies to robots.
     msg["Auto-Submitted"] = "auto-generated"
     if rendered.bulk and rendered.unsubscribe_url:
@@ -414,7 +444,19 @@ def build_message(
         msg["List-Unsubscribe"] = f"<{rendered.unsubscribe_url}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(rendered.text)
+    msg.add_alternative(rendered.html, subtype="html")
     return msg
+
+
+def message_id(outbox_id: int, dedupe_key: str, domain: str) -> str:
+    """The same Message-ID every time a row is sent: a copy sent again after
+    its drain died (see reap) is recognisably the same message."""
+    digest = hashlib.sha256(dedupe_key.encode("utf-8")).hexdigest()[:16]
+    return f"<outbox-{outbox_id}-{digest}@{domain}>"
+
+
+def _is_bulk(template: str) -> bool:
+    return template in TEMPLATES and TEMPLATES[template].bulk
 
 
 def _clock(now: dt.datetime | Callable[[], dt.datetime] | None) -> Callable[[], dt.datetime]:
@@ -438,6 +480,7 @@ def drain(
     batch: int = DEFAULT_BATCH,
     progress: Callable[[DrainResult], None] | None = None,
     rand: Callable[[], float] = random.random,
+    reap_after: dt.timedelta = REAP_AFTER,
 ) -> DrainResult:
     """Send due outbox rows until none is left or ``budget_seconds`` is spent.
 
@@ -454,7 +497,7 @@ def drain(
     transport = transport or from_settings(settings)
     bucket = TokenBucket(settings.mail_rate)
     try:
-        result.reaped = reap(now=clock(), max_attempts=settings.mail_max_attempts)
+        result.reaped = reap(now=clock(), max_attempts=settings.mail_max_attempts, reap_after=reap_after)
         while True:
             if time.monotonic() >= deadline:
                 result.stopped = "budget"
@@ -520,6 +563,13 @@ def _send_batch(
 
     # Rows that need no token: suppressed, or impossible to render.
     blocked = _suppressed(rows)
+    if not settings.secret_key and not result.warned_unsigned:
+        if any(_is_bulk(r.template) and r.id not in blocked for r in rows):
+            result.warned_unsigned = True
+            log.warning(
+                "TOURNO_SECRET_KEY is not set: bulk mail goes out without an unsubscribe link "
+                "(providers such as Gmail may reject or junk it)"
+            )
     ready: list[tuple[Claimed, EmailMessage]] = []
     for row in rows:
         if row.id in blocked:
@@ -533,10 +583,15 @@ def _send_batch(
                 row.context,
                 app_url=settings.app_url,
                 to_email=row.to_email,
-                dedupe_key=row.dedupe_key,
+                secret_key=settings.secret_key,
             )
             message = build_message(
-                rendered=rendered, to_email=row.to_email, settings=settings, now=clock(), outbox_id=row.id
+                rendered=rendered,
+                to_email=row.to_email,
+                settings=settings,
+                now=clock(),
+                outbox_id=row.id,
+                dedupe_key=row.dedupe_key,
             )
         except (TemplateError, ValueError, TypeError) as exc:
             log.error("email %s (%s) cannot be built: %s", row.id, row.template, exc)

@@ -1,4 +1,11 @@
-"""The email catalogue: a subject and a plain-text body per template name.
+"""The email catalogue: a subject and a body per template name, sent as plain
+text and as HTML.
+
+Each body is written once and rendered twice: as plain text, and through an
+autoescaping environment into the HTML part, so a player's name or an
+organizer's message can never inject markup (``<b>`` arrives as ``&lt;b&gt;``).
+The HTML part keeps the text's paragraphs and line breaks and turns its
+http(s) URLs into links.
 
 Templates are Jinja2 with ``StrictUndefined``: a context without a key the
 template needs is an error (:class:`TemplateError`), which the drain records
@@ -7,7 +14,8 @@ written ``{% if key is defined %}`` or ``key | default(...)``, so a service
 can add detail without breaking older rows.
 
 Every template sees the outbox row's ``context`` plus ``app_url`` (links),
-``to_email`` and, for bulk mail, ``unsubscribe_url``. Times arrive as ISO
+``to_email`` and, for bulk mail, ``unsubscribe_url`` (a signed link, or empty
+without ``TOURNO_SECRET_KEY``). Times arrive as ISO
 strings and go through the ``when`` filter (UTC, plus the reader's own time
 zone when the context names one in ``timezone``).
 """
@@ -15,12 +23,15 @@ zone when the context names one in ``timezone``).
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
+from markupsafe import Markup
+
+from tourno.mail import unsubscribe
 
 
 class TemplateError(Exception):
@@ -40,6 +51,7 @@ class Rendered:
     template: str
     subject: str
     text: str
+    html: str
     bulk: bool
     unsubscribe_url: str | None = None
 
@@ -226,7 +238,8 @@ _ANNOUNCEMENT = _t(
     "{{ subject | default(tournament_name | default('Tourno') ~ ': announcement') }}",
     "{% if tournament_name is defined %}a message from the organizer of {{ tournament_name }}:\n\n"
     "{% endif %}{{ message | default(body) }}\n" + _TOURNAMENT_LINK + "\n"
-    "You get this because you take part. Unsubscribe from announcements: {{ unsubscribe_url }}\n",
+    "{% if unsubscribe_url %}You get this because you take part. "
+    "Unsubscribe from announcements: {{ unsubscribe_url }}\n{% endif %}",
     bulk=True,
 )
 _TEST = Template(
@@ -306,28 +319,67 @@ def _when_filter(ctx: Any, value: Any) -> str:
 
 _env = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
-    autoescape=False,  # plain text, never HTML
+    autoescape=False,  # the plain-text part and the subject
     keep_trailing_newline=True,
 )
-_env.filters["when"] = _when_filter
-_compiled: dict[str, tuple[jinja2.Template, jinja2.Template]] = {}
+# The same sources for the HTML part: every value is escaped on the way in.
+_html_env = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=True,
+    keep_trailing_newline=True,
+)
+for _e in (_env, _html_env):
+    _e.filters["when"] = _when_filter
+
+_LAYOUT = _html_env.from_string(
+    "<!DOCTYPE html>\n"
+    '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+    "<title>{{ subject }}</title>\n</head>\n"
+    '<body style="font-family: sans-serif; line-height: 1.5; max-width: 40em;">\n'
+    "{% for paragraph in paragraphs %}<p>{{ paragraph }}</p>\n{% endfor %}"
+    "</body>\n</html>\n"
+)
+# Escaped text holds no quote or angle bracket, so a match is safe inside href="".
+_URL = re.compile(r"https?://[^\s<>\"']+")
+_TRAILING = ".,;:!?)"
+
+_compiled: dict[str, tuple[jinja2.Template, jinja2.Template, jinja2.Template]] = {}
 
 
-def _compile(name: str) -> tuple[jinja2.Template, jinja2.Template]:
+def _compile(name: str) -> tuple[jinja2.Template, jinja2.Template, jinja2.Template]:
     found = _compiled.get(name)
     if found is None:
         spec = TEMPLATES[name]
-        found = (_env.from_string(spec.subject), _env.from_string(spec.body))
+        found = (
+            _env.from_string(spec.subject),
+            _env.from_string(spec.body),
+            _html_env.from_string(spec.body),
+        )
         _compiled[name] = found
     return found
 
 
-def unsubscribe_link(app_url: str, to_email: str, dedupe_key: str | None = None) -> str:
-    """The one-click unsubscribe address for bulk mail (RFC 8058 POSTs to it)."""
-    url = f"{app_url}/unsubscribe?email={quote(to_email, safe='')}"
-    if dedupe_key:
-        url += f"&key={quote(dedupe_key, safe='')}"
-    return url
+def _linkify(escaped: str) -> str:
+    def anchor(m: re.Match[str]) -> str:
+        url = m.group(0)
+        tail = ""
+        while url and url[-1] in _TRAILING:
+            url, tail = url[:-1], url[-1] + tail
+        return f'<a href="{url}">{url}</a>{tail}'
+
+    return _URL.sub(anchor, escaped)
+
+
+def _html_document(subject: str, escaped_body: str) -> str:
+    """The HTML part: the escaped body's paragraphs (blank-line separated),
+    line breaks kept, URLs as links."""
+    paragraphs = [
+        Markup("<br>\n".join(_linkify(line) for line in block.strip("\n").split("\n")))
+        for block in re.split(r"\n\s*\n", escaped_body)
+        if block.strip()
+    ]
+    return _LAYOUT.render(subject=subject, paragraphs=paragraphs)
 
 
 def render(
@@ -336,9 +388,11 @@ def render(
     *,
     app_url: str,
     to_email: str,
-    dedupe_key: str | None = None,
+    secret_key: str | None = None,
 ) -> Rendered:
-    """Subject and body of one email; :class:`TemplateError` says why not."""
+    """Subject, text and HTML of one email; :class:`TemplateError` says why not.
+
+    Bulk mail gets a signed unsubscribe link when ``secret_key`` is set."""
     if name not in TEMPLATES:
         raise TemplateError(f"unknown template {name!r}")
     if not isinstance(context, dict):
@@ -348,14 +402,17 @@ def render(
     values = {k: v for k, v in context.items() if v is not None}
     values["app_url"] = app_url
     values["to_email"] = to_email
-    unsubscribe = None
+    unsubscribe_url = None
     if spec.bulk:
-        unsubscribe = values.get("unsubscribe_url") or unsubscribe_link(app_url, to_email, dedupe_key)
-        values["unsubscribe_url"] = unsubscribe
-    subject_t, body_t = _compile(name)
+        # Only a link we signed: never one from the row's context.
+        if secret_key:
+            unsubscribe_url = unsubscribe.link(app_url, secret_key, to_email)
+        values["unsubscribe_url"] = unsubscribe_url or ""
+    subject_t, body_t, html_t = _compile(name)
     try:
         subject = subject_t.render(values)
         text = body_t.render(values)
+        escaped = html_t.render(values)
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"template {name!r}: context is missing a value ({exc.message})") from None
     except TemplateError as exc:
@@ -366,4 +423,11 @@ def render(
     subject = " ".join(subject.split())
     if not subject:
         raise TemplateError(f"template {name!r}: empty subject")
-    return Rendered(template=name, subject=subject, text=text, bulk=spec.bulk, unsubscribe_url=unsubscribe)
+    return Rendered(
+        template=name,
+        subject=subject,
+        text=text,
+        html=_html_document(subject, escaped),
+        bulk=spec.bulk,
+        unsubscribe_url=unsubscribe_url,
+    )

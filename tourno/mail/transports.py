@@ -104,18 +104,20 @@ class SMTPTransport(Transport):
         host: str,
         port: int,
         *,
-        tls: str = "none",
+        security: str = "none",
         username: str | None = None,
         password: str | None = None,
         max_per_connection: int = 100,
         timeout: float = SMTP_TIMEOUT,
         local_hostname: str | None = None,
     ) -> None:
-        if tls not in ("none", "starttls", "ssl"):
-            raise ValueError(f"tls must be none, starttls or ssl, got {tls!r}")
+        # "ssl" is the old name of implicit TLS, as in TOURNO_MAIL_SECURITY.
+        security = "tls" if security == "ssl" else security
+        if security not in ("none", "starttls", "tls"):
+            raise ValueError(f"security must be none, starttls or tls, got {security!r}")
         self.host = host
         self.port = port
-        self.tls = tls
+        self.security = security
         self.username = username
         self.password = password
         self.max_per_connection = max(1, max_per_connection)
@@ -128,7 +130,7 @@ class SMTPTransport(Transport):
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
         try:
-            if self.tls == "ssl":
+            if self.security == "tls":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                     self.host,
                     self.port,
@@ -142,7 +144,7 @@ class SMTPTransport(Transport):
                 )
             try:
                 smtp.ehlo()
-                if self.tls == "starttls":
+                if self.security == "starttls":
                     smtp.starttls(context=context)
                     smtp.ehlo()
                 if self.username:
@@ -168,7 +170,7 @@ class SMTPTransport(Transport):
             ) from None
         self.connections_opened += 1
         self._sent_on_connection = 0
-        log.debug("connected to SMTP server %s:%s (tls=%s)", self.host, self.port, self.tls)
+        log.debug("connected to SMTP server %s:%s (security=%s)", self.host, self.port, self.security)
         return smtp
 
     def send(self, message: EmailMessage) -> str:
@@ -301,7 +303,7 @@ def from_settings(settings: Settings) -> Transport:
         return SMTPTransport(
             settings.mail_host,
             settings.mail_port,
-            tls=settings.mail_tls,
+            security=settings.mail_security,
             username=settings.mail_username,
             password=settings.mail_password,
             max_per_connection=settings.mail_max_per_connection,
