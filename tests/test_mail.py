@@ -322,11 +322,11 @@ def test_two_drains_at_once_send_every_row_exactly_once(qdb, smtp):
 
 
 def test_refill_is_pure_arithmetic():
-    assert bucket_capacity(10) == 10
+    assert bucket_capacity(10) == 5  # half a second's worth
     assert bucket_capacity(0.5) == 1  # a burst of at least one message
-    tokens, stamp = refill(2.0, NOW, NOW + T(seconds=0.5), 10)
-    assert (tokens, stamp) == (7.0, NOW + T(seconds=0.5))
-    assert refill(2.0, NOW, NOW + T(hours=1), 10)[0] == 10  # capped at one second's worth
+    tokens, stamp = refill(1.0, NOW, NOW + T(seconds=0.3), 10)
+    assert (tokens, stamp) == (4.0, NOW + T(seconds=0.3))
+    assert refill(2.0, NOW, NOW + T(hours=1), 10)[0] == 5  # capped at the burst
     # A server whose clock is behind adds nothing and does not move the stamp back.
     assert refill(2.0, NOW, NOW - T(seconds=5), 10) == (2.0, NOW)
 
@@ -341,19 +341,19 @@ def test_token_bucket_is_shared_by_concurrent_drains(qdb, smtp):
         results = in_threads(2, lambda i: drain(settings=settings, now=at, batch=4))
         return sum(r.sent for r in results)
 
-    # The bucket starts full: one second's worth, for both drains together.
-    assert both(NOW) == 10
+    # The bucket starts full: half a second's worth, for both drains together.
+    assert both(NOW) == 5
     # Half a second later: five more between the two, not five each.
     assert both(NOW + T(seconds=0.5)) == 5
     assert both(NOW + T(seconds=0.5)) == 0
     assert both(NOW + T(seconds=0.8)) == 3
     # A long pause refills only up to the burst size.
-    assert both(NOW + T(seconds=60)) == 10
+    assert both(NOW + T(seconds=60)) == 5
     sent = EmailOutbox.select().where(EmailOutbox.status == EmailStatus.SENT).count()
-    assert sent == len(smtp.messages) == 28
+    assert sent == len(smtp.messages) == 18
     # Rows claimed but not sent went back untouched: pending, no attempt charged.
     waiting = list(EmailOutbox.select().where(EmailOutbox.status != EmailStatus.SENT))
-    assert len(waiting) == 12
+    assert len(waiting) == 22
     assert {(r.status, r.attempts, r.locked_by) for r in waiting} == {(EmailStatus.PENDING, 0, None)}
     assert MailRate.get().tokens < 1
 
