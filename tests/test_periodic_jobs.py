@@ -573,3 +573,27 @@ def test_send_bulk_emails_drains_the_outbox_and_records_the_run(qdb, organizer):
     assert out.getvalue().count("Subject:") == pending
     run = last_run("SendBulkEmailsJob")
     assert (run.seen, run.changed, run.failed, run.error) == (pending, pending, 0, None)
+
+
+class FanningDeadlinesJob(CheckMatchDeadlinesJob):
+    fan_out_at = 3
+
+
+def test_many_due_matches_fan_out_one_job_per_tournament(qdb, organizer):
+    """Over fan_out_at due matches: one ResolveDeadlinesJob per tournament
+    (unique), and the workers resolve them exactly as the inline run would."""
+    games = [started(organizer, make_players(4, f"t{i}_"), prefix=f"Cup{i}") for i in range(3)]
+    late = max(m.deadline_at for _, opened in games for m in opened) + MIN
+    counts = FanningDeadlinesJob().run(now=late)
+    assert (counts.seen, counts.changed) == (3, 3)
+    assert FanningDeadlinesJob().run(now=late).changed == 0  # still pending: unique per tournament
+    jobs = sorted(r.payload["args"]["tournament_id"] for r in JobRecord.select())
+    assert jobs == sorted(t.id for t, _ in games)
+    code, _ = run_worker(memory=0)
+    assert code == 0
+    for _, opened in games:
+        for m in opened:
+            assert Match.get_by_id(m.id).result_type == ResultType.DOUBLE_FORFEIT
+    assert JobRecord.select().count() == 0
+    # Few due matches: resolved inline, as before.
+    assert CheckMatchDeadlinesJob().run(now=late).seen == 0

@@ -6,6 +6,7 @@ from tourno.jobs.periodic import (
     AutoStartTournamentsJob,
     CheckFullTournamentsJob,
     CheckMatchDeadlinesJob,
+    ResolveDeadlinesJob,
     SendBulkEmailsJob,
     SendMatchDeadlineWarningsJob,
     StartTournamentJob,
@@ -13,6 +14,7 @@ from tourno.jobs.periodic import (
 
 __all__ = [
     "PERIODIC_JOBS",
+    "ResolveDeadlinesJob",
     "AutoStartTournamentsJob",
     "CheckFullTournamentsJob",
     "CheckMatchDeadlinesJob",

@@ -16,7 +16,7 @@ from typing import Any
 import peewee
 
 from tourno.config import Settings
-from tourno.db import database
+from tourno.db import database, utcnow
 from tourno.jobs.runner import RunCounts, ScanRunner, recorded_run, skip_locked, sql
 from tourno.queue import Job
 from tourno.tournaments import services
@@ -220,13 +220,87 @@ class CheckFullTournamentsJob(Periodic, Job):
 # -- CheckMatchDeadlinesJob ----------------------------------------------------------------
 
 
+def _due_matches(now: dt.datetime) -> peewee.Expression:
+    # matches_deadline_due_idx: state IN ('open','underway','awaiting_confirmation').
+    return (
+        Match.state.in_(ACTIONABLE_MATCH_STATES)
+        & (Match.deadline_at <= now)
+        & Match.admin_locked_at.is_null(True)
+    )
+
+
+@dataclass
+class ResolveDeadlinesJob(Job):
+    """Resolve the due matches of one tournament (fanned out by
+    CheckMatchDeadlinesJob when many are due at once, so the workers share
+    them; resolutions lock the tournament, so tournaments go in parallel)."""
+
+    tries = 3
+    backoff = [10, 60]
+    timeout = 600
+
+    tournament_id: int
+    # The clock to resolve at (ISO 8601), as CheckMatchDeadlinesJob saw it; None: now.
+    at: str | None = None
+
+    def unique_key(self) -> str:
+        return str(self.tournament_id)
+
+    def handle(self) -> None:
+        resolved = 0
+        seen: set[int] = set()
+        while True:
+            now = dt.datetime.fromisoformat(self.at) if self.at else utcnow()
+            due = [
+                m.id
+                for m in Match.select(Match.id)
+                .where(
+                    Match.tournament == self.tournament_id, _due_matches(now), Match.id.not_in(seen or [0])
+                )
+                .order_by(Match.deadline_at, Match.id)
+                .limit(200)
+            ]
+            if not due:
+                break
+            for mid in due:
+                seen.add(mid)
+                resolved += services.resolve_expired_match(mid, now=now) is not None
+        log.info("ResolveDeadlinesJob: tournament %s: %d match(es) resolved", self.tournament_id, resolved)
+
+
 @dataclass
 class CheckMatchDeadlinesJob(Periodic, Job):
     """Resolve every actionable match past its deadline (the §4.2 decision
-    table lives in services.resolve_expired_match)."""
+    table lives in services.resolve_expired_match). When more than
+    ``fan_out_at`` are due at once (a round of many tournaments expiring
+    together), it dispatches one ResolveDeadlinesJob per tournament instead,
+    so every worker takes a share rather than this one run doing them all."""
 
     job_name = "CheckMatchDeadlinesJob"
     batch_size = 500
+    fan_out_at = 200
+
+    def run(self, *, now: dt.datetime | None = None, budget_seconds: float | None = None) -> RunCounts:
+        at = now or utcnow()
+        due = Match.select(Match.id).where(_due_matches(at)).limit(self.fan_out_at + 1).count()
+        if due <= self.fan_out_at:
+            return super().run(now=now, budget_seconds=budget_seconds)
+        with recorded_run(self.job_name) as counts:
+            tournaments = (
+                Match.select(Match.tournament).where(_due_matches(at)).distinct().order_by(Match.tournament)
+            )
+            for row in tournaments:
+                counts.seen += 1
+                job = ResolveDeadlinesJob(
+                    tournament_id=row.tournament_id, at=now.isoformat() if now else None
+                )
+                counts.changed += job.dispatch() is not None
+        log.info(
+            "CheckMatchDeadlinesJob: over %d matches due: %d tournament job(s) dispatched",
+            self.fan_out_at,
+            counts.changed,
+        )
+        return counts
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
         # matches_deadline_due_idx: state IN ('open','underway','awaiting_confirmation').
