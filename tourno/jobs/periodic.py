@@ -173,9 +173,21 @@ class CheckFullTournamentsJob(Periodic, Job):
     ) -> RunCounts:
         # TOURNO_FULL_REMINDER_MINUTES and TOURNO_FULL_CANCEL_HOURS, read once per run.
         self._limits = settings or Settings.from_env()
-        self._remind_after = dt.timedelta(minutes=self._limits.full_reminder_minutes)
-        self._cancel_after = dt.timedelta(hours=self._limits.full_cancel_hours)
         return super().run(now=now, budget_seconds=budget_seconds)
+
+    @property
+    def _remind_after(self) -> dt.timedelta:
+        return dt.timedelta(minutes=self._settings().full_reminder_minutes)
+
+    @property
+    def _cancel_after(self) -> dt.timedelta:
+        return dt.timedelta(hours=self._settings().full_cancel_hours)
+
+    def _settings(self) -> Settings:
+        # Set by run(); a scan called on its own (bench/scale.py) reads the environment.
+        if getattr(self, "_limits", None) is None:
+            self._limits = Settings.from_env()
+        return self._limits
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
         # tournaments_full_pending_idx: full_since IS NOT NULL AND state IN ('pending','checked_in').
