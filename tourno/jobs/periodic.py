@@ -294,7 +294,15 @@ class CheckMatchDeadlinesJob(Periodic, Job):
 
     def run(self, *, now: dt.datetime | None = None, budget_seconds: float | None = None) -> RunCounts:
         at = now or utcnow()
-        due = Match.select(Match.id).where(_due_matches(at)).limit(self.fan_out_at + 1).count()
+        # Ordered like the scan, so the planner walks matches_deadline_due_idx
+        # (without it, PostgreSQL chose a sequential scan of all matches).
+        due = (
+            Match.select(Match.id)
+            .where(_due_matches(at))
+            .order_by(Match.deadline_at)
+            .limit(self.fan_out_at + 1)
+            .count()
+        )
         if due <= self.fan_out_at:
             return super().run(now=now, budget_seconds=budget_seconds)
         with recorded_run(self.job_name) as counts:
