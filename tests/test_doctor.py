@@ -109,3 +109,17 @@ def test_stop_timeout_must_exceed_the_job_timeout(qdb, tmp_path, stop, status):
     check = by_name(report)["supervisord stopwaitsecs"]
     assert check["status"] == status
     assert "systemd TimeoutStopSec" not in by_name(report)
+
+
+def test_jobs_stuck_before_redis_are_reported(pg, tmp_path):
+    """On the Redis driver, jobs committed but never handed to Redis (no
+    worker relaying them) show as a warning on the queue check."""
+    from tourno.queue.models import OutboxRecord
+
+    old = utcnow() - dt.timedelta(minutes=5)
+    OutboxRecord.create(
+        uuid="u-1", queue="default", payload="{}", priority=0, available_at=old, created_at=old
+    )
+    _, report = doctor(pg.env(TOURNO_QUEUE_CONNECTION="redis", TOURNO_REDIS_URL="redis://127.0.0.1:6379/0"))
+    check = by_name(report)["queue"]
+    assert check["status"] == "warn" and "1 job(s)" in check["detail"]

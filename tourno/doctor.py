@@ -23,6 +23,8 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 WAITING_TOO_LONG = dt.timedelta(minutes=5)
 #: The scheduler dispatches SendBulkEmails every minute; silence this long means it is down.
 SCHEDULER_SILENT = dt.timedelta(minutes=10)
+#: Jobs committed this long ago and not yet handed to Redis mean no worker relays them.
+HANDOFF_LATE = dt.timedelta(minutes=1)
 #: Outbox rows due this long and still pending mean mail is not going out.
 MAIL_LATE = dt.timedelta(minutes=15)
 #: Where the doctor looks for the process managers' settings (the repo's
@@ -108,6 +110,17 @@ def _queue(settings: Settings) -> Check:
             backend.ping()
         except backend.connection_errors as exc:
             return Check("queue", FAIL, f"{mask_password(settings.redis_url)}: {exc}", "is Redis running?")
+    if settings.queue_connection == "redis":
+        from tourno.queue.models import OutboxRecord
+
+        stuck = OutboxRecord.select().where(OutboxRecord.created_at < utcnow() - HANDOFF_LATE).count()
+        if stuck:
+            return Check(
+                "queue",
+                WARN,
+                f"{stuck} job(s) committed over a minute ago still wait in queue_outbox for Redis",
+                "a running Redis worker relays them; are the workers up, and is Redis reachable from them?",
+            )
     return Check("queue", OK, f"{backend.connection_name} driver reachable")
 
 
