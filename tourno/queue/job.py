@@ -103,7 +103,8 @@ class Job:
     ) -> int | str | None:
         """Enqueue this job. Returns its id, or None when a unique job was
         already pending. Inside ``db.atomic()`` the job commits or rolls back
-        with the surrounding transaction."""
+        with the surrounding transaction (on the Redis driver, while Redis is
+        unreachable, the id is the job's uuid until it is handed over)."""
         from tourno.queue import backends
 
         return backends.current().push([self.pending(delay=delay, queue=queue, priority=priority)])[0]

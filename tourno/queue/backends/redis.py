@@ -684,7 +684,9 @@ class RedisBackend(QueueBackend):
             ).fetchall()
             handoff.outbox_ids += [r[0] for r in rows]
         if first is None:
-            return [None] * len(jobs)
+            # Queued all the same (None would read as "a unique job was already
+            # pending"): the uuid stands in until the relay hands it over.
+            return [p.uuid for p in jobs]
         return list(range(first, first + len(jobs)))
 
     def _take_ids(self, n: int) -> int | None:
