@@ -121,6 +121,8 @@ def dispatch_slot(
         job_id, uuid = _push(task)
         if job_id is None:
             uuid = None  # an identical unique job was still pending: nothing new was queued
+        elif not isinstance(job_id, int):
+            job_id = None  # queued for Redis while it was unreachable: the uuid identifies it
         ScheduleRun.update(job_id=job_id, job_uuid=uuid).where(
             ScheduleRun.task == task.name, ScheduleRun.slot == slot
         ).execute()
