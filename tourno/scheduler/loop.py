@@ -209,7 +209,14 @@ class Scheduler:
                 continue
             self.dispatched += 1
             done.append(result)
-            if result.job_id is None:
+            if result.job_id is None and result.uuid is not None:
+                log.info(
+                    "dispatched %s for slot %s as %s (Redis unreachable: waiting in queue_outbox)",
+                    task.name,
+                    slot.strftime("%H:%M"),
+                    result.uuid,
+                )
+            elif result.job_id is None:
                 log.info(
                     "%s for slot %s: the previous run is still pending", task.name, slot.strftime("%H:%M")
                 )
