@@ -209,12 +209,12 @@ class Scheduler:
                 continue
             self.dispatched += 1
             done.append(result)
-            if result.job_id is None and result.uuid is not None:
+            if result.job_id is None and result.job_uuid is not None:
                 log.info(
                     "dispatched %s for slot %s as %s (Redis unreachable: waiting in queue_outbox)",
                     task.name,
                     slot.strftime("%H:%M"),
-                    result.uuid,
+                    result.job_uuid,
                 )
             elif result.job_id is None:
                 log.info(
