@@ -89,6 +89,22 @@ def open_connection(db: peewee.Database | None = None) -> None:
         raise DatabaseUnavailable(first) from exc
 
 
+def discard_connection() -> None:
+    """Close this thread's connection after an error, so that the next use
+    opens a fresh one. A broken connection inside a transaction refuses
+    close(): its state is dropped instead."""
+    try:
+        if not database.is_closed():
+            database.close()
+    except Exception:  # noqa: BLE001
+        state = database._state  # peewee keeps per-thread state here
+        try:
+            state.conn.close()
+        except Exception:  # noqa: BLE001, S110 - it is already broken
+            pass
+        state.reset()
+
+
 class SerialField(peewee.BigAutoField):
     """A surrogate key that is never reused: ``bigserial`` on PostgreSQL,
     ``INTEGER PRIMARY KEY AUTOINCREMENT`` on SQLite (whose plain rowid would

@@ -21,7 +21,7 @@ from typing import Any
 
 import peewee
 
-from tourno.db import SQLITE_TIME_FORMAT, UTC, database, open_connection, parse_timestamp
+from tourno.db import SQLITE_TIME_FORMAT, UTC, database, discard_connection, open_connection, parse_timestamp
 from tourno.queue.backends.base import ClaimedJob, QueueBackend, QueueStats, WorkerInfo
 from tourno.queue.job import PendingJob
 
@@ -58,17 +58,7 @@ class DatabaseBackend(QueueBackend):
     connection_name = "database"
 
     def close_thread_connection(self) -> None:
-        try:
-            if not database.is_closed():
-                database.close()
-        except Exception:  # noqa: BLE001
-            # A broken connection inside a transaction refuses close(); drop it.
-            state = database._state  # peewee keeps per-thread state here
-            try:
-                state.conn.close()
-            except Exception:  # noqa: BLE001, S110 - it is already broken
-                pass
-            state.reset()
+        discard_connection()
 
     def workers(self, stale_after: float) -> list[WorkerInfo]:
         from tourno.queue.models import WorkerRecord

@@ -104,6 +104,7 @@ from tourno.db import (
     UTC,
     DatabaseUnavailable,
     database,
+    discard_connection,
     is_postgres,
     open_connection,
     parse_timestamp,
@@ -525,21 +526,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _drop_db_connection() -> None:
-    """Close this thread's database connection after an error, so that the
-    next use opens a fresh one (a broken one may refuse to close)."""
-    try:
-        if not database.is_closed():
-            database.close()
-    except Exception:  # noqa: BLE001
-        state = database._state  # peewee keeps per-thread state here
-        try:
-            state.conn.close()
-        except Exception:  # noqa: BLE001, S110 - it is already broken
-            pass
-        state.reset()
-
-
 class _Handoff:
     """The outbox rows written in one database transaction, handed to Redis
     after it commits (a peewee commit callback, dropped on rollback)."""
@@ -912,7 +898,7 @@ class RedisBackend(QueueBackend):
             if not self._relay_failing:
                 log.warning("could not relay queue_outbox to Redis: %s", _first_line(exc))
             self._relay_failing = True
-            _drop_db_connection()
+            discard_connection()
         rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_TTL * 1000)
         out = []
         for job_id, owner in rows:
