@@ -21,7 +21,6 @@ import argparse
 import bisect
 import datetime as dt
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, ROOT)
 
+from bench._net import free_port, wait_for_port  # noqa: E402
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
 from tourno.config import Settings  # noqa: E402
@@ -81,24 +81,6 @@ def seed(n: int, tag: str) -> None:
 def reset() -> None:
     EmailOutbox.delete().execute()
     MailRate.delete().execute()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:

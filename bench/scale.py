@@ -55,7 +55,6 @@ import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -65,6 +64,7 @@ from pathlib import Path  # noqa: E402
 
 import tourno  # noqa: E402
 from bench import _seed_scale as seeding  # noqa: E402
+from bench._net import free_port, wait_for_port  # noqa: E402
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
 from tourno.config import Settings  # noqa: E402
@@ -255,24 +255,6 @@ class Processes:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     p.popen.wait(10)
         self.live.clear()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def smtp_sink(port: int, path: str) -> int:
