@@ -21,6 +21,7 @@ from tourno.tournaments.models import (
     MatchState,
     Participant,
     ParticipantStatus,
+    Round,
     Tournament,
     TournamentState,
 )
@@ -131,8 +132,16 @@ def _check_finished(t: Tournament, n: int) -> None:
     counts = Counter(ranks)
     for rank in counts:
         assert sum(c for r, c in counts.items() if r < rank) == rank - 1, counts
-    if t.format.value in ("single_elimination", "double_elimination"):
-        assert counts.get(1, 0) <= 1
+    if t.format.value in ("single_elimination", "double_elimination") and counts.get(1, 0) > 1:
+        # Only when nobody won the deciding match (both finalists disqualified,
+        # or no one left to reach it): then those who went out last share rank 1.
+        finals = list(
+            Match.select(Match, Round)
+            .join(Round, on=(Match.round == Round.id))
+            .where(Match.tournament == t.id, Round.is_final)
+        )
+        decisive = max(finals, key=lambda m: (m.bracket.value == "grand_final", m.round.number))
+        assert decisive.winner_id is None, counts
 
 
 @settings(
