@@ -1,22 +1,32 @@
 """Benchmark of the HTTP API (issue 4).
 
 A real ``tourno serve`` (gunicorn, 4 sync workers, ``postgresql+pool``) on
-PostgreSQL, loaded over loopback by a small client of our own: separate
-processes, each running closed-loop threads with ``http.client`` (one request
-per connection, as gunicorn's sync workers close after each response). It
-prints requests/s and p50/p99 latency for
+PostgreSQL, loaded over loopback from separate processes. The load generator
+is ``wrk`` (C, epoll; ``apt-get install wrk``) when it is installed, else a
+small client of our own: processes running closed-loop threads with
+``http.client`` (``--client python``). Either opens a new connection per
+request, as gunicorn's sync workers close after each response. The Python
+client costs the machine about as much CPU as the server on a 2-core box, so
+figures are only comparable for the same client. It prints requests/s and
+p50/p99 latency for
 
 1. ``GET /api/v1/tournaments/{id}?include=matches`` on a started 64-player
-   single-elimination tournament (63 matches);
-2. ``POST /api/v1/matches/{id}/reports``: the first players of the 32 open
-   matches re-reporting their result (each one a real transaction: the old
-   report superseded, a new one and an audit event written).
+   single-elimination tournament (63 matches): the bracket every viewer
+   polls, served from the per-process response cache (``tourno.api.cache``)
+   while nothing changes;
+2. the same GET revalidated with ``If-None-Match`` (a 304, no body);
+3. ``POST /api/v1/matches/{id}/reports`` (always the Python client): the first
+   players of the 32 open matches re-reporting their result (each one a real
+   transaction: the old report superseded, a new one and an audit event
+   written).
 
 Target (issue 4): >= 1,000 req/s on the GET with p99 < 50 ms on a 2-core machine.
 
-Usage: ``python bench/api.py [--seconds 10] [--workers 4] [--clients 8]``
-(PostgreSQL at ``TOURNO_BENCH_PG``, default ``postgresql://postgres@127.0.0.1:5432``;
-the database ``tourno_bench_api`` is created, migrated and dropped again).
+Usage: ``python bench/api.py [--seconds 10] [--workers 4] [--clients 8]
+[--client auto|wrk|python] [--repeat N]`` (``--repeat``: the GET phase N times,
+each run printed, then the medians). PostgreSQL at ``TOURNO_BENCH_PG``, default
+``postgresql://postgres@127.0.0.1:5432``; the database ``tourno_bench_api`` is
+created, migrated and dropped again.
 """
 
 from __future__ import annotations
@@ -27,12 +37,15 @@ import http.client
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, fields
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -88,6 +101,70 @@ def prepare() -> tuple[int, list[tuple[int, str, dict]]]:
     return t.id, reports
 
 
+@dataclass
+class Result:
+    rate: float
+    p50: float
+    p99: float
+    errors: int
+    requests: int
+    app_cpu_ms: float = 0.0
+    db_cpu_ms: float = 0.0
+
+
+class ServerCpu:
+    """CPU time the server side spends per request: the gunicorn workers and
+    the PostgreSQL backends of the bench database, from /proc. On a shared
+    2-core machine requests/s moves with everything else that runs; CPU per
+    request mostly does not."""
+
+    def __init__(self, master_pid: int) -> None:
+        self.master_pid = master_pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _seconds(self, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields_ = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields_[11]) + int(fields_[12])) / self.tick  # utime + stime
+
+    def _workers(self) -> list[int]:
+        try:
+            with open(f"/proc/{self.master_pid}/task/{self.master_pid}/children") as f:
+                return [int(pid) for pid in f.read().split()]
+        except OSError:
+            return []
+
+    def _backends(self) -> list[int]:
+        admin = tdb.connect(f"{PG_SERVER}/postgres")
+        admin.connect()
+        try:
+            rows = admin.execute_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (BENCH_DB,)
+            ).fetchall()
+        finally:
+            admin.close()
+        return [pid for (pid,) in rows]
+
+    def snapshot(self) -> tuple[dict[int, float], dict[int, float]]:
+        return (
+            {pid: self._seconds(pid) for pid in self._workers()},
+            {pid: self._seconds(pid) for pid in self._backends()},
+        )
+
+    def measure(self, run) -> Result:
+        app_before, db_before = self.snapshot()
+        result = run()
+        app_after, db_after = self.snapshot()
+        n = max(1, result.requests)
+        app = sum(v - app_before.get(pid, 0.0) for pid, v in app_after.items())
+        db = sum(v - db_before.get(pid, 0.0) for pid, v in db_after.items())
+        result.app_cpu_ms, result.db_cpu_ms = app * 1000 / n, db * 1000 / n
+        return result
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,9 +209,11 @@ def _client(port: int, requests: list, seconds: float, threads: int, out) -> Non
         bad = 0
         i = offset
         while time.monotonic() < stop_at:
-            method, path, token, body = requests[i % len(requests)]
+            method, path, token, body, etag = requests[i % len(requests)]
             i += 1
             headers = {"Authorization": f"Bearer {token}"} if token else {}
+            if etag:
+                headers["If-None-Match"] = etag
             data = None
             if body is not None:
                 data = json.dumps(body)
@@ -163,7 +242,7 @@ def _client(port: int, requests: list, seconds: float, threads: int, out) -> Non
     out.put((latencies, errors[0]))
 
 
-def load(port: int, requests: list, seconds: float, clients: int) -> tuple[float, float, float, int]:
+def load(port: int, requests: list, seconds: float, clients: int) -> Result:
     processes = max(1, min(clients, 4))
     per_process = max(1, clients // processes)
     ctx = multiprocessing.get_context("spawn")
@@ -183,7 +262,53 @@ def load(port: int, requests: list, seconds: float, clients: int) -> tuple[float
     errors = sum(e for _, e in results)
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
-    return len(latencies) / elapsed, p50, p99, errors
+    return Result(len(latencies) / elapsed, p50, p99, errors, len(latencies))
+
+
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _wrk_ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(number) * _WRK_UNITS[unit]
+
+
+def load_wrk(
+    port: int, path: str, seconds: float, clients: int, headers: dict[str, str] | None = None
+) -> Result:
+    """requests/s, p50 ms, p99 ms and errors (socket errors and statuses >= 400) from wrk."""
+    command = ["wrk", "-t2", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _wrk_ms(re.search(r"\n\s+50%\s+(\S+)", out).group(1))
+    p99 = _wrk_ms(re.search(r"\n\s+99%\s+(\S+)", out).group(1))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    count = int(re.search(r"(\d+) requests in", out).group(1))
+    return Result(rate, p50, p99, errors + (int(bad.group(1)) if bad else 0), count)
+
+
+def etag_of(port: int, path: str) -> str | None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.getheader("ETag")
+
+
+def report(label: str, r: Result, target: bool = False) -> None:
+    verdict = ""
+    if target:
+        verdict = " [ok: >= 1000 req/s, p99 < 50 ms]" if r.rate >= 1000 and r.p99 < 50 else " [UNDER TARGET]"
+    print(
+        f"{label}: {r.rate:.0f} req/s, p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, errors {r.errors}{verdict}; "
+        f"server CPU per request: gunicorn {r.app_cpu_ms:.2f} ms + postgres {r.db_cpu_ms:.2f} ms"
+    )
 
 
 def main() -> None:
@@ -191,26 +316,52 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--clients", type=int, default=8, help="concurrent connections (closed loops)")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of the GET phase (medians printed)")
     args = parser.parse_args()
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "python"
+    elif client == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk), or use --client python")
+
+    def get(path: str, headers: dict[str, str] | None = None) -> Result:
+        if client == "wrk":
+            return cpu.measure(lambda: load_wrk(port, path, args.seconds, args.clients, headers))
+        header = headers.get("If-None-Match") if headers else None
+        return cpu.measure(
+            lambda: load(port, [("GET", path, None, None, header)], args.seconds, args.clients)
+        )
 
     tid, reports = prepare()
     port = free_port()
     server = start_server(port, args.workers)
+    cpu = ServerCpu(server.pid)
     try:
         print(
-            f"tourno serve: {args.workers} sync workers, postgresql+pool; {args.clients} client loops, {os.cpu_count()} CPUs"
+            f"tourno serve: {args.workers} sync workers, postgresql+pool; load: {client}, "
+            f"{args.clients} connections; {os.cpu_count()} CPUs; {args.seconds:g} s per run"
         )
-        gets = [("GET", f"/api/v1/tournaments/{tid}?include=matches", None, None)]
-        rate, p50, p99, errors = load(port, gets, args.seconds, args.clients)
-        verdict = "ok" if rate >= 1000 and p99 < 50 else "UNDER TARGET"
-        print(
-            f"GET tournament?include=matches (64 players, 63 matches): {rate:.0f} req/s, "
-            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, errors {errors} [{verdict}: >= 1000 req/s, p99 < 50 ms]"
-        )
-        posts = [("POST", f"/api/v1/matches/{mid}/reports", token, body) for mid, token, body in reports]
-        rate, p50, p99, errors = load(port, posts, args.seconds, args.clients)
-        print(
-            f"POST match reports (re-reports, 32 matches): {rate:.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms, errors {errors}"
+        path = f"/api/v1/tournaments/{tid}?include=matches"
+        label = "GET tournament?include=matches (64 players, 63 matches)"
+        runs = []
+        for _ in range(args.repeat):
+            runs.append(get(path))
+            report(label, runs[-1], target=True)
+        if args.repeat > 1:
+            medians = Result(*(statistics.median(getattr(r, f.name) for r in runs) for f in fields(Result)))
+            report(f"median of {args.repeat} runs", medians, target=True)
+        etag = etag_of(port, path)
+        if etag is None:
+            print("GET with If-None-Match: skipped (the server sends no ETag)")
+        else:
+            report("GET with If-None-Match (304)", get(path, {"If-None-Match": etag}))
+        posts = [
+            ("POST", f"/api/v1/matches/{mid}/reports", token, body, None) for mid, token, body in reports
+        ]
+        report(
+            "POST match reports (re-reports, 32 matches; python client)",
+            cpu.measure(lambda: load(port, posts, args.seconds, args.clients)),
         )
     finally:
         server.terminate()

@@ -34,7 +34,11 @@ def can_manage(user: User | None, t: Tournament) -> bool:
 
 def visible_tournament(tid: int, user: User | None) -> Tournament:
     """A tournament the caller may see: drafts only to their organizer and admins."""
-    t = Tournament.get_or_none(Tournament.id == tid)
+    return require_visible(tid, Tournament.get_or_none(Tournament.id == tid), user)
+
+
+def require_visible(tid: int, t: Tournament | None, user: User | None) -> Tournament:
+    """``t`` (tournament ``tid`` as read) if the caller may see it, else NotFound."""
     if t is None or (t.state == TournamentState.DRAFT and not can_manage(user, t)):
         raise NotFound(f"no tournament {tid}")
     return t

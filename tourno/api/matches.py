@@ -8,12 +8,20 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from tourno.api import serializers
+from tourno.api import cache, serializers
 from tourno.api.auth import current_user, require_user
-from tourno.api.context import can_manage, now, service, visible_match, visible_tournament
+from tourno.api.context import can_manage, now, require_visible, service, visible_match
 from tourno.api.validation import MAX_ID, Form, Query, json_body
 from tourno.tournaments.errors import ValidationError
-from tourno.tournaments.models import Match, MatchReport, MatchState, Participant, Round, Tournament
+from tourno.tournaments.models import (
+    Match,
+    MatchReport,
+    MatchState,
+    Participant,
+    Round,
+    Tournament,
+    TournamentState,
+)
 
 bp = Blueprint("matches", __name__)
 
@@ -55,21 +63,28 @@ def _plays_in(user, m: Match) -> bool:
 
 @bp.get("/tournaments/<id:tid>/matches")
 def list_matches(tid: int):
-    t = visible_tournament(tid, current_user())
+    """Polled like the bracket: cached by the tournament's data version."""
+    found, token = cache.tournament_row(tid)
+    t = require_visible(tid, found, current_user())
     query = Query()
     state = query.choice("state", [s.value for s in MatchState])
     number = query.integer("round", low=1, high=100_000)
     participant_id = query.integer("participant_id", low=1, high=MAX_ID)
     query.check()
-    rows = Match.select().join(Round).where(Match.tournament == t.id)
-    if state:
-        rows = rows.where(Match.state == state)
-    if number is not None:
-        rows = rows.where(Round.number == number)
-    if participant_id is not None:
-        rows = rows.where((Match.player1 == participant_id) | (Match.player2 == participant_id))
-    rows = rows.order_by(Round.number, Match.bracket, Match.position)
-    return jsonify({"matches": serializers.match_rows(rows)})
+    key = None if token is None else ("matches", tid, token, t.version, state, number, participant_id)
+
+    def build() -> dict[str, Any]:
+        rows = Match.select().join(Round).where(Match.tournament == t.id)
+        if state:
+            rows = rows.where(Match.state == state)
+        if number is not None:
+            rows = rows.where(Round.number == number)
+        if participant_id is not None:
+            rows = rows.where((Match.player1 == participant_id) | (Match.player2 == participant_id))
+        rows = rows.order_by(Round.number, Match.bracket, Match.position)
+        return {"matches": serializers.match_rows(rows)}
+
+    return cache.cached_json(key, build, private=t.state == TournamentState.DRAFT)
 
 
 @bp.get("/matches/<id:mid>")

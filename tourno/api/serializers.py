@@ -195,6 +195,28 @@ def match_rows(query: Any) -> list[dict[str, Any]]:
     polls it), so the rows come straight from the cursor with one converter
     per column, instead of a model instance per match."""
     sql, params = query.select(*(column for _, column, _ in _MATCH_COLUMNS)).sql()
+    return _match_dicts(sql, params)
+
+
+#: The statement of :func:`tournament_matches` per database class (quoting and
+#: placeholders differ): building it with peewee costs more than running it.
+_TOURNAMENT_MATCHES_SQL: dict[type, str] = {}
+
+
+def tournament_matches(tid: int) -> list[dict[str, Any]]:
+    """Every match of a tournament, in bracket order (round, position)."""
+    kind = type(database.obj)
+    sql = _TOURNAMENT_MATCHES_SQL.get(kind)
+    if sql is None:
+        query = Match.select().join(Round).where(Match.tournament == 0).order_by(Match.round, Match.position)
+        sql, params = query.select(*(column for _, column, _ in _MATCH_COLUMNS)).sql()
+        if params != [0]:
+            raise RuntimeError(f"unexpected parameters {params!r} in the tournament matches statement")
+        _TOURNAMENT_MATCHES_SQL[kind] = sql
+    return _match_dicts(sql, [tid])
+
+
+def _match_dicts(sql: str, params: list[Any]) -> list[dict[str, Any]]:
     names = [(name, convert) for name, _, convert in _MATCH_COLUMNS]
     out = []
     for row in database.execute_sql(sql, params).fetchall():

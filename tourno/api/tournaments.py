@@ -7,17 +7,15 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from tourno.api import serializers
+from tourno.api import cache, serializers
 from tourno.api.auth import current_user, require_user
-from tourno.api.context import now, service, visible_tournament
+from tourno.api.context import now, require_visible, service, visible_tournament
 from tourno.api.validation import Form, Query, json_body
 from tourno.tournaments import services
 from tourno.tournaments.errors import PermissionDenied
 from tourno.tournaments.models import (
-    Match,
     Participant,
     Role,
-    Round,
     Tournament,
     TournamentFormat,
     TournamentState,
@@ -101,22 +99,33 @@ def create_tournament():
 
 @bp.get("/tournaments/<id:tid>")
 def show_tournament(tid: int):
+    """The hot read of a bracket: one query for the row and its data version,
+    and the body from the cache while nothing changed (``tourno.api.cache``)."""
     user = current_user()
     query = Query()
     include = query.names("include", ("participants", "matches"))
     query.check()
-    t = visible_tournament(tid, user)
-    data = serializers.tournament(t, now())
-    if "participants" in include:
-        data["participants"] = [
-            serializers.participant(p)
-            for p in Participant.select().where(Participant.tournament == t.id).order_by(Participant.id)
-        ]
-    if "matches" in include:
-        data["matches"] = serializers.match_rows(
-            Match.select().join(Round).where(Match.tournament == t.id).order_by(Match.round, Match.position)
-        )
-    return jsonify({"tournament": data})
+    found, token = cache.tournament_row(tid)
+    t = require_visible(tid, found, user)
+    at = now()
+    key = None
+    if token is not None:
+        # Everything the body depends on: the data, the include, and what the clock derives.
+        derived = (services.public_state(t, at), services.registration_open(t, at))
+        key = ("tournament", tid, token, t.version, tuple(sorted(include)), *derived)
+
+    def build() -> dict[str, Any]:
+        data = serializers.tournament(t, at)
+        if "participants" in include:
+            data["participants"] = [
+                serializers.participant(p)
+                for p in Participant.select().where(Participant.tournament == t.id).order_by(Participant.id)
+            ]
+        if "matches" in include:
+            data["matches"] = serializers.tournament_matches(t.id)
+        return {"tournament": data}
+
+    return cache.cached_json(key, build, private=t.state == TournamentState.DRAFT)
 
 
 @bp.patch("/tournaments/<id:tid>")

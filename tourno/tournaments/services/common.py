@@ -36,15 +36,30 @@ def locked_tournament(tournament: Tournament | int) -> Iterator[Tournament]:
     Every change to a tournament's registrations runs under this lock, so
     ``participants_count`` and ``full_since`` can never race (no overbooking).
     On SQLite the IMMEDIATE transaction already excludes every other writer.
+
+    Every change to a tournament's rows (its participants, matches, reports)
+    runs under this lock too, which makes the tournament row a reliable data
+    version: on PostgreSQL a body that ends normally always leaves the row
+    rewritten, so its ``xmin`` is new and the API's response cache
+    (``tourno.api.cache``) misses. ``version`` stays the services' own count of
+    changes to the tournament itself.
     """
     with write_transaction():
         query = Tournament.select().where(Tournament.id == key_of(tournament))
-        if tdb.is_postgres():
+        postgres = tdb.is_postgres()
+        if postgres:
             query = query.for_update()
         found = query.get_or_none()
         if found is None:
             raise NotFound(f"no tournament {key_of(tournament)}")
+        version = found.version
         yield found
+        if postgres:
+            # A no-op UPDATE still writes a new row version (a new xmin). Skipped
+            # when the service bumped ``version``: it rewrote the row already.
+            Tournament.update(version=Tournament.version).where(
+                Tournament.id == found.id, Tournament.version == version
+            ).execute()
 
 
 def can_manage(actor: User, tournament: Tournament) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tourno import db as tdb
 from tourno.db import utcnow
 from tourno.tournaments.errors import NotFound
 from tourno.tournaments.models import (
@@ -37,7 +36,6 @@ from tourno.tournaments.services.common import (
     epoch,
     key_of,
     locked_tournament,
-    write_transaction,
 )
 
 LEAGUE_FORMATS = (TournamentFormat.ROUND_ROBIN, TournamentFormat.SWISS)
@@ -53,13 +51,13 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
     new deadline gives a new dedupe key, so one fresh warning goes out).
     """
     now = now or utcnow()
-    with write_transaction():
-        query = Match.select().where(Match.id == key_of(match))
-        if tdb.is_postgres():
-            query = query.for_update()
-        m = query.get_or_none()
-        if m is None:
-            raise NotFound(f"no match {key_of(match)}")
+    found = Match.select(Match.id, Match.tournament).where(Match.id == key_of(match)).first()
+    if found is None:
+        raise NotFound(f"no match {key_of(match)}")
+    # Under the tournament's lock like every other change to its rows (the
+    # match's updated_at is part of the tournament the API shows).
+    with locked_tournament(found.tournament_id) as t:
+        m = Match.get_by_id(found.id)
         due = (
             m.state in ACTIONABLE_MATCH_STATES
             and m.warn_at is not None
@@ -69,7 +67,6 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
         )
         if not due:
             return 0
-        t = Tournament.get_by_id(m.tournament_id)
         rnd = Round.get_by_id(m.round_id)
         ids = [pid for pid in (m.player1_id, m.player2_id) if pid is not None]
         entries = {p.id: p for p in Participant.select().where(Participant.id.in_(ids))}
