@@ -773,6 +773,10 @@ def _html_operation(op_id: str, summary: str, params: list, form: dict | None) -
     return operation
 
 
+#: Operations answered with an ETag, and a 304 to a matching If-None-Match.
+REVALIDATED = {"showTournament", "listMatches"}
+
+
 def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, op_id, summary, params, form in HTML_OPERATIONS:
@@ -792,6 +796,13 @@ def document() -> dict[str, Any]:
         if op_id == "readyz":
             # Not ready is a 503 with the same body, naming the failed check.
             operation["responses"]["503"] = operation["responses"][str(status)]
+        if op_id in REVALIDATED:
+            # Cached by the tournament's data version (tourno.api.cache).
+            operation["responses"][str(status)]["headers"] = {
+                "ETag": {"description": "The body's version", "schema": STRING}
+            }
+            operation["responses"]["304"] = {"description": "Not modified: If-None-Match names this version"}
+            params = [*params, _param("If-None-Match", "header", STRING)]
         if params:
             operation["parameters"] = params
         if body is not None:
