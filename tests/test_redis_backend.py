@@ -551,6 +551,14 @@ def test_queue_cli_on_redis(rb, pg):
     data = json.loads(cli("queue", "status", "--json"))
     assert data["connection"] == "redis"
     assert [(q["queue"], q["ready"], q["delayed"]) for q in data["queues"]] == [("a", 2, 0), ("b", 0, 1)]
+    assert data["waiting_for_redis"] == 0
+    # A job committed while Redis was unreachable waits in queue_outbox; status says so.
+    from tourno.queue.models import OutboxRecord
+
+    now = tdb.utcnow()
+    OutboxRecord.create(uuid="u-x", queue="a", payload="{}", priority=0, available_at=now, created_at=now)
+    assert json.loads(cli("queue", "status", "--json"))["waiting_for_redis"] == 1
+    assert "Waiting for Redis: 1 job(s)" in cli("queue", "status")
     assert "Cleared 2" in cli("queue", "clear", "--queue", "a", "--force")
     assert counts(rb) == {"b": (0, 1, 0)}
     cli("queue", "restart")

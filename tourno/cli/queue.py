@@ -230,7 +230,17 @@ def _status_data(app: AppContext) -> dict:
             for w in workers
         ],
         "failed": failed.count(),
+        # Redis driver: jobs committed while Redis was unreachable, not yet relayed.
+        "waiting_for_redis": _waiting_for_redis(app),
     }
+
+
+def _waiting_for_redis(app: AppContext) -> int | None:
+    if app.settings.queue_connection != "redis":
+        return None
+    from tourno.queue.models import OutboxRecord
+
+    return OutboxRecord.select().count()
 
 
 def _jsonable(value):
@@ -275,6 +285,11 @@ def status_command(app: AppContext, as_json: bool) -> None:
     else:
         app.console.print("No live workers.")
     app.console.print(f"Failed jobs: {data['failed']}")
+    if data["waiting_for_redis"]:
+        app.console.print(
+            f"Waiting for Redis: {data['waiting_for_redis']} job(s) committed while it was unreachable "
+            "(a Redis worker relays them)"
+        )
 
 
 queue_group.add_command(status_command, "size")
