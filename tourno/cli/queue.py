@@ -203,7 +203,7 @@ def _status_data(app: AppContext) -> dict:
     backend = backends.current()
     stats = backend.stats()
     workers = backend.workers(app.settings.worker_stale_after)
-    return {
+    data = {
         "connection": backend.connection_name,
         "queues": [
             {
@@ -230,17 +230,13 @@ def _status_data(app: AppContext) -> dict:
             for w in workers
         ],
         "failed": failed.count(),
-        # Redis driver: jobs committed while Redis was unreachable, not yet relayed.
-        "waiting_for_redis": _waiting_for_redis(app),
     }
+    if app.settings.queue_connection == "redis":
+        from tourno.queue.models import OutboxRecord
 
-
-def _waiting_for_redis(app: AppContext) -> int | None:
-    if app.settings.queue_connection != "redis":
-        return None
-    from tourno.queue.models import OutboxRecord
-
-    return OutboxRecord.select().count()
+        # Jobs committed while Redis was unreachable, not yet relayed to it.
+        data["waiting_for_redis"] = OutboxRecord.select().count()
+    return data
 
 
 def _jsonable(value):
@@ -285,7 +281,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     else:
         app.console.print("No live workers.")
     app.console.print(f"Failed jobs: {data['failed']}")
-    if data["waiting_for_redis"]:
+    if data.get("waiting_for_redis"):
         app.console.print(
             f"Waiting for Redis: {data['waiting_for_redis']} job(s) committed while it was unreachable "
             "(a Redis worker relays them)"
