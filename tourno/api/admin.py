@@ -17,41 +17,16 @@ bp = Blueprint("admin", __name__)
 
 @bp.get("/admin/queue")
 def queue_status():
-    from tourno.queue import backends, failed
+    from tourno.queue.status import snapshot
 
     require_role(Role.ADMIN)
-    backend = backends.current()
-    stale_after = current_app.config["TOURNO_SETTINGS"].worker_stale_after
-    return jsonify(
-        {
-            "connection": backend.connection_name,
-            "queues": [
-                {
-                    "queue": s.queue,
-                    "ready": s.ready,
-                    "delayed": s.delayed,
-                    "reserved": s.reserved,
-                    "oldest_ready_at": when(s.oldest_ready_at),
-                }
-                for s in backend.stats()
-            ],
-            "workers": [
-                {
-                    "id": w.id,
-                    "name": w.name,
-                    "hostname": w.hostname,
-                    "pid": w.pid,
-                    "queues": w.queues,
-                    "started_at": when(w.started_at),
-                    "heartbeat_at": when(w.heartbeat_at),
-                    "current_job_id": None if w.current_job_id is None else str(w.current_job_id),
-                    "jobs_done": w.jobs_done,
-                }
-                for w in backend.workers(stale_after)
-            ],
-            "failed": failed.count(),
-        }
-    )
+    data = snapshot(current_app.config["TOURNO_SETTINGS"])
+    for q in data["queues"]:
+        q["oldest_ready_at"] = when(q["oldest_ready_at"])
+    for w in data["workers"]:
+        w["started_at"], w["heartbeat_at"] = when(w["started_at"]), when(w["heartbeat_at"])
+        w["current_job_id"] = None if w["current_job_id"] is None else str(w["current_job_id"])
+    return jsonify(data)
 
 
 def _job_run_model():

@@ -698,13 +698,16 @@ OPERATIONS: list[tuple[str, str, str, str, bool, list, dict | None, int, dict]] 
         [],
         None,
         200,
-        _all_required(
+        _object(
             {
                 "connection": STRING,
                 "queues": {"type": "array", "items": {"type": "object"}},
                 "workers": {"type": "array", "items": {"type": "object"}},
                 "failed": INTEGER,
-            }
+                # Redis driver only: jobs committed while Redis was unreachable.
+                "waiting_for_redis": INTEGER,
+            },
+            ["connection", "queues", "workers", "failed"],
         ),
     ),
     (

@@ -96,6 +96,17 @@ def configure_logging(level: str, verbose: int = 0) -> None:
     logging.getLogger("peewee").setLevel("DEBUG" if verbose >= 2 else "INFO")
 
 
+def format_age(seconds: float | None) -> str:
+    """``42s``, ``17m``, ``3.5h``: how long ago, for tables."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     raise SystemExit(code)

@@ -7,22 +7,12 @@ import json
 import click
 from rich.table import Table
 
-from tourno.cli import AppContext, fail
+from tourno.cli import AppContext, fail, format_age
 
 
 @click.group("mail")
 def mail_group() -> None:
     """Inspect and send the email outbox."""
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 @mail_group.command("status")
@@ -42,7 +32,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
         table.add_row(status, str(n))
     app.console.print(table)
     app.console.print(
-        f"Due now: {info['due']} (oldest waiting {_age(info['oldest_due_seconds'])}); "
+        f"Due now: {info['due']} (oldest waiting {format_age(info['oldest_due_seconds'])}); "
         f"sent in the last 24 h: {info['sent_last_24h']}"
         + (f" of {settings.mail_daily_cap}" if settings.mail_daily_cap else "")
         + f"; suppressed addresses: {info['suppressed_addresses']}"

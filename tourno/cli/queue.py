@@ -9,7 +9,7 @@ import sys
 import click
 from rich.table import Table
 
-from tourno.cli import AppContext, fail
+from tourno.cli import AppContext, fail, format_age
 
 
 @click.group("queue")
@@ -33,12 +33,7 @@ def _when(value: dt.datetime | None) -> str:
 def _age(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
-    seconds = max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    return format_age(max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0))
 
 
 # -- failed jobs ---------------------------------------------------------------------
@@ -197,48 +192,6 @@ def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
     app.console.print(f"Cleared {n} job(s){' from ' + queue if queue else ''}.")
 
 
-def _status_data(app: AppContext) -> dict:
-    from tourno.queue import backends, failed
-
-    backend = backends.current()
-    stats = backend.stats()
-    workers = backend.workers(app.settings.worker_stale_after)
-    data = {
-        "connection": backend.connection_name,
-        "queues": [
-            {
-                "queue": s.queue,
-                "ready": s.ready,
-                "delayed": s.delayed,
-                "reserved": s.reserved,
-                "oldest_ready_at": s.oldest_ready_at,
-            }
-            for s in stats
-        ],
-        "workers": [
-            {
-                "id": w.id,
-                "name": w.name,
-                "hostname": w.hostname,
-                "pid": w.pid,
-                "queues": w.queues,
-                "started_at": w.started_at,
-                "heartbeat_at": w.heartbeat_at,
-                "current_job_id": w.current_job_id,
-                "jobs_done": w.jobs_done,
-            }
-            for w in workers
-        ],
-        "failed": failed.count(),
-    }
-    if app.settings.queue_connection == "redis":
-        from tourno.queue.models import OutboxRecord
-
-        # Jobs committed while Redis was unreachable, not yet relayed to it.
-        data["waiting_for_redis"] = OutboxRecord.select().count()
-    return data
-
-
 def _jsonable(value):
     if isinstance(value, dt.datetime):
         return value.isoformat()
@@ -251,7 +204,9 @@ def _jsonable(value):
 def status_command(app: AppContext, as_json: bool) -> None:
     """Queue sizes, live workers and the failed-job count."""
     app.setup()
-    data = _status_data(app)
+    from tourno.queue.status import snapshot
+
+    data = snapshot(app.settings)
     if as_json:
         click.echo(json.dumps(data, default=_jsonable))
         return

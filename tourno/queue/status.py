@@ -1,0 +1,50 @@
+"""The queue's state at a glance, as ``tourno queue status`` and the admin
+API show it: sizes per queue, live workers, the failed count and, on the
+Redis driver, jobs still waiting in ``queue_outbox`` to be handed over."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tourno.config import Settings
+
+
+def snapshot(settings: Settings) -> dict[str, Any]:
+    """Plain values (times as datetimes): the callers format them."""
+    from tourno.queue import backends, failed
+
+    backend = backends.current()
+    data: dict[str, Any] = {
+        "connection": backend.connection_name,
+        "queues": [
+            {
+                "queue": s.queue,
+                "ready": s.ready,
+                "delayed": s.delayed,
+                "reserved": s.reserved,
+                "oldest_ready_at": s.oldest_ready_at,
+            }
+            for s in backend.stats()
+        ],
+        "workers": [
+            {
+                "id": w.id,
+                "name": w.name,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "queues": w.queues,
+                "started_at": w.started_at,
+                "heartbeat_at": w.heartbeat_at,
+                "current_job_id": w.current_job_id,
+                "jobs_done": w.jobs_done,
+            }
+            for w in backend.workers(settings.worker_stale_after)
+        ],
+        "failed": failed.count(),
+    }
+    if settings.queue_connection == "redis":
+        from tourno.queue.models import OutboxRecord
+
+        # Jobs committed while Redis was unreachable, not yet relayed to it.
+        data["waiting_for_redis"] = OutboxRecord.select().count()
+    return data
