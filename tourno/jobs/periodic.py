@@ -435,16 +435,7 @@ class SendBulkEmailsJob(Job):
             counts.seen = result.seen
             counts.changed = result.sent
             counts.failed = result.failed + result.dead
-        log.info(
-            "SendBulkEmailsJob: run #%s saw %d, sent %d, retried %d, failed %d, dead %d, suppressed %d",
-            counts.run_id,
-            result.seen,
-            result.sent,
-            result.retried,
-            result.failed,
-            result.dead,
-            result.suppressed,
-        )
+        # drain() logs its own counts; the job_runs row keeps them.
         return counts
 
 
