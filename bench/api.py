@@ -54,9 +54,10 @@ sys.path.insert(0, ROOT)
 
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
+from tourno.accounts.models import Role, User
 from tourno.api.auth import hash_token, new_token  # noqa: E402
 from tourno.tournaments import services  # noqa: E402
-from tourno.tournaments.models import Match, MatchState, Participant, Role, User  # noqa: E402
+from tourno.tournaments.models import Match, MatchState, Participant
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 BENCH_DB = "tourno_bench_api"

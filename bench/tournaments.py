@@ -28,6 +28,8 @@ sys.path.insert(0, ROOT)
 
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
+from tourno.accounts.models import Role, User
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services  # noqa: E402
 from tourno.tournaments.formats import (  # noqa: E402
     Outcome,
@@ -36,17 +38,14 @@ from tourno.tournaments.formats import (  # noqa: E402
     history_from_results,
     pair_next_round,
 )
-from tourno.tournaments.models import (  # noqa: E402
-    EmailOutbox,
+from tourno.tournaments.models import (
     Match,
     MatchEvent,
     MatchState,
     Participant,
     ParticipantStatus,
-    Role,
     Round,
     Tournament,
-    User,
 )
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")

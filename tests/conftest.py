@@ -305,15 +305,15 @@ DOMAIN_NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def organizer(qdb):
+    from tourno.accounts.models import Role
     from tourno.tournaments import services
-    from tourno.tournaments.models import Role
 
     return services.create_user("org@example.com", "Org", role=Role.ORGANIZER)
 
 
 def make_players(n: int, prefix: str = "p") -> list:
     """``n`` player users, inserted in one statement, in id order."""
-    from tourno.tournaments.models import User
+    from tourno.accounts.models import User
 
     rows = [
         {

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.conftest import QueueDB, drop_pg, fresh_pg_url
 from tests.test_api import NOW, user_with_token
+from tourno.accounts.models import Role
 from tourno.api import create_app
 from tourno.tournaments import services
-from tourno.tournaments.models import Role
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -10,20 +10,13 @@ import json
 import pytest
 
 from tests.conftest import DOMAIN_NOW as NOW
+from tourno.accounts.models import Role, User
 from tourno.api import create_app
 from tourno.api.auth import hash_token, issue_token
 from tourno.config import Settings
+from tourno.mail.models import EmailOutbox, EmailPriority
 from tourno.tournaments import services
-from tourno.tournaments.models import (
-    EmailOutbox,
-    EmailPriority,
-    Match,
-    MatchState,
-    Participant,
-    Role,
-    Tournament,
-    User,
-)
+from tourno.tournaments.models import Match, MatchState, Participant, Tournament
 
 V1 = "/api/v1"
 

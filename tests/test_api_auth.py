@@ -7,18 +7,11 @@ from __future__ import annotations
 import pytest
 
 from tests.test_api import NOW, Api, user_with_token
+from tourno.accounts.models import Role, User
 from tourno.api import create_app
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
-from tourno.tournaments.models import (
-    EmailOutbox,
-    Match,
-    MatchReport,
-    MatchState,
-    Participant,
-    Role,
-    Tournament,
-    User,
-)
+from tourno.tournaments.models import Match, MatchReport, MatchState, Participant, Tournament
 
 
 @pytest.fixture

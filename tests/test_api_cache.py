@@ -14,11 +14,12 @@ import pytest
 from tests.conftest import DOMAIN_NOW as NOW
 from tests.conftest import make_players
 from tests.test_api import Api, user_with_token
+from tourno.accounts.models import Role
 from tourno.api import cache, create_app
 from tourno.jobs.periodic import CheckMatchDeadlinesJob, SendMatchDeadlineWarningsJob
 from tourno.tournaments import services
 from tourno.tournaments.errors import AlreadyRegistered
-from tourno.tournaments.models import Match, MatchState, Participant, Role, Tournament, TournamentState
+from tourno.tournaments.models import Match, MatchState, Participant, Tournament, TournamentState
 
 HOUR = dt.timedelta(hours=1)
 

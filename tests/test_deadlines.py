@@ -9,10 +9,10 @@ import datetime as dt
 import pytest
 
 from tests.test_results import NOW, first_match, open_matches, started, user_of
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
 from tourno.tournaments.errors import DeadlinePassed
 from tourno.tournaments.models import (
-    EmailOutbox,
     Match,
     MatchEvent,
     MatchEventType,

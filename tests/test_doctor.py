@@ -11,8 +11,8 @@ import pytest
 
 from tests.conftest import ROOT, tourno_cmd
 from tourno.db import utcnow
+from tourno.mail.models import EmailOutbox
 from tourno.queue import backends
-from tourno.tournaments.models import EmailOutbox
 
 
 def doctor(env: dict[str, str], *args: str, cwd=ROOT) -> tuple[int, dict]:

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import make_players
 from tests.test_results import NOW, open_matches, started
+from tourno.accounts.models import User
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
 from tourno.tournaments.errors import (
     AlreadyRegistered,
@@ -19,7 +21,6 @@ from tourno.tournaments.errors import (
     ValidationError,
 )
 from tourno.tournaments.models import (
-    EmailOutbox,
     Match,
     MatchState,
     Participant,
@@ -27,7 +28,6 @@ from tourno.tournaments.models import (
     ResultType,
     Tournament,
     TournamentState,
-    User,
 )
 
 EARLY = NOW - dt.timedelta(days=1)

@@ -26,13 +26,13 @@ from click.testing import CliRunner
 
 from tests.conftest import DOMAIN_NOW
 from tourno import db as tdb
+from tourno.accounts.models import User
 from tourno.cli import main
 from tourno.config import ConfigError, Settings
 from tourno.mail import outbox, templates
-from tourno.mail.models import CHECKS, EmailSuppression, MailRate
+from tourno.mail.models import CHECKS, EmailOutbox, EmailStatus, EmailSuppression, MailRate
 from tourno.mail.outbox import backoff_seconds, bucket_capacity, drain, refill
 from tourno.mail.transports import ConsoleTransport, FileTransport, SMTPTransport, TemporaryMailError
-from tourno.tournaments.models import EmailOutbox, EmailStatus, User
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = DOMAIN_NOW
@@ -764,7 +764,8 @@ def test_migration_keeps_a_frozen_copy_of_the_checks():
     import importlib
 
     migration = importlib.import_module("tourno.migrations.0003_mail")
-    assert migration.CHECKS == CHECKS
+    # The outbox's checks came with the tournament tables (0002); the table moved to mail/ later.
+    assert migration.CHECKS == {k: v for k, v in CHECKS.items() if not k.startswith("email_outbox_")}
 
 
 def test_postgres_enforces_the_suppression_reason(pg):

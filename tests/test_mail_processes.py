@@ -28,8 +28,8 @@ from tests.test_mail import free_port
 from tourno import db as tdb
 from tourno.jobs.periodic import SendBulkEmailsJob
 from tourno.mail import outbox
+from tourno.mail.models import EmailOutbox
 from tourno.queue import dispatch_many
-from tourno.tournaments.models import EmailOutbox
 
 pytestmark = pytest.mark.slow
 

@@ -27,13 +27,12 @@ from tourno.jobs.periodic import (
     SendMatchDeadlineWarningsJob,
     StartTournamentJob,
 )
+from tourno.mail.models import EmailOutbox, EmailStatus
 from tourno.queue import JobTimeout, backends
 from tourno.queue.models import FailedJobRecord, JobRecord
 from tourno.scheduler.models import JobRun
 from tourno.tournaments import services
 from tourno.tournaments.models import (
-    EmailOutbox,
-    EmailStatus,
     Match,
     MatchState,
     Participant,

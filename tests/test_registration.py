@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import make_players
 from tourno import db as tdb
+from tourno.accounts.models import Role, User
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
 from tourno.tournaments.errors import (
     AlreadyRegistered,
@@ -22,15 +24,7 @@ from tourno.tournaments.errors import (
     TournamentFull,
     ValidationError,
 )
-from tourno.tournaments.models import (
-    EmailOutbox,
-    Participant,
-    ParticipantStatus,
-    Role,
-    Tournament,
-    TournamentState,
-    User,
-)
+from tourno.tournaments.models import Participant, ParticipantStatus, Tournament, TournamentState
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 REGISTERED, WAITLISTED, WITHDRAWN = (

@@ -11,6 +11,8 @@ import random
 import pytest
 
 from tests.conftest import make_players
+from tourno.accounts.models import User
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
 from tourno.tournaments.errors import (
     DeadlinePassed,
@@ -34,7 +36,6 @@ from tourno.tournaments.formats.simulation import (
     simulate_swiss,
 )
 from tourno.tournaments.models import (
-    EmailOutbox,
     Match,
     MatchEvent,
     MatchReport,
@@ -46,7 +47,6 @@ from tourno.tournaments.models import (
     Round,
     Tournament,
     TournamentState,
-    User,
 )
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)

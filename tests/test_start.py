@@ -10,6 +10,8 @@ import datetime as dt
 import pytest
 
 from tests.conftest import make_players
+from tourno.accounts.models import Role, User
+from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
 from tourno.tournaments.errors import InvalidState, PermissionDenied, ValidationError
 from tourno.tournaments.formats import (
@@ -22,7 +24,6 @@ from tourno.tournaments.formats import (
     single_elimination,
 )
 from tourno.tournaments.models import (
-    EmailOutbox,
     Match,
     MatchEvent,
     MatchEventType,
@@ -30,12 +31,10 @@ from tourno.tournaments.models import (
     Participant,
     ParticipantStatus,
     ResultType,
-    Role,
     Round,
     RoundState,
     Tournament,
     TournamentState,
-    User,
 )
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)

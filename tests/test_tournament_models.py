@@ -6,10 +6,14 @@ from __future__ import annotations
 import peewee
 import pytest
 
+from tourno.accounts import models as account_models
+from tourno.accounts.models import User
+from tourno.mail import models as mail_models
+from tourno.mail.models import EmailOutbox, EmailStatus
+from tourno.mail.store import enqueue_email
 from tourno.tournaments import models as m
 from tourno.tournaments import services
 from tourno.tournaments.errors import ValidationError
-from tourno.tournaments.services.common import enqueue_email
 
 
 @pytest.fixture
@@ -36,7 +40,7 @@ def test_defaults_and_enums_round_trip(tournament):
     assert t.waitlist_enabled is True and t.auto_start is False and t.full_since is None
     assert t.settings == {} and t.version == 1
     assert t.created_at.tzinfo is not None
-    organizer = m.User.get_by_id(t.organizer_id)
+    organizer = User.get_by_id(t.organizer_id)
     assert organizer.email == "org@example.com"
     assert organizer.role is m.Role.ORGANIZER and organizer.notifications_opt_out is False
 
@@ -57,8 +61,8 @@ def test_the_email_is_unique(tournament):
     with pytest.raises(ValidationError) as info:
         services.create_user("ORG@example.com", "Other")
     assert info.value.errors == {"email": "is already in use"}
-    with pytest.raises(peewee.IntegrityError), m.User._meta.database.atomic():
-        m.User.create(
+    with pytest.raises(peewee.IntegrityError), User._meta.database.atomic():
+        User.create(
             email="org@example.com", display_name="x", role="player", created_at=tournament.created_at
         )
 
@@ -78,10 +82,10 @@ def test_one_entry_per_user_and_tournament(tournament):
 def test_outbox_dedupe_key_is_unique_and_enqueue_is_idempotent(tournament):
     for _ in range(2):
         enqueue_email(dedupe_key="k:1", to_email="a@example.com", template="t", context={"x": 1})
-    (row,) = list(m.EmailOutbox.select())
-    assert (row.status, row.priority, row.attempts, row.context) == (m.EmailStatus.PENDING, 5, 0, {"x": 1})
-    with pytest.raises(peewee.IntegrityError), m.EmailOutbox._meta.database.atomic():
-        m.EmailOutbox.create(dedupe_key="k:1", to_email="b@example.com", template="t")
+    (row,) = list(EmailOutbox.select())
+    assert (row.status, row.priority, row.attempts, row.context) == (EmailStatus.PENDING, 5, 0, {"x": 1})
+    with pytest.raises(peewee.IntegrityError), EmailOutbox._meta.database.atomic():
+        EmailOutbox.create(dedupe_key="k:1", to_email="b@example.com", template="t")
 
 
 # -- PostgreSQL only -------------------------------------------------------------------
@@ -94,9 +98,9 @@ def test_every_declared_check_constraint_exists_on_postgres(pg):
             "SELECT conname FROM pg_constraint WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
         )
     }
-    from tourno.mail import models as mail_models
-
-    assert names == set(m.CHECKS) | set(mail_models.CHECKS) | {"jobs_attempts_check"}
+    assert names == set(m.CHECKS) | set(mail_models.CHECKS) | set(account_models.CHECKS) | {
+        "jobs_attempts_check"
+    }
 
 
 BAD_UPDATES = [

@@ -17,14 +17,14 @@ import pytest
 
 from tests.conftest import DOMAIN_NOW, make_players
 from tests.test_mail import add_row, mail_settings, reload, smtp  # noqa: F401 - smtp is a fixture
+from tourno.accounts.models import User
 from tourno.api import create_app
 from tourno.config import Settings
 from tourno.mail import unsubscribe as links
-from tourno.mail.models import EmailSuppression
+from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
 from tourno.mail.outbox import drain
 from tourno.tournaments import services
 from tourno.tournaments.errors import ValidationError
-from tourno.tournaments.models import EmailOutbox, EmailStatus, User
 
 NOW = DOMAIN_NOW
 SECRET = "unsubscribe-test-secret-0123456789"

@@ -10,11 +10,14 @@ through a query.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
 from typing import Any
 
 import peewee
 from playhouse import db_url
+
+from tourno.errors import first_line
 
 database = peewee.DatabaseProxy()
 UTC = dt.UTC
@@ -35,6 +38,20 @@ SQLITE_PRAGMAS = {
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached (down, wrong URL, bad credentials)."""
+
+
+# "The database went away": what a long-running process (worker, monitor,
+# scheduler, periodic job) waits out by reconnecting, instead of failing. An
+# OperationalError is also what a lost server connection raises mid-query.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    peewee.OperationalError,
+    peewee.InterfaceError,
+    DatabaseUnavailable,
+)
+# The narrower set that says the connection itself is gone whatever the
+# statement: an OperationalError can also be one statement's own failure
+# (a deadlock, a lock timeout), which a scan counts against that item.
+CONNECTION_LOST_ERRORS: tuple[type[BaseException], ...] = (peewee.InterfaceError, DatabaseUnavailable)
 
 
 def utcnow() -> dt.datetime:
@@ -85,8 +102,59 @@ def open_connection(db: peewee.Database | None = None) -> None:
     try:
         target.connect(reuse_if_open=True)
     except peewee.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatabaseUnavailable(first) from exc
+        raise DatabaseUnavailable(first_line(exc, with_type=False)) from exc
+
+
+def write_transaction() -> Any:
+    """One write transaction on :data:`database`. SQLite takes its write lock
+    at BEGIN (``IMMEDIATE``), so two writers serialize instead of one failing
+    at commit with "database is locked"; PostgreSQL takes row locks as it goes."""
+    if is_postgres():
+        return database.atomic()
+    return database.atomic("IMMEDIATE")
+
+
+def sql(text: str, db: peewee.Database | None = None) -> str:
+    """``text`` written with ``%s`` placeholders, in the paramstyle of ``db``
+    (SQLite's driver takes ``?``)."""
+    return text if is_postgres(db) else text.replace("%s", "?")
+
+
+# -- the one place that reaches into peewee's per-thread state --------------------------
+# peewee keeps each thread's connection, transaction stack and commit callbacks
+# in ``Database._state``, with no public API for the three things below.
+# tests/test_db.py pins them, so a peewee upgrade that moves them fails there.
+
+
+def _state(db: peewee.Database | None = None) -> Any:
+    target = db if db is not None else database.obj
+    return target._state
+
+
+def commit_callbacks(db: peewee.Database | None = None) -> list[Any]:
+    """The callbacks registered with ``after_commit`` in this thread's open
+    transaction (peewee drops them on rollback)."""
+    return list(_state(db).commit_callbacks)
+
+
+def reset_transaction_state(db: peewee.Database | None = None) -> None:
+    """Forget this thread's transaction stack and its commit callbacks, after
+    a raw ``ROLLBACK`` ended a transaction that peewee still thinks is open."""
+    target = db if db is not None else database.obj
+    target._state.transactions.clear()
+    target._clear_commit_callbacks()
+
+
+def connection_in_transaction(db: peewee.Database | None = None) -> bool:
+    """Whether this thread's driver connection is inside a transaction, as the
+    driver sees it (peewee's own stack can miss one opened with raw SQL)."""
+    conn = getattr(_state(db), "conn", None)
+    if conn is None:
+        return False
+    status = getattr(conn, "get_transaction_status", None)
+    if status is not None:  # psycopg2: 0 is idle
+        return bool(status() != 0)
+    return bool(getattr(conn, "in_transaction", False))
 
 
 def discard_connection() -> None:
@@ -97,7 +165,7 @@ def discard_connection() -> None:
         if not database.is_closed():
             database.close()
     except Exception:  # noqa: BLE001
-        state = database._state  # peewee keeps per-thread state here
+        state = _state()
         try:
             state.conn.close()
         except Exception:  # noqa: BLE001, S110 - it is already broken
@@ -171,6 +239,27 @@ class JSONField(peewee.Field):
         if value is None or not isinstance(value, (str, bytes)):
             return value
         return json.loads(value)
+
+
+class EnumField(peewee.CharField):
+    """A ``str`` enum stored as its value; reads give the enum member back.
+
+    Writing a value outside the enum raises ``ValueError`` before any SQL runs
+    (SQLite has no CHECK constraints here; PostgreSQL has them as well).
+    """
+
+    def __init__(self, enum_class: type[enum.Enum], *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 32)
+        self.enum_class = enum_class
+        super().__init__(*args, **kwargs)
+
+    def db_value(self, value: Any) -> Any:
+        if value is None or isinstance(value, (peewee.Node)):
+            return value
+        return self.enum_class(value).value
+
+    def python_value(self, value: Any) -> Any:
+        return None if value is None else self.enum_class(value)
 
 
 class BaseModel(peewee.Model):

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import random
 
+from tourno.accounts.models import Role, User
 from tourno.db import utcnow
 from tourno.tournaments import services
 from tourno.tournaments.errors import DomainError
@@ -20,10 +21,8 @@ from tourno.tournaments.models import (
     MatchReport,
     MatchState,
     Participant,
-    Role,
     Tournament,
     TournamentState,
-    User,
 )
 
 log = logging.getLogger(__name__)

@@ -201,7 +201,7 @@ def _scheduler(settings: Settings) -> Check:
 def _outbox(settings: Settings) -> Check:
     import peewee
 
-    from tourno.tournaments.models import EmailOutbox, EmailStatus
+    from tourno.mail.models import EmailOutbox, EmailStatus
 
     now = utcnow()
     counts = dict(

@@ -7,10 +7,10 @@ import importlib
 
 from flask import Blueprint, current_app, jsonify
 
+from tourno.accounts.models import Role
 from tourno.api.auth import require_role
 from tourno.api.serializers import when
 from tourno.api.validation import Query
-from tourno.tournaments.models import Role
 
 bp = Blueprint("admin", __name__)
 

@@ -13,9 +13,9 @@ import secrets
 
 from flask import g, request
 
+from tourno.accounts.models import Role, User
 from tourno.api.errors import ApiError, unauthorized
 from tourno.tournaments import services
-from tourno.tournaments.models import Role, User
 
 _UNSET = object()
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from flask import current_app
 
+from tourno.accounts.models import Role, User
 from tourno.api.errors import ApiError
 from tourno.tournaments import services
 from tourno.tournaments.errors import NotFound
-from tourno.tournaments.models import Match, Participant, Role, Tournament, TournamentState, User
+from tourno.tournaments.models import Match, Participant, Tournament, TournamentState
 
 
 def now() -> dt.datetime:

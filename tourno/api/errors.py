@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from tourno.db import DatabaseUnavailable
+from tourno.errors import first_line
 from tourno.tournaments.errors import DomainError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def register(app: Flask) -> None:
     def _database_lost(exc: Exception) -> Response:
         # The server went away mid-request (restart, failover) or SQLite stayed
         # locked past its busy timeout: the client may retry.
-        log.warning("database error: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        log.warning("database error: %s", first_line(exc, with_type=False))
         return _unavailable()
 
     @app.errorhandler(Exception)

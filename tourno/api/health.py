@@ -11,6 +11,7 @@ from flask import Blueprint, jsonify
 
 from tourno import migrations
 from tourno.db import DatabaseUnavailable, database, open_connection
+from tourno.errors import first_line
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -34,7 +35,7 @@ def readyz():
         waiting = migrations.pending(database.obj)
         checks["migrations"] = "ok" if not waiting else f"{len(waiting)} pending: {', '.join(waiting)}"
     except (DatabaseUnavailable, peewee.OperationalError, peewee.InterfaceError) as exc:
-        checks["database"] = f"unreachable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+        checks["database"] = f"unreachable: {first_line(exc, with_type=False)}"
         checks["migrations"] = "unknown"
     finally:
         if opened and not database.is_closed():

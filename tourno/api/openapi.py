@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 import tourno
+from tourno.accounts.models import Role
 from tourno.tournaments.models import (
     EliminationNoShowPolicy,
     FinalSecondExpiry,
@@ -19,7 +20,6 @@ from tourno.tournaments.models import (
     MatchState,
     ParticipantStatus,
     ReportMode,
-    Role,
     TournamentFormat,
     TournamentState,
 )

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from tourno.accounts.models import User
 from tourno.api import serializers
 from tourno.api.auth import current_user, require_user
 from tourno.api.context import now, participant_of, service, visible_tournament
 from tourno.api.validation import MAX_ID, Form, Query, json_body
 from tourno.tournaments import services
-from tourno.tournaments.models import Participant, ParticipantStatus, User
+from tourno.tournaments.models import Participant, ParticipantStatus
 from tourno.tournaments.services.registration import MAX_CAPACITY
 
 bp = Blueprint("participants", __name__)

@@ -12,8 +12,9 @@ from typing import Any
 
 import peewee
 
+from tourno.accounts.models import User
 from tourno.db import JSONField, TimestampField, database, parse_timestamp
-from tourno.tournaments.models import Match, Participant, Round, Tournament, User
+from tourno.tournaments.models import Match, Participant, Round, Tournament
 from tourno.tournaments.services import public_state, registration_open
 
 

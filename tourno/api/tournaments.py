@@ -7,19 +7,14 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from tourno.accounts.models import Role
 from tourno.api import cache, serializers
 from tourno.api.auth import current_user, require_user
 from tourno.api.context import now, require_visible, service, visible_tournament
 from tourno.api.validation import Form, Query, json_body
 from tourno.tournaments import services
 from tourno.tournaments.errors import PermissionDenied
-from tourno.tournaments.models import (
-    Participant,
-    Role,
-    Tournament,
-    TournamentFormat,
-    TournamentState,
-)
+from tourno.tournaments.models import Participant, Tournament, TournamentFormat, TournamentState
 from tourno.tournaments.services.registration import DEFAULTS
 
 bp = Blueprint("tournaments", __name__)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from tourno.accounts.models import Role
 from tourno.api import serializers
 from tourno.api.auth import hash_token, new_token, require_user
 from tourno.api.validation import Form, Query, json_body
+from tourno.db import write_transaction
 from tourno.tournaments import services
-from tourno.tournaments.models import Match, MatchState, Participant, Role, Round
-from tourno.tournaments.services.common import write_transaction
+from tourno.tournaments.models import Match, MatchState, Participant, Round
 
 bp = Blueprint("users", __name__)
 

@@ -28,9 +28,9 @@ def users_group() -> None:
 def create_command(app: AppContext, email: str, display_name: str, role: str) -> None:
     """Create a user and print their API token (shown only this once)."""
     from tourno.api.auth import hash_token, new_token
+    from tourno.db import write_transaction
     from tourno.tournaments import services
     from tourno.tournaments.errors import ValidationError
-    from tourno.tournaments.services.common import write_transaction
 
     app.setup()
     token = new_token()
@@ -51,8 +51,8 @@ def create_command(app: AppContext, email: str, display_name: str, role: str) ->
 @click.pass_obj
 def token_command(app: AppContext, email: str) -> None:
     """Give EMAIL a new API token; the old one stops working."""
+    from tourno.accounts.models import User
     from tourno.api.auth import issue_token
-    from tourno.tournaments.models import User
 
     app.setup()
     user = User.get_or_none(User.email == email.strip().lower())
@@ -68,7 +68,7 @@ def token_command(app: AppContext, email: str) -> None:
 @click.pass_obj
 def list_command(app: AppContext, role: str | None) -> None:
     """List users (id, email, name, role, whether they have a token)."""
-    from tourno.tournaments.models import User
+    from tourno.accounts.models import User
 
     app.setup()
     query = User.select().order_by(User.id)

@@ -16,8 +16,8 @@ from typing import Any
 import peewee
 
 from tourno.config import Settings
-from tourno.db import database, utcnow
-from tourno.jobs.runner import RunCounts, ScanRunner, recorded_run, skip_locked, sql
+from tourno.db import database, sql, utcnow
+from tourno.jobs.runner import RunCounts, ScanRunner, recorded_run, skip_locked
 from tourno.queue import Job
 from tourno.tournaments import services
 from tourno.tournaments.errors import InvalidState, NotFound, ValidationError

@@ -31,15 +31,12 @@ from typing import Any, ClassVar
 import peewee
 
 from tourno import db as tdb
-from tourno.db import DatabaseUnavailable, database, utcnow
+from tourno.db import CONNECTION_LOST_ERRORS, database, utcnow, write_transaction
+from tourno.errors import first_line
 from tourno.queue import JobTimeout
 from tourno.scheduler.models import RETENTION_DAYS, JobRun
-from tourno.tournaments.services.common import write_transaction
 
 log = logging.getLogger(__name__)
-
-#: Errors that mean the connection itself is gone (as opposed to one bad item).
-CONNECTION_ERRORS = (peewee.InterfaceError, DatabaseUnavailable)
 
 
 @dataclasses.dataclass
@@ -52,11 +49,6 @@ class RunCounts:
     skipped: bool = False
     error: str | None = None
     run_id: int | None = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -74,7 +66,7 @@ def recorded_run(job_name: str) -> Iterator[RunCounts]:
     try:
         yield counts
     except BaseException as exc:
-        counts.error = _first_line(exc)[:2000]
+        counts.error = first_line(exc)[:2000]
         raise
     finally:
         try:
@@ -94,7 +86,7 @@ def recorded_run(job_name: str) -> Iterator[RunCounts]:
             cutoff = row.started_at - dt.timedelta(days=RETENTION_DAYS)
             JobRun.delete().where(JobRun.job == job_name, JobRun.started_at < cutoff).execute()
         except peewee.PeeweeException as exc:
-            log.warning("%s: could not record run #%s: %s", job_name, row.id, _first_line(exc))
+            log.warning("%s: could not record run #%s: %s", job_name, row.id, first_line(exc))
 
 
 @contextlib.contextmanager
@@ -117,12 +109,7 @@ def advisory_lock(job_name: str) -> Iterator[bool]:
                 database.execute_sql("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
             except peewee.PeeweeException as exc:
                 # The connection is gone, and the lock with it.
-                log.warning("%s: could not release the advisory lock: %s", job_name, _first_line(exc))
-
-
-def sql(text: str) -> str:
-    """``text`` with ``%s`` placeholders in the current database's style."""
-    return text if tdb.is_postgres() else text.replace("%s", database.param)
+                log.warning("%s: could not release the advisory lock: %s", job_name, first_line(exc))
 
 
 def skip_locked() -> str:
@@ -204,10 +191,10 @@ class ScanRunner:
                 except JobTimeout:
                     raise  # the whole run is out of time, not this item
                 except Exception as exc:  # noqa: BLE001 - one bad row never stops the scan
-                    if isinstance(exc, CONNECTION_ERRORS) or _connection_lost():
+                    if isinstance(exc, CONNECTION_LOST_ERRORS) or _connection_lost():
                         raise
                     counts.failed += 1
-                    log.exception("%s: item %s failed: %s", name, item_id, _first_line(exc))
+                    log.exception("%s: item %s failed: %s", name, item_id, first_line(exc))
                 if time.monotonic() >= deadline:
                     log.warning("%s: time budget spent after %d items; the rest waits", name, counts.seen)
                     return

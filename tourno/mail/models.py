@@ -1,4 +1,5 @@
-"""The mail package's own tables: suppressed addresses and the global token bucket."""
+"""The mail package's tables: the outbox every change writes its mail to, suppressed
+addresses and the global token bucket."""
 
 from __future__ import annotations
 
@@ -6,7 +7,26 @@ import enum
 
 import peewee
 
-from tourno.db import BaseModel, TimestampField, utcnow
+from tourno.accounts.models import User
+from tourno.db import BaseModel, EnumField, JSONField, SerialField, TimestampField, utcnow
+
+
+class EmailStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    DEAD = "dead"
+    SUPPRESSED = "suppressed"
+
+
+class EmailPriority(enum.IntEnum):
+    """Lower is sent first: transactional mail before bulk."""
+
+    URGENT = 0
+    HIGH = 1
+    NORMAL = 5
+    BULK = 9
 
 
 class SuppressionReason(enum.StrEnum):
@@ -44,7 +64,51 @@ class MailRate(BaseModel):
         table_name = "mail_rate"
 
 
-MODELS = [EmailSuppression, MailRate]
+class EmailOutbox(BaseModel):
+    """One email to send, written in the transaction of the change that causes
+    it. ``dedupe_key`` makes writing it idempotent (``ON CONFLICT DO NOTHING``);
+    the mail package owns the sending side."""
+
+    id = SerialField()
+    dedupe_key = peewee.CharField(max_length=255, unique=True)
+    user = peewee.ForeignKeyField(User, null=True, backref="+", on_delete="SET NULL", index=False)
+    user_id: int | None  # the column, for type checkers (peewee adds it)
+    to_email = peewee.CharField(max_length=320)
+    template = peewee.CharField(max_length=64)
+    context = JSONField(default=dict)
+    priority = peewee.SmallIntegerField(default=int(EmailPriority.NORMAL))
+    status = EnumField(EmailStatus, default=EmailStatus.PENDING)
+    attempts = peewee.IntegerField(default=0)
+    available_at = TimestampField(default=utcnow)
+    locked_at = TimestampField(null=True)
+    locked_by = peewee.CharField(max_length=255, null=True)
+    sent_at = TimestampField(null=True)
+    last_error = peewee.TextField(null=True)
+    provider_message_id = peewee.CharField(max_length=255, null=True)
+    created_at = TimestampField(default=utcnow)
+
+    class Meta:
+        table_name = "email_outbox"
+
+
+# The drain: pending rows by priority, then due time.
+EmailOutbox.add_index(
+    EmailOutbox.priority,
+    EmailOutbox.available_at,
+    where=EmailOutbox.status == EmailStatus.PENDING,
+    name="email_outbox_due_idx",
+)
+# The reaper: rows a dead drain left in 'sending'.
+EmailOutbox.add_index(
+    EmailOutbox.locked_at, where=EmailOutbox.status == EmailStatus.SENDING, name="email_outbox_sending_idx"
+)
+# The rolling daily cap counts recent sends.
+EmailOutbox.add_index(
+    EmailOutbox.sent_at, where=EmailOutbox.status == EmailStatus.SENT, name="email_outbox_sent_at_idx"
+)
+
+
+MODELS = [EmailOutbox, EmailSuppression, MailRate]
 
 # CHECK constraints of the PostgreSQL schema; the migration keeps a frozen copy.
 CHECKS: dict[str, tuple[str, str]] = {
@@ -53,4 +117,9 @@ CHECKS: dict[str, tuple[str, str]] = {
         f"reason IN ({', '.join(repr(r.value) for r in SuppressionReason)})",
     ),
     "mail_rate_tokens_check": ("mail_rate", "tokens >= 0"),
+    "email_outbox_status_check": (
+        "email_outbox",
+        f"status IN ({', '.join(repr(s.value) for s in EmailStatus)})",
+    ),
+    "email_outbox_priority_check": ("email_outbox", "priority BETWEEN 0 AND 9"),
 }

@@ -38,12 +38,12 @@ from typing import Any
 import peewee
 
 from tourno import db as tdb
+from tourno.accounts.models import User
 from tourno.config import Settings
 from tourno.db import database
-from tourno.mail.models import EmailSuppression, MailRate, SuppressionReason
+from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression, MailRate, SuppressionReason
 from tourno.mail.templates import TEMPLATES, Rendered, TemplateError, render
 from tourno.mail.transports import PermanentMailError, TemporaryMailError, Transport, from_settings
-from tourno.tournaments.models import EmailOutbox, EmailStatus, User
 
 log = logging.getLogger(__name__)
 

@@ -17,26 +17,30 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
-import select
 import signal
 import socket
 from collections.abc import Callable
 from typing import Any
 
-import peewee
 import schedule
 
-from tourno import db as tdb
-from tourno.db import DatabaseUnavailable, database, open_connection, utcnow
+from tourno.db import (
+    OUTAGE_ERRORS,
+    database,
+    discard_connection,
+    open_connection,
+    sql,
+    utcnow,
+    write_transaction,
+)
+from tourno.errors import first_line
 from tourno.scheduler.models import RETENTION_DAYS, ScheduleRun
 from tourno.scheduler.tasks import Task
+from tourno.signals import Waker, installed
 
 log = logging.getLogger(__name__)
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-#: Errors that mean the database went away: back off and reconnect.
-OUTAGE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, DatabaseUnavailable)
 #: Longest wait between two reconnection attempts.
 MAX_BACKOFF = 30.0
 
@@ -84,12 +88,6 @@ class Dispatched:
     job_uuid: str | None
 
 
-def _transaction():
-    # SQLite: take the write lock at BEGIN, so two schedulers queue up
-    # instead of one failing at COMMIT.
-    return database.atomic() if tdb.is_postgres() else database.atomic("IMMEDIATE")
-
-
 def _push(task: Task) -> tuple[Any, str]:
     from tourno.queue import backends
 
@@ -114,9 +112,10 @@ def dispatch_slot(
     now = now or utcnow()
     params = [task.name, ScheduleRun.slot.db_value(slot), ScheduleRun.dispatched_at.db_value(now)]
     params.append(host or socket.gethostname())
-    statement = _INSERT_RUN if tdb.is_postgres() else _INSERT_RUN.replace("%s", "?")
-    with _transaction():
-        if database.execute_sql(statement, params).rowcount != 1:
+    # SQLite: write_transaction() takes the write lock at BEGIN, so two
+    # schedulers queue up instead of one failing at COMMIT.
+    with write_transaction():
+        if database.execute_sql(sql(_INSERT_RUN), params).rowcount != 1:
             return None
         job_id, uuid = _push(task)
         if job_id is None:
@@ -174,11 +173,8 @@ class Scheduler:
         self.ticks = 0
         self._stopping = False
         self.stop_reason: str | None = None
-        # A self-pipe: a signal handler only sets a flag and writes a byte,
-        # which ends the loop's wait at once (no locks taken in the handler).
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        # A signal handler only sets a flag and wakes the loop's wait.
+        self._waker = Waker()
 
     # -- one tick ----------------------------------------------------------------------
 
@@ -233,43 +229,30 @@ class Scheduler:
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stopping = True
-        try:
-            os.write(self._wake_w, b"\0")
-        except OSError:
-            pass  # the pipe is full (a wake-up is pending anyway) or closed (the loop has ended)
+        self._waker.wake()
 
     @property
     def stopping(self) -> bool:
         return self._stopping
 
     def _wait(self, seconds: float) -> None:
-        if seconds <= 0 or self._stopping:
-            return
-        ready, _, _ = select.select([self._wake_r], [], [], seconds)
-        if ready:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        if not self._stopping:
+            self._waker.wait(seconds)
 
     def close(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._waker.close()
 
     def run(self, *, once: bool = False, install_signals: bool = True) -> int:
         """Tick until stopped (or once); returns the exit code: 0, or 1 when
         ``once`` and a task failed."""
-        saved = self._install_signals() if install_signals else {}
+        handlers = (
+            {signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal} if install_signals else {}
+        )
         try:
-            return self._run(once)
+            with installed(handlers):
+                return self._run(once)
         finally:
             self.close()
-            for sig, handler in saved.items():
-                signal.signal(sig, handler)
 
     def _run(self, once: bool) -> int:
         ticker = schedule.Scheduler()
@@ -305,31 +288,12 @@ class Scheduler:
                 self.tick()
                 return
             except OUTAGE_ERRORS as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                log.warning("database unavailable (%s); retrying in %.1f s", first, delay)
-                _drop_connection()
+                log.warning(
+                    "database unavailable (%s); retrying in %.1f s", first_line(exc, with_type=False), delay
+                )
+                discard_connection()
                 self._wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
-    def _install_signals(self) -> dict[int, Any]:
-        saved = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            saved[sig] = signal.signal(sig, self._on_signal)
-        return saved
-
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stop(signal.Signals(signum).name)
-
-
-def _drop_connection() -> None:
-    """Close this thread's connection, even a broken one."""
-    try:
-        if not database.is_closed():
-            database.close()
-    except Exception:  # noqa: BLE001 - it is broken; forget it
-        state = database._state  # peewee's per-thread connection state
-        try:
-            state.conn.close()
-        except Exception:  # noqa: BLE001, S110
-            pass
-        state.reset()

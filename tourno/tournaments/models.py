@@ -9,18 +9,12 @@ predicates must be repeated literally by those scans.
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import peewee
 
-from tourno.db import BaseModel, JSONField, SerialField, TimestampField, utcnow
+from tourno.accounts.models import Role, User  # noqa: F401 - re-exported: users belong to accounts
+from tourno.db import BaseModel, EnumField, JSONField, SerialField, TimestampField, utcnow
 from tourno.tournaments.formats.plan import Bracket  # one definition, shared with the formats
-
-
-class Role(enum.StrEnum):
-    PLAYER = "player"
-    ORGANIZER = "organizer"
-    ADMIN = "admin"
 
 
 class TournamentFormat(enum.StrEnum):
@@ -140,67 +134,13 @@ class MatchEventType(enum.StrEnum):
     WALKOVER = "walkover"
 
 
-class EmailStatus(enum.StrEnum):
-    PENDING = "pending"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    DEAD = "dead"
-    SUPPRESSED = "suppressed"
-
-
-class EmailPriority(enum.IntEnum):
-    """Lower is sent first: transactional mail before bulk."""
-
-    URGENT = 0
-    HIGH = 1
-    NORMAL = 5
-    BULK = 9
-
-
-class EnumField(peewee.CharField):
-    """A ``str`` enum stored as its value; reads give the enum member back.
-
-    Writing a value outside the enum raises ``ValueError`` before any SQL runs
-    (SQLite has no CHECK constraints here; PostgreSQL has them as well).
-    """
-
-    def __init__(self, enum_class: type[enum.Enum], *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", 32)
-        self.enum_class = enum_class
-        super().__init__(*args, **kwargs)
-
-    def db_value(self, value: Any) -> Any:
-        if value is None or isinstance(value, (peewee.Node)):
-            return value
-        return self.enum_class(value).value
-
-    def python_value(self, value: Any) -> Any:
-        return None if value is None else self.enum_class(value)
-
-
 # -- tables -----------------------------------------------------------------------------
-
-
-class User(BaseModel):
-    id = SerialField()
-    # Stored lower-cased by the services, so the unique index is case-insensitive in effect.
-    email = peewee.CharField(max_length=320, unique=True)
-    display_name = peewee.CharField(max_length=100)
-    role = EnumField(Role, default=Role.PLAYER)
-    # A hash of the API token (never the token); unique so a lookup finds one user.
-    api_token_hash = peewee.CharField(max_length=128, null=True, unique=True)
-    # Opt-out of non-transactional mail (announcements); match and registration mail still goes.
-    notifications_opt_out = peewee.BooleanField(default=False)
-    created_at = TimestampField(default=utcnow)
-
-    class Meta:
-        table_name = "users"
 
 
 class Tournament(BaseModel):
     id = SerialField()
     organizer = peewee.ForeignKeyField(User, backref="organized_tournaments")
+    organizer_id: int  # the column, for type checkers (peewee adds it)
     name = peewee.CharField(max_length=200)
     game = peewee.CharField(max_length=100)
     format = EnumField(TournamentFormat)
@@ -267,8 +207,10 @@ class Participant(BaseModel):
     id = SerialField()
     # The (tournament, status) index below leads with tournament_id.
     tournament = peewee.ForeignKeyField(Tournament, backref="participants", on_delete="CASCADE", index=False)
+    tournament_id: int  # the column, for type checkers (peewee adds it)
     # NULL for entrants the organizer added by name.
     user = peewee.ForeignKeyField(User, backref="participations", null=True, index=False)
+    user_id: int | None  # the column, for type checkers (peewee adds it)
     display_name = peewee.CharField(max_length=100)
     seed = peewee.IntegerField(null=True)
     status = EnumField(ParticipantStatus)
@@ -324,6 +266,7 @@ Participant.add_index(Participant.user, where=Participant.user.is_null(False), n
 class Round(BaseModel):
     id = SerialField()
     tournament = peewee.ForeignKeyField(Tournament, backref="rounds", on_delete="CASCADE", index=False)
+    tournament_id: int  # the column, for type checkers (peewee adds it)
     bracket = EnumField(Bracket)
     number = peewee.IntegerField()
     name = peewee.CharField(max_length=100, null=True)
@@ -340,7 +283,9 @@ class Round(BaseModel):
 class Match(BaseModel):
     id = SerialField()
     tournament = peewee.ForeignKeyField(Tournament, backref="matches", on_delete="CASCADE", index=False)
+    tournament_id: int  # the column, for type checkers (peewee adds it)
     round = peewee.ForeignKeyField(Round, backref="matches", on_delete="CASCADE")
+    round_id: int  # the column, for type checkers (peewee adds it)
     bracket = EnumField(Bracket)
     identifier = peewee.CharField(max_length=16, null=True)
     position = peewee.IntegerField()
@@ -348,13 +293,17 @@ class Match(BaseModel):
 
     # Slots: NULL = not decided yet (TBD); *_is_bye marks a slot no one will fill.
     player1 = peewee.ForeignKeyField(Participant, null=True, backref="+", index=False)
+    player1_id: int | None  # the column, for type checkers (peewee adds it)
     player2 = peewee.ForeignKeyField(Participant, null=True, backref="+", index=False)
+    player2_id: int | None  # the column, for type checkers (peewee adds it)
     player1_is_bye = peewee.BooleanField(default=False)
     player2_is_bye = peewee.BooleanField(default=False)
     # Forward wiring: where the winner (and, double elimination, the loser) go.
     winner_to = peewee.ForeignKeyField("self", null=True, backref="+", index=False)
+    winner_to_id: int | None  # the column, for type checkers (peewee adds it)
     winner_to_slot = peewee.SmallIntegerField(null=True)
     loser_to = peewee.ForeignKeyField("self", null=True, backref="+", index=False)
+    loser_to_id: int | None  # the column, for type checkers (peewee adds it)
     loser_to_slot = peewee.SmallIntegerField(null=True)
 
     # Result, always oriented player 1 / player 2.
@@ -362,7 +311,9 @@ class Match(BaseModel):
     player2_score = peewee.IntegerField(null=True)
     game_scores = JSONField(null=True)
     winner = peewee.ForeignKeyField(Participant, null=True, backref="+", index=False)
+    winner_id: int | None  # the column, for type checkers (peewee adds it)
     loser = peewee.ForeignKeyField(Participant, null=True, backref="+", index=False)
+    loser_id: int | None  # the column, for type checkers (peewee adds it)
     is_draw = peewee.BooleanField(default=False)
     result_type = EnumField(ResultType, null=True)
 
@@ -413,15 +364,19 @@ Match.add_index(Match.player2, where=Match.state != MatchState.COMPLETE, name="m
 class MatchReport(BaseModel):
     id = SerialField()
     match = peewee.ForeignKeyField(Match, backref="reports", on_delete="CASCADE", index=False)
+    match_id: int  # the column, for type checkers (peewee adds it)
     # The reporting side, and who pressed the button (a player or an organizer).
     participant = peewee.ForeignKeyField(Participant, backref="+", index=False)
+    participant_id: int  # the column, for type checkers (peewee adds it)
     user = peewee.ForeignKeyField(User, null=True, backref="+", index=False)
+    user_id: int | None  # the column, for type checkers (peewee adds it)
     kind = EnumField(ReportKind, default=ReportKind.RESULT)
     player1_score = peewee.IntegerField(null=True)
     player2_score = peewee.IntegerField(null=True)
     game_scores = JSONField(null=True)
     # NULL = a draw (for kind=result).
     winner_participant = peewee.ForeignKeyField(Participant, null=True, backref="+", index=False)
+    winner_participant_id: int | None  # the column, for type checkers (peewee adds it)
     comment = peewee.TextField(null=True)
     status = EnumField(ReportStatus, default=ReportStatus.ACTIVE)
     created_at = TimestampField(default=utcnow)
@@ -446,9 +401,12 @@ class MatchEvent(BaseModel):
 
     id = SerialField()
     match = peewee.ForeignKeyField(Match, backref="events", on_delete="CASCADE")
+    match_id: int  # the column, for type checkers (peewee adds it)
     tournament = peewee.ForeignKeyField(Tournament, backref="+", on_delete="CASCADE")
+    tournament_id: int  # the column, for type checkers (peewee adds it)
     # NULL = the system (a job).
     actor_user = peewee.ForeignKeyField(User, null=True, backref="+", index=False)
+    actor_user_id: int | None  # the column, for type checkers (peewee adds it)
     type = EnumField(MatchEventType)
     payload = JSONField(default=dict)
     created_at = TimestampField(default=utcnow)
@@ -457,50 +415,7 @@ class MatchEvent(BaseModel):
         table_name = "match_events"
 
 
-class EmailOutbox(BaseModel):
-    """One email to send, written in the transaction of the change that causes
-    it. ``dedupe_key`` makes writing it idempotent (``ON CONFLICT DO NOTHING``);
-    the mail package owns the sending side."""
-
-    id = SerialField()
-    dedupe_key = peewee.CharField(max_length=255, unique=True)
-    user = peewee.ForeignKeyField(User, null=True, backref="+", on_delete="SET NULL", index=False)
-    to_email = peewee.CharField(max_length=320)
-    template = peewee.CharField(max_length=64)
-    context = JSONField(default=dict)
-    priority = peewee.SmallIntegerField(default=int(EmailPriority.NORMAL))
-    status = EnumField(EmailStatus, default=EmailStatus.PENDING)
-    attempts = peewee.IntegerField(default=0)
-    available_at = TimestampField(default=utcnow)
-    locked_at = TimestampField(null=True)
-    locked_by = peewee.CharField(max_length=255, null=True)
-    sent_at = TimestampField(null=True)
-    last_error = peewee.TextField(null=True)
-    provider_message_id = peewee.CharField(max_length=255, null=True)
-    created_at = TimestampField(default=utcnow)
-
-    class Meta:
-        table_name = "email_outbox"
-
-
-# The drain: pending rows by priority, then due time.
-EmailOutbox.add_index(
-    EmailOutbox.priority,
-    EmailOutbox.available_at,
-    where=EmailOutbox.status == EmailStatus.PENDING,
-    name="email_outbox_due_idx",
-)
-# The reaper: rows a dead drain left in 'sending'.
-EmailOutbox.add_index(
-    EmailOutbox.locked_at, where=EmailOutbox.status == EmailStatus.SENDING, name="email_outbox_sending_idx"
-)
-# The rolling daily cap counts recent sends.
-EmailOutbox.add_index(
-    EmailOutbox.sent_at, where=EmailOutbox.status == EmailStatus.SENT, name="email_outbox_sent_at_idx"
-)
-
-
-MODELS = [User, Tournament, Participant, Round, Match, MatchReport, MatchEvent, EmailOutbox]
+MODELS = [User, Tournament, Participant, Round, Match, MatchReport, MatchEvent]
 
 
 def _in(column: str, values: type[enum.Enum]) -> str:
@@ -510,7 +425,6 @@ def _in(column: str, values: type[enum.Enum]) -> str:
 # CHECK constraints the PostgreSQL schema carries (name -> (table, expression)).
 # The migration writes its own frozen copy; tests compare the two.
 CHECKS: dict[str, tuple[str, str]] = {
-    "users_role_check": ("users", _in("role", Role)),
     "tournaments_format_check": ("tournaments", _in("format", TournamentFormat)),
     "tournaments_state_check": ("tournaments", _in("state", TournamentState)),
     "tournaments_report_mode_check": ("tournaments", _in("report_mode", ReportMode)),
@@ -554,6 +468,4 @@ CHECKS: dict[str, tuple[str, str]] = {
     "match_reports_kind_check": ("match_reports", _in("kind", ReportKind)),
     "match_reports_status_check": ("match_reports", _in("status", ReportStatus)),
     "match_events_type_check": ("match_events", _in("type", MatchEventType)),
-    "email_outbox_status_check": ("email_outbox", _in("status", EmailStatus)),
-    "email_outbox_priority_check": ("email_outbox", "priority BETWEEN 0 AND 9"),
 }

@@ -11,22 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from tourno.db import database, utcnow
-from tourno.mail.models import EmailSuppression, SuppressionReason
+from tourno.accounts.models import User
+from tourno.db import database, utcnow, write_transaction
+from tourno.mail.models import EmailPriority, EmailSuppression, SuppressionReason
+from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import ValidationError
-from tourno.tournaments.models import (
-    EmailPriority,
-    Participant,
-    ParticipantStatus,
-    Tournament,
-    User,
-)
-from tourno.tournaments.services.common import (
-    enqueue_email,
-    locked_tournament,
-    require_manager,
-    write_transaction,
-)
+from tourno.tournaments.models import Participant, ParticipantStatus, Tournament
+from tourno.tournaments.services.common import locked_tournament, require_manager
 
 #: Who hears an organizer's announcement: everyone still in the tournament.
 ANNOUNCED_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)

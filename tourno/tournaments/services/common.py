@@ -1,5 +1,5 @@
 """What every service shares: the write transaction with the tournament row
-locked, permission checks and writing mail to the outbox."""
+locked and permission checks."""
 
 from __future__ import annotations
 
@@ -9,23 +9,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from tourno import db as tdb
-from tourno.db import database
+from tourno.accounts.models import Role, User
+from tourno.db import write_transaction
 from tourno.tournaments.errors import NotFound, PermissionDenied
-from tourno.tournaments.models import EmailOutbox, EmailPriority, Role, Tournament, User
+from tourno.tournaments.models import Tournament
 
 
 def key_of(obj: Any) -> int:
     """The id of a model instance, or the id itself."""
     return obj if isinstance(obj, int) else obj.id
-
-
-def write_transaction():
-    """One write transaction. SQLite takes its write lock at BEGIN
-    (``IMMEDIATE``), so two writers serialize instead of one failing at
-    commit; PostgreSQL takes row locks as it goes (see :func:`locked_tournament`)."""
-    if tdb.is_postgres():
-        return database.atomic()
-    return database.atomic("IMMEDIATE")
 
 
 @contextmanager
@@ -69,33 +61,6 @@ def can_manage(actor: User, tournament: Tournament) -> bool:
 def require_manager(actor: User, tournament: Tournament) -> None:
     if not can_manage(actor, tournament):
         raise PermissionDenied("only the organizer or an admin may do this")
-
-
-def enqueue_email(
-    *,
-    dedupe_key: str,
-    to_email: str,
-    template: str,
-    context: dict[str, Any],
-    user: User | None = None,
-    priority: EmailPriority = EmailPriority.NORMAL,
-    available_at: dt.datetime | None = None,
-    now: dt.datetime | None = None,
-) -> None:
-    """Write one email to the outbox in the caller's transaction. A second
-    write with the same ``dedupe_key`` is a no-op, so a retried change never
-    mails twice."""
-    now = now or tdb.utcnow()
-    EmailOutbox.insert(
-        dedupe_key=dedupe_key,
-        to_email=to_email,
-        template=template,
-        context=context,
-        user=user,
-        priority=int(priority),
-        available_at=available_at or now,
-        created_at=now,
-    ).on_conflict_ignore().execute()
 
 
 def epoch(moment: dt.datetime) -> int:

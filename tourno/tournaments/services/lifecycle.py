@@ -14,7 +14,10 @@ from typing import Any
 
 import peewee
 
+from tourno.accounts.models import User
 from tourno.db import utcnow
+from tourno.mail.models import EmailPriority
+from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import (
     AlreadyRegistered,
     InvalidState,
@@ -25,16 +28,14 @@ from tourno.tournaments.errors import (
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     PRE_START_STATES,
-    EmailPriority,
     Match,
     MatchState,
     Participant,
     ParticipantStatus,
     Tournament,
     TournamentState,
-    User,
 )
-from tourno.tournaments.services.common import enqueue_email, key_of, locked_tournament, require_manager
+from tourno.tournaments.services.common import key_of, locked_tournament, require_manager
 from tourno.tournaments.services.registration import (
     ACTIVE_STATUSES,
     DEFAULTS,

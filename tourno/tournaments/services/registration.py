@@ -16,7 +16,10 @@ from typing import Any
 
 import peewee
 
-from tourno.db import utcnow
+from tourno.accounts.models import Role, User
+from tourno.db import utcnow, write_transaction
+from tourno.mail.models import EmailPriority
+from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import (
     AlreadyRegistered,
     DeadlinePassed,
@@ -29,24 +32,16 @@ from tourno.tournaments.errors import (
 from tourno.tournaments.models import (
     PRE_START_STATES,
     EliminationNoShowPolicy,
-    EmailPriority,
     FinalSecondExpiry,
     LeagueNoShowPolicy,
     Participant,
     ParticipantStatus,
     ReportMode,
-    Role,
     Tournament,
     TournamentFormat,
     TournamentState,
-    User,
 )
-from tourno.tournaments.services.common import (
-    enqueue_email,
-    locked_tournament,
-    require_manager,
-    write_transaction,
-)
+from tourno.tournaments.services.common import locked_tournament, require_manager
 
 MAX_CAPACITY = 4096
 MATCH_DEADLINE_MINUTES = (10, 10080)  # 10 minutes to 7 days (DESIGN.md §5)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from tourno.accounts.models import User
 from tourno.db import utcnow
+from tourno.mail.models import EmailPriority
+from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import NotFound
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     PRE_START_STATES,
     EliminationNoShowPolicy,
-    EmailPriority,
     LeagueNoShowPolicy,
     Match,
     MatchReport,
@@ -29,14 +31,8 @@ from tourno.tournaments.models import (
     Round,
     Tournament,
     TournamentFormat,
-    User,
 )
-from tourno.tournaments.services.common import (
-    enqueue_email,
-    epoch,
-    key_of,
-    locked_tournament,
-)
+from tourno.tournaments.services.common import epoch, key_of, locked_tournament
 
 LEAGUE_FORMATS = (TournamentFormat.ROUND_ROBIN, TournamentFormat.SWISS)
 

@@ -21,7 +21,10 @@ from typing import Any
 
 import peewee
 
+from tourno.accounts.models import User
 from tourno.db import utcnow
+from tourno.mail.models import EmailPriority
+from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import (
     DeadlinePassed,
     InvalidState,
@@ -46,7 +49,6 @@ from tourno.tournaments.formats import (
 )
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
-    EmailPriority,
     Match,
     MatchEvent,
     MatchEventType,
@@ -63,16 +65,8 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentFormat,
     TournamentState,
-    User,
 )
-from tourno.tournaments.services.common import (
-    can_manage,
-    enqueue_email,
-    epoch,
-    key_of,
-    locked_tournament,
-    require_manager,
-)
+from tourno.tournaments.services.common import can_manage, epoch, key_of, locked_tournament, require_manager
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,9 @@ from typing import Any
 import peewee
 
 from tourno import db as tdb
+from tourno.accounts.models import User
 from tourno.db import database, utcnow
+from tourno.mail.models import EmailOutbox, EmailPriority
 from tourno.tournaments.errors import InvalidState, ValidationError
 from tourno.tournaments.formats import (
     Bracket,
@@ -42,8 +44,6 @@ from tourno.tournaments.formats import (
 )
 from tourno.tournaments.models import (
     PRE_START_STATES,
-    EmailOutbox,
-    EmailPriority,
     Match,
     MatchEvent,
     MatchEventType,
@@ -56,7 +56,6 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentFormat,
     TournamentState,
-    User,
 )
 from tourno.tournaments.services.common import locked_tournament, require_manager
 
