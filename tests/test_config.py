@@ -325,3 +325,11 @@ def test_describe_masks_every_url():
         "TOURNO_" + f.name.upper() for f in dataclasses.fields(Settings) if f.name != "source"
     }
     assert "secret" not in repr(s.describe())
+
+
+def test_every_setting_has_exactly_one_parser():
+    from dataclasses import fields
+
+    from tourno.config import PARSERS
+
+    assert {k.lower() for k in PARSERS} == {f.name for f in fields(Settings)} - {"source"}

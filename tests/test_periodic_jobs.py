@@ -379,11 +379,16 @@ def test_a_second_instance_skips_while_the_advisory_lock_is_held(qdb, organizer)
         assert last_run("CheckMatchDeadlinesJob").skipped
         assert Match.get_by_id(a.id).state == MatchState.OPEN
     finally:
-        other.close()  # the session ends: its lock goes with it
+        # Released explicitly: close() alone returns before the server has
+        # ended the session, and the lock can outlive it for a moment.
+        other.execute_sql("SELECT pg_advisory_unlock(hashtext('tourno:CheckMatchDeadlinesJob'))")
+        other.close()
     assert CheckMatchDeadlinesJob().run(now=a.deadline_at + MIN).changed == 2
-    # Our own lock was released at the end of the run.
+    # Our own lock was released at the end of the run (counted in this
+    # database only: other test runs may share the server).
     (held,) = tdb.database.execute_sql(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     ).fetchone()
     assert held == 0
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 
 PREFIX = "TOURNO_"
 DEFAULT_DATABASE_URL = "sqlite:///tourno.db"
@@ -21,13 +23,14 @@ class ConfigError(Exception):
     """A setting has a value Tourno cannot use."""
 
 
-def _positive_float(name: str, raw: str) -> float:
+def _positive_number(name: str, raw: str, unit: str = "seconds") -> float:
+    """A finite number greater than 0; ``unit`` names it in the message."""
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{name}: expected a number of {unit}, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: must be a finite number greater than 0, got {raw!r}")
+        raise ConfigError(f"{name}: must be a finite number of {unit} greater than 0, got {raw!r}")
     return value
 
 
@@ -57,43 +60,23 @@ def _modules(name: str, raw: str) -> tuple[str, ...]:
     return mods
 
 
-def _int_at_least(name: str, raw: str, minimum: int) -> int:
+def _int_between(name: str, raw: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
         raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name}: must be at least {minimum}, got {raw!r}")
-    return value
-
-
-def _rate(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number of messages per second, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: must be a finite number greater than 0, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}: must be at most {maximum}, got {raw!r}")
     return value
 
 
 def _address(name: str, raw: str) -> str:
-    from email.utils import parseaddr
-
     value = raw.strip()
     addr = parseaddr(value)[1]
     if "@" not in addr or any(c.isspace() for c in addr):
         raise ConfigError(f"{name}: expected an address like 'Tourno <noreply@example.com>', got {raw!r}")
-    return value
-
-
-def _positive_number(name: str, raw: str, unit: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number of {unit}, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}: must be a finite number of {unit} greater than 0, got {raw!r}")
     return value
 
 
@@ -135,6 +118,48 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 MAIL_TRANSPORTS = ("smtp", "console", "file")
 # "tls" is implicit TLS (usually port 465); "ssl" is accepted as another name for it.
 MAIL_SECURITY_MODES = ("none", "starttls", "tls", "ssl")
+
+
+def _mail_security(name: str, raw: str) -> str:
+    security = _choice(name, raw, MAIL_SECURITY_MODES)
+    return "tls" if security == "ssl" else security
+
+
+def _stripped(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+#: Each variable (without the prefix) and its parser; the field of
+#: :class:`Settings` is the lower-cased name. A parser takes the variable's
+#: full name (for the message) and its raw, non-empty value.
+PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "DATABASE_URL": lambda n, r: _url(n, r, DATABASE_SCHEMES),
+    "QUEUE_CONNECTION": lambda n, r: _choice(n, r, ("database", "redis")),
+    "REDIS_URL": lambda n, r: _url(n, r, ("redis", "rediss", "unix")),
+    "IMPORTS": _modules,
+    "LOG_LEVEL": lambda n, r: _choice(n, r, LOG_LEVELS),
+    "HEARTBEAT_INTERVAL": _positive_number,
+    "WORKER_STALE_AFTER": _positive_number,
+    "MAIL_TRANSPORT": lambda n, r: _choice(n, r, MAIL_TRANSPORTS),
+    "MAIL_HOST": _stripped,
+    "MAIL_PORT": lambda n, r: _int_between(n, r, 1, 65535),
+    "MAIL_USERNAME": _stripped,
+    "MAIL_PASSWORD": lambda n, r: r,
+    "MAIL_SECURITY": _mail_security,
+    "MAIL_FROM": _address,
+    "MAIL_RATE": lambda n, r: _positive_number(n, r, "messages per second"),
+    "MAIL_DAILY_CAP": lambda n, r: _int_between(n, r, 0),
+    "MAIL_MAX_PER_CONNECTION": lambda n, r: _int_between(n, r, 1),
+    "MAIL_MAX_ATTEMPTS": lambda n, r: _int_between(n, r, 1),
+    "MAIL_FILE_DIR": _stripped,
+    "APP_URL": lambda n, r: _url(n, r, ("http", "https")).rstrip("/"),
+    "SECRET_KEY": _secret,
+    "SCHEDULE_FREQUENCIES": _frequencies,
+    "FULL_REMINDER_MINUTES": lambda n, r: _positive_number(n, r, "minutes"),
+    "FULL_CANCEL_HOURS": lambda n, r: _positive_number(n, r, "hours"),
+    "BIND": _bind,
+    "WEB_WORKERS": lambda n, r: _int_between(n, r, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -199,65 +224,11 @@ class Settings:
             raw = env.get(PREFIX + key)
             return None if raw is None or raw.strip() == "" else raw
 
-        values: dict[str, object] = {}
-        name = PREFIX + "DATABASE_URL"
-        if (raw := get("DATABASE_URL")) is not None:
-            values["database_url"] = _url(name, raw, DATABASE_SCHEMES)
-        if (raw := get("QUEUE_CONNECTION")) is not None:
-            values["queue_connection"] = _choice(PREFIX + "QUEUE_CONNECTION", raw, ("database", "redis"))
-        if (raw := get("REDIS_URL")) is not None:
-            values["redis_url"] = _url(PREFIX + "REDIS_URL", raw, ("redis", "rediss", "unix"))
-        if (raw := get("IMPORTS")) is not None:
-            values["imports"] = _modules(PREFIX + "IMPORTS", raw)
-        if (raw := get("LOG_LEVEL")) is not None:
-            values["log_level"] = _choice(PREFIX + "LOG_LEVEL", raw, LOG_LEVELS)
-        if (raw := get("HEARTBEAT_INTERVAL")) is not None:
-            values["heartbeat_interval"] = _positive_float(PREFIX + "HEARTBEAT_INTERVAL", raw)
-        if (raw := get("WORKER_STALE_AFTER")) is not None:
-            values["worker_stale_after"] = _positive_float(PREFIX + "WORKER_STALE_AFTER", raw)
-        if (raw := get("MAIL_TRANSPORT")) is not None:
-            values["mail_transport"] = _choice(PREFIX + "MAIL_TRANSPORT", raw, MAIL_TRANSPORTS)
-        if (raw := get("MAIL_HOST")) is not None:
-            values["mail_host"] = raw.strip()
-        if (raw := get("MAIL_PORT")) is not None:
-            values["mail_port"] = _int_at_least(PREFIX + "MAIL_PORT", raw, 1)
-            if values["mail_port"] > 65535:
-                raise ConfigError(f"{PREFIX}MAIL_PORT: must be at most 65535, got {raw!r}")
-        if (raw := get("MAIL_USERNAME")) is not None:
-            values["mail_username"] = raw.strip()
-        if (raw := get("MAIL_PASSWORD")) is not None:
-            values["mail_password"] = raw
-        if (raw := get("MAIL_SECURITY")) is not None:
-            security = _choice(PREFIX + "MAIL_SECURITY", raw, MAIL_SECURITY_MODES)
-            values["mail_security"] = "tls" if security == "ssl" else security
-        if (raw := get("MAIL_FROM")) is not None:
-            values["mail_from"] = _address(PREFIX + "MAIL_FROM", raw)
-        if (raw := get("MAIL_RATE")) is not None:
-            values["mail_rate"] = _rate(PREFIX + "MAIL_RATE", raw)
-        if (raw := get("MAIL_DAILY_CAP")) is not None:
-            values["mail_daily_cap"] = _int_at_least(PREFIX + "MAIL_DAILY_CAP", raw, 0)
-        if (raw := get("MAIL_MAX_PER_CONNECTION")) is not None:
-            values["mail_max_per_connection"] = _int_at_least(PREFIX + "MAIL_MAX_PER_CONNECTION", raw, 1)
-        if (raw := get("MAIL_MAX_ATTEMPTS")) is not None:
-            values["mail_max_attempts"] = _int_at_least(PREFIX + "MAIL_MAX_ATTEMPTS", raw, 1)
-        if (raw := get("MAIL_FILE_DIR")) is not None:
-            values["mail_file_dir"] = raw.strip()
-        if (raw := get("APP_URL")) is not None:
-            values["app_url"] = _url(PREFIX + "APP_URL", raw, ("http", "https")).rstrip("/")
-        if (raw := get("SECRET_KEY")) is not None:
-            values["secret_key"] = _secret(PREFIX + "SECRET_KEY", raw)
-        if (raw := get("SCHEDULE_FREQUENCIES")) is not None:
-            values["schedule_frequencies"] = _frequencies(PREFIX + "SCHEDULE_FREQUENCIES", raw)
-        if (raw := get("FULL_REMINDER_MINUTES")) is not None:
-            values["full_reminder_minutes"] = _positive_number(
-                PREFIX + "FULL_REMINDER_MINUTES", raw, "minutes"
-            )
-        if (raw := get("FULL_CANCEL_HOURS")) is not None:
-            values["full_cancel_hours"] = _positive_number(PREFIX + "FULL_CANCEL_HOURS", raw, "hours")
-        if (raw := get("BIND")) is not None:
-            values["bind"] = _bind(PREFIX + "BIND", raw)
-        if (raw := get("WEB_WORKERS")) is not None:
-            values["web_workers"] = _int_at_least(PREFIX + "WEB_WORKERS", raw, 1)
+        values: dict[str, Any] = {}
+        for key, parse in PARSERS.items():
+            raw = get(key)
+            if raw is not None:
+                values[key.lower()] = parse(PREFIX + key, raw)
         settings = cls(**values, source={k: v for k, v in env.items() if k.startswith(PREFIX)})
         if settings.worker_stale_after < 2 * settings.heartbeat_interval:
             raise ConfigError(

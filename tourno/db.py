@@ -127,8 +127,14 @@ def sql(text: str, db: peewee.Database | None = None) -> str:
 
 
 def _state(db: peewee.Database | None = None) -> Any:
-    target = db if db is not None else database.obj
+    target: Any = db if db is not None else database.obj
     return target._state
+
+
+def tuples(query: Any) -> list[tuple[Any, ...]]:
+    """The rows of a peewee query as plain tuples (typed as such, which
+    peewee's own ``.tuples()`` is not)."""
+    return list(query.tuples())
 
 
 def commit_callbacks(db: peewee.Database | None = None) -> list[Any]:
@@ -140,7 +146,7 @@ def commit_callbacks(db: peewee.Database | None = None) -> list[Any]:
 def reset_transaction_state(db: peewee.Database | None = None) -> None:
     """Forget this thread's transaction stack and its commit callbacks, after
     a raw ``ROLLBACK`` ended a transaction that peewee still thinks is open."""
-    target = db if db is not None else database.obj
+    target: Any = db if db is not None else database.obj
     target._state.transactions.clear()
     target._clear_commit_callbacks()
 

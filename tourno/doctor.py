@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tourno.config import ConfigError, Settings, mask_password
-from tourno.db import utcnow
+from tourno.db import tuples, utcnow
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -204,10 +204,12 @@ def _outbox(settings: Settings) -> Check:
     from tourno.mail.models import EmailOutbox, EmailStatus
 
     now = utcnow()
-    counts = dict(
-        EmailOutbox.select(EmailOutbox.status, peewee.fn.COUNT(EmailOutbox.id))
-        .group_by(EmailOutbox.status)
-        .tuples()
+    counts: dict[str, int] = dict(
+        tuples(
+            EmailOutbox.select(EmailOutbox.status, peewee.fn.COUNT(EmailOutbox.id)).group_by(
+                EmailOutbox.status
+            )
+        )
     )
     pending = counts.get(EmailStatus.PENDING, 0)
     late = (

@@ -16,7 +16,7 @@ import os
 import select
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -75,14 +75,14 @@ class Waker:
 
 
 @contextmanager
-def installed(handlers: dict[int, Handler]) -> Iterator[bool]:
-    """Install ``handlers`` (signal number -> handler) for the block and put
+def installed(handlers: Mapping[signal.Signals, Handler]) -> Iterator[bool]:
+    """Install ``handlers`` (signal -> handler) for the block and put
     the previous ones back after it. Off the main thread, where Python cannot
     install handlers, it does nothing and yields False."""
     if threading.current_thread() is not threading.main_thread():
         yield False
         return
-    saved: dict[int, Any] = {}
+    saved: dict[signal.Signals, Any] = {}
     try:
         for sig, handler in handlers.items():
             saved[sig] = signal.signal(sig, handler)

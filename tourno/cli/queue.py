@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from typing import Any
 
 import click
 from rich.table import Table
@@ -265,7 +266,7 @@ def monitor_command(app: AppContext, queues: str | None, maximum: int, as_json: 
     app.setup()
     stats = {s.queue: s for s in backends.current().stats()}
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else sorted(stats)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in names:
         s = stats.get(name)
         size = (s.ready + s.delayed) if s else 0

@@ -61,64 +61,16 @@ def schedule_group(ctx: click.Context, once: bool, tick: float) -> None:
     raise SystemExit(scheduler.run(once=once))
 
 
-def _last_runs(names: list[str]) -> tuple[dict, dict]:
-    """The last dispatched slot and the last job_runs row of each task: one
-    lookup per task on the (task, slot) and (job, started_at) indexes."""
-    from tourno.scheduler.models import JobRun, ScheduleRun
-
-    slots, runs = {}, {}
-    for name in names:
-        last = (
-            ScheduleRun.select(ScheduleRun.slot)
-            .where(ScheduleRun.task == name)
-            .order_by(ScheduleRun.slot.desc())
-            .first()
-        )
-        slots[name] = last.slot if last else None
-        runs[name] = (
-            JobRun.select()
-            .where(JobRun.job == name)
-            .order_by(JobRun.started_at.desc(), JobRun.id.desc())
-            .first()
-        )
-    return slots, runs
-
-
 @schedule_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per task, for scripts.")
 @click.pass_obj
 def list_command(app: AppContext, as_json: bool) -> None:
     """Each task: frequency, next due slot, last dispatched slot, last run's outcome."""
-    from tourno.db import utcnow
-    from tourno.scheduler.loop import next_due
+    from tourno.scheduler.status import snapshot
 
     tasks = _tasks(app)
     app.setup()
-    now = utcnow()
-    slots, runs = _last_runs([task.name for task in tasks])
-    rows = []
-    for task in tasks:
-        run = runs.get(task.name)
-        rows.append(
-            {
-                "task": task.name,
-                "frequency_minutes": task.frequency,
-                "next_due": next_due(task.frequency, now, slots.get(task.name)),
-                "last_dispatched_slot": slots.get(task.name),
-                "last_run": None
-                if run is None
-                else {
-                    "started_at": run.started_at,
-                    "finished_at": run.finished_at,
-                    "duration_ms": run.duration_ms,
-                    "seen": run.seen,
-                    "changed": run.changed,
-                    "failed": run.failed,
-                    "skipped": run.skipped,
-                    "error": run.error,
-                },
-            }
-        )
+    rows = [status.as_dict() for status in snapshot(tasks)]
     if as_json:
 
         def encode(value):

@@ -27,6 +27,7 @@ def users_group() -> None:
 @click.pass_obj
 def create_command(app: AppContext, email: str, display_name: str, role: str) -> None:
     """Create a user and print their API token (shown only this once)."""
+    from tourno.accounts.models import Role
     from tourno.api.auth import hash_token, new_token
     from tourno.db import write_transaction
     from tourno.tournaments import services
@@ -37,7 +38,7 @@ def create_command(app: AppContext, email: str, display_name: str, role: str) ->
     try:
         # The user and their token hash commit together.
         with write_transaction():
-            user = services.create_user(email, display_name, role=role)
+            user = services.create_user(email, display_name, role=Role(role))
             services.set_api_token_hash(user, hash_token(token))
     except ValidationError as exc:
         fail("; ".join(f"{k}: {v}" for k, v in sorted(exc.errors.items())), code=2)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 
 from tourno.config import Settings
-from tourno.db import database, sql, utcnow
+from tourno.db import database, sql, tuples, utcnow
 from tourno.jobs.runner import RunCounts, ScanRunner, recorded_run, skip_locked
 from tourno.queue import Job
 from tourno.tournaments import services
@@ -59,9 +59,9 @@ class Periodic(ScanRunner):
     is the retry), a timeout above the runner's budget, and one pending run at
     a time, so a backlog cannot pile up while the workers are down."""
 
-    tries = 1
-    timeout = 300
-    unique_for = 3600
+    tries: ClassVar[int | None] = 1
+    timeout: ClassVar[float | None] = 300
+    unique_for: ClassVar[float | None] = 3600
 
 
 # -- AutoStartTournamentsJob ---------------------------------------------------------------
@@ -105,7 +105,7 @@ class AutoStartTournamentsJob(Periodic, Job):
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
         # tournaments_autostart_idx: auto_start AND state IN ('pending','checked_in').
         order = peewee.fn.COALESCE(Tournament.starts_at, Tournament.full_since)
-        return list(
+        return tuples(
             Tournament.select(order, Tournament.id)
             .where(
                 Tournament.auto_start & Tournament.state.in_(PRE_START_STATES),
@@ -115,7 +115,6 @@ class AutoStartTournamentsJob(Periodic, Job):
             )
             .order_by(order, Tournament.id)
             .limit(limit)
-            .tuples()
         )
 
     def claim(self, item_id: Any, now: dt.datetime) -> bool:
@@ -191,7 +190,7 @@ class CheckFullTournamentsJob(Periodic, Job):
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
         # tournaments_full_pending_idx: full_since IS NOT NULL AND state IN ('pending','checked_in').
-        return list(
+        return tuples(
             Tournament.select(Tournament.full_since, Tournament.id)
             .where(
                 Tournament.full_since.is_null(False) & Tournament.state.in_(PRE_START_STATES),
@@ -205,7 +204,6 @@ class CheckFullTournamentsJob(Periodic, Job):
             )
             .order_by(Tournament.full_since, Tournament.id)
             .limit(limit)
-            .tuples()
         )
 
     def claim(self, item_id: Any, now: dt.datetime) -> bool:
@@ -325,7 +323,7 @@ class CheckMatchDeadlinesJob(Periodic, Job):
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
         # matches_deadline_due_idx: state IN ('open','underway','awaiting_confirmation').
-        return list(
+        return tuples(
             Match.select(Match.deadline_at, Match.id)
             .where(
                 Match.state.in_(ACTIONABLE_MATCH_STATES),
@@ -335,7 +333,6 @@ class CheckMatchDeadlinesJob(Periodic, Job):
             )
             .order_by(Match.deadline_at, Match.id)
             .limit(limit)
-            .tuples()
         )
 
     def claim(self, item_id: Any, now: dt.datetime) -> bool:
@@ -372,7 +369,7 @@ class SendMatchDeadlineWarningsJob(Periodic, Job):
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
         # matches_warning_due_idx: warn_at IS NOT NULL AND deadline_warning_sent_at IS NULL
         # AND state IN ('open','underway','awaiting_confirmation').
-        return list(
+        return tuples(
             Match.select(Match.warn_at, Match.id)
             .where(
                 Match.warn_at.is_null(False)
@@ -386,7 +383,6 @@ class SendMatchDeadlineWarningsJob(Periodic, Job):
             )
             .order_by(Match.warn_at, Match.id)
             .limit(limit)
-            .tuples()
         )
 
     def claim(self, item_id: Any, now: dt.datetime) -> bool:

@@ -20,6 +20,7 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import schedule
@@ -36,7 +37,7 @@ from tourno.db import (
 from tourno.errors import first_line
 from tourno.scheduler.models import RETENTION_DAYS, ScheduleRun
 from tourno.scheduler.tasks import Task
-from tourno.signals import Waker, installed
+from tourno.signals import Handler, Waker, installed
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ def dispatch_slot(
     with write_transaction():
         if database.execute_sql(sql(_INSERT_RUN), params).rowcount != 1:
             return None
-        job_id, uuid = _push(task)
+        job_id, pushed_uuid = _push(task)
+        uuid: str | None = pushed_uuid
         if job_id is None:
             uuid = None  # an identical unique job was still pending: nothing new was queued
         elif not isinstance(job_id, int):
@@ -154,8 +156,8 @@ class Scheduler:
         tick_seconds: float = 1.0,
         clock: Callable[[], dt.datetime] = utcnow,
         host: str | None = None,
-        on_ready: Callable[[], None] | None = None,
-        on_stopping: Callable[[], None] | None = None,
+        on_ready: Callable[[], object] | None = None,
+        on_stopping: Callable[[], object] | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("no tasks to schedule")
@@ -245,9 +247,9 @@ class Scheduler:
     def run(self, *, once: bool = False, install_signals: bool = True) -> int:
         """Tick until stopped (or once); returns the exit code: 0, or 1 when
         ``once`` and a task failed."""
-        handlers = (
-            {signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal} if install_signals else {}
-        )
+        handlers: dict[signal.Signals, Handler] = {}
+        if install_signals:
+            handlers = {signal.SIGTERM: self._on_signal, signal.SIGINT: self._on_signal}
         try:
             with installed(handlers):
                 return self._run(once)
@@ -256,7 +258,8 @@ class Scheduler:
 
     def _run(self, once: bool) -> int:
         ticker = schedule.Scheduler()
-        ticker.every(self.tick_seconds).seconds.do(self._safe_tick)
+        # schedule's hints say int, but it takes fractional seconds (the tests tick fast).
+        ticker.every(self.tick_seconds).seconds.do(self._safe_tick)  # type: ignore[arg-type]
         names = ", ".join(f"{t.name} every {t.frequency} min" for t in self.tasks)
         log.info("scheduling %s", names)
         if once:
@@ -295,5 +298,5 @@ class Scheduler:
                 self._wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop(signal.Signals(signum).name)
