@@ -27,7 +27,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, current_app, request
 
@@ -144,20 +144,27 @@ def _fresh(etag: str) -> bool:
     return request.if_none_match.contains_weak(etag)
 
 
+def _json_bytes(data: Any) -> bytes:
+    """``data`` as the app's JSON response would carry it (same provider, same bytes)."""
+    # Typed as the sans-io response, which is a flask Response in a Flask app.
+    response = cast(Response, current_app.json.response(data))
+    return response.get_data()
+
+
 def cached_json(key: tuple | None, build: Callable[[], Any], *, private: bool = False) -> Response:
     """The JSON of ``build()``, from the cache under ``key`` when it is there;
     a 304 when the client's ``If-None-Match`` names it. ``key`` is None when
     the data version is unknown (SQLite): then it is built every time."""
     if key is None:
-        body = current_app.json.response(build()).get_data()
+        body = _json_bytes(build())
         etag = hashlib.blake2b(body, digest_size=12).hexdigest()
         return _respond(None if _fresh(etag) else body, etag, private=private)
     etag = etag_of(key)
     if _fresh(etag):
         return _respond(None, etag, private=private)
     cache = response_cache()
-    body = cache.get(key)
-    if body is None:
-        body = current_app.json.response(build()).get_data()
-        cache.put(key, body)
-    return _respond(body, etag, private=private)
+    cached = cache.get(key)
+    if cached is None:
+        cached = _json_bytes(build())
+        cache.put(key, cached)
+    return _respond(cached, etag, private=private)

@@ -11,7 +11,6 @@ Answers are small HTML pages, since a person in a browser reads them.
 from __future__ import annotations
 
 import logging
-
 from typing import Annotated, Literal
 
 from flask import Blueprint, Response, current_app, render_template_string, request, url_for
