@@ -16,7 +16,7 @@ from tourno.api.auth import current_user, require_user
 from tourno.api.context import may_manage, now, require_visible, visible_match
 from tourno.api.openapi import documented
 from tourno.api.validation import body, json_body, query
-from tourno.tournaments import services
+from tourno.tournaments import reads, services
 from tourno.tournaments.errors import ValidationError
 from tourno.tournaments.inputs import (
     DeadlineExtension,
@@ -78,7 +78,7 @@ def _plays_in(user: User, m: Match) -> bool:
 @documented("Matches", query=MatchListQuery, response=schemas.MatchList, revalidated=True)
 def list_matches(tid: int) -> Response:
     """Polled like the bracket: cached by the tournament's data version."""
-    found, token = cache.tournament_row(tid)
+    found, token = reads.tournament_row(tid)
     t = require_visible(tid, found, current_user())
     asked = query(MatchListQuery)
     state, number, participant_id = asked.state, asked.round, asked.participant_id

@@ -13,7 +13,7 @@ from tourno.api.auth import current_user, require_user
 from tourno.api.context import now, require_visible, visible_tournament
 from tourno.api.openapi import documented
 from tourno.api.validation import body, json_body, query
-from tourno.tournaments import services
+from tourno.tournaments import reads, services
 from tourno.tournaments.errors import PermissionDenied
 from tourno.tournaments.inputs import (
     Announcement,
@@ -98,7 +98,7 @@ def show_tournament(tid: int) -> Response:
     and the body from the cache while nothing changed (``tourno.api.cache``)."""
     user = current_user()
     include = query(TournamentQuery).include
-    found, token = cache.tournament_row(tid)
+    found, token = reads.tournament_row(tid)
     t = require_visible(tid, found, user)
     at = now()
     key = None
