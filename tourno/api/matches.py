@@ -129,16 +129,7 @@ def report(mid: int) -> Response:
         result = ResultReport.check(data)
         visible_match(mid, user)
         with api_field_names():
-            m = services.report_result(
-                mid,
-                user,
-                player1_score=result.player1_score,
-                player2_score=result.player2_score,
-                winner=result.winner_id,
-                game_scores=result.game_scores,
-                comment=result.comment,
-                now=now(),
-            )
+            m = services.report_result(mid, user, comment=result.comment, now=now(), **result.arguments())
     response = match_response(m, with_reports=True)
     response.status_code = 201
     return response
@@ -173,15 +164,7 @@ def resolve(mid: int) -> Response:
     result = body(MatchScores)
     visible_match(mid, user)
     with api_field_names():
-        m = services.resolve_match(
-            mid,
-            user,
-            player1_score=result.player1_score,
-            player2_score=result.player2_score,
-            winner=result.winner_id,
-            game_scores=result.game_scores,
-            now=now(),
-        )
+        m = services.resolve_match(mid, user, now=now(), **result.arguments())
     return match_response(m, with_reports=True)
 
 

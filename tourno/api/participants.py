@@ -20,6 +20,7 @@ from tourno.tournaments.models import Participant
 bp = Blueprint("participants", __name__)
 
 ONE = {"response": schemas.OneParticipant, "auth": True}
+LIST = {"response": schemas.ParticipantList, "auth": True}
 
 
 def participant_response(p: Participant, status: int = 200) -> Response:
@@ -55,13 +56,7 @@ def add_participant(tid: int) -> Response:
 
 
 @bp.post("/tournaments/<id:tid>/participants/bulk_add")
-@documented(
-    "Organizer adds entrants by name",
-    body=(EntrantsInput,),
-    status=201,
-    response=schemas.ParticipantList,
-    auth=True,
-)
+@documented("Organizer adds entrants by name", body=(EntrantsInput,), status=201, **LIST)
 def bulk_add(tid: int) -> Response:
     user = require_user()
     names = body(EntrantsInput).names

@@ -15,17 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tourno.accounts.models import Role
+from tourno.tournaments import models
 from tourno.tournaments.inputs import drop_placeholder_defaults
-from tourno.tournaments.models import (
-    EliminationNoShowPolicy,
-    FinalSecondExpiry,
-    LeagueNoShowPolicy,
-    MatchState,
-    ParticipantStatus,
-    ReportMode,
-    TournamentFormat,
-    TournamentState,
-)
 
 
 def optional() -> Any:
@@ -61,7 +52,7 @@ class Participant(Output):
     tournament_id: int
     user_id: int | None
     display_name: str
-    status: ParticipantStatus
+    status: models.ParticipantStatus
     seed: int | None = optional()
     waitlist_position: int | None = optional()
     checked_in_at: dt.datetime | None = optional()
@@ -92,7 +83,7 @@ class Match(Output):
     id: int
     tournament_id: int
     round_id: int
-    state: MatchState
+    state: models.MatchState
     player1_id: int | None
     player2_id: int | None
     winner_id: int | None
@@ -123,10 +114,10 @@ class Tournament(Output):
     id: int
     organizer_id: int
     # The public state: ``checking_in`` is derived from the check-in window, never stored.
-    state: TournamentState | Literal["checking_in"]
+    state: models.TournamentState | Literal["checking_in"]
     name: str
     game: str
-    format: TournamentFormat
+    format: models.TournamentFormat
     capacity: int
     participants_count: int
     version: int
@@ -140,10 +131,10 @@ class Tournament(Output):
     check_in_minutes: int = optional()
     match_deadline_minutes: int = optional()
     deadline_warning_minutes: int = optional()
-    report_mode: ReportMode = optional()
-    no_show_policy_elimination: EliminationNoShowPolicy = optional()
-    no_show_policy_league: LeagueNoShowPolicy = optional()
-    final_second_expiry: FinalSecondExpiry = optional()
+    report_mode: models.ReportMode = optional()
+    no_show_policy_elimination: models.EliminationNoShowPolicy = optional()
+    no_show_policy_league: models.LeagueNoShowPolicy = optional()
+    final_second_expiry: models.FinalSecondExpiry = optional()
     settings: dict[str, Any] = optional()
     check_ins_processed_at: dt.datetime | None = optional()
     started_at: dt.datetime | None = optional()

@@ -338,6 +338,15 @@ class MatchScores(Input):
         Annotated[list[GameScore], Field(max_length=limits.MAX_GAMES, description=GAME_SCORES_RULE)] | None
     ) = None
 
+    def arguments(self) -> dict[str, Any]:
+        """The result as the services' keyword arguments (``winner`` for ``winner_id``)."""
+        return {
+            "player1_score": self.player1_score,
+            "player2_score": self.player2_score,
+            "winner": self.winner_id,
+            "game_scores": self.game_scores,
+        }
+
 
 class ResultReport(MatchScores):
     """A player reports their match's result."""
