@@ -17,7 +17,7 @@ from tests.test_api import Api, user_with_token
 from tourno.accounts.models import Role
 from tourno.api import cache, create_app
 from tourno.jobs.periodic import CheckMatchDeadlinesJob, SendMatchDeadlineWarningsJob
-from tourno.tournaments import services
+from tourno.tournaments import reads, services
 from tourno.tournaments.errors import AlreadyRegistered
 from tourno.tournaments.models import Match, MatchState, Participant, Tournament, TournamentState
 
@@ -53,7 +53,7 @@ def cold_body(settings, clock: Clock, path: str) -> bytes:
 
 
 def data_token(tid: int) -> tuple:
-    t, token = cache.tournament_row(tid)
+    t, token = reads.tournament_row(tid)
     return token, t.version
 
 

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.routing import IntegerConverter
 
 from tourno.config import Settings
@@ -67,7 +68,8 @@ def create_app(
         TOURNO_CLOCK=clock or utcnow,
         TOURNO_SETTINGS=settings or Settings(),
     )
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):
+        app.json.sort_keys = False
     app.url_map.converters["id"] = IdConverter
     app.url_map.strict_slashes = True
 

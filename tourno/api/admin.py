@@ -3,20 +3,37 @@ and the periodic jobs' recent runs."""
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
+from typing import Annotated, Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import Field
 
 from tourno.accounts.models import Role
+from tourno.api import schemas
 from tourno.api.auth import require_role
+from tourno.api.openapi import documented
 from tourno.api.serializers import when
-from tourno.api.validation import Query
+from tourno.api.validation import query
+from tourno.tournaments.inputs import Paging
 
 bp = Blueprint("admin", __name__)
 
 
+MAX_RUNS_PER_PAGE = 200
+DEFAULT_RUNS_PER_PAGE = 50
+
+
+class JobRunsQuery(Paging):
+    """Longer pages than the domain's lists: an admin scans many runs."""
+
+    per_page: Annotated[int, Field(ge=1, le=MAX_RUNS_PER_PAGE)] = DEFAULT_RUNS_PER_PAGE
+
+
 @bp.get("/admin/queue")
-def queue_status():
+@documented("Queue sizes, live workers, failed count", response=schemas.QueueStatus, auth=True)
+def queue_status() -> Response:
     from tourno.queue.status import snapshot
 
     require_role(Role.ADMIN)
@@ -29,7 +46,7 @@ def queue_status():
     return jsonify(data)
 
 
-def _job_run_model():
+def _job_run_model() -> Any:
     """The scheduler's JobRun model, if this build has it."""
     try:
         module = importlib.import_module("tourno.scheduler.models")
@@ -39,11 +56,11 @@ def _job_run_model():
 
 
 @bp.get("/admin/jobs/runs")
-def job_runs():
+@documented("Recent runs of the periodic jobs", query=JobRunsQuery, response=schemas.JobRuns, auth=True)
+def job_runs() -> Response:
     require_role(Role.ADMIN)
-    query = Query()
-    page, per_page = query.page(max_per_page=200, default_per_page=50)
-    query.check()
+    asked = query(JobRunsQuery)
+    page, per_page = asked.page, asked.per_page
     model = _job_run_model()
     if model is None:
         return jsonify({"runs": [], "note": "this build records no job runs yet"})
@@ -51,7 +68,5 @@ def job_runs():
     return jsonify({"runs": [_plain_row(r) for r in rows.dicts()], "page": page, "per_page": per_page})
 
 
-def _plain_row(row: dict) -> dict:
-    import datetime as dt
-
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
     return {k: when(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}

@@ -4,7 +4,8 @@ keyed by the tournament's data version, with ``ETag`` / ``If-None-Match``.
 Every viewer of a running tournament polls ``GET /tournaments/{id}`` (with
 its matches) and the match list, and between two results the answer does not
 change. So a request reads the tournament row (it needs it anyway, for the
-visibility check) together with its data version, and when a body for that
+visibility check) together with its data version
+(:func:`tourno.tournaments.reads.tournament_row`), and when a body for that
 version is in the cache, answers with it: one indexed query, no serializing.
 
 The data version is the row's ``xmin`` on PostgreSQL: every change to a
@@ -27,13 +28,9 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, cast
 
 from flask import Response, current_app, request
-
-from tourno import db as tdb
-from tourno.db import database
-from tourno.tournaments.models import Tournament
 
 #: Bodies kept per worker process: a few hundred brackets of ~35 KB each (64
 #: players with their matches), and never more than MAX_BYTES in all, so a few
@@ -92,33 +89,6 @@ def response_cache() -> ResponseCache:
     return cache
 
 
-# -- the tournament row with its data version -----------------------------------------------
-
-_FIELDS = Tournament._meta.sorted_fields
-_NAMES = [f.name for f in _FIELDS]
-_CONVERTERS = [f.python_value for f in _FIELDS]
-#: Written out once: peewee would build the same statement on every request.
-_ROW_SQL = "SELECT {}, xmin::text FROM tournaments WHERE id = %s".format(
-    ", ".join(f'"{f.column_name}"' for f in _FIELDS)
-)
-
-
-def tournament_row(tid: int) -> tuple[Tournament | None, str | None]:
-    """The tournament (None when there is none) and its data token: the row's
-    ``xmin`` on PostgreSQL, None on SQLite (no caching there)."""
-    if not tdb.is_postgres():
-        return Tournament.get_or_none(Tournament.id == tid), None
-    row = database.execute_sql(_ROW_SQL, (tid,)).fetchone()
-    if row is None:
-        return None, None
-    t = Tournament(__no_default__=1)
-    t.__data__.update(
-        (name, None if value is None else convert(value))
-        for name, convert, value in zip(_NAMES, _CONVERTERS, row, strict=False)
-    )
-    return t, row[-1]
-
-
 # -- responses ---------------------------------------------------------------------------------
 
 
@@ -144,20 +114,27 @@ def _fresh(etag: str) -> bool:
     return request.if_none_match.contains_weak(etag)
 
 
+def _json_bytes(data: Any) -> bytes:
+    """``data`` as the app's JSON response would carry it (same provider, same bytes)."""
+    # Typed as the sans-io response, which is a flask Response in a Flask app.
+    response = cast(Response, current_app.json.response(data))
+    return response.get_data()
+
+
 def cached_json(key: tuple | None, build: Callable[[], Any], *, private: bool = False) -> Response:
     """The JSON of ``build()``, from the cache under ``key`` when it is there;
     a 304 when the client's ``If-None-Match`` names it. ``key`` is None when
     the data version is unknown (SQLite): then it is built every time."""
     if key is None:
-        body = current_app.json.response(build()).get_data()
+        body = _json_bytes(build())
         etag = hashlib.blake2b(body, digest_size=12).hexdigest()
         return _respond(None if _fresh(etag) else body, etag, private=private)
     etag = etag_of(key)
     if _fresh(etag):
         return _respond(None, etag, private=private)
     cache = response_cache()
-    body = cache.get(key)
-    if body is None:
-        body = current_app.json.response(build()).get_data()
-        cache.put(key, body)
-    return _respond(body, etag, private=private)
+    cached = cache.get(key)
+    if cached is None:
+        cached = _json_bytes(build())
+        cache.put(key, cached)
+    return _respond(cached, etag, private=private)

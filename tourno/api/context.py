@@ -1,36 +1,28 @@
-"""What every blueprint needs per request: the clock, the services (looked up
-at call time, so a service added later is picked up without an import
-cycle), and fetching rows a caller may see."""
+"""What every blueprint needs per request: the clock, and fetching rows a
+caller may see. The views call the services by importing them."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import Any
 
 from flask import current_app
 
-from tourno.accounts.models import Role, User
-from tourno.api.errors import ApiError
-from tourno.tournaments import services
+from tourno.accounts.models import User
 from tourno.tournaments.errors import NotFound
 from tourno.tournaments.models import Match, Participant, Tournament, TournamentState
+from tourno.tournaments.services.common import can_manage
 
 
 def now() -> dt.datetime:
     """The request's "now"; tests set ``app.config["TOURNO_CLOCK"]``."""
-    return current_app.config["TOURNO_CLOCK"]()
+    clock = current_app.config["TOURNO_CLOCK"]
+    moment: dt.datetime = clock()
+    return moment
 
 
-def service(name: str) -> Callable[..., Any]:
-    fn = getattr(services, name, None)
-    if fn is None:
-        raise ApiError(501, "not_implemented", f"this server has no {name} service yet")
-    return fn
-
-
-def can_manage(user: User | None, t: Tournament) -> bool:
-    return user is not None and (user.role == Role.ADMIN or user.id == t.organizer_id)
+def may_manage(user: User | None, t: Tournament) -> bool:
+    """The services' rule (:func:`~tourno.tournaments.services.common.can_manage`), for anonymous callers too."""
+    return user is not None and can_manage(user, t)
 
 
 def visible_tournament(tid: int, user: User | None) -> Tournament:
@@ -40,7 +32,7 @@ def visible_tournament(tid: int, user: User | None) -> Tournament:
 
 def require_visible(tid: int, t: Tournament | None, user: User | None) -> Tournament:
     """``t`` (tournament ``tid`` as read) if the caller may see it, else NotFound."""
-    if t is None or (t.state == TournamentState.DRAFT and not can_manage(user, t)):
+    if t is None or (t.state == TournamentState.DRAFT and not may_manage(user, t)):
         raise NotFound(f"no tournament {tid}")
     return t
 

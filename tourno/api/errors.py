@@ -99,8 +99,9 @@ def register(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         headers = {}
-        if status == 405 and getattr(exc, "valid_methods", None):
-            headers["Allow"] = ", ".join(exc.valid_methods)
+        valid_methods = getattr(exc, "valid_methods", None)  # MethodNotAllowed's
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(valid_methods)
         message = exc.description or exc.name
         if status == 404:
             message = "no such resource"

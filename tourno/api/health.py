@@ -7,9 +7,11 @@ from __future__ import annotations
 import logging
 
 import peewee
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from tourno import migrations
+from tourno.api import schemas
+from tourno.api.openapi import documented
 from tourno.db import DatabaseUnavailable, database, open_connection
 from tourno.errors import first_line
 
@@ -18,12 +20,19 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
-def healthz():
+@documented("The process is up", response=schemas.Health)
+def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
-def readyz():
+@documented(
+    "Database reachable and migrated, queue reachable (503 otherwise)",
+    response=schemas.Readiness,
+    # Not ready is a 503 with the same body, naming the failed check.
+    also={503: "Not ready"},
+)
+def readyz() -> Response:
     from tourno.queue import backends
 
     checks: dict[str, str] = {}

@@ -4,19 +4,32 @@ extend the deadline)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
-from tourno.api import cache, serializers
+from tourno.accounts.models import User
+from tourno.api import cache, schemas, serializers
 from tourno.api.auth import current_user, require_user
-from tourno.api.context import can_manage, now, require_visible, service, visible_match
-from tourno.api.validation import MAX_ID, Form, Query, json_body
+from tourno.api.context import may_manage, now, require_visible, visible_match
+from tourno.api.openapi import documented
+from tourno.api.validation import body, json_body, query
+from tourno.tournaments import reads, services
 from tourno.tournaments.errors import ValidationError
+from tourno.tournaments.inputs import (
+    DeadlineExtension,
+    DisputeInput,
+    ForfeitClaim,
+    ForfeitDecision,
+    MatchListQuery,
+    MatchScores,
+    ResultReport,
+)
 from tourno.tournaments.models import (
     Match,
     MatchReport,
-    MatchState,
     Participant,
     Round,
     Tournament,
@@ -25,12 +38,10 @@ from tourno.tournaments.models import (
 
 bp = Blueprint("matches", __name__)
 
-MAX_SCORE = 1_000_000
-MAX_GAMES = 99
-MAX_EXTENSION_MINUTES = 10080
+ONE = {"response": schemas.OneMatch, "auth": True}
 
 
-def match_response(m: Match, *, with_reports: bool = False):
+def match_response(m: Match, *, with_reports: bool = False) -> Response:
     data = serializers.match(m)
     if with_reports:
         data["reports"] = [
@@ -44,16 +55,18 @@ def match_response(m: Match, *, with_reports: bool = False):
 FIELD_NAMES = {"winner": "winner_id", "loser": "loser_id"}
 
 
-def call(name: str, *args: Any, **kwargs: Any) -> Match:
+@contextmanager
+def api_field_names() -> Iterator[None]:
+    """A service's ValidationError, with its fields named as the API names them."""
     try:
-        return service(name)(*args, **kwargs)
+        yield
     except ValidationError as exc:
         raise ValidationError(
             {FIELD_NAMES.get(k, k): v for k, v in exc.errors.items()}, exc.message
         ) from None
 
 
-def _plays_in(user, m: Match) -> bool:
+def _plays_in(user: User, m: Match) -> bool:
     ids = [pid for pid in (m.player1_id, m.player2_id) if pid is not None]
     return (
         bool(ids)
@@ -62,15 +75,13 @@ def _plays_in(user, m: Match) -> bool:
 
 
 @bp.get("/tournaments/<id:tid>/matches")
-def list_matches(tid: int):
+@documented("Matches", query=MatchListQuery, response=schemas.MatchList, revalidated=True)
+def list_matches(tid: int) -> Response:
     """Polled like the bracket: cached by the tournament's data version."""
-    found, token = cache.tournament_row(tid)
+    found, token = reads.tournament_row(tid)
     t = require_visible(tid, found, current_user())
-    query = Query()
-    state = query.choice("state", [s.value for s in MatchState])
-    number = query.integer("round", low=1, high=100_000)
-    participant_id = query.integer("participant_id", low=1, high=MAX_ID)
-    query.check()
+    asked = query(MatchListQuery)
+    state, number, participant_id = asked.state, asked.round, asked.participant_id
     key = None if token is None else ("matches", tid, token, t.version, state, number, participant_id)
 
     def build() -> dict[str, Any]:
@@ -88,116 +99,103 @@ def list_matches(tid: int):
 
 
 @bp.get("/matches/<id:mid>")
-def show_match(mid: int):
+@documented("One match (reports for its players and organizer)", response=schemas.OneMatch)
+def show_match(mid: int) -> Response:
     user = current_user()
     m = visible_match(mid, user)
     # Reports are visible to the two players and to whoever manages the tournament.
     with_reports = user is not None and (
-        can_manage(user, Tournament.get_by_id(m.tournament_id)) or _plays_in(user, m)
+        may_manage(user, Tournament.get_by_id(m.tournament_id)) or _plays_in(user, m)
     )
     return match_response(m, with_reports=with_reports)
 
 
-def _result_values(form: Form) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "player1_score": form.integer("player1_score", required=True, high=MAX_SCORE),
-        "player2_score": form.integer("player2_score", required=True, high=MAX_SCORE),
-        "winner": form.integer("winner_id", low=1, high=MAX_ID),
-    }
-    games = form.raw("game_scores")
-    if games is not None:
-        if not isinstance(games, list) or len(games) > MAX_GAMES or not all(_game_ok(g) for g in games):
-            form.errors["game_scores"] = (
-                f"must be a list of at most {MAX_GAMES} [player1, player2] score pairs"
-            )
-        else:
-            values["game_scores"] = games
-    return values
-
-
-def _game_ok(game: Any) -> bool:
-    return (
-        isinstance(game, list)
-        and len(game) == 2
-        and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_SCORE for x in game)
-    )
-
-
 @bp.post("/matches/<id:mid>/reports")
-def report(mid: int):
+@documented(
+    "Report own result, or claim a forfeit with {forfeit_claim: true}",
+    body=(ResultReport, ForfeitClaim),
+    status=201,
+    **ONE,
+)
+def report(mid: int) -> Response:
     user = require_user()
-    body = json_body()
-    if body.get("forfeit_claim") is not None:
-        form = Form(body, allowed=("forfeit_claim", "comment"))
-        if form.boolean("forfeit_claim") is not True:
-            form.errors["forfeit_claim"] = "must be true (or left out to report a result)"
-        comment = form.text("comment", max_length=2000, strip=False)
-        form.check()
+    data = json_body()
+    if data.get("forfeit_claim") is not None:
+        claim = ForfeitClaim.check(data)
         visible_match(mid, user)
-        m = call("claim_forfeit", mid, user, comment=comment, now=now())
+        with api_field_names():
+            m = services.claim_forfeit(mid, user, comment=claim.comment, now=now())
     else:
-        form = Form(body, allowed=("player1_score", "player2_score", "winner_id", "game_scores", "comment"))
-        values = _result_values(form)
-        comment = form.text("comment", max_length=2000, strip=False)
-        form.check()
+        result = ResultReport.check(data)
         visible_match(mid, user)
-        m = call("report_result", mid, user, comment=comment, now=now(), **values)
+        with api_field_names():
+            m = services.report_result(mid, user, comment=result.comment, now=now(), **result.arguments())
     response = match_response(m, with_reports=True)
     response.status_code = 201
     return response
 
 
 @bp.post("/matches/<id:mid>/confirm")
-def confirm(mid: int):
+@documented("Accept the opponent's report", **ONE)
+def confirm(mid: int) -> Response:
     user = require_user()
     json_body(required=False)
     visible_match(mid, user)
-    return match_response(call("confirm_result", mid, user, now=now()), with_reports=True)
+    with api_field_names():
+        m = services.confirm_result(mid, user, now=now())
+    return match_response(m, with_reports=True)
 
 
 @bp.post("/matches/<id:mid>/dispute")
-def dispute(mid: int):
+@documented("Dispute the opponent's report", body=(DisputeInput,), body_required=False, **ONE)
+def dispute(mid: int) -> Response:
     user = require_user()
-    form = Form(json_body(required=False), allowed=("comment",))
-    comment = form.text("comment", max_length=2000, strip=False)
-    form.check()
+    comment = body(DisputeInput, required=False).comment
     visible_match(mid, user)
-    return match_response(call("dispute_result", mid, user, comment=comment, now=now()), with_reports=True)
+    with api_field_names():
+        m = services.dispute_result(mid, user, comment=comment, now=now())
+    return match_response(m, with_reports=True)
 
 
 @bp.post("/matches/<id:mid>/resolve")
-def resolve(mid: int):
+@documented("Organizer decides the result", body=(MatchScores,), **ONE)
+def resolve(mid: int) -> Response:
     user = require_user()
-    form = Form(json_body(), allowed=("player1_score", "player2_score", "winner_id", "game_scores"))
-    values = _result_values(form)
-    form.check()
+    result = body(MatchScores)
     visible_match(mid, user)
-    return match_response(call("resolve_match", mid, user, now=now(), **values), with_reports=True)
+    with api_field_names():
+        m = services.resolve_match(mid, user, now=now(), **result.arguments())
+    return match_response(m, with_reports=True)
 
 
 @bp.post("/matches/<id:mid>/forfeit")
-def forfeit(mid: int):
+@documented("Organizer records a forfeit", body=(ForfeitDecision,), **ONE)
+def forfeit(mid: int) -> Response:
     user = require_user()
-    form = Form(json_body(), allowed=("loser_id",))
-    loser = form.integer("loser_id", required=True, low=1, high=MAX_ID)
-    form.check()
+    loser = body(ForfeitDecision).loser_id
     visible_match(mid, user)
-    return match_response(call("forfeit_match", mid, user, loser=loser, now=now()), with_reports=True)
+    with api_field_names():
+        m = services.forfeit_match(mid, user, loser=loser, now=now())
+    return match_response(m, with_reports=True)
 
 
 @bp.post("/matches/<id:mid>/reopen")
-def reopen(mid: int):
+@documented("complete -> open", **ONE)
+def reopen(mid: int) -> Response:
     user = require_user()
     json_body(required=False)
     visible_match(mid, user)
-    return match_response(call("reopen_match", mid, user, now=now()), with_reports=True)
+    with api_field_names():
+        m = services.reopen_match(mid, user, now=now())
+    return match_response(m, with_reports=True)
 
 
 @bp.post("/matches/<id:mid>/deadline")
-def extend_deadline(mid: int):
+@documented("Extend the deadline by some minutes", body=(DeadlineExtension,), **ONE)
+def extend_deadline(mid: int) -> Response:
     user = require_user()
-    form = Form(json_body(), allowed=("minutes",))
-    minutes = form.integer("minutes", required=True, low=1, high=MAX_EXTENSION_MINUTES)
-    form.check()
+    minutes = body(DeadlineExtension).minutes
     visible_match(mid, user)
-    return match_response(call("extend_deadline", mid, user, minutes=minutes, now=now()), with_reports=True)
+    with api_field_names():
+        m = services.extend_deadline(mid, user, minutes=minutes, now=now())
+    return match_response(m, with_reports=True)

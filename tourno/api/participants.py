@@ -4,32 +4,36 @@ check-in."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from tourno.accounts.models import User
-from tourno.api import serializers
+from tourno.api import schemas, serializers
 from tourno.api.auth import current_user, require_user
-from tourno.api.context import now, participant_of, service, visible_tournament
-from tourno.api.validation import MAX_ID, Form, Query, json_body
+from tourno.api.context import now, participant_of, visible_tournament
+from tourno.api.openapi import documented
+from tourno.api.validation import body, json_body, query
 from tourno.tournaments import services
-from tourno.tournaments.models import Participant, ParticipantStatus
-from tourno.tournaments.services.registration import MAX_CAPACITY
+from tourno.tournaments.errors import ValidationError
+from tourno.tournaments.inputs import EntrantInput, EntrantsInput, ParticipantListQuery, SeedInput
+from tourno.tournaments.models import Participant
 
 bp = Blueprint("participants", __name__)
 
+ONE = {"response": schemas.OneParticipant, "auth": True}
+LIST = {"response": schemas.ParticipantList, "auth": True}
 
-def participant_response(p: Participant, status: int = 200):
+
+def participant_response(p: Participant, status: int = 200) -> Response:
     response = jsonify({"participant": serializers.participant(p)})
     response.status_code = status
     return response
 
 
 @bp.get("/tournaments/<id:tid>/participants")
-def list_participants(tid: int):
+@documented("Participants", query=ParticipantListQuery, response=schemas.ParticipantList)
+def list_participants(tid: int) -> Response:
     t = visible_tournament(tid, current_user())
-    query = Query()
-    status = query.choice("status", [s.value for s in ParticipantStatus])
-    query.check()
+    status = query(ParticipantListQuery).status
     rows = Participant.select().where(Participant.tournament == t.id)
     if status:
         rows = rows.where(Participant.status == status)
@@ -37,62 +41,54 @@ def list_participants(tid: int):
 
 
 @bp.post("/tournaments/<id:tid>/participants")
-def add_participant(tid: int):
+@documented("Organizer adds an entrant by name", body=(EntrantInput,), status=201, **ONE)
+def add_participant(tid: int) -> Response:
     user = require_user()
-    form = Form(json_body(), allowed=("display_name", "user_id"))
-    name = form.text("display_name", required=True, max_length=100)
-    user_id = form.integer("user_id", low=1, high=MAX_ID)
-    entrant = None
-    if user_id is not None:
-        entrant = User.get_or_none(User.id == user_id)
-        if entrant is None:
-            form.errors["user_id"] = "no such user"
-    form.check()
+    entrant = body(EntrantInput)
+    account = None
+    if entrant.user_id is not None:
+        account = User.get_or_none(User.id == entrant.user_id)
+        if account is None:
+            raise ValidationError({"user_id": "no such user"})
     visible_tournament(tid, user)
-    p = service("add_entrant")(tid, user, display_name=name, user=entrant, now=now())
+    p = services.add_entrant(tid, user, display_name=entrant.display_name, user=account, now=now())
     return participant_response(p, 201)
 
 
 @bp.post("/tournaments/<id:tid>/participants/bulk_add")
-def bulk_add(tid: int):
+@documented("Organizer adds entrants by name", body=(EntrantsInput,), status=201, **LIST)
+def bulk_add(tid: int) -> Response:
     user = require_user()
-    form = Form(json_body(), allowed=("names",))
-    names = form.raw("names")
-    if not isinstance(names, list) or not 1 <= len(names) <= MAX_CAPACITY:
-        form.errors["names"] = f"must be a list of 1 to {MAX_CAPACITY} names"
-    else:
-        for i, name in enumerate(names):
-            if not isinstance(name, str) or not 1 <= len(name.strip()) <= 100:
-                form.errors[f"names[{i}]"] = "must be 1 to 100 characters"
-    form.check()
+    names = body(EntrantsInput).names
     visible_tournament(tid, user)
-    added = service("add_entrants")(tid, user, [n.strip() for n in names], now=now())
+    added = services.add_entrants(tid, user, names, now=now())
     response = jsonify({"participants": [serializers.participant(p) for p in added]})
     response.status_code = 201
     return response
 
 
 @bp.put("/tournaments/<id:tid>/participants/<id:pid>/seed")
-def set_seed(tid: int, pid: int):
+@documented("Set a participant's seed", body=(SeedInput,), **ONE)
+def set_seed(tid: int, pid: int) -> Response:
     user = require_user()
-    form = Form(json_body(), allowed=("seed",))
-    seed = form.integer("seed", required=True, low=1, high=MAX_CAPACITY)
-    form.check()
+    seed = body(SeedInput).seed
     t = visible_tournament(tid, user)
     p = participant_of(t, pid)
-    return participant_response(service("set_seed")(t.id, user, p.id, seed, now=now()))
+    return participant_response(services.set_seed(t.id, user, p.id, seed, now=now()))
 
 
 @bp.delete("/tournaments/<id:tid>/participants/<id:pid>")
-def remove_participant(tid: int, pid: int):
+@documented("Remove before the start, disqualify after", **ONE)
+def remove_participant(tid: int, pid: int) -> Response:
     user = require_user()
     t = visible_tournament(tid, user)
     p = participant_of(t, pid)
-    return participant_response(service("remove_participant")(t.id, user, p.id, now=now()))
+    return participant_response(services.remove_participant(t.id, user, p.id, now=now()))
 
 
 @bp.post("/tournaments/<id:tid>/register")
-def register(tid: int):
+@documented("Join (or the waitlist)", status=201, **ONE)
+def register(tid: int) -> Response:
     user = require_user()
     json_body(required=False)
     visible_tournament(tid, user)
@@ -100,14 +96,16 @@ def register(tid: int):
 
 
 @bp.delete("/tournaments/<id:tid>/register")
-def withdraw(tid: int):
+@documented("Withdraw before the start", **ONE)
+def withdraw(tid: int) -> Response:
     user = require_user()
     visible_tournament(tid, user)
     return participant_response(services.withdraw(tid, user, now=now()))
 
 
 @bp.post("/tournaments/<id:tid>/check_in")
-def check_in(tid: int):
+@documented("Check in during the window", **ONE)
+def check_in(tid: int) -> Response:
     user = require_user()
     json_body(required=False)
     visible_tournament(tid, user)

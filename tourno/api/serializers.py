@@ -13,7 +13,8 @@ from typing import Any
 import peewee
 
 from tourno.accounts.models import User
-from tourno.db import JSONField, TimestampField, database, parse_timestamp
+from tourno.db import JSONField, TimestampField, parse_timestamp
+from tourno.tournaments import reads
 from tourno.tournaments.models import Match, Participant, Round, Tournament
 from tourno.tournaments.services import public_state, registration_open
 
@@ -111,26 +112,7 @@ def participant(p: Participant) -> dict[str, Any]:
     return data
 
 
-MATCH_FIELDS = (
-    "bracket",
-    "identifier",
-    "position",
-    "state",
-    "player1_is_bye",
-    "player2_is_bye",
-    "player1_score",
-    "player2_score",
-    "game_scores",
-    "is_draw",
-    "result_type",
-    "opened_at",
-    "underway_at",
-    "deadline_at",
-    "deadline_extensions",
-    "completed_at",
-    "version",
-    "updated_at",
-)
+MATCH_FIELDS = reads.MATCH_FIELDS
 
 
 def match(m: Match, rounds: dict[int, Round] | None = None) -> dict[str, Any]:
@@ -175,18 +157,9 @@ def _raw_converter(field: peewee.Field) -> Callable[[Any], Any] | None:
     return None  # ids, numbers and enum values are already what the JSON needs
 
 
-#: (output name, column, converter) for every field of a match row.
-_MATCH_COLUMNS: list[tuple[str, Any, Callable[[Any], Any] | None]] = [
-    ("id", Match.id, None),
-    ("tournament_id", Match.tournament, None),
-    ("round_id", Match.round, None),
-    ("round_number", Round.number, None),
-    ("round_name", Round.name, None),
-    ("player1_id", Match.player1, None),
-    ("player2_id", Match.player2, None),
-    ("winner_id", Match.winner, None),
-    ("loser_id", Match.loser, None),
-    *((name, getattr(Match, name), _raw_converter(getattr(Match, name))) for name in MATCH_FIELDS),
+#: (output name, converter) for each column of :data:`reads.MATCH_COLUMNS`.
+_MATCH_CONVERTERS: list[tuple[str, Callable[[Any], Any] | None]] = [
+    (name, _raw_converter(column) if name in MATCH_FIELDS else None) for name, column in reads.MATCH_COLUMNS
 ]
 
 
@@ -195,32 +168,18 @@ def match_rows(query: Any) -> list[dict[str, Any]]:
     shape of :func:`match`. This is the hot read of a bracket (every viewer
     polls it), so the rows come straight from the cursor with one converter
     per column, instead of a model instance per match."""
-    sql, params = query.select(*(column for _, column, _ in _MATCH_COLUMNS)).sql()
-    return _match_dicts(sql, params)
-
-
-#: The statement of :func:`tournament_matches` per database class (quoting and
-#: placeholders differ): building it with peewee costs more than running it.
-_TOURNAMENT_MATCHES_SQL: dict[type, str] = {}
+    return _match_dicts(reads.match_rows(query))
 
 
 def tournament_matches(tid: int) -> list[dict[str, Any]]:
     """Every match of a tournament, in bracket order (round, position)."""
-    kind = type(database.obj)
-    sql = _TOURNAMENT_MATCHES_SQL.get(kind)
-    if sql is None:
-        query = Match.select().join(Round).where(Match.tournament == 0).order_by(Match.round, Match.position)
-        sql, params = query.select(*(column for _, column, _ in _MATCH_COLUMNS)).sql()
-        if params != [0]:
-            raise RuntimeError(f"unexpected parameters {params!r} in the tournament matches statement")
-        _TOURNAMENT_MATCHES_SQL[kind] = sql
-    return _match_dicts(sql, [tid])
+    return _match_dicts(reads.tournament_match_rows(tid))
 
 
-def _match_dicts(sql: str, params: list[Any]) -> list[dict[str, Any]]:
-    names = [(name, convert) for name, _, convert in _MATCH_COLUMNS]
+def _match_dicts(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    names = _MATCH_CONVERTERS
     out = []
-    for row in database.execute_sql(sql, params).fetchall():
+    for row in rows:
         out.append(
             {
                 name: (value if convert is None or value is None else convert(value))

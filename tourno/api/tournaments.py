@@ -5,52 +5,46 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
-from tourno.accounts.models import Role
-from tourno.api import cache, serializers
+from tourno.accounts.models import Role, User
+from tourno.api import cache, schemas, serializers
 from tourno.api.auth import current_user, require_user
-from tourno.api.context import now, require_visible, service, visible_tournament
-from tourno.api.validation import Form, Query, json_body
-from tourno.tournaments import services
+from tourno.api.context import now, require_visible, visible_tournament
+from tourno.api.openapi import documented
+from tourno.api.validation import body, json_body, query
+from tourno.tournaments import reads, services
 from tourno.tournaments.errors import PermissionDenied
-from tourno.tournaments.models import Participant, Tournament, TournamentFormat, TournamentState
-from tourno.tournaments.services.registration import DEFAULTS
+from tourno.tournaments.inputs import (
+    Announcement,
+    TournamentInput,
+    TournamentListQuery,
+    TournamentQuery,
+    TournamentUpdate,
+)
+from tourno.tournaments.models import Participant, Tournament, TournamentState
 
 bp = Blueprint("tournaments", __name__)
 
-REQUIRED = ("name", "game", "format", "capacity")
-TOURNAMENT_INPUT = (*REQUIRED, *DEFAULTS)
-TIMESTAMPS = ("starts_at", "registration_closes_at")
+ONE = {"response": schemas.OneTournament, "auth": True}
 
 
-def tournament_values(body: dict[str, Any]) -> dict[str, Any]:
-    """Body -> service values: known fields only, times parsed; the service
-    checks the rest (ranges, enums, consistency) and names each bad field."""
-    form = Form(body, allowed=TOURNAMENT_INPUT)
-    values = {name: body[name] for name in body if name in TOURNAMENT_INPUT}
-    for name in TIMESTAMPS:
-        if name in body:
-            values[name] = form.timestamp(name)
-    form.check()
-    return values
-
-
-def tournament_response(t: Tournament, status: int = 200, **extra: Any):
-    response = jsonify({"tournament": serializers.tournament(t, now()), **extra})
+def tournament_response(t: Tournament, status: int = 200) -> Response:
+    response = jsonify({"tournament": serializers.tournament(t, now())})
     response.status_code = status
     return response
 
 
 @bp.get("/tournaments")
-def list_tournaments():
+@documented(
+    "Tournaments, newest first (drafts only to their organizer)",
+    query=TournamentListQuery,
+    response=schemas.TournamentPage,
+)
+def list_tournaments() -> Response:
     user = current_user()
-    query = Query()
-    state = query.choice("state", [s.value for s in TournamentState])
-    fmt = query.choice("format", [f.value for f in TournamentFormat])
-    game = query.text("game")
-    page, per_page = query.page()
-    query.check()
+    asked = query(TournamentListQuery)
+    state, fmt, game, page, per_page = asked.state, asked.format, asked.game, asked.page, asked.per_page
     rows = Tournament.select()
     if user is None or user.role != Role.ADMIN:
         # Drafts are private to their organizer.
@@ -80,27 +74,31 @@ def list_tournaments():
 
 
 @bp.post("/tournaments")
-def create_tournament():
+@documented("Create a draft (organizers and admins)", body=(TournamentInput,), status=201, **ONE)
+def create_tournament() -> Response:
     user = require_user()
-    values = tournament_values(json_body())
+    values = body(TournamentInput).values()
     if user.role not in (Role.ORGANIZER, Role.ADMIN):
         raise PermissionDenied("only organizers and admins create tournaments")
-    main = {name: values.pop(name, None) for name in REQUIRED}
-    t = services.create_tournament(user, now=now(), **main, **values)
+    t = services.create_tournament(user, now=now(), **values)
     response = tournament_response(t, 201)
     response.headers["Location"] = f"/api/v1/tournaments/{t.id}"
     return response
 
 
 @bp.get("/tournaments/<id:tid>")
-def show_tournament(tid: int):
+@documented(
+    "One tournament, optionally with participants and matches",
+    query=TournamentQuery,
+    response=schemas.OneTournament,
+    revalidated=True,
+)
+def show_tournament(tid: int) -> Response:
     """The hot read of a bracket: one query for the row and its data version,
     and the body from the cache while nothing changed (``tourno.api.cache``)."""
     user = current_user()
-    query = Query()
-    include = query.names("include", ("participants", "matches"))
-    query.check()
-    found, token = cache.tournament_row(tid)
+    include = query(TournamentQuery).include
+    found, token = reads.tournament_row(tid)
     t = require_visible(tid, found, user)
     at = now()
     key = None
@@ -124,68 +122,78 @@ def show_tournament(tid: int):
 
 
 @bp.patch("/tournaments/<id:tid>")
-def update_tournament(tid: int):
+@documented("Update", body=(TournamentUpdate,), **ONE)
+def update_tournament(tid: int) -> Response:
     user = require_user()
-    values = tournament_values(json_body())
+    values = body(TournamentUpdate).values()
     visible_tournament(tid, user)
-    t = service("update_tournament")(tid, user, values, now=now())
-    return tournament_response(t)
+    return tournament_response(services.update_tournament(tid, user, values, now=now()))
 
 
 @bp.delete("/tournaments/<id:tid>")
-def cancel_tournament(tid: int):
+@documented("Cancel", **ONE)
+def cancel_tournament(tid: int) -> Response:
     user = require_user()
     visible_tournament(tid, user)
-    t = service("cancel_tournament")(tid, user, reason="organizer", now=now())
-    return tournament_response(t)
+    return tournament_response(services.cancel_tournament(tid, user, reason="organizer", now=now()))
 
 
-def _lifecycle(name: str, tid: int):
+def _caller_of(tid: int) -> User:
+    """The caller of a lifecycle action (its body, if any, is ignored), once the tournament is visible."""
     user = require_user()
     json_body(required=False)
     visible_tournament(tid, user)
-    return tournament_response(service(name)(tid, user, now=now()))
+    return user
 
 
 @bp.post("/tournaments/<id:tid>/publish")
-def publish(tid: int):
-    return _lifecycle("publish", tid)
+@documented("draft -> pending", **ONE)
+def publish(tid: int) -> Response:
+    return tournament_response(services.publish(tid, _caller_of(tid), now=now()))
 
 
 @bp.post("/tournaments/<id:tid>/start")
-def start(tid: int):
-    return _lifecycle("start_tournament", tid)
+@documented("Seed and open round 1", **ONE)
+def start(tid: int) -> Response:
+    return tournament_response(services.start_tournament(tid, _caller_of(tid), now=now()))
 
 
 @bp.post("/tournaments/<id:tid>/finalize")
-def finalize(tid: int):
-    return _lifecycle("finalize", tid)
+@documented("-> complete", **ONE)
+def finalize(tid: int) -> Response:
+    return tournament_response(services.finalize(tid, _caller_of(tid), now=now()))
 
 
 @bp.post("/tournaments/<id:tid>/process_check_ins")
-def process_check_ins(tid: int):
-    return _lifecycle("process_check_ins", tid)
+@documented("pending -> checked_in", **ONE)
+def process_check_ins(tid: int) -> Response:
+    return tournament_response(services.process_check_ins(tid, _caller_of(tid), now=now()))
 
 
 @bp.get("/tournaments/<id:tid>/standings")
-def standings(tid: int):
+@documented("Ranks, points, tiebreaks", response=schemas.Standings)
+def standings(tid: int) -> Response:
     t = visible_tournament(tid, current_user())
-    rows = service("standings")(t)
+    rows = services.standings(t)
     return jsonify({"tournament_id": t.id, "standings": [serializers.standing(r) for r in rows]})
 
 
 @bp.post("/tournaments/<id:tid>/announcements")
-def announce(tid: int):
+@documented(
+    "Email every participant (bulk, through the outbox)",
+    body=(Announcement,),
+    status=202,
+    response=schemas.Announced,
+    auth=True,
+)
+def announce(tid: int) -> Response:
     """One ``announcement`` email per participant with an account who has not
     opted out, written to the outbox at bulk priority; the drain sends them
     at the global mail rate. The key makes each recipient's row unique."""
     user = require_user()
-    form = Form(json_body(), allowed=("subject", "body"))
-    subject = form.text("subject", required=True, max_length=200)
-    body = form.text("body", required=True, max_length=20_000, strip=False)
-    form.check()
+    message = body(Announcement)
     t = visible_tournament(tid, user)
-    key, count = services.announce(t, user, subject=subject, body=body, now=now())
+    key, count = services.announce(t, user, subject=message.subject, body=message.body, now=now())
     response = jsonify({"announcement_key": key, "recipients": count})
     response.status_code = 202
     return response

@@ -11,16 +11,35 @@ Answers are small HTML pages, since a person in a browser reads them.
 from __future__ import annotations
 
 import logging
+from typing import Annotated, Literal
 
 from flask import Blueprint, Response, current_app, render_template_string, request, url_for
+from pydantic import BaseModel, Field
 
+from tourno.api.openapi import documented
 from tourno.mail import unsubscribe as links
-from tourno.tournaments import services
+from tourno.tournaments import limits, services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("unsubscribe", __name__)
 
-MAX_ADDRESS = 320
+MAX_ADDRESS = limits.EMAIL_MAX_LENGTH
+MAX_SIGNATURE = 128
+
+
+class UnsubscribeLink(BaseModel):
+    """The signed link's query. Both are optional so that a broken link gets
+    the 403 page, not a JSON error; checked by :func:`_signed_address`."""
+
+    u: Annotated[str, Field(max_length=MAX_ADDRESS)] | None = None
+    s: Annotated[str, Field(max_length=MAX_SIGNATURE)] | None = None
+
+
+class OneClick(BaseModel):
+    """RFC 8058's body (the page's form sends the same); not required."""
+
+    list_unsubscribe: Literal["One-Click"] | None = Field(default=None, alias="List-Unsubscribe")
+
 
 # Flask autoescapes templates rendered from strings: the address cannot inject markup.
 _PAGE = """<!DOCTYPE html>
@@ -56,7 +75,7 @@ def _signed_address() -> str | None:
     """The link's address when its signature is right, else None."""
     address = request.args.get("u", "")
     signature = request.args.get("s", "")
-    if not address or len(address) > MAX_ADDRESS or len(signature) > 128:
+    if not address or len(address) > MAX_ADDRESS or len(signature) > MAX_SIGNATURE:
         return None
     secret = current_app.config["TOURNO_SETTINGS"].secret_key
     if not links.verify(secret, address, signature):
@@ -76,7 +95,8 @@ def _refused() -> Response:
 
 
 @bp.get("/unsubscribe")
-def confirm():
+@documented("Confirm unsubscribing (signed link)", query=UnsubscribeLink, html=True)
+def confirm() -> Response:
     address = _signed_address()
     if address is None:
         return _refused()
@@ -91,7 +111,13 @@ def confirm():
 
 
 @bp.post("/unsubscribe")
-def apply():
+@documented(
+    "Unsubscribe from bulk mail: the page's form or RFC 8058 one-click",
+    query=UnsubscribeLink,
+    form=OneClick,
+    html=True,
+)
+def apply() -> Response:
     address = _signed_address()
     if address is None:
         return _refused()

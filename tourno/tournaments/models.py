@@ -14,6 +14,7 @@ import peewee
 
 from tourno.accounts.models import Role, User  # noqa: F401 - re-exported: users belong to accounts
 from tourno.db import BaseModel, EnumField, JSONField, SerialField, TimestampField, utcnow
+from tourno.tournaments import limits
 from tourno.tournaments.formats.plan import Bracket  # one definition, shared with the formats
 
 
@@ -423,7 +424,9 @@ def _in(column: str, values: type[enum.Enum]) -> str:
 
 
 # CHECK constraints the PostgreSQL schema carries (name -> (table, expression)).
-# The migration writes its own frozen copy; tests compare the two.
+# The migration writes its own frozen copy; tests compare the two. The bounds come
+# from limits.py; the text must stay byte-identical to the frozen copy (written
+# "> 0" there, hence MIN - 1).
 CHECKS: dict[str, tuple[str, str]] = {
     "tournaments_format_check": ("tournaments", _in("format", TournamentFormat)),
     "tournaments_state_check": ("tournaments", _in("state", TournamentState)),
@@ -439,7 +442,7 @@ CHECKS: dict[str, tuple[str, str]] = {
     "tournaments_final_second_expiry_check": ("tournaments", _in("final_second_expiry", FinalSecondExpiry)),
     "tournaments_capacity_check": (
         "tournaments",
-        "capacity >= 2 AND min_participants BETWEEN 2 AND capacity",
+        f"capacity >= {limits.MIN_CAPACITY} AND min_participants BETWEEN {limits.MIN_PARTICIPANTS} AND capacity",
     ),
     "tournaments_participants_count_check": (
         "tournaments",
@@ -447,10 +450,16 @@ CHECKS: dict[str, tuple[str, str]] = {
     ),
     "tournaments_match_deadline_minutes_check": (
         "tournaments",
-        "match_deadline_minutes BETWEEN 10 AND 10080",
+        f"match_deadline_minutes BETWEEN {limits.MIN_MATCH_DEADLINE_MINUTES} AND {limits.MAX_MATCH_DEADLINE_MINUTES}",
     ),
-    "tournaments_deadline_warning_minutes_check": ("tournaments", "deadline_warning_minutes >= 0"),
-    "tournaments_check_in_minutes_check": ("tournaments", "check_in_minutes > 0"),
+    "tournaments_deadline_warning_minutes_check": (
+        "tournaments",
+        f"deadline_warning_minutes >= {limits.MIN_DEADLINE_WARNING_MINUTES}",
+    ),
+    "tournaments_check_in_minutes_check": (
+        "tournaments",
+        f"check_in_minutes > {limits.MIN_CHECK_IN_MINUTES - 1}",
+    ),
     "participants_status_check": ("participants", _in("status", ParticipantStatus)),
     "participants_waitlist_check": (
         "participants",
