@@ -314,26 +314,8 @@ class Drain:
         self.result.retried += 1
 
 
-def drain(
-    *,
-    settings: Settings,
-    transport: Transport | None = None,
-    now: ClockLike = None,
-    budget_seconds: float = DEFAULT_BUDGET,
-    batch: int = DEFAULT_BATCH,
-    progress: Callable[[DrainResult], None] | None = None,
-    rand: Callable[[], float] = random.random,
-    reap_after: dt.timedelta = REAP_AFTER,
-) -> DrainResult:
-    """Send due outbox rows until none is left or ``budget_seconds`` is spent
-    (one :class:`Drain` run; see there for ``now``)."""
-    return Drain(
-        settings,
-        transport=transport,
-        now=now,
-        budget_seconds=budget_seconds,
-        batch=batch,
-        progress=progress,
-        rand=rand,
-        reap_after=reap_after,
-    ).run()
+def drain(*, settings: Settings, **options: Any) -> DrainResult:
+    """Send due outbox rows until none is left or ``budget_seconds`` is spent:
+    one :class:`Drain` run, ``options`` being its keyword arguments
+    (transport, now, budget_seconds, batch, progress, rand, reap_after)."""
+    return Drain(settings, **options).run()
