@@ -36,11 +36,11 @@ from bench._net import free_port, wait_for_port  # noqa: E402
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
 from tourno.config import Settings  # noqa: E402
+from tourno.mail.drain import drain  # noqa: E402
 from tourno.mail.models import (
     EmailOutbox,
     MailRate,  # noqa: E402
 )
-from tourno.mail.outbox import drain  # noqa: E402
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 BENCH_DB = "tourno_bench_mail"

@@ -362,7 +362,8 @@ class Scale:
             SendBulkEmailsJob,
             SendMatchDeadlineWarningsJob,
         )
-        from tourno.mail import outbox
+        from tourno.mail import store
+        from tourno.mail.drain import DEFAULT_BATCH
 
         quiet = Settings(database_url=PG_URL, mail_transport="console", mail_rate=MAIL_RATE)
         print(f"\n1. periodic scans with nothing due (median of {self.runs} runs each, in this process)")
@@ -382,8 +383,8 @@ class Scale:
         def mail_scan() -> object:
             # What a drain reads before it sends anything: the reaper, then the claim.
             now = tdb.utcnow()
-            outbox.reap(now=now, max_attempts=quiet.mail_max_attempts)
-            return outbox.claim("bench-scan", outbox.DEFAULT_BATCH, now)
+            store.reap(now=now, max_attempts=quiet.mail_max_attempts)
+            return store.claim("bench-scan", DEFAULT_BATCH, now)
 
         def mail_run() -> object:
             return SendBulkEmailsJob(budget_seconds=5).run(settings=quiet)
@@ -794,7 +795,7 @@ class Scale:
             self.problems.append(f"mail: {sent} of {n} rows sent ({statuses})")
         if len(arrived) != sent:
             self.problems.append(f"mail: the SMTP server received {len(arrived)} messages, {sent} rows sent")
-        burst = max(1.0, MAIL_RATE)  # the bucket's capacity (tourno.mail.outbox.bucket_capacity)
+        burst = max(1.0, MAIL_RATE)  # the bucket's capacity (tourno.mail.bucket.bucket_capacity)
 
         def pace(stamps: list[float]) -> tuple[float, float, int, float]:
             span = max(stamps) - min(stamps) if stamps else 0.0

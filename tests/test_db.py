@@ -142,3 +142,16 @@ def test_installed_does_nothing_off_the_main_thread():
     thread.start()
     thread.join(5)
     assert result == [False, previous]
+
+
+def test_in_manual_commit_tells_a_manual_block_from_a_transaction(qdb):
+    assert tdb.in_manual_commit() is False  # no transaction at all
+    with tdb.write_transaction():
+        assert tdb.in_manual_commit() is False
+    with qdb.database.manual_commit():
+        assert tdb.in_manual_commit() is True
+        qdb.database.begin()
+        qdb.database.execute_sql(qdb.sql("INSERT INTO test_marks (key, value) VALUES (%s, %s)"), ("m", "1"))
+        qdb.database.commit()
+    assert tdb.in_manual_commit() is False
+    assert qdb.rows("SELECT key FROM test_marks") == [("m",)]

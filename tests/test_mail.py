@@ -29,9 +29,10 @@ from tourno import db as tdb
 from tourno.accounts.models import User
 from tourno.cli import main
 from tourno.config import ConfigError, Settings
-from tourno.mail import outbox, templates
+from tourno.mail import message, store, templates
+from tourno.mail.bucket import TokenBucket, bucket_capacity, refill
+from tourno.mail.drain import backoff_seconds, drain
 from tourno.mail.models import CHECKS, EmailOutbox, EmailStatus, EmailSuppression, MailRate
-from tourno.mail.outbox import backoff_seconds, bucket_capacity, drain, refill
 from tourno.mail.transports import ConsoleTransport, FileTransport, SMTPTransport, TemporaryMailError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ def reload(row: EmailOutbox) -> EmailOutbox:
 
 
 def statuses() -> dict[str, int]:
-    return {k: v for k, v in outbox.outbox_status().items() if v}
+    return {k: v for k, v in store.outbox_status().items() if v}
 
 
 def in_threads(n: int, target) -> list:
@@ -199,7 +200,8 @@ def test_rows_go_out_over_one_smtp_connection(qdb, smtp):
             str(m["Message-ID"]).strip("<>") for m in smtp.messages
         }
         # The Message-ID is the row's: a copy sent again after a crash has the same one.
-        assert row.provider_message_id == outbox.message_id(row.id, row.dedupe_key, "tourno.test").strip("<>")
+        expected = message.message_id(row.id, row.dedupe_key, "tourno.test").strip("<>")
+        assert row.provider_message_id == expected
         assert row.provider_message_id.startswith(f"outbox-{row.id}-")
 
 
@@ -286,7 +288,7 @@ def test_bulk_mail_has_one_click_unsubscribe_and_transactional_mail_has_not(qdb,
 def test_without_a_secret_key_bulk_mail_has_no_unsubscribe_link_and_a_warning_once(qdb, smtp, caplog):
     for i in range(3):
         add_row(f"fan{i}@example.com", template="announcement", context={"message": "hi"}, priority=9)
-    with caplog.at_level("WARNING", logger="tourno.mail.outbox"):
+    with caplog.at_level("WARNING", logger="tourno.mail.drain"):
         assert drain(settings=mail_settings(qdb, smtp.port), now=NOW, batch=1).sent == 3
     assert [m["List-Unsubscribe"] for m in smtp.messages] == [None, None, None]
     assert all("unsubscribe" not in m.get_body(("plain",)).get_content().lower() for m in smtp.messages)
@@ -329,6 +331,20 @@ def test_refill_is_pure_arithmetic():
     assert refill(2.0, NOW, NOW + T(hours=1), 10)[0] == 5  # capped at the burst
     # A server whose clock is behind adds nothing and does not move the stamp back.
     assert refill(2.0, NOW, NOW - T(seconds=5), 10) == (2.0, NOW)
+
+
+def test_a_named_bucket_is_its_own_and_shared_by_every_connection(qdb):
+    login = TokenBucket("api:login", rate=2.0, burst=3)
+    # Four takers, each on its own connection, share one burst of three.
+    granted = in_threads(4, lambda i: TokenBucket("api:login", 2.0, 3).take(1, NOW)[0])
+    assert sorted(granted) == [0, 1, 1, 1]
+    assert login.take(1, NOW) == (0, 0.5)  # the next whole token in half a second
+    # Another name is another bucket, full on first use.
+    assert TokenBucket("webhooks", rate=100.0).take(80, NOW)[0] == 50
+    assert login.take(5, NOW + T(seconds=1))[0] == 2
+    login.give_back(5, NOW + T(seconds=1))
+    assert login.peek(NOW + T(seconds=1)) == 3  # never above the burst
+    assert MailRate.select().count() == 2
 
 
 def test_token_bucket_is_shared_by_concurrent_drains(qdb, smtp):
@@ -523,18 +539,18 @@ def test_the_reap_age_is_a_parameter(qdb, smtp):
 
 
 def test_a_hard_bounce_replaces_an_unsubscribe(qdb):
-    assert outbox.add_suppression("a@example.com", "unsubscribe", now=NOW) is True
-    assert outbox.add_suppression("A@example.com", "unsubscribe", now=NOW) is False
-    assert outbox.add_suppression("a@example.com", "hard_bounce", detail="550", now=NOW) is True
-    assert outbox.add_suppression("a@example.com", "unsubscribe", now=NOW) is False  # never weakened
+    assert store.add_suppression("a@example.com", "unsubscribe", now=NOW) is True
+    assert store.add_suppression("A@example.com", "unsubscribe", now=NOW) is False
+    assert store.add_suppression("a@example.com", "hard_bounce", detail="550", now=NOW) is True
+    assert store.add_suppression("a@example.com", "unsubscribe", now=NOW) is False  # never weakened
     assert EmailSuppression.get().reason == "hard_bounce"
 
 
 def test_a_late_outcome_does_not_overwrite_a_reaped_row(qdb):
     row = add_row("x@example.com", status=EmailStatus.SENDING, locked_by="me", locked_at=NOW)
-    claimed = outbox.Claimed(row.id, row.dedupe_key, None, row.to_email, row.template, {}, 1, 1)
+    claimed = store.Claimed(row.id, row.dedupe_key, None, row.to_email, row.template, {}, 1, 1)
     EmailOutbox.update(locked_by="someone-else").where(EmailOutbox.id == row.id).execute()
-    assert outbox._finish(claimed, "me", status=EmailStatus.FAILED) is False
+    assert store.finish(claimed, "me", status=EmailStatus.FAILED) is False
     assert reload(row).status == EmailStatus.SENDING
 
 
@@ -655,7 +671,7 @@ def test_every_template_the_code_writes_exists():
 def _message(to: str = "a@example.com"):
     settings = Settings()
     rendered = templates.render("test", {}, app_url=settings.app_url, to_email=to)
-    return outbox.build_message(rendered=rendered, to_email=to, settings=settings, now=NOW, outbox_id=5)
+    return message.build_message(rendered=rendered, to_email=to, settings=settings, now=NOW, outbox_id=5)
 
 
 def test_file_transport_writes_eml_files(tmp_path):

@@ -27,7 +27,7 @@ from tests.conftest import tourno_cmd
 from tests.test_mail import free_port
 from tourno import db as tdb
 from tourno.jobs.periodic import SendBulkEmailsJob
-from tourno.mail import outbox
+from tourno.mail import message, store
 from tourno.mail.models import EmailOutbox
 from tourno.queue import dispatch_many
 
@@ -192,7 +192,7 @@ def test_four_workers_drain_2000_emails_and_a_sigkill_loses_none(pg, smtp_ids, w
     assert count(pg, "status = 'sent'") == ROWS - held
 
     # Ten minutes do not pass in a test: the reap age is a parameter.
-    assert outbox.reap(now=tdb.utcnow(), max_attempts=8, reap_after=dt.timedelta(0)) == held
+    assert store.reap(now=tdb.utcnow(), max_attempts=8, reap_after=dt.timedelta(0)) == held
     assert count(pg, "status = 'pending'") == held
     SendBulkEmailsJob().dispatch()
     wait_for(lambda: count(pg, "status = 'sent'") == ROWS, "the reaped rows to be sent", workers)
@@ -205,7 +205,7 @@ def test_four_workers_drain_2000_emails_and_a_sigkill_loses_none(pg, smtp_ids, w
     assert count(pg, "status <> 'sent'") == 0
     delivered = Counter(smtp_ids.snapshot())
     expected = {
-        outbox.message_id(row_id, key, DOMAIN): row_id
+        message.message_id(row_id, key, DOMAIN): row_id
         for row_id, key in pg.rows("SELECT id, dedupe_key FROM email_outbox")
     }
     assert set(delivered) == set(expected)  # every row delivered, nothing else

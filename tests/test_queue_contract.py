@@ -45,8 +45,7 @@ from tests.jobs import Boom, BoomThrice, Flaky, Noop, RecordRun, Sleepy, UniqueJ
 from tests.jobs_proc import ProcSleepFirst
 from tests.test_worker_processes import Procs, wait_for
 from tourno import db as tdb
-from tourno.queue import PendingJob, backends, dispatch_many
-from tourno.queue.backends import redis as redis_backend
+from tourno.queue import PendingJob, backends, dispatch_many, handoff
 from tourno.queue.backends.redis import RedisBackend
 
 _prefixes = itertools.count()
@@ -483,7 +482,7 @@ def private_redis(pg, tmp_path):
 def test_dispatch_in_a_committed_transaction_survives_a_redis_outage(pg, private_redis, procs, caplog):
     server, backend = private_redis
     driver = Driver("redis", pg, backend, redis_url=server.url)
-    caplog.set_level(logging.WARNING, logger="tourno.queue.backends.redis")
+    caplog.set_level(logging.WARNING, logger="tourno.queue.handoff")
     # A worker that lives through the outage.
     (w,) = start_workers(driver, procs)
 
@@ -536,7 +535,7 @@ def test_racing_relays_never_push_a_job_twice(domain, request, monkeypatch):
     backend = RedisBackend(with_prefix(REDIS_URL, prefix))
     driver = Driver("redis", qdb, backend)
     # Small hand-off batches, so that the relays below interleave.
-    monkeypatch.setattr(redis_backend, "HANDOFF_BATCH", 16)
+    monkeypatch.setattr(handoff, "HANDOFF_BATCH", 16)
     try:
         # Committed while Redis was unreachable (nothing listens on port 1).
         backends.configure(RedisBackend("redis://127.0.0.1:1/0"))

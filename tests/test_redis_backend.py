@@ -326,6 +326,34 @@ def test_dispatch_in_a_nested_block_goes_with_the_outer_commit(rb):
     assert counts(rb) == {"default": (1, 0, 0)}
 
 
+def test_maintain_relays_queue_outbox_and_rescue_does_not(rb, pg):
+    # A commit() inside the block runs the hand-off before the next
+    # transaction begins: the job waits in queue_outbox for the relay.
+    with tdb.database.atomic() as txn:
+        Noop().dispatch()
+        txn.commit()
+    assert pg.scalar("SELECT count(*) FROM queue_outbox") == 1
+    assert rb.rescue(30) == []
+    assert pg.scalar("SELECT count(*) FROM queue_outbox") == 1
+    rb.maintain()
+    assert pg.scalar("SELECT count(*) FROM queue_outbox") == 0
+    assert counts(rb) == {"default": (1, 0, 0)}
+
+
+def test_every_lua_script_is_a_file_of_the_package():
+    from importlib import resources
+
+    from tourno.queue.backends.redis import backend
+
+    shipped = {
+        f.name.removesuffix(".lua")
+        for f in resources.files(backend.__package__).joinpath("scripts").iterdir()
+        if f.name.endswith(".lua")
+    }
+    assert shipped == {"lib", *backend.SCRIPTS}
+    assert all(backend.script_source(name).strip() for name in shipped)
+
+
 # -- operations --------------------------------------------------------------------------
 
 

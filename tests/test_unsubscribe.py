@@ -21,8 +21,8 @@ from tourno.accounts.models import User
 from tourno.api import create_app
 from tourno.config import Settings
 from tourno.mail import unsubscribe as links
+from tourno.mail.drain import drain
 from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
-from tourno.mail.outbox import drain
 from tourno.tournaments import services
 from tourno.tournaments.errors import ValidationError
 

@@ -163,6 +163,14 @@ def connection_in_transaction(db: peewee.Database | None = None) -> bool:
     return bool(getattr(conn, "in_transaction", False))
 
 
+def in_manual_commit(db: peewee.Database | None = None) -> bool:
+    """Whether this thread's innermost transaction is a ``manual_commit()``
+    block: the caller commits when it likes, so nothing can wait for "the"
+    commit (peewee runs no commit callbacks for it)."""
+    target = db if db is not None else database.obj
+    return isinstance(target.top_transaction(), peewee._manual)
+
+
 def discard_connection() -> None:
     """Close this thread's connection after an error, so that the next use
     opens a fresh one. A broken connection inside a transaction refuses

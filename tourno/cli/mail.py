@@ -20,10 +20,10 @@ def mail_group() -> None:
 @click.pass_obj
 def status_command(app: AppContext, as_json: bool) -> None:
     """Show outbox rows per status, what is due and the last 24 hours."""
-    from tourno.mail import outbox
+    from tourno.mail import store
 
     settings = app.setup()
-    info = outbox.summary(settings=settings)
+    info = store.summary(settings=settings)
     if as_json:
         click.echo(json.dumps(info, sort_keys=True))
         return
@@ -61,16 +61,16 @@ def drain_command(app: AppContext, budget: float, batch: int) -> None:
     Paced by TOURNO_MAIL_RATE together with every other drain; stops when the
     outbox is empty or the budget is spent.
     """
-    from tourno.mail import outbox
+    from tourno.mail.drain import DrainResult, drain
 
     settings = app.setup()
 
     with app.console.status("Sending...") as status:
 
-        def progress(r: outbox.DrainResult) -> None:
+        def progress(r: DrainResult) -> None:
             status.update(f"Sending... sent {r.sent}, retried {r.retried}, failed {r.failed}")
 
-        result = outbox.drain(settings=settings, budget_seconds=budget, batch=batch, progress=progress)
+        result = drain(settings=settings, budget_seconds=budget, batch=batch, progress=progress)
     app.console.print(
         f"seen {result.seen}, sent {result.sent}, retried {result.retried}, failed {result.failed}, "
         f"dead {result.dead}, suppressed {result.suppressed}, released {result.released}, "
@@ -87,7 +87,7 @@ def test_command(app: AppContext, address: str) -> None:
     Bypasses the outbox and the rate limit; needs no database.
     """
     from tourno import db as tdb
-    from tourno.mail.outbox import build_message
+    from tourno.mail.message import build_message
     from tourno.mail.templates import render
     from tourno.mail.transports import MailError, from_settings
 

@@ -77,7 +77,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
             rec.queue,
             failed.job_name(rec),
             _when(rec.failed_at),
-            failed.first_line(rec.exception),
+            failed.exception_summary(rec.exception),
         )
     if n == 0:
         app.console.print("No failed jobs.")

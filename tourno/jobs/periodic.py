@@ -409,7 +409,7 @@ class SendMatchDeadlineWarningsJob(Periodic, Job):
 
 @dataclass
 class SendBulkEmailsJob(Job):
-    """Drain the email outbox (tourno.mail.outbox.drain) for up to
+    """Drain the email outbox (tourno.mail.drain.drain) for up to
     ``budget_seconds``. Not exclusive and not unique: parallel drains are safe
     (rows are claimed with SKIP LOCKED and paced by one global token bucket),
     and more drains are how mail scales out across workers."""
@@ -422,12 +422,15 @@ class SendBulkEmailsJob(Job):
     def handle(self) -> None:
         self.run()
 
-    def run(self, *, now: dt.datetime | None = None, **drain_options: Any) -> RunCounts:
+    def run(
+        self, *, now: dt.datetime | None = None, settings: Settings | None = None, **drain_options: Any
+    ) -> RunCounts:
         # Imported here: the mail package sits beside the jobs, not under them.
-        from tourno.mail import outbox
+        from tourno.mail.drain import drain
 
+        settings = settings or Settings.from_env()
         with recorded_run(self.job_name) as counts:
-            result = outbox.drain(now=now, budget_seconds=self.budget_seconds, **drain_options)
+            result = drain(settings=settings, now=now, budget_seconds=self.budget_seconds, **drain_options)
             counts.seen = result.seen
             counts.changed = result.sent
             counts.failed = result.failed + result.dead

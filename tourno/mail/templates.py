@@ -286,6 +286,12 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+def is_bulk(template: str) -> bool:
+    """Whether ``template`` names bulk mail (which opt-outs and unsubscribes stop)."""
+    spec = TEMPLATES.get(template)
+    return spec is not None and spec.bulk
+
+
 def _when(value: Any, tz: str | None = None) -> str:
     """``2026-11-28T12:00:00+00:00`` -> ``2026-11-28 12:00 UTC`` (+ local time)."""
     if isinstance(value, jinja2.Undefined):

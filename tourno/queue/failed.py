@@ -1,6 +1,8 @@
 """The failed-job store (``failed_jobs``) and what operators do with it.
 
-Failed jobs always live in the database, whichever backend runs the queue.
+Failed jobs always live in the database, whichever backend runs the queue;
+:func:`record` is the one upsert into it (PostgreSQL's database backend has
+a fast path of its own: the delete and the insert in one statement).
 Jobs are addressed by their numeric id or their uuid; ``retry`` keeps the uuid
 and resets the attempts.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from tourno.db import UTC, database
 from tourno.queue import backends
@@ -39,10 +42,42 @@ def job_name(record: FailedJobRecord) -> str:
         return "?"
 
 
-def first_line(text: str) -> str:
-    """The first line of the exception a stored traceback ends with
+def record(
+    uuid: str,
+    connection: str,
+    queue: str,
+    payload: str,
+    exception: str,
+    *,
+    failed_at: dt.datetime | None = None,
+) -> None:
+    """File a failed job on this thread's open database connection, in the
+    caller's transaction if there is one. Failing the same uuid again (a
+    retried job failing again) updates its record, so a repeated call after
+    an outage is harmless."""
+    FailedJobRecord.insert(
+        uuid=uuid,
+        connection=connection,
+        queue=queue,
+        payload=payload,
+        exception=exception,
+        failed_at=failed_at or dt.datetime.now(UTC),
+    ).on_conflict(
+        conflict_target=[FailedJobRecord.uuid],
+        preserve=[
+            FailedJobRecord.connection,
+            FailedJobRecord.queue,
+            FailedJobRecord.payload,
+            FailedJobRecord.exception,
+            FailedJobRecord.failed_at,
+        ],
+    ).execute()
+
+
+def exception_summary(traceback_text: str) -> str:
+    """The line that names the exception a stored traceback ends with
     (``ValueError: bad input``), skipping the frames and any chained ones."""
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    lines = [ln for ln in (traceback_text or "").strip().splitlines() if ln.strip()]
     if not lines:
         return ""
     # The final exception starts at the first unindented line after the
@@ -129,7 +164,7 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
         moved.append(rec.id)
     if not pending:
         return moved, refused
-    if backend.connection_name == "database":
+    if backend.requeues_in_database:
         # The jobs and the deletions commit together.
         with database.atomic():
             ids = backend.push(pending)
@@ -148,7 +183,7 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
     return moved, refused
 
 
-def _keep_refused(moved: list[int], ids: list, refused: list[tuple[int, str]]) -> None:
+def _keep_refused(moved: list[int], ids: list[Any], refused: list[tuple[int, str]]) -> None:
     """A unique job whose key a pending job holds stays failed."""
     for rec_id, job_id in zip(list(moved), ids, strict=True):
         if job_id is None:
@@ -171,7 +206,7 @@ def retry(idents: Iterable[str]) -> RetryResult:
     return RetryResult(moved, missing, refused)
 
 
-def retry_all(queue: str | None = None, progress=None) -> RetryResult:
+def retry_all(queue: str | None = None, progress: Callable[[int], None] | None = None) -> RetryResult:
     """Retry every failed job (of one queue), oldest first, in chunks so that
     memory stays flat however many there are."""
     result = RetryResult([], [], [])

@@ -99,7 +99,7 @@ class QueueSignal(BaseModel):
 class OutboxRecord(BaseModel):
     """A job dispatched to Redis inside a database transaction, not yet
     handed to Redis: written with the caller's rows, deleted once pushed
-    (``backends/redis.py`` explains the hand-off)."""
+    (``tourno/queue/handoff.py`` explains the hand-off)."""
 
     id = SerialField()
     uuid = peewee.TextField()

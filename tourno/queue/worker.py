@@ -763,6 +763,7 @@ class _Monitor(threading.Thread):
                 if now >= next_rescue:
                     for job_id, owner in backend.rescue(opts.stale_after):
                         w._log.warning("released job #%s: its worker #%s stopped heartbeating", job_id, owner)
+                    backend.maintain()
                     next_rescue = now + opts.heartbeat_interval
                 w.release_held(now)
                 w.watchdog(now)

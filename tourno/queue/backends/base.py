@@ -16,6 +16,12 @@ from typing import Any
 
 from tourno.queue.job import PendingJob
 
+#: A reserved job's lease runs out this long after its timeout would have:
+#: the backstop of crash recovery when a worker's heartbeat never goes stale.
+LEASE_MARGIN = 120.0
+#: Seconds a dead worker's row or entry is kept (for ``queue status``) before it is pruned.
+WORKER_ROW_TTL = 3600
+
 
 @dataclass
 class ClaimedJob:
@@ -56,6 +62,11 @@ class QueueBackend(abc.ABC):
     #: Errors of the backend's own store that mean "it went away": the worker
     #: treats them like a database outage (reconnect with backoff, lose nothing).
     connection_errors: tuple[type[BaseException], ...] = ()
+    #: Whether the jobs live in the database itself, so that ``push`` inside a
+    #: database transaction commits with it and reports a taken unique key at
+    #: once: retrying a failed job then pushes it and deletes its record in one
+    #: transaction. Otherwise the retry pushes first and deletes after.
+    requeues_in_database: bool = False
 
     # -- producer side -------------------------------------------------------
 
@@ -113,6 +124,14 @@ class QueueBackend(abc.ABC):
     def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
         """Release jobs held by workers whose heartbeat is stale (or whose lease
         ran out); returns (job id, former worker id) pairs."""
+
+    def maintain(self) -> None:
+        """Housekeeping of the backend's own, called by every worker's monitor
+        right after :meth:`rescue`, each heartbeat interval (for Redis: relay
+        jobs left in ``queue_outbox``). An error it raises is handled like
+        one from :meth:`rescue`: the monitor logs it and reconnects. The
+        default does nothing."""
+        return None
 
     @abc.abstractmethod
     def listen(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import peewee
 
 from tourno.db import SQLITE_TIME_FORMAT, UTC, database, discard_connection, open_connection, parse_timestamp
+from tourno.queue import failed
 from tourno.queue.backends.base import ClaimedJob, QueueBackend, QueueStats, WorkerInfo
 from tourno.queue.job import PendingJob
 
@@ -56,6 +57,7 @@ def _rowcount(sql: str, params: Any = ()) -> int:
 
 class DatabaseBackend(QueueBackend):
     connection_name = "database"
+    requeues_in_database = True
 
     def close_thread_connection(self) -> None:
         discard_connection()
@@ -314,9 +316,10 @@ class PostgresBackend(DatabaseBackend):
             return 0
         return _rows(self._HAND_BACK, (list(ids), worker_id))[0][0]
 
-    # The delete and the failed_jobs insert are one statement: the job is
-    # either still queued or recorded as failed, never neither. Failing the
-    # same uuid twice (a retried job failing again) updates the record.
+    # The fast path of failed.record(): the delete and the failed_jobs upsert
+    # are one statement (one round trip), so the job is either still queued
+    # or recorded as failed, never neither. Failing the same uuid twice (a
+    # retried job failing again) updates the record, as record() does.
     _FAIL = """
         WITH d AS (
             DELETE FROM jobs WHERE id = %(id)s AND reserved_by = %(worker)s RETURNING queue
@@ -598,13 +601,7 @@ class SqliteBackend(DatabaseBackend):
             )
             if not rows:
                 return False
-            database.execute_sql(
-                "INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET "
-                "connection = excluded.connection, queue = excluded.queue, payload = excluded.payload, "
-                "exception = excluded.exception, failed_at = excluded.failed_at",
-                (uuid, self.connection_name, rows[0][0], job.payload, exception, self._now()),
-            )
+            failed.record(uuid, self.connection_name, rows[0][0], job.payload, exception)
         return True
 
     def register_worker(self, name, hostname, pid, queues):

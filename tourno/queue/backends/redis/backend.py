@@ -1,0 +1,421 @@
+"""The Redis backend: the job queue in Redis, failed jobs in the database.
+
+``TOURNO_REDIS_URL`` names the server and database; its optional ``prefix``
+query parameter (``redis://host:6379/0?prefix=shop``) sets the key prefix,
+``tourno`` by default, so that several installs can share one Redis database.
+
+Key layout (``P`` is the key prefix; ids are the decimal job id zero-padded
+to 16 digits, written ``ID`` below, so that the members of a sorted set with
+equal scores sort by id):
+
+``P:seq:job``, ``P:seq:worker``
+    INCR counters: job ids and worker ids.
+``P:job:ID``
+    hash of one job: ``queue``, ``payload``, ``priority``, ``attempts``,
+    ``state`` (ready | delayed | reserved | failing), ``owner`` (worker id
+    while reserved), ``unique`` (its unique key, if any), ``at`` (when it
+    became available, epoch ms).
+``P:q:QUEUE:ready``
+    sorted set of ready jobs, score = priority, member = ID: ``ZRANGE 0 n``
+    gives priority order, then FIFO by id (the database's ``ORDER BY
+    priority, id``), whatever the priority's size.
+``P:q:QUEUE:delayed``
+    sorted set of delayed jobs, score = available time (epoch ms). The claim
+    moves the due ones into the ready set in the same script.
+``P:queues``
+    set of queue names ever pushed to (for ``stats``).
+``P:reserved``
+    sorted set of reserved jobs, score = lease expiry (epoch ms; +inf when
+    the job has no timeout): the backstop of crash recovery.
+``P:held:WID``
+    set of the jobs worker ``WID`` holds (reserved or failing).
+``P:workers``
+    sorted set of worker ids, score = last heartbeat (epoch ms);
+    ``P:worker:WID`` is the worker's hash (name, hostname, pid, ...).
+``P:unique:KEY``
+    the id of the pending job holding a unique key (``SET NX``, with
+    ``unique_for`` as its TTL); cleared when that job completes, fails or is
+    cleared.
+``P:restart``
+    the last restart signal (epoch ms).
+``P:handed``
+    sorted set of the uuids of jobs handed over from ``queue_outbox``,
+    score = when (epoch ms): the hand-off's idempotency keys.
+``P:notify``
+    the pub/sub channel; messages name the queue that got ready jobs (push,
+    release without delay, hand-back, rescue).
+
+Every change that touches more than one key is one Lua script (``scripts/``,
+each prefixed with ``scripts/lib.lua``), so no job is lost or runs twice
+between two commands; all times come from Redis ``TIME``, never the client's
+clock. Scripts build key names from the prefix, so the backend needs a single
+Redis server (not Redis Cluster).
+
+Persistence: a Redis that loses its data loses the queue. Run it with
+``appendonly yes`` and ``appendfsync everysec`` (at most a second of
+dispatches lost on a power cut) or ``always``; never with persistence off.
+
+Dispatch inside a database transaction (``db.atomic()``) goes through
+``queue_outbox`` (:mod:`tourno.queue.handoff` explains how), so that it
+survives a Redis outage; :meth:`RedisBackend.maintain` relays what is left.
+Outside a transaction, and in ``manual_commit()`` mode, jobs are pushed at
+once, and an unreachable Redis raises to the caller.
+
+Failing a job is two steps so it is never lost: the job is marked
+``failing`` in Redis (guarded by its owner; rescue leaves it alone while the
+worker lives), its ``failed_jobs`` row is upserted by uuid in the database,
+and only then is the job deleted from Redis. Every step can be repeated, so
+the worker's retry after a database outage is safe. If the worker dies in
+between, the rescue puts the job back in its queue (it runs again).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import urllib.parse
+from importlib import resources
+from typing import Any
+
+import redis as redislib
+
+from tourno import db as tdb
+from tourno.db import UTC, database, open_connection
+from tourno.queue import failed
+from tourno.queue.backends.base import (
+    LEASE_MARGIN,
+    WORKER_ROW_TTL,
+    ClaimedJob,
+    QueueBackend,
+    QueueStats,
+    WorkerInfo,
+)
+from tourno.queue.handoff import Handoff
+from tourno.queue.job import PendingJob
+
+#: Delayed jobs moved into the ready set per claim, at most.
+MIGRATE_BATCH = 1000
+#: Jobs per push script call.
+PUSH_CHUNK = 5000
+#: Seconds a handed-over uuid is remembered when its row's deletion was never
+#: confirmed (normally it is forgotten at once).
+HANDED_TTL = 86400
+
+#: The scripts in ``scripts/``, each run with ``scripts/lib.lua`` before it.
+SCRIPTS = (
+    "push",
+    "claim",
+    "complete",
+    "release",
+    "count_attempt",
+    "hand_back",
+    "fail_begin",
+    "fail_end",
+    "rescue",
+    "heartbeat",
+    "unregister",
+    "clear",
+    "stats",
+    "signal_restart",
+)
+
+
+def script_source(name: str) -> str:
+    """The Lua text of script ``name``, shipped in the package (``scripts/NAME.lua``)."""
+    return resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _split_prefix(url: str) -> tuple[str, str | None]:
+    """The URL without its ``prefix`` query parameter, and that parameter."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), None)
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix or None
+
+
+def _pad(job_id: Any) -> str:
+    return f"{int(job_id):016d}"
+
+
+def _ms_to_dt(value: Any) -> dt.datetime | None:
+    if value is None or value is False or value == b"" or value == "":
+        return None
+    return dt.datetime.fromtimestamp(int(float(value)) / 1000, UTC)
+
+
+def _instant(value: Any) -> dt.datetime:
+    """A time the heartbeat script always writes (in the same HSET as the rest)."""
+    at = _ms_to_dt(value)
+    if at is None:
+        raise ValueError("a Redis worker entry without its times")
+    return at
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBackend(QueueBackend):
+    connection_name = "redis"
+    connection_errors = (redislib.ConnectionError, redislib.TimeoutError)
+    requeues_in_database = False
+    #: For the hand-off (:class:`tourno.queue.handoff.Store`).
+    store_name = "Redis"
+    store_errors: tuple[type[BaseException], ...] = (redislib.RedisError,)
+
+    def __init__(self, url: str, prefix: str | None = None) -> None:
+        self.url, url_prefix = _split_prefix(url)
+        self.prefix = prefix or url_prefix or "tourno"
+        self._local = threading.local()
+        self.handoff = Handoff(self)
+        scratch = redislib.Redis()  # only to build Script objects; never connects
+        lib = script_source("lib")
+        self._scripts: dict[str, Any] = {
+            name: scratch.register_script(lib + script_source(name)) for name in SCRIPTS
+        }
+
+    # -- connections -------------------------------------------------------------
+
+    def client(self) -> redislib.Redis:
+        """This thread's client."""
+        client: redislib.Redis | None = getattr(self._local, "client", None)
+        if client is None:
+            client = redislib.Redis.from_url(
+                self.url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+            )
+            self._local.client = client
+        return client
+
+    def ping(self) -> None:
+        self.client().ping()
+
+    def _run(self, name: str, *args: Any) -> Any:
+        return self._scripts[name](keys=[], args=[self.prefix, *args], client=self.client())
+
+    def close_thread_connection(self) -> None:
+        for attr in ("pubsub", "client"):
+            obj = getattr(self._local, attr, None)
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:  # noqa: BLE001, S110 - closing a broken connection
+                    pass
+                setattr(self._local, attr, None)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    # -- producer ----------------------------------------------------------------------
+
+    def push(self, jobs: list[PendingJob]) -> list[Any]:
+        if not jobs:
+            return []
+        db = database.obj
+        if db is not None and db.in_transaction() and not tdb.in_manual_commit(db):
+            return self.handoff.write(db, jobs)
+        return self._push_now(jobs)
+
+    def _push_now(
+        self, jobs: list[PendingJob], ids: list[Any] | None = None, *, handed: bool = False
+    ) -> list[Any]:
+        """Push ``jobs`` with these ids (None: allocate); with ``handed``,
+        each job's uuid is pushed at most once."""
+        out: list[Any] = []
+        for start in range(0, len(jobs), PUSH_CHUNK):
+            chunk = jobs[start : start + PUSH_CHUNK]
+            args: list[Any] = [len(chunk), HANDED_TTL * 1000 if handed else ""]
+            for i, p in enumerate(chunk, start):
+                given = None if ids is None else ids[i]
+                args += [
+                    "" if given is None else int(given),
+                    p.uuid,
+                    p.queue,
+                    p.payload_json,
+                    int(p.priority),
+                    int(round(p.delay * 1000)),
+                    p.unique_key or "",
+                    int(round(float(p.unique_for) * 1000)) if p.unique_key and p.unique_for else 0,
+                ]
+            out += [int(r) if int(r) > 0 else None for r in self._run("push", *args)]
+        return out
+
+    # -- the hand-off's store (tourno.queue.handoff.Store) ---------------------------------
+
+    def take_ids(self, n: int) -> int:
+        return int(self.client().incrby(self.key("seq", "job"), n)) - n + 1
+
+    def push_handed(self, jobs: list[PendingJob], ids: list[Any]) -> None:
+        self._push_now(jobs, ids, handed=True)
+
+    def forget_handed(self, uuids: list[str]) -> None:
+        try:
+            self.client().zrem(self.key("handed"), *uuids)
+        except self.connection_errors:
+            pass  # they expire on their own
+
+    def relay(self) -> int:
+        """Push what is left in queue_outbox now; returns how many jobs."""
+        return self.handoff.relay()
+
+    def maintain(self) -> None:
+        # The relay of leftover hand-offs; a database outage must not stop
+        # the monitor's Redis work.
+        self.handoff.relay_or_wait()
+
+    # -- worker: claim and finish --------------------------------------------------------
+
+    def claim(
+        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+    ) -> list[ClaimedJob]:
+        rows = self._run(
+            "claim",
+            worker_id,
+            queue,
+            int(limit),
+            int(float(default_timeout) * 1000),
+            int(LEASE_MARGIN * 1000),
+            MIGRATE_BATCH,
+            *[_pad(i) for i in done],
+        )
+        return [ClaimedJob(int(r[0]), queue, _text(r[1]), int(r[2]), int(float(r[3]))) for r in rows]
+
+    def complete(self, worker_id: int, ids: list[Any]) -> int:
+        if not ids:
+            return 0
+        return int(self._run("complete", worker_id, *[_pad(i) for i in ids]))
+
+    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
+        ms = int(round(float(delay) * 1000))
+        return bool(self._run("release", worker_id, _pad(job_id), ms, "" if attempts is None else attempts))
+
+    def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
+        return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
+
+    def hand_back(self, worker_id: int, ids: list[Any]) -> int:
+        if not ids:
+            return 0
+        return int(self._run("hand_back", worker_id, *[_pad(i) for i in ids]))
+
+    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
+        queue = self._run("fail_begin", worker_id, _pad(job.id))
+        if not queue:
+            return False
+        if database.is_closed():
+            open_connection()
+        failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
+        self._run("fail_end", worker_id, _pad(job.id))
+        return True
+
+    # -- worker: liveness --------------------------------------------------------------
+
+    def register_worker(
+        self, name: str, hostname: str, pid: int, queues: list[str]
+    ) -> tuple[int, dt.datetime]:
+        wid, now, _ = self._run("heartbeat", "", name, hostname, pid, ",".join(queues), "", "", 0, "1")
+        return int(wid), _instant(now)
+
+    def heartbeat(self, worker_id: int, info: dict[str, Any]) -> dt.datetime | None:
+        started = info.get("started_at")
+        started_ms = int(started.timestamp() * 1000) if isinstance(started, dt.datetime) else ""
+        current = info.get("current_job_id")
+        _, _, restart = self._run(
+            "heartbeat",
+            worker_id,
+            info["name"],
+            info["hostname"],
+            info["pid"],
+            info["queues"],
+            started_ms,
+            "" if current is None else current,
+            info.get("jobs_done") or 0,
+            "0",
+        )
+        return _ms_to_dt(restart) if restart else None
+
+    def unregister_worker(self, worker_id: int) -> None:
+        self._run("unregister", worker_id)
+
+    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
+        rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_ROW_TTL * 1000)
+        out: list[tuple[Any, Any]] = []
+        for job_id, owner in rows:
+            owner = _text(owner)
+            out.append((int(job_id), int(owner) if owner.isdigit() else None))
+        return out
+
+    # -- notifications -----------------------------------------------------------------
+
+    def listen(self) -> None:
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is None:
+            pubsub = self.client().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self.key("notify"))
+            self._local.pubsub = pubsub
+
+    def wait_for_notifications(self, timeout: float) -> set[str]:
+        pubsub = getattr(self._local, "pubsub", None)
+        if pubsub is None:
+            time.sleep(max(timeout, 0))
+            return set()
+        queues: set[str] = set()
+        deadline = time.monotonic() + max(timeout, 0)
+        while True:
+            left = deadline - time.monotonic()
+            msg = pubsub.get_message(timeout=max(left, 0) if not queues else 0)
+            if msg is not None and msg.get("type") == "message":
+                queues.add(_text(msg["data"]))
+                continue
+            if queues or left <= 0:
+                return queues
+
+    # -- operations ----------------------------------------------------------------------
+
+    def stats(self) -> list[QueueStats]:
+        return [
+            QueueStats(_text(q), int(r), int(d), int(res), _ms_to_dt(oldest))
+            for q, r, d, res, oldest in self._run("stats")
+        ]
+
+    def workers(self, stale_after: float) -> list[WorkerInfo]:
+        client = self.client()
+        secs, micros = client.time()
+        cutoff = secs * 1000 + micros // 1000 - int(float(stale_after) * 1000)
+        ids = [_text(w) for w in client.zrangebyscore(self.key("workers"), f"({cutoff}", "+inf")]
+        pipe = client.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hgetall(self.key("worker", wid))
+        out = []
+        for wid, raw in zip(ids, pipe.execute(), strict=True):
+            if not raw:
+                continue
+            h = {_text(k): _text(v) for k, v in raw.items()}
+            current = h.get("current_job_id") or None
+            out.append(
+                WorkerInfo(
+                    id=int(wid),
+                    name=h.get("name", ""),
+                    hostname=h.get("hostname", ""),
+                    pid=int(h.get("pid") or 0),
+                    queues=h.get("queues", ""),
+                    started_at=_instant(h.get("started_at")),
+                    heartbeat_at=_instant(h.get("heartbeat_at")),
+                    current_job_id=int(current) if current and current.isdigit() else current,
+                    jobs_done=int(h.get("jobs_done") or 0),
+                )
+            )
+        out.sort(key=lambda w: (w.hostname, w.name, w.id))
+        return out
+
+    def clear(self, queue: str | None) -> int:
+        if queue is None:
+            queues = sorted(_text(q) for q in self.client().smembers(self.key("queues")))
+        else:
+            queues = [queue]
+        if not queues:
+            return 0
+        return int(self._run("clear", *queues))
+
+    def signal_restart(self) -> dt.datetime:
+        return _instant(self._run("signal_restart"))
