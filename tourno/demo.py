@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from dataclasses import dataclass
 
 from tourno.accounts.models import Role, User
 from tourno.db import utcnow
+from tourno.queue import Job
 from tourno.tournaments import services
 from tourno.tournaments.errors import DomainError
 from tourno.tournaments.models import (
@@ -79,8 +81,6 @@ def seed_demo(now: dt.datetime | None = None, *, pace: float = 20.0) -> list[Tou
         for user in random.Random(name).sample(players, size):
             services.register(t, user, now=now)
         made.append(t)
-    from tourno.jobs.demo import DemoPlayJob
-
     DemoPlayJob(every=pace).dispatch(delay=pace)
     return made
 
@@ -128,3 +128,19 @@ def _act(t: Tournament, m: Match, rng: random.Random, now: dt.datetime) -> None:
     elif roll < 0.45:
         services.claim_forfeit(m, two, now=now)
     # else: nobody does anything this time; the deadline job will, eventually.
+
+
+@dataclass
+class DemoPlayJob(Job):
+    """Plays the `tourno up --demo` tournaments like careless humans would:
+    some matches are reported and confirmed, some reported and left for the
+    deadline job, some forfeit claims, some nobody touches. It dispatches
+    itself again every ``every`` seconds while a demo tournament is live."""
+
+    every: float = 20.0
+    seed: int = 0
+
+    def handle(self) -> None:
+        live = play_demo_round(random.Random(self.seed))
+        if live:
+            DemoPlayJob(every=self.every, seed=self.seed + 1).dispatch(delay=self.every)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from tourno.cli import AppContext, fail
 
+if TYPE_CHECKING:
+    from tourno.scheduler.tasks import Task
 
-def _tasks(app: AppContext):
+
+def _tasks(app: AppContext) -> list[Task]:
+    import tourno.jobs  # noqa: F401 - registers the periodic jobs the task table names
     from tourno.config import ConfigError
     from tourno.scheduler.tasks import task_table
 

@@ -1,6 +1,7 @@
 """The application's jobs. Importing this package registers them all."""
 
-from tourno.jobs.demo import DemoJob, DemoPlayJob
+from tourno.demo import DemoPlayJob
+from tourno.jobs.demo import DemoJob
 from tourno.jobs.periodic import (
     PERIODIC_JOBS,
     AutoStartTournamentsJob,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tourno.config import PREFIX, ConfigError, Settings
 from tourno.queue import Job
+from tourno.queue.job import job_class
 
 #: Task name -> default frequency in minutes.
 DEFAULT_FREQUENCIES: dict[str, int] = {
@@ -49,13 +50,16 @@ def frequency_overrides(settings: Settings) -> dict[str, int]:
 
 
 def task_table(settings: Settings | None = None) -> list[Task]:
-    """The five tasks with their frequencies in effect, in table order."""
-    from tourno.jobs import periodic
+    """The five tasks with their frequencies in effect, in table order.
 
+    The job classes come from the queue's registry by name: the application's
+    jobs (``tourno.jobs``) import the scheduler's models, never the other way
+    round, so whoever runs the scheduler imports ``tourno.jobs`` first (the
+    CLI and ``tourno.setup()`` do)."""
     overrides = frequency_overrides(settings) if settings is not None else {}
-    jobs = {job.job_name: job for job in periodic.PERIODIC_JOBS}
     return [
-        Task(name, jobs[name], overrides.get(name, default)) for name, default in DEFAULT_FREQUENCIES.items()
+        Task(name, job_class(name), overrides.get(name, default))
+        for name, default in DEFAULT_FREQUENCIES.items()
     ]
 
 
