@@ -212,7 +212,8 @@ def test_claim_race_never_gives_a_job_to_two_workers(qdb):
 def test_claim_race_raw_statement_on_two_psycopg2_connections(pg):
     """The backend's claim statement itself, on two plain psycopg2
     connections, racing: disjoint claims that together cover all jobs."""
-    from tourno.queue.backends.database import LEASE_MARGIN, PostgresBackend
+    from tourno.queue.backends.base import LEASE_MARGIN
+    from tourno.queue.backends.database import PostgresBackend
 
     ids = dispatch_many([Noop(n=i) for i in range(400)])
     conns = [psycopg2.connect(pg.url) for _ in range(2)]
@@ -291,7 +292,7 @@ def test_dispatch_returns_id_and_writes_the_documented_payload(qdb):
     claimed = backend().claim(77, "eng-q", 1, [], 60)
     assert [j.id for j in claimed] == [job_id]
     lease = seconds_from_now(job_row(qdb, job_id)["lease_expires_at"])
-    from tourno.queue.backends.database import LEASE_MARGIN
+    from tourno.queue.backends.base import LEASE_MARGIN
 
     assert 12.5 + LEASE_MARGIN - 10 < lease <= 12.5 + LEASE_MARGIN + 1
 

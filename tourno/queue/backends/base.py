@@ -2,7 +2,7 @@
 
 The worker speaks only this interface. Methods are called from two threads:
 the worker's main thread (dispatch, claim, complete, release, fail) and its
-monitor thread (heartbeat, rescue, hand-back, notifications). A backend must
+monitor thread (heartbeat, rescue, maintain, hand-back, notifications). A backend must
 give each thread its own connection; the database backend gets that from
 peewee, whose connection state is per thread.
 """
@@ -15,6 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourno.queue.job import PendingJob
+
+#: The lease backstop: a reserved job whose worker still heartbeats is only
+#: taken back this long after its timeout (the worker's own watchdog acts first).
+LEASE_MARGIN = 120.0
+#: Dead workers' rows are kept this long (seconds) for ``queue status``, then pruned.
+WORKER_ROW_TTL = 3600
 
 
 @dataclass
@@ -126,6 +132,10 @@ class QueueBackend(abc.ABC):
         """Reclaim the space of finished jobs now, if the store needs it and
         no other worker is doing it; returns whether it ran."""
         return False
+
+    def maintain(self) -> None:
+        """Periodic upkeep a backend needs besides rescue (the Redis hand-off relay); called by the monitor."""
+        return None
 
     def ping(self) -> None:
         """Check the backend's own store is reachable (raise one of
