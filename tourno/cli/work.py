@@ -133,7 +133,8 @@ def work_command(
     """
     from tourno import systemd
     from tourno.queue import backends
-    from tourno.queue.worker import Worker, WorkerOptions
+    from tourno.queue.options import WorkerOptions
+    from tourno.queue.worker import Worker
 
     app.verbose += verbose
     if connection and connection != app.settings.queue_connection:

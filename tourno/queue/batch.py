@@ -24,7 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
-from tourno.queue.job import Job
+from tourno.queue.exceptions import MaxAttemptsExceeded, QueueError, RetryDeadlinePassed
+from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, retry_deadline
 
 
 @dataclasses.dataclass
@@ -47,6 +48,39 @@ class RunningJob:
     def label(self) -> str:
         name = self.payload.get("job") if self.payload else None
         return f"{name or '?'} #{self.claimed.id}"
+
+    def load(self, tries: int, timeout: float, backoff: list[float]) -> Job:
+        """Decode the payload and settle the limits this attempt runs under:
+        the job's own, else the worker's (``tries``, ``timeout``, ``backoff``).
+        Raises InvalidPayload."""
+        payload = self.payload = parse_payload(self.claimed.payload)
+        job = self.job = build_job(payload)
+        self.deadline = retry_deadline(payload)
+        self.max_tries = tries if payload.get("max_tries") is None else payload["max_tries"]
+        self.timeout = timeout if payload.get("timeout") is None else float(payload["timeout"])
+        self.backoff = payload.get("backoff") or backoff
+        return job
+
+    def refusal(self, now: dt.datetime) -> QueueError | None:
+        """Why this attempt must not run at all, at wall-clock ``now``: its
+        retry deadline passed, or it was claimed more often than allowed (the
+        worker that ran it must have died)."""
+        if self.deadline is not None:
+            if now > self.deadline:
+                return RetryDeadlinePassed(f"{self.label} passed its retry_until")
+        elif self.max_tries > 0 and self.claimed.attempts > self.max_tries:
+            return MaxAttemptsExceeded(f"{self.label} has been attempted too many times")
+        return None
+
+    def out_of_attempts(self, now: dt.datetime) -> bool:
+        """After an attempt that raised: fail the job for good (True), or
+        release it for a retry. ``retry_until`` wins over tries."""
+        if self.deadline is not None:
+            return now >= self.deadline
+        return self.max_tries > 0 and self.claimed.attempts >= self.max_tries
+
+    def retry_delay(self) -> float:
+        return backoff_delay(self.backoff, self.claimed.attempts)
 
 
 class ClaimBatch:

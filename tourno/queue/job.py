@@ -374,6 +374,13 @@ def build_job(payload: dict[str, Any]) -> Job:
         ) from None
 
 
+def backoff_delay(backoff: list[float], attempts: int) -> float:
+    """The delay before retry number ``attempts`` (the last value repeats)."""
+    if not backoff:
+        return 0.0
+    return float(backoff[min(max(attempts, 1), len(backoff)) - 1])
+
+
 def retry_deadline(payload: dict[str, Any]) -> dt.datetime | None:
     raw = payload.get("retry_until")
     if raw is None:

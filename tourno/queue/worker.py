@@ -26,7 +26,6 @@ that state). Three rules keep that from bending the semantics:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -50,16 +49,13 @@ from tourno.db import (
 from tourno.errors import first_line
 from tourno.queue.backends.base import QueueBackend
 from tourno.queue.batch import ClaimBatch, Complete, Fail, FinishOp, PendingOps, Release, RunningJob
-from tourno.queue.exceptions import (
-    InvalidPayload,
-    JobTimeout,
-    MaxAttemptsExceeded,
-    RetryDeadlinePassed,
-    WorkerAborted,
-)
-from tourno.queue.job import MAX_SECONDS, build_job, parse_payload, payload_uuid, retry_deadline
+from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
+from tourno.queue.job import payload_uuid
 from tourno.queue.monitor import Monitor
+from tourno.queue.options import WorkerOptions
 from tourno.signals import Handler, Waker, installed
+
+__all__ = ["EXIT_MEMORY", "EXIT_OK", "EXIT_TIMEOUT", "Worker", "WorkerOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -71,62 +67,6 @@ EXIT_TIMEOUT = 13
 
 #: The signals that stop the worker after its current job (a second one aborts it).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-
-
-@dataclasses.dataclass
-class WorkerOptions:
-    """``tourno work``'s options, with Laravel's defaults where it has one."""
-
-    queues: list[str] = dataclasses.field(default_factory=lambda: ["default"])
-    name: str = "default"
-    sleep: float = 3.0
-    tries: int = 1
-    backoff: list[float] = dataclasses.field(default_factory=lambda: [0.0])
-    timeout: float = 60.0
-    max_time: float = 0.0
-    max_jobs: int = 0
-    memory: float = 128.0
-    rest: float = 0.0
-    stop_when_empty: bool = False
-    once: bool = False
-    # At most this many jobs are claimed per round trip...
-    prefetch: int = 50
-    # ...and no more than the worker expects to finish in this many seconds,
-    # judged from how long its recent jobs took.
-    batch_seconds: float = 0.05
-    # A batch held longer than this gives its unstarted jobs back.
-    hold: float = 0.5
-    # Seconds a timed-out job gets to unwind before the worker exits.
-    grace: float = 5.0
-    heartbeat_interval: float = 5.0
-    stale_after: float = 30.0
-
-    def validate(self) -> None:
-        def bad(option: str, why: str) -> ValueError:
-            return ValueError(f"--{option}: {why}")
-
-        if not self.queues or any(not q for q in self.queues):
-            raise bad("queue", "give one or more queue names separated by commas")
-        for option in ("sleep", "timeout", "max_time", "memory", "rest"):
-            if getattr(self, option) < 0:
-                raise bad(option.replace("_", "-"), "must not be negative")
-        if self.tries < 0:
-            raise bad("tries", "must not be negative (0 means unlimited)")
-        if self.max_jobs < 0:
-            raise bad("max-jobs", "must not be negative")
-        if not self.backoff or any(b < 0 for b in self.backoff):
-            raise bad("backoff", "give seconds like 10 or 10,60,300 (none negative)")
-        if self.timeout > MAX_SECONDS or any(b > MAX_SECONDS for b in self.backoff):
-            raise bad("timeout/--backoff", f"at most {MAX_SECONDS:g} seconds")
-        if self.prefetch < 1:
-            raise bad("prefetch", "must be at least 1")
-
-
-def backoff_delay(backoff: list[float], attempts: int) -> float:
-    """The delay before retry number ``attempts`` (the last value repeats)."""
-    if not backoff:
-        return 0.0
-    return float(backoff[min(max(attempts, 1), len(backoff)) - 1])
 
 
 def rss_mb() -> float:
@@ -363,26 +303,14 @@ class Worker:
         claimed = running.claimed
         opts = self.options
         try:
-            payload = running.payload = parse_payload(claimed.payload)
-            job = running.job = build_job(payload)
-            running.deadline = retry_deadline(payload)
+            job = running.load(opts.tries, opts.timeout, opts.backoff)
         except InvalidPayload as exc:
             self.log.error("job #%s has a bad payload: %s", claimed.id, exc)
             self._finish_failed(running, exc)
             return
-        running.max_tries = opts.tries if payload.get("max_tries") is None else payload["max_tries"]
-        running.timeout = opts.timeout if payload.get("timeout") is None else float(payload["timeout"])
-        running.backoff = payload.get("backoff") or opts.backoff
-
-        # Claimed more often than allowed: the worker running it must have died.
-        if running.deadline is not None:
-            if (now or dt.datetime.now(dt.UTC)) > running.deadline:
-                self._finish_failed(running, RetryDeadlinePassed(f"{running.label} passed its retry_until"))
-                return
-        elif running.max_tries > 0 and claimed.attempts > running.max_tries:
-            self._finish_failed(
-                running, MaxAttemptsExceeded(f"{running.label} has been attempted too many times")
-            )
+        refusal = running.refusal(now or dt.datetime.now(dt.UTC))
+        if refusal is not None:
+            self._finish_failed(running, refusal)
             return
 
         self.log.debug("%s running (attempt %d)", running.label, claimed.attempts)
@@ -424,15 +352,11 @@ class Worker:
         self, running: RunningJob, exc: BaseException, duration: float, now: dt.datetime | None
     ) -> None:
         attempts = running.claimed.attempts
-        if running.deadline is not None:
-            give_up = (now or dt.datetime.now(dt.UTC)) >= running.deadline
-        else:
-            give_up = running.max_tries > 0 and attempts >= running.max_tries
-        if give_up:
+        if running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
             self.log.error("%s failed after %d attempt(s): %s", running.label, attempts, first_line(exc))
             self._finish_failed(running, exc)
             return
-        delay = backoff_delay(running.backoff, attempts)
+        delay = running.retry_delay()
         self.log.warning(
             "%s raised %s (attempt %d); retrying in %g s",
             running.label,
@@ -560,9 +484,7 @@ class Worker:
                     self.worker_id, running.claimed, payload_uuid(running.claimed.payload), text
                 )
             else:
-                self.backend.release(
-                    self.worker_id, running.claimed.id, backoff_delay(running.backoff, attempts), attempts
-                )
+                self.backend.release(self.worker_id, running.claimed.id, running.retry_delay(), attempts)
             done, pending = self.batch.drain()
             self.backend.complete(self.worker_id, done)
             self.backend.hand_back(self.worker_id, pending)
