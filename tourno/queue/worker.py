@@ -53,7 +53,7 @@ from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
 from tourno.queue.job import payload_uuid
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
-from tourno.signals import Handler, Waker, installed
+from tourno.signals import Waker, installed
 
 __all__ = ["EXIT_MEMORY", "EXIT_OK", "EXIT_TIMEOUT", "Worker", "WorkerOptions"]
 
@@ -64,9 +64,6 @@ EXIT_ERROR = 1
 EXIT_MEMORY = 12
 #: A job ignored its timeout and did not unwind within the grace period.
 EXIT_TIMEOUT = 13
-
-#: The signals that stop the worker after its current job (a second one aborts it).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 
 
 def rss_mb() -> float:
@@ -134,11 +131,15 @@ class Worker:
     def run(self, install_signals: bool = True) -> int:
         """Work until a stop condition; return the process exit code. The
         signal handlers the worker installs are put back as they were."""
-        handlers: dict[int, Handler] = {}
-        if install_signals:
-            handlers = dict.fromkeys(STOP_SIGNALS, self._on_stop_signal)
-            handlers[signal.SIGALRM] = self._on_alarm
-        with installed(handlers):
+        # SIGTERM, SIGINT and SIGQUIT stop the worker after its current job
+        # (a second one aborts it); SIGALRM is the job's timeout. (A literal
+        # here, so that its key type follows installed()'s signature.)
+        stop, alarm = self._on_stop_signal, self._on_alarm
+        with installed(
+            {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGQUIT: stop, signal.SIGALRM: alarm}
+            if install_signals
+            else {}
+        ):
             return self._run()
 
     def _run(self) -> int:
