@@ -61,7 +61,8 @@ from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
-BENCH_DB = "tourno_bench"
+#: Override with TOURNO_BENCH_DB when several checkouts bench on one server at once.
+BENCH_DB = os.environ.get("TOURNO_BENCH_DB", "tourno_bench")
 PG_URL = f"{PG_SERVER}/{BENCH_DB}"
 REDIS_SERVER = os.environ.get("TOURNO_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 QUEUE = "default"

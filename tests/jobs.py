@@ -28,6 +28,12 @@ def mark(key: str, value: str = "") -> None:
     )
 
 
+def is_marked(key: str) -> bool:
+    return (
+        database.execute_sql(_sql("SELECT 1 FROM test_marks WHERE key = %s"), (key,)).fetchone() is not None
+    )
+
+
 def runs(key: str) -> int:
     return database.execute_sql(_sql("SELECT count(*) FROM test_runs WHERE key = %s"), (key,)).fetchone()[0]
 

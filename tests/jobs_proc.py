@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from tests.jobs import mark, record, runs
+from tests.jobs import is_marked, mark, record, runs
 from tourno.queue import Job, JobTimeout
 
 
@@ -83,4 +83,22 @@ class ProcCrashFirst(Job):
         if runs(self.key) == 1:
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(30)  # not reached: SIGKILL cannot be caught
+        mark(f"finished:{self.key}", str(os.getpid()))
+
+
+@dataclass
+class ProcUntilMarked(Job):
+    """Runs until the test marks ``go:<key>``, then ``linger`` seconds more,
+    then marks ``finished:<key>`` with its pid: a job that is certainly still
+    running when the test has done something (it gives up after a minute)."""
+
+    key: str
+    linger: float = 1.5
+
+    def handle(self) -> None:
+        record(self.key)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not is_marked(f"go:{self.key}"):
+            time.sleep(0.05)
+        time.sleep(self.linger)
         mark(f"finished:{self.key}", str(os.getpid()))

@@ -1,17 +1,20 @@
 """The queue engine in-process, on a real PostgreSQL and a real SQLite file.
 
 Claims, dispatch, attempts/backoff, bad payloads, unique and transactional
-dispatch, crash recovery, prefetch hand-back and timeouts. Everything runs
+dispatch, crash recovery, prefetch hand-back, timeouts, and the worker's parts
+(run_once, the claim batch and its operations, the monitor). Everything runs
 against the database through the real backend and the real worker
 (``run_worker`` runs it in the main thread until the queue is empty).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import random
 import select
+import signal
 import threading
 import time
 import uuid as uuidlib
@@ -37,7 +40,10 @@ from tourno import db as tdb
 from tourno.db import SQLITE_TIME_FORMAT, parse_timestamp
 from tourno.queue import PendingJob, backends, dispatch_many
 from tourno.queue.backends.database import CHANNEL
+from tourno.queue.batch import ClaimBatch, Complete, Fail, PendingOps, Release
 from tourno.queue.job import build_job, parse_payload
+from tourno.queue.monitor import Monitor
+from tourno.queue.worker import Worker, WorkerOptions
 
 PAYLOAD_KEYS = {
     "uuid",
@@ -212,7 +218,8 @@ def test_claim_race_never_gives_a_job_to_two_workers(qdb):
 def test_claim_race_raw_statement_on_two_psycopg2_connections(pg):
     """The backend's claim statement itself, on two plain psycopg2
     connections, racing: disjoint claims that together cover all jobs."""
-    from tourno.queue.backends.database import LEASE_MARGIN, PostgresBackend
+    from tourno.queue.backends.base import LEASE_MARGIN
+    from tourno.queue.backends.database import PostgresBackend
 
     ids = dispatch_many([Noop(n=i) for i in range(400)])
     conns = [psycopg2.connect(pg.url) for _ in range(2)]
@@ -291,7 +298,7 @@ def test_dispatch_returns_id_and_writes_the_documented_payload(qdb):
     claimed = backend().claim(77, "eng-q", 1, [], 60)
     assert [j.id for j in claimed] == [job_id]
     lease = seconds_from_now(job_row(qdb, job_id)["lease_expires_at"])
-    from tourno.queue.backends.database import LEASE_MARGIN
+    from tourno.queue.backends.base import LEASE_MARGIN
 
     assert 12.5 + LEASE_MARGIN - 10 < lease <= 12.5 + LEASE_MARGIN + 1
 
@@ -1103,3 +1110,171 @@ def test_job_timeout_releases_then_fails_and_the_worker_continues(qdb):
     assert qdb.scalar("SELECT count(*) FROM jobs") == 0
     # Two 3-second sleeps were cut short (generous bound: 6 s if not).
     assert elapsed < 5.5
+
+
+# -- 11. the worker's parts: run_once, the claim batch, its operations, the monitor -------------
+
+
+WORKER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM)
+
+
+@contextlib.contextmanager
+def signals_kept():
+    """Put the test process's signal handlers back whatever the block does."""
+    saved = {s: signal.getsignal(s) for s in WORKER_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def new_worker(**options) -> Worker:
+    """A worker driven by hand (``run_once``), no monitor, no signal handlers."""
+    options.setdefault("memory", 0)
+    return Worker(backend(), WorkerOptions(**options))
+
+
+def test_run_once_runs_one_job_at_a_time_and_says_whether_it_did_work(qdb):
+    ids = dispatch_many([RecordRun(key=f"r{i}") for i in range(3)])
+    worker = new_worker()
+    try:
+        assert worker.run_once() is True
+        assert run_order(qdb) == ["r0"]
+        registered = qdb.rows("SELECT id, current_job_id FROM workers")
+        assert [r[0] for r in registered] == [worker.worker_id]
+        assert worker.run_once() is True and worker.run_once() is True
+        assert run_order(qdb) == ["r0", "r1", "r2"] and worker.jobs_processed == 3
+        # Nothing is ready: no work, and the empty claim deleted the finished jobs.
+        assert worker.run_once() is False
+        assert qdb.scalar("SELECT count(*) FROM jobs") == 0
+    finally:
+        worker.close()
+    assert qdb.scalar("SELECT count(*) FROM workers") == 0
+    assert failed(qdb) == [] and len(ids) == 3
+
+
+def test_run_once_judges_retry_until_at_the_now_it_is_given(qdb):
+    EngRetryUntil(key="ru-now").dispatch()  # may retry for an hour after dispatch
+    worker = new_worker()
+    try:
+        assert worker.run_once(now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)) is True
+    finally:
+        worker.close()
+    assert runs(qdb, "ru-now") == 0
+    (record,) = failed(qdb)
+    assert "RetryDeadlinePassed" in record[4]
+    assert qdb.scalar("SELECT count(*) FROM jobs") == 0
+
+
+def test_run_puts_back_the_signal_handlers_it_found(qdb):
+    def sentinel(signum, frame):  # pragma: no cover - never called
+        pass
+
+    with signals_kept():
+        for s in WORKER_SIGNALS:
+            signal.signal(s, sentinel)
+        RecordRun(key="sig").dispatch()
+        worker = Worker(backend(), WorkerOptions(stop_when_empty=True, sleep=0.1, memory=0))
+        assert worker.run() == 0 and worker.jobs_processed == 1
+        assert {s: signal.getsignal(s) for s in WORKER_SIGNALS} == dict.fromkeys(WORKER_SIGNALS, sentinel)
+
+
+def test_restart_requested_event_stops_the_worker_after_its_current_job(qdb):
+    dispatch_many([RecordRun(key="first"), RecordRun(key="second")])
+    worker = Worker(backend(), WorkerOptions(sleep=0.1, memory=0, heartbeat_interval=0.5))
+    worker.restart_requested.set()
+    with signals_kept():
+        code = worker.run()
+    assert code == 0 and worker.stop_reason == "restart"
+    assert run_order(qdb) == ["first"]
+    # The job left behind is free for the next worker.
+    assert qdb.rows("SELECT attempts, reserved_by FROM jobs") == [(0, None)]
+
+
+def test_monitor_class_is_the_extension_point_and_each_rescue_round_calls_maintain(qdb):
+    rounds: list[str] = []
+    maintained: list[str] = []
+
+    class RecordingMonitor(Monitor):
+        def round(self, now: float) -> None:
+            rounds.append(threading.current_thread().name)
+            super().round(now)
+
+    class MaintainedBackend(type(backend())):
+        def maintain(self) -> None:
+            maintained.append(threading.current_thread().name)
+
+    class RecordingWorker(Worker):
+        monitor_class = RecordingMonitor
+
+    worker = RecordingWorker(
+        MaintainedBackend(), WorkerOptions(sleep=0.1, memory=0, max_time=1.0, heartbeat_interval=0.2)
+    )
+    with signals_kept():
+        assert worker.run() == 0 and worker.stop_reason == "max_time"
+    assert rounds and set(rounds) == {f"tourno-monitor-{worker.worker_id}"}
+    assert len(maintained) >= 2 and set(maintained) == set(rounds)
+
+
+def test_claim_batch_release_held_hands_back_unstarted_jobs_and_writes_completions(qdb):
+    ids = dispatch_many([RecordRun(key=f"b{i}") for i in range(4)])
+    worker_id = register()
+    b = backend()
+    batch = ClaimBatch(hold=0.5)
+    first = batch.start(b.claim(worker_id, "default", 3, [], 60))
+    assert first.claimed.id == ids[0] and first.attempt_saved
+    assert batch.release_held(first.started + 0.1, b, worker_id) == 0  # not held long enough
+    assert batch.finish(first.claimed.id, write_now=False) == []
+    second = batch.take_next()
+    assert second is not None and second.claimed.id == ids[1] and not second.attempt_saved
+    # Held past ``hold``: the completion is written, the unstarted job goes
+    # back uncharged, and the started one has its attempt written.
+    assert batch.release_held(second.started + 1.0, b, worker_id) == 1
+    assert job_row(qdb, ids[0]) is None
+    assert job_row(qdb, ids[1])["attempts"] == 1 and second.attempt_saved
+    row = job_row(qdb, ids[2])
+    assert (row["attempts"], row["reserved_by"]) == (0, None)
+    assert batch.drain() == ([], [])
+    b.unregister_worker(worker_id)
+
+
+def test_pending_ops_report_what_the_backend_refused(qdb):
+    job_id = RecordRun(key="taken").dispatch()
+    owner, other = register("owner"), register("other")
+    (claimed,) = backend().claim(owner, "default", 1, [], 60)
+    ops = PendingOps()
+    ops.add(Release(job_id, 0, 1))  # as another worker: refused
+    ops.add(Fail(claimed, "11111111-1111-1111-1111-111111111111", "ValueError: x"))
+    refused: list = []
+    ops.flush(backend(), other, refused.append)
+    assert [type(op) for op in refused] == [Release, Fail] and len(ops) == 0
+    assert job_row(qdb, job_id)["reserved_by"] == owner and failed(qdb) == []
+    ops.add(Complete([job_id]))
+    ops.flush(backend(), owner, refused.append)
+    assert job_row(qdb, job_id) is None and len(refused) == 2
+
+
+def test_pending_ops_keep_their_operation_through_a_lost_connection(pg):
+    job_id = RecordRun(key="outage").dispatch()
+    worker_id = register()
+    (claimed,) = backend().claim(worker_id, "default", 1, [], 60)
+    ops = PendingOps()
+    ops.add(Release(job_id, 0, claimed.attempts))
+    ops.add(Complete([]))
+    own_pid = pg.scalar("SELECT pg_backend_pid()")
+    admin = psycopg2.connect(pg.url)
+    try:
+        admin.autocommit = True
+        admin.cursor().execute("SELECT pg_terminate_backend(%s)", (own_pid,))
+    finally:
+        admin.close()
+    with pytest.raises(tdb.OUTAGE_ERRORS):
+        ops.flush(backend(), worker_id, lambda op: None)
+    assert len(ops) == 2  # the release that failed is still first in line
+    backend().close_thread_connection()
+    tdb.open_connection()
+    ops.flush(backend(), worker_id, lambda op: None)
+    assert len(ops) == 0
+    row = job_row(pg, job_id)
+    assert (row["attempts"], row["reserved_by"]) == (1, None)

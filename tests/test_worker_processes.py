@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import tourno_cmd
-from tests.jobs import Noop, RecordRun, Sleepy, Stubborn
-from tests.jobs_proc import ProcCrashFirst, ProcDeaf, ProcSleepFirst, ProcStubbornOnce
+from tests.jobs import Noop, RecordRun, Sleepy, Stubborn, mark
+from tests.jobs_proc import ProcCrashFirst, ProcDeaf, ProcSleepFirst, ProcStubbornOnce, ProcUntilMarked
 from tourno.db import parse_timestamp
 from tourno.queue import dispatch_many
 
@@ -386,14 +386,17 @@ def test_queue_restart_stops_running_workers_after_their_current_job(qdb, procs)
     idle = procs.worker(qdb, "--queue", "default", "--sleep", "30")
     busy = procs.worker(qdb, "--queue", "busy", "--sleep", "0.2")
     wait_registered(qdb, procs, idle, busy)
+    # The busy worker's job runs until the restart signal is in the database
+    # and then 1.5 s more (three heartbeats), however slow the CLI starts.
     dispatch_many(
-        [Sleepy(key="r", seconds=1.5).pending(queue="busy"), RecordRun(key="next").pending(queue="busy")]
+        [ProcUntilMarked(key="r").pending(queue="busy"), RecordRun(key="next").pending(queue="busy")]
     )
     wait_for(lambda: run_pids(qdb, "r"), "the busy worker's job to start", procs, alive=(busy,))
 
     result = cli(qdb.env(TOURNO_IMPORTS=IMPORTS), "queue", "restart")
     assert result.returncode == 0, result.stderr
     assert "Restart signal sent" in result.stdout
+    mark("go:r")
 
     # The idle one wakes for it (its --sleep is 30 s); the busy one finishes first.
     assert procs.wait_exit(idle, 15) == 0, procs.output(idle)

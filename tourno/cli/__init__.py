@@ -7,10 +7,11 @@ anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -39,6 +40,12 @@ class AppContext:
                 self._settings = Settings.from_env(env)
             except ConfigError as exc:
                 fail(str(exc), code=2)
+        return self._settings
+
+    def override_settings(self, **changes: Any) -> Settings:
+        """Replace some settings for this command only (a command-line argument
+        that wins over the environment); returns the settings now in force."""
+        self._settings = dataclasses.replace(self.settings, **changes)
         return self._settings
 
     def setup(

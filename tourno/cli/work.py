@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tourno.cli import AppContext, fail
@@ -120,37 +122,37 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option("-v", "--verbose", count=True, help="Log every job (debug level).")
 @click.pass_obj
-def work_command(app: AppContext, connection, imports, verbose, **options) -> None:
+def work_command(
+    app: AppContext, connection: str | None, imports: tuple[str, ...], verbose: int, **options: Any
+) -> None:
     """Process jobs from the queue until a stop condition.
 
     SIGTERM, SIGINT or SIGQUIT finish the current job and exit 0; a second
     signal abandons it and exits at once. `tourno queue restart` makes every
     worker exit after its current job. --memory exits with code 12.
     """
-    import dataclasses
-
     from tourno import systemd
     from tourno.queue import backends
-    from tourno.queue.worker import Worker, WorkerOptions
+    from tourno.queue.options import WorkerOptions
+    from tourno.queue.worker import Worker
 
     app.verbose += verbose
-    settings = app.settings
-    if connection and connection != settings.queue_connection:
-        app._settings = dataclasses.replace(settings, queue_connection=connection)
+    if connection and connection != app.settings.queue_connection:
+        app.override_settings(queue_connection=connection)
     settings = app.setup(imports=tuple(imports))
     # The click options carry WorkerOptions' field names.
-    options = WorkerOptions(
+    worker_options = WorkerOptions(
         **options,
         heartbeat_interval=settings.heartbeat_interval,
         stale_after=settings.worker_stale_after,
     )
     # Under systemd (Type=notify) the unit becomes active once the worker is
     # registered; elsewhere NOTIFY_SOCKET is unset and these do nothing.
-    queues = ",".join(options.queues)
+    queues = ",".join(worker_options.queues)
     try:
         worker = Worker(
             backends.current(),
-            options,
+            worker_options,
             on_ready=lambda: systemd.ready(f"processing queues {queues}"),
             on_stopping=lambda: systemd.stopping(f"stopping ({worker.stop_reason or 'shutting down'})"),
         )

@@ -2,7 +2,7 @@
 
 The worker speaks only this interface. Methods are called from two threads:
 the worker's main thread (dispatch, claim, complete, release, fail) and its
-monitor thread (heartbeat, rescue, hand-back, notifications). A backend must
+monitor thread (heartbeat, rescue, maintain, hand-back, notifications). A backend must
 give each thread its own connection; the database backend gets that from
 peewee, whose connection state is per thread.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 from tourno.queue.job import PendingJob
 
-#: A reserved job's lease runs out this long after its timeout would have:
-#: the backstop of crash recovery when a worker's heartbeat never goes stale.
+#: The lease backstop: a reserved job whose worker still heartbeats is only
+#: taken back this long after its timeout (the worker's own watchdog acts first).
 LEASE_MARGIN = 120.0
-#: Seconds a dead worker's row or entry is kept (for ``queue status``) before it is pruned.
+#: Dead workers' rows are kept this long (seconds) for ``queue status``, then pruned.
 WORKER_ROW_TTL = 3600
 
 

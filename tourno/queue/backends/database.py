@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
-import json
 import select
 import time
-import uuid as uuidlib
 import weakref
 from typing import Any
 
@@ -23,22 +21,24 @@ import peewee
 
 from tourno.db import SQLITE_TIME_FORMAT, UTC, database, discard_connection, open_connection, parse_timestamp
 from tourno.queue import failed
-from tourno.queue.backends.base import ClaimedJob, QueueBackend, QueueStats, WorkerInfo
+from tourno.queue.backends.base import (
+    LEASE_MARGIN,
+    WORKER_ROW_TTL,
+    ClaimedJob,
+    QueueBackend,
+    QueueStats,
+    WorkerInfo,
+)
 from tourno.queue.job import PendingJob
 
 #: One channel for every queue; the payload names the queue.
 CHANNEL = "tourno_jobs"
-#: The lease backstop: a reserved job whose worker still heartbeats is only
-#: taken back this long after its timeout (the worker's own watchdog acts first).
-LEASE_MARGIN = 120.0
 #: Rows per INSERT statement in a batched dispatch (SQLite binds six
 #: parameters a row and allows 32,766 per statement).
 PUSH_CHUNK = 20_000
 SQLITE_PUSH_CHUNK = 4_000
 #: Batches at least this large (and with no unique job) are sent with COPY.
 COPY_THRESHOLD = 500
-#: Dead workers' rows are kept this long for ``queue status``, then pruned.
-WORKER_ROW_TTL = 3600
 
 
 def _rows(sql: str, params: Any = ()) -> list[tuple]:
@@ -104,9 +104,11 @@ class PostgresBackend(DatabaseBackend):
     # case); a batch passes one array per column through unnest(), which costs
     # a few microseconds a row instead of a parameter list of five per row;
     # a large batch without unique jobs goes in with COPY (_push_copy).
-    # Prepared once per connection: parsing and planning this CTE costs about
-    # as much as the round trip itself, and dispatching one job is the path
-    # the API takes for every request that queues work.
+    # A fast path, kept on purpose: prepared once per connection, because
+    # parsing and planning this CTE costs about as much as the round trip
+    # itself, and dispatching one job is the path the API takes for every
+    # request that queues work. bench/queue.py's "Dispatch, one
+    # Job.dispatch() per job" (disp_1) and the latency figures measure it.
     _PUSH_ONE_NAME = "tourno_push_one"
     _PUSH_ONE = f"""
         PREPARE {_PUSH_ONE_NAME} (text, jsonb, int, float8, text) AS
@@ -205,7 +207,8 @@ class PostgresBackend(DatabaseBackend):
                     f"{job_id}\t{_copy_text(p.queue)}\t{p.payload_json.replace(chr(92), chr(92) * 2)}\t"
                     f"{p.priority}\t0\t{available}\t{stamp}\n"
                 )
-            with peewee.__exception_wrapper__:
+            # peewee's wrapper turns the driver's errors into peewee's, as execute_sql does.
+            with peewee.__exception_wrapper__:  # type: ignore[attr-defined]  # not in peewee's stubs
                 database.cursor().copy_expert(
                     "COPY jobs (id, queue, payload, priority, attempts, available_at, created_at) FROM STDIN",
                     io.StringIO("".join(lines)),
@@ -697,17 +700,6 @@ class SqliteBackend(DatabaseBackend):
 def _copy_text(value: str) -> str:
     """Escape a value for COPY's text format."""
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def payload_uuid(text: str) -> str:
-    """The uuid a failed payload is filed under (a fresh one if it has none)."""
-    try:
-        value = json.loads(text)
-        if isinstance(value, dict) and isinstance(value.get("uuid"), str) and value["uuid"]:
-            return value["uuid"][:36]
-    except (TypeError, ValueError):
-        pass
-    return str(uuidlib.uuid4())
 
 
 def for_database(db: peewee.Database) -> DatabaseBackend:

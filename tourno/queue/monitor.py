@@ -1,0 +1,136 @@
+"""The worker's monitor thread: heartbeat, rescue, notifications, watchdog.
+
+It runs beside the worker's main thread on a connection of its own, so it
+keeps going while a job runs. It talks to the worker through the worker's
+public surface only:
+
+* ``worker.restart_requested``, a :class:`threading.Event` it sets when
+  ``tourno queue restart`` was signalled after the worker started;
+* ``worker.hard_stop(running)``, the callback for a job that ignored its
+  timeout: it records the failure on the calling (monitor) thread's
+  connection and ends the process;
+* ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
+  ``release_held`` it calls) and the read-only ``worker_id``,
+  ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
+
+``Worker.monitor_class`` names the class, so a test can subclass it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from tourno.db import open_connection
+from tourno.errors import first_line
+from tourno.queue.batch import RunningJob
+
+if TYPE_CHECKING:
+    from tourno.queue.worker import Worker
+
+#: Jobs a worker processes between two attempts to vacuum the jobs table.
+VACUUM_EVERY = 10_000
+#: A job this long past timeout + grace is stuck where SIGALRM cannot reach it.
+WATCHDOG_SLACK = 5.0
+
+
+class Monitor(threading.Thread):
+    """Heartbeat, rescue of dead workers' jobs (and the backend's upkeep),
+    notifications, and the watch over the running job."""
+
+    #: Seconds between two rounds (the longest a notification waits).
+    TICK = 0.25
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name=f"tourno-monitor-{worker.worker_id}", daemon=True)
+        self.worker = worker
+        self._stopping = threading.Event()
+        self._hard_stop: RunningJob | None = None
+        self._next_beat = 0.0
+        self._next_rescue = 0.0
+        self._vacuumed_at = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def request_hard_stop(self, running: RunningJob) -> None:
+        """From the main thread: its connection may be mid-transaction, so
+        the monitor records the timed-out job and ends the process."""
+        self._hard_stop = running
+
+    def run(self) -> None:
+        w = self.worker
+        backend = w.backend
+        queues = set(w.options.queues)
+        connected = False
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if not connected:
+                    open_connection()
+                    backend.listen()
+                    connected = True
+                    # Jobs dispatched before LISTEN took effect sent their NOTIFY
+                    # to nobody: at start (the main loop's first claim runs
+                    # before this) as after an outage. Make the loop look again.
+                    w.wake()
+                    failures = 0
+                if self._hard_stop is not None:
+                    w.hard_stop(self._hard_stop)
+                self.round(time.monotonic())
+                if backend.wait_for_notifications(self.TICK) & queues:
+                    w.wake()
+            except Exception as exc:  # noqa: BLE001 - the monitor must outlive outages
+                failures += 1
+                if failures == 1:
+                    w.log.warning("monitor: %s", first_line(exc))
+                backend.close_thread_connection()
+                connected = False
+                self._stopping.wait(min(0.5 * 2**failures, 10.0))
+        backend.close_thread_connection()
+
+    def round(self, now: float) -> None:
+        """One pass over everything the monitor does, at ``now`` (monotonic)."""
+        w = self.worker
+        opts = w.options
+        if now >= self._next_beat:
+            self.heartbeat()
+            self._next_beat = now + opts.heartbeat_interval
+        if now >= self._next_rescue:
+            for job_id, owner in w.backend.rescue(opts.stale_after):
+                w.log.warning("released job #%s: its worker #%s stopped heartbeating", job_id, owner)
+            w.backend.maintain()
+            self._next_rescue = now + opts.heartbeat_interval
+        assert w.worker_id is not None
+        running = w.batch.running
+        handed_back = w.batch.release_held(now, w.backend, w.worker_id)
+        if handed_back and running is not None:
+            w.log.debug("handed back %d claimed jobs while %s runs", handed_back, running.label)
+        self.watchdog(now)
+        if w.jobs_processed - self._vacuumed_at >= VACUUM_EVERY:
+            self._vacuumed_at = w.jobs_processed
+            started = time.monotonic()
+            if w.backend.vacuum():
+                w.log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
+
+    def heartbeat(self) -> None:
+        w = self.worker
+        assert w.worker_id is not None
+        restart = w.backend.heartbeat(w.worker_id, w.heartbeat_info())
+        if restart is not None and w.started_at is not None and restart > w.started_at:
+            if not w.restart_requested.is_set():
+                w.log.info("restart signal received; stopping after the current job")
+            w.restart_requested.set()
+            w.wake()
+
+    def watchdog(self, now: float) -> None:
+        """A job far past timeout + grace means the main thread is stuck
+        where SIGALRM cannot reach it (a C call that does not return)."""
+        w = self.worker
+        running = w.batch.running
+        if running is None or running.timeout <= 0:
+            return
+        if now - running.started > running.timeout + w.options.grace + WATCHDOG_SLACK:
+            w.log.error("%s is stuck past its timeout; exiting", running.label)
+            w.hard_stop(running)
