@@ -281,7 +281,7 @@ def write_opened(
     t: Tournament,
     rows: list[dict[str, Any]],
     entries: dict[int, Participant],
-    round_names: dict[int, str],
+    round_names: dict[int, str | None],
     actor: User | None,
     now: dt.datetime,
 ) -> None:

@@ -360,7 +360,7 @@ def finalize(tournament: Tournament | int, actor: User, *, now: dt.datetime | No
             )
             .limit(5)
         )
-        names = [m.identifier for m in undecided]
+        names = [str(m.identifier) for m in undecided]
         if names:
             raise InvalidState(f"matches still to decide: {', '.join(names)}")
         complete_tournament(t, now, review=False)

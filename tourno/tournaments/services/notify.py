@@ -38,6 +38,11 @@ def entries_with_users(ids: Iterable[int | None]) -> dict[int, Participant]:
     }
 
 
+def account_of(entry: Participant) -> User | None:
+    """The entry's user (read with it), or None for an entrant added by name."""
+    return entry.user if entry.user_id is not None else None
+
+
 def seeded_with_users(t: Tournament) -> list[Participant]:
     """The tournament's seeded participants (everyone who started), each with its user (if any)."""
     return list(
@@ -62,14 +67,15 @@ def mail_players(
     entries = entries_with_users((m.player1_id, m.player2_id))
     for pid in pids:
         entry = entries.get(pid) if pid else None
-        if pid is None or entry is None or entry.user_id is None:
+        user = account_of(entry) if entry is not None else None
+        if pid is None or entry is None or user is None:
             continue
         other = opponent(m, pid)
         rival = entries.get(other) if other else None
         enqueue_email(
             dedupe_key=dedupe_key(pid),
-            to_email=entry.user.email,
-            user=entry.user,
+            to_email=user.email,
+            user=user,
             template=template,
             context=tournament_context(t)
             | {
@@ -154,10 +160,13 @@ def mail_cancelled(t: Tournament, reason: str, now: dt.datetime) -> None:
         )
     )
     for entry in entries:
+        user = account_of(entry)
+        if user is None:
+            continue  # never: the inner join above keeps only entries with a user
         enqueue_email(
             dedupe_key=f"tournament_cancelled:{t.id}:{entry.id}",
-            to_email=entry.user.email,
-            user=entry.user,
+            to_email=user.email,
+            user=user,
             template="tournament_cancelled",
             context=tournament_context(t) | {"display_name": entry.display_name, "reason": reason},
             priority=EmailPriority.HIGH,
@@ -168,11 +177,12 @@ def mail_cancelled(t: Tournament, reason: str, now: dt.datetime) -> None:
 def mail_disqualified(t: Tournament, ids: list[int], now: dt.datetime) -> None:
     """``disqualified`` to each of the participants ``ids`` who has an account."""
     for entry in entries_with_users(ids).values():
-        if entry.user_id is not None:
+        user = account_of(entry)
+        if user is not None:
             enqueue_email(
                 dedupe_key=f"disqualified:{entry.id}:{entry.version}",
-                to_email=entry.user.email,
-                user=entry.user,
+                to_email=user.email,
+                user=user,
                 template="disqualified",
                 context=tournament_context(t) | {"display_name": entry.display_name},
                 priority=EmailPriority.HIGH,
@@ -186,12 +196,13 @@ def mail_tournament_complete(t: Tournament, ranks: dict[int, int], now: dt.datet
     entries = seeded_with_users(t)
     champion = next((e for e in entries if ranks.get(e.id) == 1), None)
     for e in entries:
-        if e.user_id is None:
+        user = account_of(e)
+        if user is None:
             continue
         enqueue_email(
             dedupe_key=f"tournament_complete:{t.id}:{e.id}:{t.version}",
-            to_email=e.user.email,
-            user=e.user,
+            to_email=user.email,
+            user=user,
             template="tournament_complete",
             context=tournament_context(t)
             | {
@@ -209,7 +220,7 @@ def mail_started(t: Tournament, players: list[Participant], now: dt.datetime) ->
     rows = [
         _outbox_row(
             f"tournament_started:{t.id}:{entry.id}",
-            entry,
+            user,
             "tournament_started",
             tournament_context(t)
             | {
@@ -222,7 +233,7 @@ def mail_started(t: Tournament, players: list[Participant], now: dt.datetime) ->
             now,
         )
         for entry in players
-        if entry.user_id is not None and entry.user.email
+        if (user := account_of(entry)) is not None and user.email
     ]
     _insert_mail(rows)
 
@@ -231,7 +242,7 @@ def mail_match_ready(
     t: Tournament,
     rows: list[dict[str, Any]],
     entries: dict[int, Participant],
-    round_names: dict[int, str],
+    round_names: dict[int, str | None],
     now: dt.datetime,
 ) -> None:
     """``match_ready`` to both players of each newly opened match (rows: id,
@@ -240,7 +251,8 @@ def mail_match_ready(
     for row in rows:
         for me, other in ((row["player1"], row["player2"]), (row["player2"], row["player1"])):
             entry = entries[me]
-            if entry.user_id is None or not entry.user.email:
+            user = account_of(entry)
+            if user is None or not user.email:
                 continue  # an entrant the organizer added by name has no address
             context = tournament_context(t) | {
                 "match_id": row["id"],
@@ -252,13 +264,13 @@ def mail_match_ready(
                 "deadline_at": row["deadline_at"].isoformat(),
             }
             key = f"match_ready:{row['id']}:{entry.id}"
-            mails.append(_outbox_row(key, entry, "match_ready", context, EmailPriority.HIGH, now))
+            mails.append(_outbox_row(key, user, "match_ready", context, EmailPriority.HIGH, now))
     _insert_mail(mails)
 
 
 def _outbox_row(
     dedupe_key: str,
-    entry: Participant,
+    user: User,
     template: str,
     context: dict[str, Any],
     priority: EmailPriority,
@@ -266,8 +278,8 @@ def _outbox_row(
 ) -> dict[str, Any]:
     return {
         "dedupe_key": dedupe_key,
-        "user": entry.user_id,
-        "to_email": entry.user.email,
+        "user": user.id,
+        "to_email": user.email,
         "template": template,
         "context": context,
         "priority": int(priority),

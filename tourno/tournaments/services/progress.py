@@ -27,7 +27,13 @@ from tourno.tournaments.decisions import (
     match_records,
 )
 from tourno.tournaments.errors import InvalidState
-from tourno.tournaments.formats import Bracket, compute_standings, history_from_results, pair_next_round
+from tourno.tournaments.formats import (
+    Bracket,
+    Standing,
+    compute_standings,
+    history_from_results,
+    pair_next_round,
+)
 from tourno.tournaments.models import (
     Match,
     MatchEventType,
@@ -112,8 +118,8 @@ def complete_match(
 
 def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
     m.state = MatchState.COMPLETE
-    m.winner = d.winner
-    m.loser = d.loser
+    m.winner_id = d.winner
+    m.loser_id = d.loser
     m.player1_score = d.player1_score
     m.player2_score = d.player2_score
     m.game_scores = d.game_scores
@@ -266,9 +272,10 @@ def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: 
                 Match.select().where(Match.round == rounds[nxt_number].id, Match.state == MatchState.PENDING)
             )
         else:
-            pending = pair_swiss_round(t, nxt_number, now)
-            if pending is None:
+            paired = pair_swiss_round(t, nxt_number, now)
+            if paired is None:
                 return True  # fewer than two players left to pair
+            pending = paired
         save_tournament(t, now, current_round=nxt_number)
         decided_now = []
         for m in pending:
@@ -320,7 +327,7 @@ def complete_tournament(t: Tournament, now: dt.datetime, *, review: bool | None 
     ranks, table = final_ranks(t)
     entries = seeded(t)
     counts = match_records(decided_matches(t))
-    by_seed = {st.seed: st for st in table}
+    by_seed: dict[int | None, Standing] = {st.seed: st for st in table}
     for e in entries:
         c = counts.get(e.id, {})
         st = by_seed.get(e.seed)

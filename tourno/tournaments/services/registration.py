@@ -116,8 +116,9 @@ def validate_tournament(values: dict[str, Any]) -> dict[str, Any]:
         if not out[name] or len(out[name]) > limit:
             errors[name] = f"must be 1 to {limit} characters"
     for name, kind in ENUMS.items():
+        entered: Any = out.get(name)  # unchecked input: the enum says whether it is one
         try:
-            out[name] = kind(out.get(name))
+            out[name] = kind(entered)
         except ValueError:
             errors[name] = f"must be one of {', '.join(v.value for v in kind)}"
     whole("capacity", 2, MAX_CAPACITY)

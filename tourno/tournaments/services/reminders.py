@@ -74,10 +74,10 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
                 continue  # an empty slot, or a player who has reported: nothing missing
             entry = entries.get(me)
             user = users.get(entry.user_id) if entry is not None and entry.user_id else None
-            if user is None or not user.email:
+            if entry is None or user is None or not user.email:
                 continue  # an entrant added by name has no address
-            opponent = entries.get(other)
-            missing = _missing(t, m, reports.get(other), checked_in_at)
+            opponent = entries.get(other) if other is not None else None
+            missing = _missing(t, m, reports.get(other) if other is not None else None, checked_in_at)
             enqueue_email(
                 dedupe_key=f"deadline_warning:{m.id}:{me}:{epoch(m.deadline_at)}",
                 to_email=user.email,

@@ -101,7 +101,7 @@ def confirm_result(match: Match | int, actor: User, *, now: dt.datetime | None =
     now = now or utcnow()
     with locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
-        theirs = active_reports(m).get(opponent(m, me))
+        theirs = _their_report(m, me)
         if m.state != MatchState.AWAITING_CONFIRMATION or theirs is None or theirs.kind == ReportKind.DISPUTE:
             raise InvalidState("there is no report from your opponent to confirm")
         decision = decision_of(m, theirs, ResultType.PLAYED)
@@ -131,7 +131,7 @@ def dispute_result(
     comment = clean_comment(comment)
     with locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
-        theirs = active_reports(m).get(opponent(m, me))
+        theirs = _their_report(m, me)
         if theirs is None or theirs.kind == ReportKind.DISPUTE:
             raise InvalidState("there is no report from your opponent to dispute")
         _file_report(t, m, me, actor, ReportKind.DISPUTE, now, comment=comment, event=False)
@@ -166,6 +166,12 @@ def _player_side(t: Tournament, m: Match, actor: User, now: dt.datetime) -> int:
     if m.deadline_at is not None and now > m.deadline_at:
         raise DeadlinePassed("the match deadline has passed")
     return mine.id
+
+
+def _their_report(m: Match, me: int) -> MatchReport | None:
+    """The opponent's live report, if they have one."""
+    other = opponent(m, me)
+    return active_reports(m).get(other) if other is not None else None
 
 
 def _file_report(
@@ -214,7 +220,7 @@ def _after_report(
     if t.report_mode == ReportMode.SINGLE_REPORT:
         complete_match(t, m, decision, actor, now, MatchEventType.CONFIRMED, {"report": report.id})
         return m
-    theirs = active_reports(m).get(opponent(m, me))
+    theirs = _their_report(m, me)
     if theirs is None:
         m.state = MatchState.AWAITING_CONFIRMATION
         touch(m, now)
