@@ -52,6 +52,26 @@ def seeded_with_users(t: Tournament) -> list[Participant]:
     )
 
 
+def mail_user(
+    user: User,
+    template: str,
+    dedupe_key: str,
+    context: dict[str, Any],
+    priority: EmailPriority,
+    now: dt.datetime,
+) -> None:
+    """One email to ``user`` at their address."""
+    enqueue_email(
+        dedupe_key=dedupe_key,
+        to_email=user.email,
+        user=user,
+        template=template,
+        context=context,
+        priority=priority,
+        now=now,
+    )
+
+
 def mail_players(
     t: Tournament,
     m: Match,
@@ -72,12 +92,11 @@ def mail_players(
             continue
         other = opponent(m, pid)
         rival = entries.get(other) if other else None
-        enqueue_email(
-            dedupe_key=dedupe_key(pid),
-            to_email=user.email,
-            user=user,
-            template=template,
-            context=tournament_context(t)
+        mail_user(
+            user,
+            template,
+            dedupe_key(pid),
+            tournament_context(t)
             | {
                 "match_id": m.id,
                 "match_identifier": m.identifier,
@@ -86,8 +105,8 @@ def mail_players(
                 "opponent_name": rival.display_name if rival else None,
             }
             | extra(pid),
-            priority=priority,
-            now=now,
+            priority,
+            now,
         )
 
 
@@ -96,48 +115,45 @@ def mail_organizer(
 ) -> None:
     """A high-priority email to the tournament's organizer."""
     organizer = User.get_by_id(t.organizer_id)
-    enqueue_email(
-        dedupe_key=dedupe_key,
-        to_email=organizer.email,
-        user=organizer,
-        template=template,
-        context=tournament_context(t) | {"display_name": organizer.display_name} | extra,
-        priority=EmailPriority.HIGH,
-        now=now,
+    mail_user(
+        organizer,
+        template,
+        dedupe_key,
+        tournament_context(t) | {"display_name": organizer.display_name} | extra,
+        EmailPriority.HIGH,
+        now,
     )
 
 
 def mail_tournament_full(t: Tournament, now: dt.datetime) -> None:
     """``tournament_full`` to the organizer: the last place was just taken."""
     organizer = User.get_by_id(t.organizer_id)
-    enqueue_email(
-        dedupe_key=f"tournament_full:{t.id}:{t.version}",
-        to_email=organizer.email,
-        user=organizer,
-        template="tournament_full",
-        context=tournament_context(t) | {"capacity": t.capacity},
-        priority=EmailPriority.NORMAL,
-        now=now,
+    mail_user(
+        organizer,
+        "tournament_full",
+        f"tournament_full:{t.id}:{t.version}",
+        tournament_context(t) | {"capacity": t.capacity},
+        EmailPriority.NORMAL,
+        now,
     )
 
 
 def mail_participant(entry: Participant, user: User, template: str, t: Tournament, now: dt.datetime) -> None:
     """A registration email (confirmed, waitlisted, promoted, missed check-in)
     about ``entry`` as it is now."""
-    enqueue_email(
-        dedupe_key=f"{template}:{entry.id}:{entry.version}",
-        to_email=user.email,
-        user=user,
-        template=template,
-        context=tournament_context(t)
+    mail_user(
+        user,
+        template,
+        f"{template}:{entry.id}:{entry.version}",
+        tournament_context(t)
         | {
             "participant_id": entry.id,
             "display_name": entry.display_name,
             "waitlist_position": entry.waitlist_position,
             "starts_at": t.starts_at.isoformat() if t.starts_at else None,
         },
-        priority=EmailPriority.HIGH,
-        now=now,
+        EmailPriority.HIGH,
+        now,
     )
 
 
@@ -163,14 +179,13 @@ def mail_cancelled(t: Tournament, reason: str, now: dt.datetime) -> None:
         user = account_of(entry)
         if user is None:
             continue  # never: the inner join above keeps only entries with a user
-        enqueue_email(
-            dedupe_key=f"tournament_cancelled:{t.id}:{entry.id}",
-            to_email=user.email,
-            user=user,
-            template="tournament_cancelled",
-            context=tournament_context(t) | {"display_name": entry.display_name, "reason": reason},
-            priority=EmailPriority.HIGH,
-            now=now,
+        mail_user(
+            user,
+            "tournament_cancelled",
+            f"tournament_cancelled:{t.id}:{entry.id}",
+            tournament_context(t) | {"display_name": entry.display_name, "reason": reason},
+            EmailPriority.HIGH,
+            now,
         )
 
 
@@ -179,14 +194,13 @@ def mail_disqualified(t: Tournament, ids: list[int], now: dt.datetime) -> None:
     for entry in entries_with_users(ids).values():
         user = account_of(entry)
         if user is not None:
-            enqueue_email(
-                dedupe_key=f"disqualified:{entry.id}:{entry.version}",
-                to_email=user.email,
-                user=user,
-                template="disqualified",
-                context=tournament_context(t) | {"display_name": entry.display_name},
-                priority=EmailPriority.HIGH,
-                now=now,
+            mail_user(
+                user,
+                "disqualified",
+                f"disqualified:{entry.id}:{entry.version}",
+                tournament_context(t) | {"display_name": entry.display_name},
+                EmailPriority.HIGH,
+                now,
             )
 
 
@@ -199,19 +213,18 @@ def mail_tournament_complete(t: Tournament, ranks: dict[int, int], now: dt.datet
         user = account_of(e)
         if user is None:
             continue
-        enqueue_email(
-            dedupe_key=f"tournament_complete:{t.id}:{e.id}:{t.version}",
-            to_email=user.email,
-            user=user,
-            template="tournament_complete",
-            context=tournament_context(t)
+        mail_user(
+            user,
+            "tournament_complete",
+            f"tournament_complete:{t.id}:{e.id}:{t.version}",
+            tournament_context(t)
             | {
                 "display_name": e.display_name,
                 "final_rank": ranks.get(e.id),
                 "champion": champion.display_name if champion else None,
             },
-            priority=EmailPriority.NORMAL,
-            now=now,
+            EmailPriority.NORMAL,
+            now,
         )
 
 

@@ -63,19 +63,7 @@ def report_result(
     with locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
         decision = decision_from_scores(m, t.format, player1_score, player2_score, winner, game_scores)
-        report = _file_report(
-            t,
-            m,
-            me,
-            actor,
-            ReportKind.RESULT,
-            now,
-            player1_score=decision.player1_score,
-            player2_score=decision.player2_score,
-            game_scores=decision.game_scores,
-            winner_participant=decision.winner,
-            comment=comment,
-        )
+        report = _file_report(t, m, me, actor, ReportKind.RESULT, now, stating=decision, comment=comment)
         return _after_report(t, m, me, report, decision, actor, now)
 
 
@@ -91,7 +79,7 @@ def claim_forfeit(
         other = opponent(m, me)
         decision = Decision(winner=me, loser=other, result_type=ResultType.FORFEIT)
         report = _file_report(
-            t, m, me, actor, ReportKind.FORFEIT_CLAIM, now, winner_participant=me, comment=comment
+            t, m, me, actor, ReportKind.FORFEIT_CLAIM, now, stating=decision, comment=comment
         )
         return _after_report(t, m, me, report, decision, actor, now)
 
@@ -105,19 +93,9 @@ def confirm_result(match: Match | int, actor: User, *, now: dt.datetime | None =
         if m.state != MatchState.AWAITING_CONFIRMATION or theirs is None or theirs.kind == ReportKind.DISPUTE:
             raise InvalidState("there is no report from your opponent to confirm")
         decision = decision_of(m, theirs, ResultType.PLAYED)
+        # The confirmation states what theirs states (a claim: the claimant won, no scores).
         _file_report(
-            t,
-            m,
-            me,
-            actor,
-            ReportKind.RESULT,
-            now,
-            player1_score=theirs.player1_score,
-            player2_score=theirs.player2_score,
-            game_scores=theirs.game_scores,
-            winner_participant=theirs.winner_participant_id,
-            comment="confirmed",
-            event=False,
+            t, m, me, actor, ReportKind.RESULT, now, stating=decision, comment="confirmed", event=False
         )
         complete_match(t, m, decision, actor, now, MatchEventType.CONFIRMED, {"report": theirs.id})
         return m
@@ -182,11 +160,13 @@ def _file_report(
     kind: ReportKind,
     now: dt.datetime,
     *,
+    stating: Decision | None = None,
+    comment: str | None = None,
     event: bool = True,
-    **values: Any,
 ) -> MatchReport:
-    """The side's new live report (its earlier one superseded) and, unless
-    the caller writes a more specific one, its ``report`` event."""
+    """The side's new live report (its earlier one superseded), ``stating``
+    a result or none (a dispute), and, unless the caller writes a more
+    specific one, its ``report`` event."""
     _supersede_own(m, me, now)
     report = MatchReport.create(
         match=m.id,
@@ -195,7 +175,11 @@ def _file_report(
         kind=kind,
         status=ReportStatus.ACTIVE,
         created_at=now,
-        **values,
+        comment=comment,
+        player1_score=stating.player1_score if stating else None,
+        player2_score=stating.player2_score if stating else None,
+        game_scores=stating.game_scores if stating else None,
+        winner_participant=stating.winner if stating else None,
     )
     if event:
         record_event(t, m, actor, MatchEventType.REPORT, _report_payload(report), now)
