@@ -178,10 +178,14 @@ def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str,
         set_deadline(t, m, new_deadline, None, now, {"reason": "final_no_show", "minutes": minutes})
         mail_organizer(
             t,
-            "final_extended",
-            f"final_extended:{m.id}:{epoch(new_deadline)}",
-            {"match_id": m.id, "match_identifier": m.identifier, "deadline_at": new_deadline.isoformat()},
-            now,
+            template="final_extended",
+            dedupe_key=f"final_extended:{m.id}:{epoch(new_deadline)}",
+            extra={
+                "match_id": m.id,
+                "match_identifier": m.identifier,
+                "deadline_at": new_deadline.isoformat(),
+            },
+            now=now,
         )
         return FINAL_EXTENDED
     if t.final_second_expiry == FinalSecondExpiry.CANCEL:
@@ -194,9 +198,9 @@ def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str,
     save_tournament(t, now, state=TournamentState.AWAITING_REVIEW, awaiting_review_since=now)
     mail_organizer(
         t,
-        "awaiting_review",
-        f"awaiting_review:{t.id}:{t.version}",
-        {"match_id": m.id, "match_identifier": m.identifier, "reason": "final_not_played"},
-        now,
+        template="awaiting_review",
+        dedupe_key=f"awaiting_review:{t.id}:{t.version}",
+        extra={"match_id": m.id, "match_identifier": m.identifier, "reason": "final_not_played"},
+        now=now,
     )
     return AWAITING_REVIEW

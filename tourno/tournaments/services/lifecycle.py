@@ -182,7 +182,9 @@ def process_check_ins(
             for entry in missing:
                 if entry.user_id is not None:
                     entry.version += 1
-                    mail_participant(entry, User.get_by_id(entry.user_id), "check_in_missed", t, now)
+                    mail_participant(
+                        entry, User.get_by_id(entry.user_id), t, template="check_in_missed", now=now
+                    )
         save_tournament(
             t,
             now,
@@ -264,7 +266,7 @@ def add_entrants(
         save_tournament(t, now, participants_count=count, full_since=now if became_full else t.full_since)
         for entry, user in zip(entries, users, strict=True):
             if user is not None:
-                mail_participant(entry, user, "registration_confirmed", t, now)
+                mail_participant(entry, user, t, template="registration_confirmed", now=now)
         if became_full:
             mail_tournament_full(t, now)
         return entries

@@ -54,13 +54,18 @@ def seeded_with_users(t: Tournament) -> list[Participant]:
 
 def mail_user(
     user: User,
+    *,
     template: str,
     dedupe_key: str,
     context: dict[str, Any],
     priority: EmailPriority,
     now: dt.datetime,
 ) -> None:
-    """One email to ``user`` at their address."""
+    """One email to ``user`` at their address.
+
+    Here and in the helpers below the template is passed by keyword, as a
+    literal at the call site: ``tests/test_mail.py`` finds the templates the
+    code writes by reading the source for ``template="..."``."""
     enqueue_email(
         dedupe_key=dedupe_key,
         to_email=user.email,
@@ -76,6 +81,7 @@ def mail_players(
     t: Tournament,
     m: Match,
     pids: tuple[int | None, ...],
+    *,
     template: str,
     dedupe_key: Callable[[int], str],
     extra: Callable[[int], dict[str, Any]],
@@ -94,9 +100,9 @@ def mail_players(
         rival = entries.get(other) if other else None
         mail_user(
             user,
-            template,
-            dedupe_key(pid),
-            tournament_context(t)
+            template=template,
+            dedupe_key=dedupe_key(pid),
+            context=tournament_context(t)
             | {
                 "match_id": m.id,
                 "match_identifier": m.identifier,
@@ -105,23 +111,23 @@ def mail_players(
                 "opponent_name": rival.display_name if rival else None,
             }
             | extra(pid),
-            priority,
-            now,
+            priority=priority,
+            now=now,
         )
 
 
 def mail_organizer(
-    t: Tournament, template: str, dedupe_key: str, extra: dict[str, Any], now: dt.datetime
+    t: Tournament, *, template: str, dedupe_key: str, extra: dict[str, Any], now: dt.datetime
 ) -> None:
     """A high-priority email to the tournament's organizer."""
     organizer = User.get_by_id(t.organizer_id)
     mail_user(
         organizer,
-        template,
-        dedupe_key,
-        tournament_context(t) | {"display_name": organizer.display_name} | extra,
-        EmailPriority.HIGH,
-        now,
+        template=template,
+        dedupe_key=dedupe_key,
+        context=tournament_context(t) | {"display_name": organizer.display_name} | extra,
+        priority=EmailPriority.HIGH,
+        now=now,
     )
 
 
@@ -130,30 +136,32 @@ def mail_tournament_full(t: Tournament, now: dt.datetime) -> None:
     organizer = User.get_by_id(t.organizer_id)
     mail_user(
         organizer,
-        "tournament_full",
-        f"tournament_full:{t.id}:{t.version}",
-        tournament_context(t) | {"capacity": t.capacity},
-        EmailPriority.NORMAL,
-        now,
+        template="tournament_full",
+        dedupe_key=f"tournament_full:{t.id}:{t.version}",
+        context=tournament_context(t) | {"capacity": t.capacity},
+        priority=EmailPriority.NORMAL,
+        now=now,
     )
 
 
-def mail_participant(entry: Participant, user: User, template: str, t: Tournament, now: dt.datetime) -> None:
+def mail_participant(
+    entry: Participant, user: User, t: Tournament, *, template: str, now: dt.datetime
+) -> None:
     """A registration email (confirmed, waitlisted, promoted, missed check-in)
     about ``entry`` as it is now."""
     mail_user(
         user,
-        template,
-        f"{template}:{entry.id}:{entry.version}",
-        tournament_context(t)
+        template=template,
+        dedupe_key=f"{template}:{entry.id}:{entry.version}",
+        context=tournament_context(t)
         | {
             "participant_id": entry.id,
             "display_name": entry.display_name,
             "waitlist_position": entry.waitlist_position,
             "starts_at": t.starts_at.isoformat() if t.starts_at else None,
         },
-        EmailPriority.HIGH,
-        now,
+        priority=EmailPriority.HIGH,
+        now=now,
     )
 
 
@@ -181,11 +189,11 @@ def mail_cancelled(t: Tournament, reason: str, now: dt.datetime) -> None:
             continue  # never: the inner join above keeps only entries with a user
         mail_user(
             user,
-            "tournament_cancelled",
-            f"tournament_cancelled:{t.id}:{entry.id}",
-            tournament_context(t) | {"display_name": entry.display_name, "reason": reason},
-            EmailPriority.HIGH,
-            now,
+            template="tournament_cancelled",
+            dedupe_key=f"tournament_cancelled:{t.id}:{entry.id}",
+            context=tournament_context(t) | {"display_name": entry.display_name, "reason": reason},
+            priority=EmailPriority.HIGH,
+            now=now,
         )
 
 
@@ -196,11 +204,11 @@ def mail_disqualified(t: Tournament, ids: list[int], now: dt.datetime) -> None:
         if user is not None:
             mail_user(
                 user,
-                "disqualified",
-                f"disqualified:{entry.id}:{entry.version}",
-                tournament_context(t) | {"display_name": entry.display_name},
-                EmailPriority.HIGH,
-                now,
+                template="disqualified",
+                dedupe_key=f"disqualified:{entry.id}:{entry.version}",
+                context=tournament_context(t) | {"display_name": entry.display_name},
+                priority=EmailPriority.HIGH,
+                now=now,
             )
 
 
@@ -215,16 +223,16 @@ def mail_tournament_complete(t: Tournament, ranks: dict[int, int], now: dt.datet
             continue
         mail_user(
             user,
-            "tournament_complete",
-            f"tournament_complete:{t.id}:{e.id}:{t.version}",
-            tournament_context(t)
+            template="tournament_complete",
+            dedupe_key=f"tournament_complete:{t.id}:{e.id}:{t.version}",
+            context=tournament_context(t)
             | {
                 "display_name": e.display_name,
                 "final_rank": ranks.get(e.id),
                 "champion": champion.display_name if champion else None,
             },
-            EmailPriority.NORMAL,
-            now,
+            priority=EmailPriority.NORMAL,
+            now=now,
         )
 
 
@@ -232,18 +240,18 @@ def mail_started(t: Tournament, players: list[Participant], now: dt.datetime) ->
     """``tournament_started`` to every player with an address, in bulk."""
     rows = [
         _outbox_row(
-            f"tournament_started:{t.id}:{entry.id}",
             user,
-            "tournament_started",
-            tournament_context(t)
+            template="tournament_started",
+            dedupe_key=f"tournament_started:{t.id}:{entry.id}",
+            context=tournament_context(t)
             | {
                 "participant_id": entry.id,
                 "display_name": entry.display_name,
                 "seed": entry.seed,
                 "participants": len(players),
             },
-            EmailPriority.NORMAL,
-            now,
+            priority=EmailPriority.NORMAL,
+            now=now,
         )
         for entry in players
         if (user := account_of(entry)) is not None and user.email
@@ -277,14 +285,23 @@ def mail_match_ready(
                 "deadline_at": row["deadline_at"].isoformat(),
             }
             key = f"match_ready:{row['id']}:{entry.id}"
-            mails.append(_outbox_row(key, user, "match_ready", context, EmailPriority.HIGH, now))
+            mail = _outbox_row(
+                user,
+                template="match_ready",
+                dedupe_key=key,
+                context=context,
+                priority=EmailPriority.HIGH,
+                now=now,
+            )
+            mails.append(mail)
     _insert_mail(mails)
 
 
 def _outbox_row(
-    dedupe_key: str,
     user: User,
+    *,
     template: str,
+    dedupe_key: str,
     context: dict[str, Any],
     priority: EmailPriority,
     now: dt.datetime,

@@ -101,17 +101,17 @@ def complete_match(
         t,
         m,
         (m.player1_id, m.player2_id),
-        "match_result",
-        lambda pid: f"match_result:{m.id}:{m.version}:{pid}",
-        lambda pid: {
+        template="match_result",
+        dedupe_key=lambda pid: f"match_result:{m.id}:{m.version}:{pid}",
+        extra=lambda pid: {
             "result_type": decision.result_type.value,
             "player1_score": decision.player1_score,
             "player2_score": decision.player2_score,
             "won": decision.winner == pid,
             "draw": decision.is_draw,
         },
-        EmailPriority.NORMAL,
-        now,
+        priority=EmailPriority.NORMAL,
+        now=now,
     )
     _after_decision(t, m, actor, now)
 
@@ -344,7 +344,8 @@ def complete_tournament(t: Tournament, now: dt.datetime, *, review: bool | None 
     if review:
         if t.state != TournamentState.AWAITING_REVIEW:
             save_tournament(t, now, state=TournamentState.AWAITING_REVIEW, awaiting_review_since=now)
-            mail_organizer(t, "awaiting_review", f"awaiting_review:{t.id}:{t.version}", {}, now)
+            key = f"awaiting_review:{t.id}:{t.version}"
+            mail_organizer(t, template="awaiting_review", dedupe_key=key, extra={}, now=now)
         return
     save_tournament(t, now, state=TournamentState.COMPLETE, completed_at=now)
     mail_tournament_complete(t, ranks, now)
@@ -445,10 +446,10 @@ def mark_disputed(t: Tournament, m: Match, actor: User | None, now: dt.datetime,
     record_event(t, m, actor, MatchEventType.DISPUTED, {"reason": reason}, now)
     mail_organizer(
         t,
-        "match_disputed",
-        f"match_disputed:{m.id}:{m.version}",
-        {"match_id": m.id, "match_identifier": m.identifier, "reason": reason},
-        now,
+        template="match_disputed",
+        dedupe_key=f"match_disputed:{m.id}:{m.version}",
+        extra={"match_id": m.id, "match_identifier": m.identifier, "reason": reason},
+        now=now,
     )
 
 
@@ -481,11 +482,11 @@ def set_deadline(
         t,
         m,
         (m.player1_id, m.player2_id),
-        "deadline_extended",
-        lambda pid: f"deadline_extended:{m.id}:{pid}:{epoch(deadline_at)}",
-        lambda pid: {"deadline_at": deadline_at.isoformat()},
-        EmailPriority.HIGH,
-        now,
+        template="deadline_extended",
+        dedupe_key=lambda pid: f"deadline_extended:{m.id}:{pid}:{epoch(deadline_at)}",
+        extra=lambda pid: {"deadline_at": deadline_at.isoformat()},
+        priority=EmailPriority.HIGH,
+        now=now,
     )
 
 

@@ -287,11 +287,11 @@ def register(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
             count = t.participants_count + 1
             became_full = count == t.capacity
             save_tournament(t, now, participants_count=count, full_since=now if became_full else t.full_since)
-            mail_participant(entry, user, "registration_confirmed", t, now)
+            mail_participant(entry, user, t, template="registration_confirmed", now=now)
             if became_full:
                 mail_tournament_full(t, now)
         else:
-            mail_participant(entry, user, "registration_waitlisted", t, now)
+            mail_participant(entry, user, t, template="registration_waitlisted", now=now)
         return entry
 
 
@@ -384,5 +384,5 @@ def promote_first_waitlisted(t: Tournament, now: dt.datetime) -> Participant | N
         return None
     set_status(first, ParticipantStatus.REGISTERED)
     if first.user_id is not None:
-        mail_participant(first, User.get_by_id(first.user_id), "waitlist_promoted", t, now)
+        mail_participant(first, User.get_by_id(first.user_id), t, template="waitlist_promoted", now=now)
     return first

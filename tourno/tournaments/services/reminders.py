@@ -30,7 +30,7 @@ from tourno.tournaments.models import (
     Round,
     Tournament,
 )
-from tourno.tournaments.services.common import epoch, locked_match, locked_tournament
+from tourno.tournaments.services.common import epoch, locked_match, locked_tournament, save_tournament
 from tourno.tournaments.services.notify import tournament_context
 from tourno.tournaments.services.progress import active_reports
 
@@ -179,8 +179,5 @@ def remind_full_tournament(
             priority=EmailPriority.NORMAL,
             now=now,
         )
-        Tournament.update(full_reminder_sent_at=now, version=t.version + 1, updated_at=now).where(
-            Tournament.id == t.id
-        ).execute()
-        t.full_reminder_sent_at = now
+        save_tournament(t, now, full_reminder_sent_at=now)
         return True

@@ -213,11 +213,11 @@ def _after_report(
             t,
             m,
             (opponent(m, me),),
-            "result_to_confirm",
-            lambda pid: f"result_to_confirm:{m.id}:{report.id}",
-            lambda pid: {"player1_score": report.player1_score, "player2_score": report.player2_score},
-            EmailPriority.HIGH,
-            now,
+            template="result_to_confirm",
+            dedupe_key=lambda pid: f"result_to_confirm:{m.id}:{report.id}",
+            extra=lambda pid: {"player1_score": report.player1_score, "player2_score": report.player2_score},
+            priority=EmailPriority.HIGH,
+            now=now,
         )
     elif theirs.kind != ReportKind.DISPUTE and agree(theirs, report):
         complete_match(
