@@ -58,7 +58,7 @@ from tourno.tournaments.services.notify import mail_match_ready
 
 NOBODY = 0  # a slot resolved to nobody (a bye, or the loser of a bye)
 
-PREFIX = {
+_PREFIX = {
     Bracket.WINNERS: "W",
     Bracket.LOSERS: "L",
     Bracket.GRAND_FINAL: "GF",
@@ -194,7 +194,7 @@ def _row(t: Tournament, pm: PlannedMatch, slots: list[int | None], now: dt.datet
         "tournament": t.id,
         "round": None,
         "bracket": pm.key.bracket,
-        "identifier": f"{PREFIX[pm.key.bracket]}{pm.key.round}.{pm.key.position}",
+        "identifier": f"{_PREFIX[pm.key.bracket]}{pm.key.round}.{pm.key.position}",
         "position": pm.key.position,
         "state": MatchState.PENDING,
         "player1": slots[0] or None,

@@ -16,7 +16,6 @@ from typing import Any
 from tourno.accounts.models import User
 from tourno.db import utcnow
 from tourno.mail.models import EmailPriority
-from tourno.mail.store import enqueue_email
 from tourno.tournaments.decisions import LEAGUES
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
@@ -31,7 +30,7 @@ from tourno.tournaments.models import (
     Tournament,
 )
 from tourno.tournaments.services.common import epoch, locked_match, locked_tournament, save_tournament
-from tourno.tournaments.services.notify import tournament_context
+from tourno.tournaments.services.notify import mail_user, tournament_context
 from tourno.tournaments.services.progress import active_reports
 
 
@@ -78,10 +77,9 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
                 continue  # an entrant added by name has no address
             opponent = entries.get(other) if other is not None else None
             missing = _missing(t, m, reports.get(other) if other is not None else None, checked_in_at)
-            enqueue_email(
+            mail_user(
+                user,
                 dedupe_key=f"deadline_warning:{m.id}:{me}:{epoch(m.deadline_at)}",
-                to_email=user.email,
-                user=user,
                 template="deadline_warning",
                 context=tournament_context(t)
                 | {
@@ -170,10 +168,9 @@ def remind_full_tournament(
         if t.auto_start and t.starts_at is not None and t.starts_at > now:
             # It starts itself then (the template mentions it only when present).
             context["auto_start_at"] = t.starts_at.isoformat()
-        enqueue_email(
+        mail_user(
+            organizer,
             dedupe_key=f"full_reminder:{t.id}",
-            to_email=organizer.email,
-            user=organizer,
             template="full_reminder",
             context=context,
             priority=EmailPriority.NORMAL,
