@@ -182,6 +182,7 @@ def match_deadline(t: Tournament, now: dt.datetime) -> tuple[dt.datetime, dt.dat
 
 
 def warn_at_for(t: Tournament, deadline_at: dt.datetime, opened_at: dt.datetime) -> dt.datetime | None:
+    """When to warn about ``deadline_at`` (the tournament's lead before it), or None when too close."""
     lead = dt.timedelta(minutes=t.deadline_warning_minutes)
     if lead <= dt.timedelta(0) or deadline_at - opened_at <= lead:
         return None

@@ -74,6 +74,7 @@ def locked_match(match: Match | int) -> Iterator[tuple[Tournament, Match]]:
 
 
 def can_manage(actor: User, tournament: Tournament) -> bool:
+    """The actor is the tournament's organizer or an admin."""
     return actor.role == Role.ADMIN or actor.id == tournament.organizer_id
 
 
@@ -125,4 +126,5 @@ def record_event(
 
 
 def epoch(moment: dt.datetime) -> int:
+    """Whole seconds since 1970, for dedupe keys that name a moment."""
     return int(moment.timestamp())

@@ -117,6 +117,7 @@ def complete_match(
 
 
 def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
+    """The decision onto the match row, nothing else (no event, no mail, no propagation)."""
     m.state = MatchState.COMPLETE
     m.winner_id = d.winner
     m.loser_id = d.loser

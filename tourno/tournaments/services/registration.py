@@ -220,6 +220,7 @@ def close_registration(
 
 
 def registration_open(tournament: Tournament, now: dt.datetime) -> bool:
+    """Joining is possible at ``now``: pending, and before ``registration_closes_at``."""
     return tournament.state == TournamentState.PENDING and (
         tournament.registration_closes_at is None or now < tournament.registration_closes_at
     )
