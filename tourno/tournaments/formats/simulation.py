@@ -121,17 +121,18 @@ def simulate_elimination(
         elif len(present) == 1:
             winner = present[0]
         elif len(present) == 2:
-            decision = decide(key, p1, p2)
+            first, second = present  # p1, p2, both known
+            decision = decide(key, first, second)
             if decision is Decision.DRAW:
                 raise ValueError(f"{key}: an elimination match cannot be drawn")
             if decision is Decision.DOUBLE_NO_SHOW:
-                run.disqualified.update((p1, p2))
-                for p in (p1, p2):
+                run.disqualified.update(present)
+                for p in present:
                     run.losses[p] += 1
                     eliminated_in[p] = key
             else:
                 slot1_won = decision in (Decision.SLOT1_WINS, Decision.SLOT2_FORFEITS)
-                winner, loser = (p1, p2) if slot1_won else (p2, p1)
+                winner, loser = (first, second) if slot1_won else (second, first)
                 run.losses[loser] += 1
 
         # Where the loser goes: nowhere (eliminated) unless the plan routes them

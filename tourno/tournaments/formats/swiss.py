@@ -148,7 +148,8 @@ def pair_next_round(
     assert pairs is not None  # with rematches allowed the first branch always succeeds
 
     rank = {seed: index for index, seed in enumerate(players)}
-    pairs = sorted((tuple(sorted(pair, key=rank.__getitem__)) for pair in pairs), key=lambda p: rank[p[0]])
+    # Each pair in rank order, then the pairs by their first player's rank.
+    pairs = sorted(((a, b) if rank[a] < rank[b] else (b, a) for a, b in pairs), key=lambda p: rank[p[0]])
     matches = [
         PlannedMatch(MatchKey(Bracket.SWISS, round_number, position), SeedSlot(a), SeedSlot(b))
         for position, (a, b) in enumerate(pairs, start=1)

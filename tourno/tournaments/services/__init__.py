@@ -1,5 +1,17 @@
 """Every state change of the domain, each in one transaction. The API and the
-jobs call these functions and nothing else writes domain rows."""
+jobs call these functions and nothing else writes domain rows.
+
+The modules, in their import order (each imports only those before it):
+``common`` (the row lock, the permission check, version bumps, the event log),
+``notify`` (the mail the changes write), ``brackets`` (planning and writing a
+bracket), ``standings`` (read only), ``progress`` (deciding a match and what
+follows: the one path), then the services people and jobs call:
+``reporting`` (players), ``organizer``, ``registration``, ``lifecycle``,
+``start``, ``deadlines``, ``reminders``, ``accounts``. The pure rules of a
+decision are in :mod:`tourno.tournaments.decisions`.
+"""
+
+from __future__ import annotations
 
 from tourno.tournaments.services.accounts import announce, set_api_token_hash, unsubscribe
 from tourno.tournaments.services.deadlines import resolve_expired_match
@@ -12,6 +24,13 @@ from tourno.tournaments.services.lifecycle import (
     remove_participant,
     set_seed,
     update_tournament,
+)
+from tourno.tournaments.services.organizer import (
+    disqualify_participant,
+    extend_deadline,
+    forfeit_match,
+    reopen_match,
+    resolve_match,
 )
 from tourno.tournaments.services.registration import (
     check_in,
@@ -26,18 +45,8 @@ from tourno.tournaments.services.registration import (
     withdraw,
 )
 from tourno.tournaments.services.reminders import remind_full_tournament, warn_match_deadline
-from tourno.tournaments.services.results import (
-    claim_forfeit,
-    confirm_result,
-    dispute_result,
-    disqualify_participant,
-    extend_deadline,
-    forfeit_match,
-    reopen_match,
-    report_result,
-    resolve_match,
-    standings,
-)
+from tourno.tournaments.services.reporting import claim_forfeit, confirm_result, dispute_result, report_result
+from tourno.tournaments.services.standings import standings
 from tourno.tournaments.services.start import start_tournament
 
 __all__ = [

@@ -14,10 +14,10 @@ import uuid
 from tourno.accounts.models import User
 from tourno.db import database, utcnow, write_transaction
 from tourno.mail.models import EmailPriority, EmailSuppression, SuppressionReason
-from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import ValidationError
 from tourno.tournaments.models import Participant, ParticipantStatus, Tournament
 from tourno.tournaments.services.common import locked_tournament, require_manager
+from tourno.tournaments.services.notify import mail_user, tournament_context
 
 #: Who hears an organizer's announcement: everyone still in the tournament.
 ANNOUNCED_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)
@@ -68,14 +68,12 @@ def announce(
         )
         count = 0
         for recipient in recipients:
-            enqueue_email(
+            mail_user(
+                recipient,
                 dedupe_key=f"announce:{key}:{recipient.id}",
-                to_email=recipient.email,
-                user=recipient,
                 template="announcement",
-                context={
-                    "tournament_id": t.id,
-                    "tournament_name": t.name,
+                context=tournament_context(t)
+                | {
                     "subject": subject,
                     "body": body,
                     "announcement_key": key,

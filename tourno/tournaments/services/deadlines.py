@@ -4,7 +4,7 @@
 The outcome depends only on what was recorded up to ``deadline_at`` (reports
 and match check-ins created after it do not count), never on how late the job
 runs, so a tick one second or fifteen minutes after the deadline decides the
-same way. Every decision goes through the same ``_complete`` path as a report,
+same way. Every decision goes through the same ``complete_match`` path as a report,
 so brackets advance and tournaments complete exactly as they would from the API.
 """
 
@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from contextlib import ExitStack
+from typing import Any
 
 from tourno.db import utcnow
+from tourno.tournaments.decisions import LEAGUES, Decision, agree, agreed_type, decision_of
+from tourno.tournaments.errors import NotFound
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     EliminationNoShowPolicy,
@@ -22,18 +26,18 @@ from tourno.tournaments.models import (
     Match,
     MatchEvent,
     MatchEventType,
-    MatchReport,
     Participant,
     ParticipantStatus,
     ReportKind,
-    ReportStatus,
     ResultType,
     Round,
     Tournament,
     TournamentState,
 )
-from tourno.tournaments.services import results as r
-from tourno.tournaments.services.common import locked_tournament
+from tourno.tournaments.services.common import epoch, locked_match, save_tournament, touch
+from tourno.tournaments.services.lifecycle import cancel_tournament
+from tourno.tournaments.services.notify import mail_organizer
+from tourno.tournaments.services.progress import active_reports, complete_match, mark_disputed, set_deadline
 
 FINAL_EXTENSION_MINUTES = 1440
 DROP_AFTER_NO_SHOWS = 2
@@ -54,12 +58,11 @@ def resolve_expired_match(match: Match | int, *, now: dt.datetime | None = None)
     the match is not (or no longer) due: decided, disputed, locked by an
     organizer, or its deadline moved."""
     now = now or utcnow()
-    mid = match if isinstance(match, int) else match.id
-    found = Match.select(Match.id, Match.tournament).where(Match.id == mid).first()
-    if found is None:
-        return None
-    with locked_tournament(found.tournament_id) as t:
-        m = Match.get_by_id(mid)
+    with ExitStack() as stack:
+        try:
+            t, m = stack.enter_context(locked_match(match))
+        except NotFound:
+            return None  # only taking the lock is guarded: the match is gone
         if (
             t.state != TournamentState.UNDERWAY
             or m.state not in ACTIONABLE_MATCH_STATES
@@ -74,40 +77,28 @@ def resolve_expired_match(match: Match | int, *, now: dt.datetime | None = None)
 
 def _decide(t: Tournament, m: Match, now: dt.datetime) -> str:
     deadline = m.deadline_at
-    reports = {
-        rep.participant_id: rep
-        for rep in MatchReport.select().where(
-            MatchReport.match == m.id,
-            MatchReport.superseded_at.is_null(True),
-            MatchReport.status == ReportStatus.ACTIVE,
-            MatchReport.created_at <= deadline,
-        )
-    }
+    reports = active_reports(m, until=deadline)
     payload = {"deadline_at": deadline.isoformat()}
     if any(rep.kind == ReportKind.DISPUTE for rep in reports.values()):
-        r.mark_disputed(t, m, None, now, reason="disputed before the deadline")
+        mark_disputed(t, m, None, now, reason="disputed before the deadline")
         return DISPUTED
     if len(reports) == 2:
         first, second = reports.values()
-        if r._agree(first, second):
-            kind = (
-                ResultType.FORFEIT
-                if ReportKind.FORFEIT_CLAIM in (first.kind, second.kind)
-                else ResultType.PLAYED
-            )
-            r._complete(t, m, r._decision_of(m, first, kind), None, now, MatchEventType.CONFIRMED, payload)
+        if agree(first, second):
+            decision = decision_of(m, first, agreed_type(first, second))
+            complete_match(t, m, decision, None, now, MatchEventType.CONFIRMED, payload)
             return AGREED
-        r.mark_disputed(t, m, None, now, reason="the two reports differ")
+        mark_disputed(t, m, None, now, reason="the two reports differ")
         return DISPUTED
     if len(reports) == 1:
         (report,) = reports.values()
-        decision = r._decision_of(m, report, ResultType.AUTO_CONFIRMED)
+        decision = decision_of(m, report, ResultType.AUTO_CONFIRMED)
         event = (
             MatchEventType.DEADLINE_FORFEIT
             if report.kind == ReportKind.FORFEIT_CLAIM
             else MatchEventType.CONFIRMED
         )
-        r._complete(t, m, decision, None, now, event, {**payload, "report": report.id, "by": "deadline"})
+        complete_match(t, m, decision, None, now, event, {**payload, "report": report.id, "by": "deadline"})
         return FORFEIT if report.kind == ReportKind.FORFEIT_CLAIM else AUTO_CONFIRMED
 
     # No report: match check-ins recorded before the deadline decide, if there are any.
@@ -115,18 +106,18 @@ def _decide(t: Tournament, m: Match, now: dt.datetime) -> str:
     in2 = m.player2_checked_in_at is not None and m.player2_checked_in_at <= deadline
     if in1 != in2:
         winner, loser = (m.player1_id, m.player2_id) if in1 else (m.player2_id, m.player1_id)
-        decision = r.Decision(winner=winner, loser=loser, result_type=ResultType.FORFEIT)
-        r._complete(t, m, decision, None, now, MatchEventType.DEADLINE_FORFEIT, payload)
+        decision = Decision(winner=winner, loser=loser, result_type=ResultType.FORFEIT)
+        complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_FORFEIT, payload)
         return FORFEIT
     return _no_show(t, m, now, payload)
 
 
-def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict) -> str:
+def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str, Any]) -> str:
     """Neither side did anything by the deadline."""
     ids = [m.player1_id, m.player2_id]
-    if t.format in r.LEAGUES:
+    if t.format in LEAGUES:
         draw = t.no_show_policy_league == LeagueNoShowPolicy.DRAW
-        decision = r.Decision(
+        decision = Decision(
             winner=None,
             loser=None,
             result_type=ResultType.DOUBLE_FORFEIT,
@@ -144,7 +135,7 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict) -> str:
                 Participant.status == ParticipantStatus.REGISTERED,
                 Participant.no_show_count >= limit,
             ).execute()
-        r._complete(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
+        complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT
 
     if Round.get_by_id(m.round_id).is_final:
@@ -154,8 +145,8 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict) -> str:
         Participant.update(status=ParticipantStatus.DISQUALIFIED, version=Participant.version + 1).where(
             Participant.id.in_(ids), Participant.status == ParticipantStatus.REGISTERED
         ).execute()
-        decision = r.Decision(winner=None, loser=None, result_type=ResultType.DOUBLE_FORFEIT)
-        r._complete(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
+        decision = Decision(winner=None, loser=None, result_type=ResultType.DOUBLE_FORFEIT)
+        complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT
     if policy == EliminationNoShowPolicy.HIGHER_SEED_ADVANCES:
         seeds = {p.id: p.seed for p in Participant.select().where(Participant.id.in_(ids))}
@@ -165,14 +156,14 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict) -> str:
         digest = hashlib.sha256(f"{m.id}:{m.deadline_at.isoformat()}".encode()).digest()
         winner = ids[digest[0] % 2]
     loser = ids[1] if winner == ids[0] else ids[0]
-    decision = r.Decision(winner=winner, loser=loser, result_type=ResultType.FORFEIT)
-    r._complete(
+    decision = Decision(winner=winner, loser=loser, result_type=ResultType.FORFEIT)
+    complete_match(
         t, m, decision, None, now, MatchEventType.DEADLINE_FORFEIT, {**payload, "policy": policy.value}
     )
     return FORFEIT
 
 
-def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict) -> str:
+def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str, Any]) -> str:
     """A final nobody played: one extension (from the old deadline, so the new
     one does not depend on when the job ran), then review or cancel."""
     extended = any(
@@ -184,30 +175,32 @@ def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict) -> 
     if not extended:
         minutes = int((t.settings or {}).get("final_extension_minutes", FINAL_EXTENSION_MINUTES))
         new_deadline = m.deadline_at + dt.timedelta(minutes=minutes)
-        r._set_deadline(t, m, new_deadline, None, now, {"reason": "final_no_show", "minutes": minutes})
-        r._mail_organizer(
+        set_deadline(t, m, new_deadline, None, now, {"reason": "final_no_show", "minutes": minutes})
+        mail_organizer(
             t,
-            "final_extended",
-            f"final_extended:{m.id}:{r.epoch(new_deadline)}",
-            {"match_id": m.id, "match_identifier": m.identifier, "deadline_at": new_deadline.isoformat()},
-            now,
+            template="final_extended",
+            dedupe_key=f"final_extended:{m.id}:{epoch(new_deadline)}",
+            extra={
+                "match_id": m.id,
+                "match_identifier": m.identifier,
+                "deadline_at": new_deadline.isoformat(),
+            },
+            now=now,
         )
         return FINAL_EXTENDED
     if t.final_second_expiry == FinalSecondExpiry.CANCEL:
-        from tourno.tournaments.services.lifecycle import cancel_tournament
-
         # Already under the lock (a nested transaction is a savepoint).
         cancel_tournament(t.id, None, reason="final_not_played", now=now)
         return CANCELLED
     m.admin_locked_at = now
-    r._touch(m, now)
+    touch(m, now)
     m.save()
-    r._save_tournament(t, now, state=TournamentState.AWAITING_REVIEW, awaiting_review_since=now)
-    r._mail_organizer(
+    save_tournament(t, now, state=TournamentState.AWAITING_REVIEW, awaiting_review_since=now)
+    mail_organizer(
         t,
-        "awaiting_review",
-        f"awaiting_review:{t.id}:{t.version}",
-        {"match_id": m.id, "match_identifier": m.identifier, "reason": "final_not_played"},
-        now,
+        template="awaiting_review",
+        dedupe_key=f"awaiting_review:{t.id}:{t.version}",
+        extra={"match_id": m.id, "match_identifier": m.identifier, "reason": "final_not_played"},
+        now=now,
     )
     return AWAITING_REVIEW

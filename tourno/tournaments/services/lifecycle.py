@@ -16,8 +16,6 @@ import peewee
 
 from tourno.accounts.models import User
 from tourno.db import utcnow
-from tourno.mail.models import EmailPriority
-from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import (
     AlreadyRegistered,
     InvalidState,
@@ -35,15 +33,21 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentState,
 )
-from tourno.tournaments.services.common import key_of, locked_tournament, require_manager
+from tourno.tournaments.services.common import (
+    CHUNK,
+    key_of,
+    locked_tournament,
+    require_manager,
+    save_tournament,
+)
+from tourno.tournaments.services.notify import mail_cancelled, mail_participant, mail_tournament_full
+from tourno.tournaments.services.organizer import disqualify_participant
+from tourno.tournaments.services.progress import complete_tournament
 from tourno.tournaments.services.registration import (
     ACTIVE_STATUSES,
     DEFAULTS,
-    _mail_organizer_full,
-    _mail_participant,
-    _promote_first,
-    _save,
-    _set_status,
+    promote_first_waitlisted,
+    set_status,
     validate_tournament,
 )
 
@@ -64,11 +68,6 @@ STRUCTURAL = frozenset(
     }
 )
 EDITABLE = frozenset(DEFAULTS) | {"name", "game", "format", "capacity"}
-
-
-def _require(actor: User | None, t: Tournament) -> None:
-    if actor is not None:
-        require_manager(actor, t)
 
 
 def update_tournament(
@@ -107,7 +106,7 @@ def update_tournament(
         changes = {name: merged[name] for name in values if merged[name] != current[name]}
         if not changes:
             return t
-        _save(t, now, **changes)
+        save_tournament(t, now, **changes)
         if "capacity" in changes and t.state in PRE_START_STATES:
             _fill_places(t, now)
         return t
@@ -117,13 +116,13 @@ def _fill_places(t: Tournament, now: dt.datetime) -> None:
     """Promote from the waitlist while there are places, then recompute
     ``full_since`` (kept when the tournament stays full)."""
     count = t.participants_count
-    while count < t.capacity and _promote_first(t, now) is not None:
+    while count < t.capacity and promote_first_waitlisted(t, now) is not None:
         count += 1
     full = count >= t.capacity
     newly_full = full and t.full_since is None
-    _save(t, now, participants_count=count, full_since=(t.full_since or now) if full else None)
+    save_tournament(t, now, participants_count=count, full_since=(t.full_since or now) if full else None)
     if newly_full:
-        _mail_organizer_full(t, now)
+        mail_tournament_full(t, now)
 
 
 def cancel_tournament(
@@ -140,40 +139,16 @@ def cancel_tournament(
     now = now or utcnow()
     reason = (reason or "organizer").strip()[:64]
     with locked_tournament(tournament) as t:
-        _require(actor, t)
+        require_manager(actor, t)
         if t.state in TERMINAL_STATES:
             raise InvalidState(f"tournament is already {t.state.value}")
         was_public = t.state != TournamentState.DRAFT
-        _save(t, now, state=TournamentState.CANCELLED, cancelled_at=now, cancel_reason=reason)
+        save_tournament(t, now, state=TournamentState.CANCELLED, cancelled_at=now, cancel_reason=reason)
         Match.update(deadline_at=None, warn_at=None, updated_at=now).where(
             Match.tournament == t.id, Match.state != MatchState.COMPLETE
         ).execute()
         if was_public:
-            entries = (
-                Participant.select(Participant, User)
-                .join(User, on=(Participant.user == User.id))
-                .where(
-                    Participant.tournament == t.id,
-                    Participant.status.in_(
-                        (*ACTIVE_STATUSES, ParticipantStatus.DROPPED, ParticipantStatus.NO_SHOW)
-                    ),
-                )
-            )
-            for entry in entries:
-                enqueue_email(
-                    dedupe_key=f"tournament_cancelled:{t.id}:{entry.id}",
-                    to_email=entry.user.email,
-                    user=entry.user,
-                    template="tournament_cancelled",
-                    context={
-                        "tournament_id": t.id,
-                        "tournament_name": t.name,
-                        "display_name": entry.display_name,
-                        "reason": reason,
-                    },
-                    priority=EmailPriority.HIGH,
-                    now=now,
-                )
+            mail_cancelled(t, reason, now)
         return t
 
 
@@ -186,7 +161,7 @@ def process_check_ins(
     waitlist order, and the count and ``full_since`` are recomputed."""
     now = now or utcnow()
     with locked_tournament(tournament) as t:
-        _require(actor, t)
+        require_manager(actor, t)
         if not t.check_in_enabled or t.starts_at is None:
             raise InvalidState("this tournament has no check-in")
         if t.state != TournamentState.PENDING or t.check_ins_processed_at is not None:
@@ -207,8 +182,10 @@ def process_check_ins(
             for entry in missing:
                 if entry.user_id is not None:
                     entry.version += 1
-                    _mail_participant(entry, User.get_by_id(entry.user_id), "check_in_missed", t, now)
-        _save(
+                    mail_participant(
+                        entry, User.get_by_id(entry.user_id), t, template="check_in_missed", now=now
+                    )
+        save_tournament(
             t,
             now,
             state=TournamentState.CHECKED_IN,
@@ -286,12 +263,12 @@ def add_entrants(
             )
         count = t.participants_count + len(entries)
         became_full = count == t.capacity and t.full_since is None
-        _save(t, now, participants_count=count, full_since=now if became_full else t.full_since)
+        save_tournament(t, now, participants_count=count, full_since=now if became_full else t.full_since)
         for entry, user in zip(entries, users, strict=True):
             if user is not None:
-                _mail_participant(entry, user, "registration_confirmed", t, now)
+                mail_participant(entry, user, t, template="registration_confirmed", now=now)
         if became_full:
-            _mail_organizer_full(t, now)
+            mail_tournament_full(t, now)
         return entries
 
 
@@ -326,11 +303,11 @@ def set_seed(
         # Cleared first: the (tournament, seed) index is unique.
         Participant.update(seed=None).where(Participant.id.in_([e.id for e in field])).execute()
         pairs = [(e.id, number) for number, e in enumerate(field, start=1)]
-        for batch in peewee.chunked(pairs, 500):
+        for batch in peewee.chunked(pairs, CHUNK):
             Participant.update(seed=peewee.Case(Participant.id, batch)).where(
                 Participant.id.in_([pid for pid, _ in batch])
             ).execute()
-        _save(t, now)
+        save_tournament(t, now)
         entry.seed = seed
         return entry
 
@@ -355,27 +332,23 @@ def remove_participant(
             if entry.status not in ACTIVE_STATUSES:
                 raise InvalidState(f"participant is {entry.status.value}")
             was_registered = entry.status == ParticipantStatus.REGISTERED
-            _set_status(entry, ParticipantStatus.WITHDRAWN)
+            set_status(entry, ParticipantStatus.WITHDRAWN)
             if entry.seed is not None:
                 entry.seed = None
                 entry.save()
             if was_registered:
-                if _promote_first(t, now) is None:
-                    _save(t, now, participants_count=t.participants_count - 1, full_since=None)
+                if promote_first_waitlisted(t, now) is None:
+                    save_tournament(t, now, participants_count=t.participants_count - 1, full_since=None)
                 else:
-                    _save(t, now)
+                    save_tournament(t, now)
             return entry
     # Underway: a disqualification, with its own transaction and rules.
-    from tourno.tournaments.services.results import disqualify_participant
-
     return disqualify_participant(tournament, actor, participant, now=now)
 
 
 def finalize(tournament: Tournament | int, actor: User, *, now: dt.datetime | None = None) -> Tournament:
     """awaiting_review -> complete, once no match is left to decide: final
     ranks are computed and every participant is told."""
-    from tourno.tournaments.services.results import complete_tournament
-
     now = now or utcnow()
     with locked_tournament(tournament) as t:
         require_manager(actor, t)
@@ -389,7 +362,7 @@ def finalize(tournament: Tournament | int, actor: User, *, now: dt.datetime | No
             )
             .limit(5)
         )
-        names = [m.identifier for m in undecided]
+        names = [str(m.identifier) for m in undecided]
         if names:
             raise InvalidState(f"matches still to decide: {', '.join(names)}")
         complete_tournament(t, now, review=False)

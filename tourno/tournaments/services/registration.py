@@ -18,8 +18,6 @@ import peewee
 
 from tourno.accounts.models import Role, User
 from tourno.db import utcnow, write_transaction
-from tourno.mail.models import EmailPriority
-from tourno.mail.store import enqueue_email
 from tourno.tournaments.errors import (
     AlreadyRegistered,
     DeadlinePassed,
@@ -41,7 +39,8 @@ from tourno.tournaments.models import (
     TournamentFormat,
     TournamentState,
 )
-from tourno.tournaments.services.common import locked_tournament, require_manager
+from tourno.tournaments.services.common import locked_tournament, require_manager, save_tournament
+from tourno.tournaments.services.notify import mail_participant, mail_tournament_full
 
 MAX_CAPACITY = 4096
 MATCH_DEADLINE_MINUTES = (10, 10080)  # 10 minutes to 7 days (DESIGN.md §5)
@@ -117,8 +116,9 @@ def validate_tournament(values: dict[str, Any]) -> dict[str, Any]:
         if not out[name] or len(out[name]) > limit:
             errors[name] = f"must be 1 to {limit} characters"
     for name, kind in ENUMS.items():
+        entered: Any = out.get(name)  # unchecked input: the enum says whether it is one
         try:
-            out[name] = kind(out.get(name))
+            out[name] = kind(entered)
         except ValueError:
             errors[name] = f"must be one of {', '.join(v.value for v in kind)}"
     whole("capacity", 2, MAX_CAPACITY)
@@ -199,7 +199,7 @@ def publish(tournament: Tournament | int, actor: User, *, now: dt.datetime | Non
             raise InvalidState(f"tournament is {t.state.value}, only a draft can be published")
         if t.starts_at is not None and t.starts_at <= now:
             raise ValidationError({"starts_at": "is in the past"})
-        _save(t, now, state=TournamentState.PENDING)
+        save_tournament(t, now, state=TournamentState.PENDING)
         return t
 
 
@@ -215,11 +215,12 @@ def close_registration(
             raise InvalidState(f"tournament is {t.state.value}, registration is not open")
         if not registration_open(t, now):
             raise InvalidState("registration is already closed")
-        _save(t, now, registration_closes_at=now)
+        save_tournament(t, now, registration_closes_at=now)
         return t
 
 
 def registration_open(tournament: Tournament, now: dt.datetime) -> bool:
+    """Joining is possible at ``now``: pending, and before ``registration_closes_at``."""
     return tournament.state == TournamentState.PENDING and (
         tournament.registration_closes_at is None or now < tournament.registration_closes_at
     )
@@ -286,12 +287,12 @@ def register(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
         if status == ParticipantStatus.REGISTERED:
             count = t.participants_count + 1
             became_full = count == t.capacity
-            _save(t, now, participants_count=count, full_since=now if became_full else t.full_since)
-            _mail_participant(entry, user, "registration_confirmed", t, now)
+            save_tournament(t, now, participants_count=count, full_since=now if became_full else t.full_since)
+            mail_participant(entry, user, t, template="registration_confirmed", now=now)
             if became_full:
-                _mail_organizer_full(t, now)
+                mail_tournament_full(t, now)
         else:
-            _mail_participant(entry, user, "registration_waitlisted", t, now)
+            mail_participant(entry, user, t, template="registration_waitlisted", now=now)
         return entry
 
 
@@ -306,13 +307,13 @@ def withdraw(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
             raise InvalidState(f"tournament is {t.state.value}, withdrawing is no longer possible")
         entry = _active_entry(t, user)
         was_registered = entry.status == ParticipantStatus.REGISTERED
-        _set_status(entry, ParticipantStatus.WITHDRAWN)
+        set_status(entry, ParticipantStatus.WITHDRAWN)
         if was_registered:
-            promoted = _promote_first(t, now)
+            promoted = promote_first_waitlisted(t, now)
             if promoted is None:
-                _save(t, now, participants_count=t.participants_count - 1, full_since=None)
+                save_tournament(t, now, participants_count=t.participants_count - 1, full_since=None)
             else:
-                _save(t, now)
+                save_tournament(t, now)
         return entry
 
 
@@ -338,7 +339,7 @@ def check_in(tournament: Tournament | int, user: User, *, now: dt.datetime | Non
         return entry
 
 
-# -- helpers (all called under the tournament lock) ----------------------------------------
+# -- helpers (all called under the tournament lock; lifecycle uses the public ones) --------
 
 
 def _active_entry(t: Tournament, user: User) -> Participant:
@@ -353,14 +354,8 @@ def _active_entry(t: Tournament, user: User) -> Participant:
     return entry
 
 
-def _save(t: Tournament, now: dt.datetime, **changes: Any) -> None:
-    changes.update(version=t.version + 1, updated_at=now)
-    for name, value in changes.items():
-        setattr(t, name, value)
-    Tournament.update(**changes).where(Tournament.id == t.id).execute()
-
-
-def _set_status(entry: Participant, status: ParticipantStatus) -> None:
+def set_status(entry: Participant, status: ParticipantStatus) -> None:
+    """Move ``entry`` to ``status``, out of the waitlist, as a new version."""
     entry.status = status
     entry.waitlist_position = None
     entry.version += 1
@@ -376,7 +371,9 @@ def _next_waitlist_position(t: Tournament) -> int:
     return (last or 0) + 1
 
 
-def _promote_first(t: Tournament, now: dt.datetime) -> Participant | None:
+def promote_first_waitlisted(t: Tournament, now: dt.datetime) -> Participant | None:
+    """The first on the waitlist takes a place (after check-ins are processed,
+    only one who checked in), and is told; None when nobody can."""
     query = Participant.select().where(
         Participant.tournament == t.id, Participant.status == ParticipantStatus.WAITLISTED
     )
@@ -386,39 +383,7 @@ def _promote_first(t: Tournament, now: dt.datetime) -> Participant | None:
     first = query.order_by(Participant.waitlist_position).first()
     if first is None:
         return None
-    _set_status(first, ParticipantStatus.REGISTERED)
+    set_status(first, ParticipantStatus.REGISTERED)
     if first.user_id is not None:
-        _mail_participant(first, User.get_by_id(first.user_id), "waitlist_promoted", t, now)
+        mail_participant(first, User.get_by_id(first.user_id), t, template="waitlist_promoted", now=now)
     return first
-
-
-def _mail_participant(entry: Participant, user: User, template: str, t: Tournament, now: dt.datetime) -> None:
-    enqueue_email(
-        dedupe_key=f"{template}:{entry.id}:{entry.version}",
-        to_email=user.email,
-        user=user,
-        template=template,
-        context={
-            "tournament_id": t.id,
-            "tournament_name": t.name,
-            "participant_id": entry.id,
-            "display_name": entry.display_name,
-            "waitlist_position": entry.waitlist_position,
-            "starts_at": t.starts_at.isoformat() if t.starts_at else None,
-        },
-        priority=EmailPriority.HIGH,
-        now=now,
-    )
-
-
-def _mail_organizer_full(t: Tournament, now: dt.datetime) -> None:
-    organizer = User.get_by_id(t.organizer_id)
-    enqueue_email(
-        dedupe_key=f"tournament_full:{t.id}:{t.version}",
-        to_email=organizer.email,
-        user=organizer,
-        template="tournament_full",
-        context={"tournament_id": t.id, "tournament_name": t.name, "capacity": t.capacity},
-        priority=EmailPriority.NORMAL,
-        now=now,
-    )

@@ -16,8 +16,7 @@ from typing import Any
 from tourno.accounts.models import User
 from tourno.db import utcnow
 from tourno.mail.models import EmailPriority
-from tourno.mail.store import enqueue_email
-from tourno.tournaments.errors import NotFound
+from tourno.tournaments.decisions import LEAGUES
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     PRE_START_STATES,
@@ -27,14 +26,12 @@ from tourno.tournaments.models import (
     MatchReport,
     Participant,
     ReportKind,
-    ReportStatus,
     Round,
     Tournament,
-    TournamentFormat,
 )
-from tourno.tournaments.services.common import epoch, key_of, locked_tournament
-
-LEAGUE_FORMATS = (TournamentFormat.ROUND_ROBIN, TournamentFormat.SWISS)
+from tourno.tournaments.services.common import epoch, locked_match, locked_tournament, save_tournament
+from tourno.tournaments.services.notify import mail_user, tournament_context
+from tourno.tournaments.services.progress import active_reports
 
 
 def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -> int:
@@ -47,13 +44,9 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
     new deadline gives a new dedupe key, so one fresh warning goes out).
     """
     now = now or utcnow()
-    found = Match.select(Match.id, Match.tournament).where(Match.id == key_of(match)).first()
-    if found is None:
-        raise NotFound(f"no match {key_of(match)}")
     # Under the tournament's lock like every other change to its rows (the
     # match's updated_at is part of the tournament the API shows).
-    with locked_tournament(found.tournament_id) as t:
-        m = Match.get_by_id(found.id)
+    with locked_match(match) as (t, m):
         due = (
             m.state in ACTIONABLE_MATCH_STATES
             and m.warn_at is not None
@@ -70,14 +63,7 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
             u.id: u
             for u in User.select().where(User.id.in_([p.user_id for p in entries.values() if p.user_id]))
         }
-        reports = {
-            r.participant_id: r
-            for r in MatchReport.select().where(
-                MatchReport.match == m.id,
-                MatchReport.status == ReportStatus.ACTIVE,
-                MatchReport.superseded_at.is_null(True),
-            )
-        }
+        reports = active_reports(m)
         sent = 0
         for me, other, checked_in_at in (
             (m.player1_id, m.player2_id, m.player1_checked_in_at),
@@ -87,18 +73,16 @@ def warn_match_deadline(match: Match | int, *, now: dt.datetime | None = None) -
                 continue  # an empty slot, or a player who has reported: nothing missing
             entry = entries.get(me)
             user = users.get(entry.user_id) if entry is not None and entry.user_id else None
-            if user is None or not user.email:
+            if entry is None or user is None or not user.email:
                 continue  # an entrant added by name has no address
-            opponent = entries.get(other)
-            missing = _missing(t, m, reports.get(other), checked_in_at)
-            enqueue_email(
+            opponent = entries.get(other) if other is not None else None
+            missing = _missing(t, m, reports.get(other) if other is not None else None, checked_in_at)
+            mail_user(
+                user,
                 dedupe_key=f"deadline_warning:{m.id}:{me}:{epoch(m.deadline_at)}",
-                to_email=user.email,
-                user=user,
                 template="deadline_warning",
-                context={
-                    "tournament_id": t.id,
-                    "tournament_name": t.name,
+                context=tournament_context(t)
+                | {
                     "match_id": m.id,
                     "match_identifier": m.identifier,
                     "round_name": rnd.name,
@@ -139,7 +123,7 @@ def _missing(
 def consequence_text(t: Tournament, is_final: bool) -> str:
     """What the deadline job will do if the players do not act (§4.2)."""
     one_report = "If only one result is reported, it stands as reported."
-    if t.format in LEAGUE_FORMATS:
+    if t.format in LEAGUES:
         if t.no_show_policy_league == LeagueNoShowPolicy.DRAW:
             return f"{one_report} If neither of you reports, the match counts as a 0-0 draw."
         return f"{one_report} If neither of you reports, both of you get a loss and no points."
@@ -174,9 +158,7 @@ def remind_full_tournament(
         ):
             return False
         organizer = User.get_by_id(t.organizer_id)
-        context: dict[str, Any] = {
-            "tournament_id": t.id,
-            "tournament_name": t.name,
+        context: dict[str, Any] = tournament_context(t) | {
             "capacity": t.capacity,
             "participants_count": t.participants_count,
             "full_since": t.full_since.isoformat(),
@@ -186,17 +168,13 @@ def remind_full_tournament(
         if t.auto_start and t.starts_at is not None and t.starts_at > now:
             # It starts itself then (the template mentions it only when present).
             context["auto_start_at"] = t.starts_at.isoformat()
-        enqueue_email(
+        mail_user(
+            organizer,
             dedupe_key=f"full_reminder:{t.id}",
-            to_email=organizer.email,
-            user=organizer,
             template="full_reminder",
             context=context,
             priority=EmailPriority.NORMAL,
             now=now,
         )
-        Tournament.update(full_reminder_sent_at=now, version=t.version + 1, updated_at=now).where(
-            Tournament.id == t.id
-        ).execute()
-        t.full_reminder_sent_at = now
+        save_tournament(t, now, full_reminder_sent_at=now)
         return True

@@ -1,76 +1,30 @@
 """Starting a tournament: seed the field, persist the bracket, open the first
 matches (``reference/domain.md`` §7.1 pending / checked_in -> underway).
 
-One transaction under the tournament's row lock. The plan comes from the pure
-formats; it is resolved in memory first (seeds to participants, byes decided,
-their winners moved on, the playable matches opened) and then written in bulk:
-the row ids are reserved up front, so every match row is inserted already wired
-to its next matches, with no per-match statement and no update pass.
-
-Format options read from ``tournament.settings``: ``third_place`` (single
-elimination, default false), ``grand_final_reset`` (double elimination, default
-true), ``round_robin_cycles`` (1 or 2, default 1), ``swiss_rounds`` (default
-``ceil(log2 n)``).
+One transaction under the tournament's row lock. The bracket is planned,
+resolved and written by :mod:`~tourno.tournaments.services.brackets`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
 
-from tourno import db as tdb
 from tourno.accounts.models import User
-from tourno.db import database, utcnow
-from tourno.mail.models import EmailOutbox, EmailPriority
+from tourno.db import utcnow
 from tourno.tournaments.errors import InvalidState, ValidationError
-from tourno.tournaments.formats import (
-    Bracket,
-    ByeSlot,
-    MatchKey,
-    PlannedMatch,
-    SeedSlot,
-    Standing,
-    default_rounds,
-    double_elimination,
-    match_levels,
-    pair_next_round,
-    play_order,
-    round_name,
-    round_robin,
-    single_elimination,
-)
 from tourno.tournaments.models import (
     PRE_START_STATES,
-    Match,
-    MatchEvent,
-    MatchEventType,
-    MatchState,
     Participant,
     ParticipantStatus,
-    ResultType,
-    Round,
-    RoundState,
     Tournament,
-    TournamentFormat,
     TournamentState,
 )
-from tourno.tournaments.services.common import locked_tournament, require_manager
-
-# Rows per INSERT: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
-CHUNK = 500
-NOBODY = 0  # a slot resolved to nobody (a bye, or the loser of a bye)
-
-_PREFIX = {
-    Bracket.WINNERS: "W",
-    Bracket.LOSERS: "L",
-    Bracket.GRAND_FINAL: "GF",
-    Bracket.THIRD_PLACE: "TP",
-    Bracket.ROUND_ROBIN: "R",
-    Bracket.SWISS: "S",
-}
+from tourno.tournaments.services.brackets import persist, plan, resolve
+from tourno.tournaments.services.common import CHUNK, locked_tournament, require_manager, save_tournament
+from tourno.tournaments.services.notify import mail_started
 
 
 def start_tournament(
@@ -88,8 +42,7 @@ def start_tournament(
     """
     now = now or utcnow()
     with locked_tournament(tournament) as t:
-        if actor is not None:
-            require_manager(actor, t)
+        require_manager(actor, t)
         if t.state not in PRE_START_STATES:
             raise InvalidState(f"tournament is {t.state.value}, it cannot be started")
         entries = list(
@@ -109,15 +62,14 @@ def start_tournament(
             )
 
         # Seeds: existing seeds first (in their order), then registration order.
-        seeded = sorted((e for e in players if e.seed is not None), key=lambda e: e.seed)
+        seeded = sorted((e for e in players if e.seed is not None), key=lambda e: e.seed or 0)
         players = seeded + [e for e in players if e.seed is None]
         by_seed = {number: entry for number, entry in enumerate(players, start=1)}
         _write_seeds(t, by_seed, no_shows)
 
-        plan, total_rounds = _plan(t, len(players))
-        built = _resolve(t, plan, by_seed, now)
-        _persist(t, built, actor, now)
-        _mail_started(t, players, now)
+        planned, total_rounds = plan(t, len(players))
+        persist(t, resolve(t, planned, by_seed, now), actor, now)
+        mail_started(t, players, now)
 
         changes: dict[str, Any] = {
             "state": TournamentState.UNDERWAY,
@@ -126,203 +78,11 @@ def start_tournament(
             "total_rounds": total_rounds,
             "participants_count": len(players),
             "full_since": t.full_since if len(players) >= t.capacity else None,
-            "version": t.version + 1,
-            "updated_at": now,
         }
         if process_check_ins:
             changes["check_ins_processed_at"] = now
-        for name, value in changes.items():
-            setattr(t, name, value)
-        Tournament.update(**changes).where(Tournament.id == t.id).execute()
+        save_tournament(t, now, **changes)
         return t
-
-
-# -- plan -------------------------------------------------------------------------------
-
-
-def _plan(t: Tournament, n: int) -> tuple[list[PlannedMatch], int]:
-    """The planned matches to persist now, and the tournament's number of rounds."""
-    settings = t.settings or {}
-    if t.format == TournamentFormat.SINGLE_ELIMINATION:
-        plan = single_elimination(n, third_place=bool(settings.get("third_place", False)))
-    elif t.format == TournamentFormat.DOUBLE_ELIMINATION:
-        plan = double_elimination(n, reset=bool(settings.get("grand_final_reset", True)))
-    elif t.format == TournamentFormat.ROUND_ROBIN:
-        plan = round_robin(n, cycles=int(settings.get("round_robin_cycles", 1)))
-        return plan, max(m.key.round for m in plan)
-    else:
-        standings = [Standing(seed, 0.0, 0.0, 0.0, 0) for seed in range(1, n + 1)]
-        rounds = int(settings.get("swiss_rounds") or default_rounds(n))
-        return pair_next_round(standings, set(), set(), 1), rounds
-    return plan, max(match_levels(plan).values()) + 1
-
-
-# -- resolution in memory -----------------------------------------------------------------
-
-
-@dataclass
-class _Built:
-    rounds: dict[tuple[Bracket, int], dict[str, Any]] = field(default_factory=dict)
-    matches: list[tuple[PlannedMatch, dict[str, Any]]] = field(default_factory=list)
-    opened: list[dict[str, Any]] = field(default_factory=list)
-    entries: dict[int, Participant] = field(default_factory=dict)
-
-
-def _resolve(
-    t: Tournament,
-    plan: list[PlannedMatch],
-    by_seed: dict[int, Participant],
-    now: dt.datetime,
-    open_round: int = 1,
-) -> _Built:
-    """Match rows (ids not yet known) with slots filled, byes decided and
-    their winners moved on, and the playable matches opened (in a league,
-    those of ``open_round``)."""
-    built = _Built(entries={e.id: e for e in by_seed.values()})
-    deadline_at, warn_at = match_deadline(t, now)
-    league = t.format in (TournamentFormat.ROUND_ROBIN, TournamentFormat.SWISS)
-    elimination_rounds = max((m.key.round for m in plan if m.key.bracket == Bracket.WINNERS), default=0)
-    # (match key, slot) -> participant id or NOBODY, filled as sources are decided.
-    arrived: dict[tuple[MatchKey, int], int] = {}
-    order = plan if league else play_order(plan)
-    for pm in order:
-        slots: list[int | None] = []
-        for number, slot in ((1, pm.slot1), (2, pm.slot2)):
-            if isinstance(slot, SeedSlot):
-                slots.append(by_seed[slot.seed].id)
-            elif isinstance(slot, ByeSlot):
-                slots.append(NOBODY)
-            else:
-                slots.append(arrived.get((pm.key, number)))
-        row: dict[str, Any] = _row(t, pm, slots, now)
-        playable = not league or pm.key.round == open_round
-        if None in slots:
-            pass  # waits for a feeder: pending
-        elif NOBODY in slots:
-            # Decided without a game: a bye, a walkover, or void (nobody at all).
-            winner = slots[0] or slots[1] or None
-            row.update(
-                state=MatchState.COMPLETE,
-                result_type=ResultType.BYE if pm.has_bye or winner is None else ResultType.WALKOVER,
-                winner=winner,
-                completed_at=now,
-            )
-            if pm.winner_to is not None:
-                arrived[(pm.winner_to.match, pm.winner_to.slot)] = winner or NOBODY
-            if pm.loser_to is not None:
-                arrived[(pm.loser_to.match, pm.loser_to.slot)] = NOBODY
-        elif playable:
-            row.update(state=MatchState.OPEN, opened_at=now, deadline_at=deadline_at, warn_at=warn_at)
-            built.opened.append(row)
-        key = (pm.key.bracket, pm.key.round)
-        if key not in built.rounds:
-            built.rounds[key] = {
-                "tournament": t.id,
-                "bracket": pm.key.bracket,
-                "number": pm.key.round,
-                "name": _round_name(pm.key, elimination_rounds),
-                "is_final": False,
-                "state": RoundState.PENDING,
-                "opened_at": None,
-                "completed_at": None,
-                "_states": [],
-            }
-        info = built.rounds[key]
-        info["is_final"] = info["is_final"] or pm.is_final
-        info["_states"].append(row["state"])
-        built.matches.append((pm, row))
-    for info in built.rounds.values():
-        states = info.pop("_states")
-        if all(s == MatchState.COMPLETE for s in states):
-            info.update(state=RoundState.COMPLETE, opened_at=now, completed_at=now)
-        elif MatchState.OPEN in states:
-            info.update(state=RoundState.OPEN, opened_at=now)
-    return built
-
-
-def match_deadline(t: Tournament, now: dt.datetime) -> tuple[dt.datetime, dt.datetime | None]:
-    """``deadline_at`` and ``warn_at`` of a match opened at ``now``. No
-    warning when the lead is as long as the deadline: the match-ready mail
-    already said it (``reference/domain.md`` §8.4)."""
-    deadline_at = now + dt.timedelta(minutes=t.match_deadline_minutes)
-    return deadline_at, warn_at_for(t, deadline_at, now)
-
-
-def warn_at_for(t: Tournament, deadline_at: dt.datetime, opened_at: dt.datetime) -> dt.datetime | None:
-    lead = dt.timedelta(minutes=t.deadline_warning_minutes)
-    if lead <= dt.timedelta(0) or deadline_at - opened_at <= lead:
-        return None
-    return deadline_at - lead
-
-
-def _row(t: Tournament, pm: PlannedMatch, slots: list[int | None], now: dt.datetime) -> dict[str, Any]:
-    return {
-        "id": None,
-        "tournament": t.id,
-        "round": None,
-        "bracket": pm.key.bracket,
-        "identifier": f"{_PREFIX[pm.key.bracket]}{pm.key.round}.{pm.key.position}",
-        "position": pm.key.position,
-        "state": MatchState.PENDING,
-        "player1": slots[0] or None,
-        "player2": slots[1] or None,
-        "player1_is_bye": slots[0] == NOBODY,
-        "player2_is_bye": slots[1] == NOBODY,
-        "winner_to": None,
-        "winner_to_slot": pm.winner_to.slot if pm.winner_to else None,
-        "loser_to": None,
-        "loser_to_slot": pm.loser_to.slot if pm.loser_to else None,
-        "winner": None,
-        "loser": None,
-        "is_draw": False,
-        "result_type": None,
-        "opened_at": None,
-        "deadline_at": None,
-        "warn_at": None,
-        "deadline_extensions": 0,
-        "completed_at": None,
-        "version": 1,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
-def _round_name(key: MatchKey, elimination_rounds: int) -> str:
-    if key.bracket == Bracket.WINNERS:
-        return round_name(key.round, elimination_rounds)
-    if key.bracket == Bracket.LOSERS:
-        return f"Losers round {key.round}"
-    if key.bracket == Bracket.GRAND_FINAL:
-        return "Grand final" if key.round == 1 else "Grand final reset"
-    if key.bracket == Bracket.THIRD_PLACE:
-        return "Third place"
-    return f"Round {key.round}"
-
-
-# -- writing --------------------------------------------------------------------------------
-
-
-def _reserve_ids(model: type[peewee.Model], count: int) -> list[int]:
-    """``count`` fresh ids for ``model``'s table, so rows can reference each
-    other before they are inserted. PostgreSQL draws them from the sequence;
-    SQLite is under its IMMEDIATE write lock, so the next ids are ours."""
-    if count == 0:
-        return []
-    table = model._meta.table_name
-    if tdb.is_postgres():
-        cursor = database.execute_sql(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", (table, count)
-        )
-        return sorted(row[0] for row in cursor.fetchall())
-    row = database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-    top = database.execute_sql(f'SELECT MAX(id) FROM "{table}"').fetchone()[0]
-    base = max(row[0] if row else 0, top or 0)
-    return list(range(base + 1, base + count + 1))
-
-
-def _insert(model: type[peewee.Model], rows: list[dict[str, Any]]) -> None:
-    for batch in peewee.chunked(rows, CHUNK):
-        model.insert_many(batch).execute()
 
 
 def _write_seeds(t: Tournament, by_seed: dict[int, Participant], no_shows: list[Participant]) -> None:
@@ -342,124 +102,3 @@ def _write_seeds(t: Tournament, by_seed: dict[int, Participant], no_shows: list[
         Participant.update(
             status=ParticipantStatus.NO_SHOW, seed=None, version=Participant.version + 1
         ).where(Participant.id.in_([e.id for e in no_shows])).execute()
-
-
-def _persist(t: Tournament, built: _Built, actor: User | None, now: dt.datetime) -> None:
-    round_ids = dict(zip(built.rounds, _reserve_ids(Round, len(built.rounds)), strict=True))
-    rounds = [{**info, "id": round_ids[key]} for key, info in built.rounds.items()]
-    _insert(Round, rounds)
-
-    match_ids = dict(
-        zip((pm.key for pm, _ in built.matches), _reserve_ids(Match, len(built.matches)), strict=True)
-    )
-    for pm, row in built.matches:
-        row["id"] = match_ids[pm.key]
-        row["round"] = round_ids[(pm.key.bracket, pm.key.round)]
-        row["winner_to"] = match_ids[pm.winner_to.match] if pm.winner_to else None
-        row["loser_to"] = match_ids[pm.loser_to.match] if pm.loser_to else None
-    # Targets before the matches that point at them (the plan order is a feed order).
-    _insert(Match, [row for _, row in reversed(built.matches)])
-
-    round_names = {round_ids[key]: info["name"] for key, info in built.rounds.items()}
-    write_opened(t, built.opened, built.entries, round_names, actor, now)
-
-
-def write_opened(
-    t: Tournament,
-    rows: list[dict[str, Any]],
-    entries: dict[int, Participant],
-    round_names: dict[int, str],
-    actor: User | None,
-    now: dt.datetime,
-) -> None:
-    """The ``opened`` events and the ``match_ready`` mail of newly opened
-    matches (rows: id, identifier, round, player1, player2, deadline_at);
-    ``entries`` maps participant ids to participants with their users."""
-    events = [
-        {
-            "match": row["id"],
-            "tournament": t.id,
-            "actor_user": actor.id if actor is not None else None,
-            "type": MatchEventType.OPENED,
-            "payload": {
-                "player1": row["player1"],
-                "player2": row["player2"],
-                "deadline_at": row["deadline_at"].isoformat(),
-            },
-            "created_at": now,
-        }
-        for row in rows
-    ]
-    _insert(MatchEvent, events)
-
-    mails = []
-    for row in rows:
-        for me, other in ((row["player1"], row["player2"]), (row["player2"], row["player1"])):
-            entry = entries[me]
-            user = entry.user if entry.user_id is not None else None
-            if user is None or not user.email:
-                continue  # an entrant the organizer added by name has no address
-            mails.append(_mail_row(t, row, entry, entries[other], round_names[row["round"]], now))
-    for batch in peewee.chunked(mails, CHUNK):
-        EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
-
-
-def _mail_started(t: Tournament, players: list[Participant], now: dt.datetime) -> None:
-    """``tournament_started`` to every player with an address, in bulk."""
-    mails = [
-        {
-            "dedupe_key": f"tournament_started:{t.id}:{entry.id}",
-            "user": entry.user_id,
-            "to_email": entry.user.email,
-            "template": "tournament_started",
-            "context": {
-                "tournament_id": t.id,
-                "tournament_name": t.name,
-                "participant_id": entry.id,
-                "display_name": entry.display_name,
-                "seed": entry.seed,
-                "participants": len(players),
-            },
-            "priority": int(EmailPriority.NORMAL),
-            "status": "pending",
-            "attempts": 0,
-            "available_at": now,
-            "created_at": now,
-        }
-        for entry in players
-        if entry.user_id is not None and entry.user.email
-    ]
-    for batch in peewee.chunked(mails, CHUNK):
-        EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
-
-
-def _mail_row(
-    t: Tournament,
-    row: dict[str, Any],
-    entry: Participant,
-    opponent: Participant,
-    round_label: str,
-    now: dt.datetime,
-) -> dict[str, Any]:
-    return {
-        "dedupe_key": f"match_ready:{row['id']}:{entry.id}",
-        "user": entry.user_id,
-        "to_email": entry.user.email,
-        "template": "match_ready",
-        "context": {
-            "tournament_id": t.id,
-            "tournament_name": t.name,
-            "match_id": row["id"],
-            "match_identifier": row["identifier"],
-            "round_name": round_label,
-            "participant_id": entry.id,
-            "display_name": entry.display_name,
-            "opponent_name": opponent.display_name,
-            "deadline_at": row["deadline_at"].isoformat(),
-        },
-        "priority": int(EmailPriority.HIGH),
-        "status": "pending",
-        "attempts": 0,
-        "available_at": now,
-        "created_at": now,
-    }
