@@ -155,3 +155,8 @@ def test_in_manual_commit_tells_a_manual_block_from_a_transaction(qdb):
         qdb.database.commit()
     assert tdb.in_manual_commit() is False
     assert qdb.rows("SELECT key FROM test_marks") == [("m",)]
+
+
+def test_peewee_errors_turns_a_raw_cursor_error_into_peewees(pg):
+    with pytest.raises(peewee.ProgrammingError), tdb.peewee_errors():
+        pg.database.cursor().execute("SELECT * FROM no_such_table")

@@ -27,12 +27,7 @@ PUBLIC_BY_CONVENTION = frozenset({"_meta"})
 # entry is (module, "the offending name"), with the owner to fix it. The lead
 # shrinks this list as those branches merge. A fixed entry fails the test
 # below, so the list cannot go stale.
-KNOWN_PRIVATE_USES: dict[tuple[str, str], str] = {
-    # peewee internals outside the db.py wrappers (commit_callbacks, reset_transaction_state...).
-    ("tourno.queue.worker", "tourno.db.database._clear_commit_callbacks"): "queue/",
-    ("tourno.queue.worker", "tourno.db.database._state"): "queue/",
-    ("tourno.queue.backends.redis", "peewee._manual"): "queue/",
-}
+KNOWN_PRIVATE_USES: dict[tuple[str, str], str] = {}
 KNOWN_FUNCTION_IMPORTS: dict[tuple[str, str], str] = {}
 
 

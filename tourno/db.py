@@ -137,6 +137,12 @@ def tuples(query: Any) -> list[tuple[Any, ...]]:
     return list(query.tuples())
 
 
+def peewee_errors() -> Any:
+    """A context in which the driver's own exceptions (a raw cursor's, as
+    for COPY) are raised as peewee's, the way ``execute_sql`` raises them."""
+    return peewee.__exception_wrapper__  # type: ignore[attr-defined]  # not in peewee's hints
+
+
 def commit_callbacks(db: peewee.Database | None = None) -> list[Any]:
     """The callbacks registered with ``after_commit`` in this thread's open
     transaction (peewee drops them on rollback)."""

@@ -19,7 +19,15 @@ from typing import Any
 
 import peewee
 
-from tourno.db import SQLITE_TIME_FORMAT, UTC, database, discard_connection, open_connection, parse_timestamp
+from tourno.db import (
+    SQLITE_TIME_FORMAT,
+    UTC,
+    database,
+    discard_connection,
+    open_connection,
+    parse_timestamp,
+    peewee_errors,
+)
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
@@ -207,8 +215,7 @@ class PostgresBackend(DatabaseBackend):
                     f"{job_id}\t{_copy_text(p.queue)}\t{p.payload_json.replace(chr(92), chr(92) * 2)}\t"
                     f"{p.priority}\t0\t{available}\t{stamp}\n"
                 )
-            # peewee's wrapper turns the driver's errors into peewee's, as execute_sql does.
-            with peewee.__exception_wrapper__:  # type: ignore[attr-defined]  # not in peewee's stubs
+            with peewee_errors():
                 database.cursor().copy_expert(
                     "COPY jobs (id, queue, payload, priority, attempts, available_at, created_at) FROM STDIN",
                     io.StringIO("".join(lines)),
