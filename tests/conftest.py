@@ -381,9 +381,7 @@ def tourno_cmd(*args: str) -> list[str]:
 def run_worker(**options) -> tuple[int, object]:
     """Run a worker in this process (main thread) until it stops; returns
     (exit code, worker). Defaults to --stop-when-empty with fast heartbeats.
-    Signal handlers are restored afterwards."""
-    import signal
-
+    The worker puts back the signal handlers it found (tested on its own)."""
     from tourno.queue import backends
     from tourno.queue.worker import Worker, WorkerOptions
 
@@ -394,14 +392,8 @@ def run_worker(**options) -> tuple[int, object]:
     # The test process grows past the worker's default 128 MB over a full run;
     # the --memory stop is tested on its own.
     options.setdefault("memory", 0)
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM)}
     worker = Worker(backends.current(), WorkerOptions(**options))
-    try:
-        code = worker.run()
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-    return code, worker
+    return worker.run(), worker
 
 
 # -- the tournament domain's tests ---------------------------------------------------

@@ -42,6 +42,11 @@ class AppContext:
                 fail(str(exc), code=2)
         return self._settings
 
+    def reload_settings(self) -> Settings:
+        """Read the settings again (after the command changed the environment)."""
+        self._settings = None
+        return self.settings
+
     def override_settings(self, **changes: Any) -> Settings:
         """Replace some settings for this command only (a command-line argument
         that wins over the environment); returns the settings now in force."""

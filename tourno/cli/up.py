@@ -116,7 +116,7 @@ def up_command(
     for key in ("TOURNO_DATABASE_URL", "TOURNO_MAIL_TRANSPORT", "TOURNO_SCHEDULE_FREQUENCIES"):
         if key in env:
             os.environ[key] = env[key]
-    app._settings = None  # read again with the values above
+    app.reload_settings()  # with the values above
     settings = app.setup(connect=True, check_schema=False)
     from tourno import migrations
     from tourno.db import database
