@@ -11,6 +11,7 @@ dispatches jobs the way the application does::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -47,7 +48,7 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
     return settings
 
 
-def import_modules(names, source: str | None = None) -> None:
+def import_modules(names: Iterable[str], source: str | None = None) -> None:
     """Import the modules that define jobs, so their names are registered.
 
     ``source`` (the variable or option that named them) leads the error, so

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from typing import Any
+from typing import Any, overload
 
 import peewee
 from playhouse import db_url
@@ -230,7 +230,16 @@ class TimestampField(peewee.Field):
         return parse_timestamp(value)
 
 
+@overload
+def parse_timestamp(value: None) -> None: ...
+@overload
+def parse_timestamp(value: str | dt.datetime) -> dt.datetime: ...
+@overload
+def parse_timestamp(value: Any) -> dt.datetime | None: ...
+
+
 def parse_timestamp(value: Any) -> dt.datetime | None:
+    """A stored timestamp (text on SQLite, aware on PostgreSQL) as an aware UTC datetime."""
     if value is None:
         return None
     if isinstance(value, str):

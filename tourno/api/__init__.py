@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, g, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, Map
 
 from tourno.config import Settings
 from tourno.db import utcnow
@@ -35,7 +36,7 @@ NO_DATABASE = {"health.healthz", "health.readyz", "openapi.document_view", "stat
 class IdConverter(IntegerConverter):
     """Positive ids that fit a bigint: larger numbers are a 404, not a driver error."""
 
-    def __init__(self, map, *args, **kwargs) -> None:
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
         super().__init__(map, min=1, max=2**63 - 1)
 
 

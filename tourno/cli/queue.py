@@ -193,7 +193,7 @@ def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
     app.console.print(f"Cleared {n} job(s){' from ' + queue if queue else ''}.")
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     raise TypeError(type(value).__name__)
@@ -304,7 +304,15 @@ def restart_command(app: AppContext) -> None:
     "--import", "imports", multiple=True, metavar="MODULE", help="Import MODULE to register its jobs."
 )
 @click.pass_obj
-def dispatch_command(app: AppContext, job: str, args_json: str, queue, delay, count, imports) -> None:
+def dispatch_command(
+    app: AppContext,
+    job: str,
+    args_json: str,
+    queue: str | None,
+    delay: float,
+    count: int,
+    imports: tuple[str, ...],
+) -> None:
     """Dispatch a registered job by name, e.g. `dispatch DemoJob --args '{"message": "hi"}'`."""
     from tourno.queue import InvalidPayload, dispatch_many
     from tourno.queue.job import job_class, registered

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -78,7 +78,7 @@ def list_command(app: AppContext, as_json: bool) -> None:
     rows = [status.as_dict() for status in snapshot(tasks)]
     if as_json:
 
-        def encode(value):
+        def encode(value: Any) -> str:
             return value.isoformat() if isinstance(value, dt.datetime) else str(value)
 
         for row in rows:

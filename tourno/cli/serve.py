@@ -10,6 +10,9 @@ in flight (up to ``--graceful-timeout``) and the command exits 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from tourno.cli import AppContext, fail
@@ -22,7 +25,7 @@ def parse_bind(bind: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def gunicorn_application(factory, options: dict):
+def gunicorn_application(factory: Callable[[], Any], options: dict[str, Any]) -> Any:
     from gunicorn.app.base import BaseApplication
 
     class TournoServer(BaseApplication):
@@ -30,7 +33,7 @@ def gunicorn_application(factory, options: dict):
             for key, value in options.items():
                 self.cfg.set(key, value)
 
-        def load(self):
+        def load(self) -> Any:
             return factory()
 
     return TournoServer()

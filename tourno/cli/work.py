@@ -14,7 +14,7 @@ class SecondsList(click.ParamType):
 
     name = "seconds[,seconds...]"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[float]:
         if isinstance(value, list):
             return value
         try:
@@ -29,7 +29,7 @@ class SecondsList(click.ParamType):
 class NameList(click.ParamType):
     name = "name[,name...]"
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[str]:
         if isinstance(value, list):
             return value
         names = [p.strip() for p in str(value).split(",")]

@@ -18,7 +18,7 @@ import uuid
 from email.message import EmailMessage
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from tourno.config import Settings
@@ -262,7 +262,7 @@ class ConsoleTransport(Transport):
     name = "console"
     _lock = threading.Lock()
 
-    def __init__(self, stream=None) -> None:
+    def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
     def send(self, message: EmailMessage) -> str:

@@ -261,7 +261,9 @@ class PostgresBackend(DatabaseBackend):
         RETURNING j.id, j.queue, j.payload::text, j.attempts, j.priority
     """
 
-    def claim(self, worker_id, queue, limit, done, default_timeout):
+    def claim(
+        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+    ) -> list[ClaimedJob]:
         rows = _rows(
             self._CLAIM,
             {
@@ -275,7 +277,7 @@ class PostgresBackend(DatabaseBackend):
         )
         return _claimed(rows)
 
-    def complete(self, worker_id, ids):
+    def complete(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
             return 0
         return _rowcount(
@@ -297,11 +299,11 @@ class PostgresBackend(DatabaseBackend):
         SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM r
     """.replace("{channel}", CHANNEL)
 
-    def release(self, worker_id, job_id, delay, attempts=None):
+    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
         params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": attempts}
         return bool(_rows(self._RELEASE, params))
 
-    def count_attempt(self, worker_id, job_id, attempts):
+    def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
             _rowcount(
                 "UPDATE jobs SET attempts = GREATEST(attempts, %s) WHERE id = %s AND reserved_by = %s",
@@ -321,7 +323,7 @@ class PostgresBackend(DatabaseBackend):
         SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM notified)
     """.replace("{channel}", CHANNEL)
 
-    def hand_back(self, worker_id, ids):
+    def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
             return 0
         return _rows(self._HAND_BACK, (list(ids), worker_id))[0][0]
@@ -342,7 +344,7 @@ class PostgresBackend(DatabaseBackend):
         RETURNING id
     """
 
-    def fail(self, worker_id, job, uuid, exception):
+    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
         rows = _rows(
             self._FAIL,
             {
@@ -358,7 +360,9 @@ class PostgresBackend(DatabaseBackend):
 
     # -- worker: liveness ---------------------------------------------------------
 
-    def register_worker(self, name, hostname, pid, queues):
+    def register_worker(
+        self, name: str, hostname: str, pid: int, queues: list[str]
+    ) -> tuple[int, dt.datetime]:
         row = _rows(
             "INSERT INTO workers (name, hostname, pid, queues, started_at, heartbeat_at, jobs_done) "
             "VALUES (%s, %s, %s, %s, now(), now(), 0) RETURNING id, started_at",
@@ -380,7 +384,7 @@ class PostgresBackend(DatabaseBackend):
         SELECT value FROM queue_signals WHERE name = 'restart'
     """
 
-    def heartbeat(self, worker_id, info):
+    def heartbeat(self, worker_id: int, info: dict[str, Any]) -> dt.datetime | None:
         rows = _rows(self._HEARTBEAT, {"id": worker_id, **info})
         return parse_timestamp(rows[0][0]) if rows else None
 
@@ -414,7 +418,7 @@ class PostgresBackend(DatabaseBackend):
         SELECT r.id, r.reserved_by FROM r, (SELECT count(*) FROM notified) n
     """.replace("{channel}", CHANNEL)
 
-    def rescue(self, stale_after):
+    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
         return [
             (r[0], r[1]) for r in _rows(self._RESCUE, {"stale": float(stale_after), "ttl": WORKER_ROW_TTL})
         ]
@@ -426,7 +430,7 @@ class PostgresBackend(DatabaseBackend):
     # sure only one of them does it at a time.
     _VACUUM_LOCK = 0x70757271  # an arbitrary constant, shared by all workers
 
-    def vacuum(self):
+    def vacuum(self) -> bool:
         if not _rows("SELECT pg_try_advisory_lock(%s)", (self._VACUUM_LOCK,))[0][0]:
             return False
         try:
@@ -435,10 +439,10 @@ class PostgresBackend(DatabaseBackend):
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (self._VACUUM_LOCK,))
         return True
 
-    def listen(self):
+    def listen(self) -> None:
         database.execute_sql(f"LISTEN {CHANNEL}")
 
-    def wait_for_notifications(self, timeout):
+    def wait_for_notifications(self, timeout: float) -> set[str]:
         conn = database.connection()
         queues: set[str] = set()
         if not conn.notifies:
@@ -461,15 +465,15 @@ class PostgresBackend(DatabaseBackend):
         FROM jobs GROUP BY queue ORDER BY queue
     """
 
-    def stats(self):
+    def stats(self) -> list[QueueStats]:
         return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
 
-    def clear(self, queue):
+    def clear(self, queue: str | None) -> int:
         if queue is None:
             return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL")
         return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL AND queue = %s", (queue,))
 
-    def signal_restart(self):
+    def signal_restart(self) -> dt.datetime:
         row = _rows(
             "INSERT INTO queue_signals (name, value) VALUES ('restart', now()) "
             "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value RETURNING value"
@@ -486,7 +490,7 @@ class SqliteBackend(DatabaseBackend):
     def _now(offset: float = 0.0) -> str:
         return (dt.datetime.now(UTC) + dt.timedelta(seconds=offset)).strftime(SQLITE_TIME_FORMAT)
 
-    def push(self, jobs):
+    def push(self, jobs: list[PendingJob]) -> list[Any]:
         if database.is_closed():
             open_connection()
         ids: dict[str, Any] = {}
@@ -540,7 +544,9 @@ class SqliteBackend(DatabaseBackend):
         ORDER BY priority, id LIMIT 1
     """
 
-    def claim(self, worker_id, queue, limit, done, default_timeout):
+    def claim(
+        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+    ) -> list[ClaimedJob]:
         epoch = time.time()
         now = dt.datetime.fromtimestamp(epoch, UTC).strftime(SQLITE_TIME_FORMAT)
         with database.atomic("IMMEDIATE"):
@@ -565,17 +571,17 @@ class SqliteBackend(DatabaseBackend):
         return _claimed(rows)
 
     @staticmethod
-    def _delete(worker_id, ids) -> int:
+    def _delete(worker_id: int, ids: list[Any]) -> int:
         marks = ",".join("?" * len(ids))
         return _rowcount(f"DELETE FROM jobs WHERE id IN ({marks}) AND reserved_by = ?", [*ids, worker_id])
 
-    def complete(self, worker_id, ids):
+    def complete(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
             return 0
         with database.atomic("IMMEDIATE"):
             return self._delete(worker_id, ids)
 
-    def release(self, worker_id, job_id, delay, attempts=None):
+    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
         return bool(
             _rowcount(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
@@ -585,7 +591,7 @@ class SqliteBackend(DatabaseBackend):
             )
         )
 
-    def count_attempt(self, worker_id, job_id, attempts):
+    def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
             _rowcount(
                 "UPDATE jobs SET attempts = max(attempts, ?) WHERE id = ? AND reserved_by = ?",
@@ -593,7 +599,7 @@ class SqliteBackend(DatabaseBackend):
             )
         )
 
-    def hand_back(self, worker_id, ids):
+    def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
@@ -603,7 +609,7 @@ class SqliteBackend(DatabaseBackend):
             [*ids, worker_id],
         )
 
-    def fail(self, worker_id, job, uuid, exception):
+    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
         with database.atomic("IMMEDIATE"):
             rows = _rows(
                 "DELETE FROM jobs WHERE id = ? AND reserved_by = ? RETURNING queue",
@@ -614,7 +620,9 @@ class SqliteBackend(DatabaseBackend):
             failed.record(uuid, self.connection_name, rows[0][0], job.payload, exception)
         return True
 
-    def register_worker(self, name, hostname, pid, queues):
+    def register_worker(
+        self, name: str, hostname: str, pid: int, queues: list[str]
+    ) -> tuple[int, dt.datetime]:
         now = self._now()
         rows = _rows(
             "INSERT INTO workers (name, hostname, pid, queues, started_at, heartbeat_at, jobs_done) "
@@ -623,7 +631,7 @@ class SqliteBackend(DatabaseBackend):
         )
         return rows[0][0], parse_timestamp(now)
 
-    def heartbeat(self, worker_id, info):
+    def heartbeat(self, worker_id: int, info: dict[str, Any]) -> dt.datetime | None:
         started = info["started_at"]
         if isinstance(started, dt.datetime):
             started = started.astimezone(UTC).strftime(SQLITE_TIME_FORMAT)
@@ -648,7 +656,7 @@ class SqliteBackend(DatabaseBackend):
         rows = _rows("SELECT value FROM queue_signals WHERE name = 'restart'")
         return parse_timestamp(rows[0][0]) if rows else None
 
-    def rescue(self, stale_after):
+    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
         now = self._now()
         cond = (
             "reserved_at IS NOT NULL AND (lease_expires_at < ? OR NOT EXISTS ("
@@ -668,14 +676,14 @@ class SqliteBackend(DatabaseBackend):
             database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
         return [(r[0], r[1]) for r in rows]
 
-    def listen(self):
+    def listen(self) -> None:
         pass
 
-    def wait_for_notifications(self, timeout):
+    def wait_for_notifications(self, timeout: float) -> set[str]:
         time.sleep(max(timeout, 0))
         return set()
 
-    def stats(self):
+    def stats(self) -> list[QueueStats]:
         now = self._now()
         rows = _rows(
             "SELECT queue, "
@@ -688,13 +696,13 @@ class SqliteBackend(DatabaseBackend):
         )
         return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in rows]
 
-    def clear(self, queue):
+    def clear(self, queue: str | None) -> int:
         with database.atomic("IMMEDIATE"):
             if queue is None:
                 return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL")
             return _rowcount("DELETE FROM jobs WHERE reserved_at IS NULL AND queue = ?", (queue,))
 
-    def signal_restart(self):
+    def signal_restart(self) -> dt.datetime:
         now = self._now()
         database.execute_sql(
             "INSERT INTO queue_signals (name, value) VALUES ('restart', ?) "
