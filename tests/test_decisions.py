@@ -21,10 +21,10 @@ from tourno.tournaments.decisions import (
     match_records,
     opponent,
 )
-from tourno.tournaments.inputs import DeadlineExtension, DisputeInput, MatchScores
-from tourno.tournaments.limits import COMMENT_MAX_LENGTH, MAX_EXTENSION_MINUTES, MAX_GAMES, MAX_SCORE
 from tourno.tournaments.errors import ValidationError
 from tourno.tournaments.formats import Outcome, Result
+from tourno.tournaments.inputs import DeadlineExtension, DisputeInput, MatchScores
+from tourno.tournaments.limits import COMMENT_MAX_LENGTH, MAX_EXTENSION_MINUTES, MAX_GAMES, MAX_SCORE
 from tourno.tournaments.models import (
     Match,
     MatchReport,
