@@ -53,23 +53,16 @@ ACTIVE_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)
 
 def create_user(email: str, display_name: str, *, role: Role | str = Role.PLAYER) -> User:
     """A user; the email is stored trimmed and lower-cased, and must be new."""
-    errors: dict[str, str] = {}
-    account = None
-    try:
-        account = UserInput.check({"email": email, "display_name": display_name})
-    except ValidationError as exc:
-        errors.update(exc.errors)
+    account, errors = UserInput.values_or_problems({"email": email, "display_name": display_name})
     try:
         role = Role(role)
     except ValueError:
         errors["role"] = f"must be one of {', '.join(r.value for r in Role)}"
-    if errors or account is None:
+    if errors:
         raise ValidationError(errors)
     try:
         with write_transaction():
-            return User.create(
-                email=account.email, display_name=account.display_name, role=role, created_at=utcnow()
-            )
+            return User.create(**account, role=role, created_at=utcnow())
     except peewee.IntegrityError:
         raise ValidationError({"email": "is already in use"}) from None
 
