@@ -3,9 +3,8 @@
 The services check their arguments with these models (so jobs, the CLI and
 the API get the same checks), the API parses request bodies and query strings
 with them, the OpenAPI document's schemas are generated from them, and their
-bounds come from
-:mod:`tourno.tournaments.limits`, which the database CHECK constraints read
-too. Only rules that need the database (a winner who plays in the match, a
+bounds come from :mod:`tourno.tournaments.limits`, which the database CHECK
+constraints read too. Only rules that need the database (a winner who plays in the match, a
 capacity not below the entrants already in) stay in the services.
 
 ``Model.check(data)`` validates and raises the domain's

@@ -233,6 +233,7 @@ def _add_entrants(
     users: list[User | None],
     now: dt.datetime,
 ) -> list[Participant]:
+    """``cleaned`` (checked names) added with their ``users``, under the lock."""
     with locked_tournament(tournament) as t:
         require_manager(actor, t)
         if t.state not in (TournamentState.DRAFT, *PRE_START_STATES):
