@@ -7,13 +7,19 @@ round for 512 players (pure function, rounds 1 to 6 with random results).
 Target: each under 1 s. Then the rate at which results are applied through
 the services when whole tournaments are decided match by match.
 
-Usage: ``python bench/tournaments.py`` (PostgreSQL at ``TOURNO_BENCH_PG``,
-default ``postgresql://postgres@127.0.0.1:5432``; the database
-``tourno_bench_t`` is created, migrated and dropped again).
+Usage: ``python bench/tournaments.py [--part start|swiss|results|reports ...]
+[--runs N] [--players N] [--database NAME]`` (``--help`` says more; with no
+``--part``, the start, Swiss and results parts as before). ``reports`` is the
+players' write path: every match decided by one player's report
+(``report_result``, single-report mode), reports per second. PostgreSQL at
+``TOURNO_BENCH_PG``, default ``postgresql://postgres@127.0.0.1:5432``; the
+database (``tourno_bench_t`` unless ``--database``) is created, migrated and
+dropped again.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import random
@@ -52,6 +58,7 @@ PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5
 BENCH_DB = "tourno_bench_t"
 TARGET = 1.0
 RUNS = 3
+PARTS = ("start", "swiss", "results", "reports")
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
@@ -75,10 +82,12 @@ def setup_database() -> None:
 _users = 0
 
 
-def ready_tournament(organizer: User, fmt: str, n: int) -> Tournament:
+def ready_tournament(organizer: User, fmt: str, n: int, **options: object) -> Tournament:
     """A published tournament with ``n`` registered players (set up in bulk: not measured)."""
     global _users
-    t = services.create_tournament(organizer, name=f"Bench {fmt} {n}", game="Chess", format=fmt, capacity=n)
+    t = services.create_tournament(
+        organizer, name=f"Bench {fmt} {n}", game="Chess", format=fmt, capacity=n, **options
+    )
     t = services.publish(t, organizer, now=NOW - dt.timedelta(days=1))
     first = _users
     _users += n
@@ -175,6 +184,41 @@ def bench_results(organizer: User, fmt: str, n: int) -> None:
     print(f"(runs {runs}; one transaction each, on one connection)")
 
 
+def bench_reports(organizer: User, fmt: str, n: int) -> None:
+    """Every match of a started single-report tournament decided by its first
+    player's report (``report_result``: the players' write path, input
+    checks included): reports per second."""
+    rates = []
+    for _ in range(RUNS):
+        t = ready_tournament(organizer, fmt, n, report_mode="single_report")
+        services.start_tournament(t, organizer, now=NOW)
+        players = {
+            p.id: p.user
+            for p in Participant.select(Participant, User).join(User).where(Participant.tournament == t.id)
+        }
+        decided = 0
+        began = time.perf_counter()
+        while True:
+            open_matches = list(
+                Match.select(Match.id, Match.player1).where(
+                    Match.tournament == t.id, Match.state == MatchState.OPEN
+                )
+            )
+            if not open_matches:
+                break
+            for m in open_matches:
+                reporter = players[m.player1_id]
+                services.report_result(m.id, reporter, player1_score=2, player2_score=1, now=NOW)
+                decided += 1
+        rates.append(decided / (time.perf_counter() - began))
+        assert Tournament.get_by_id(t.id).state.value == "complete"
+    runs = ", ".join(f"{r:.0f}" for r in rates)
+    print(
+        f"reports, {fmt} {n} players to completion: median {statistics.median(rates):.0f} reports/s ", end=""
+    )
+    print(f"(runs {runs}; one transaction each, on one connection)")
+
+
 def bench_swiss(n: int = 512, rounds: int = 6) -> None:
     rng = random.Random(3)
     seeds = list(range(1, n + 1))
@@ -199,17 +243,43 @@ def bench_swiss(n: int = 512, rounds: int = 6) -> None:
     print(f"max {worst:.3f} s over rounds 1-{rounds} ({per_round}) [{verdict}]")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    global RUNS, BENCH_DB
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=PARTS,
+        help="what to measure (repeatable; default: start, swiss and results)",
+    )
+    parser.add_argument("--runs", type=int, default=RUNS, help=f"runs of each measurement (default {RUNS})")
+    parser.add_argument(
+        "--players",
+        type=int,
+        default=None,
+        help="players of the results and reports tournaments (default 256 single elimination and 64 Swiss)",
+    )
+    parser.add_argument("--database", default=BENCH_DB, help=f"scratch database (default {BENCH_DB})")
+    args = parser.parse_args(argv)
+    parts = args.part or ["start", "swiss", "results"]
+    RUNS, BENCH_DB = args.runs, args.database
+    sizes = [("single_elimination", args.players or 256), ("swiss", args.players or 64)]
     setup_database()
     try:
         organizer = services.create_user("bench-org@example.com", "Bench", role=Role.ORGANIZER)
         version = tdb.database.execute_sql("SELECT version()").fetchone()[0].split(",")[0]
         print(f"PostgreSQL: {version}; Python {sys.version.split()[0]}")
-        bench_start(organizer, "single_elimination", 1024)
-        bench_start(organizer, "double_elimination", 256)
-        bench_swiss()
-        bench_results(organizer, "single_elimination", 256)
-        bench_results(organizer, "swiss", 64)
+        if "start" in parts:
+            bench_start(organizer, "single_elimination", 1024)
+            bench_start(organizer, "double_elimination", 256)
+        if "swiss" in parts:
+            bench_swiss()
+        if "results" in parts:
+            for fmt, n in sizes:
+                bench_results(organizer, fmt, n)
+        if "reports" in parts:
+            for fmt, n in sizes:
+                bench_reports(organizer, fmt, n)
     finally:
         tdb.database.close()
         admin_sql(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')

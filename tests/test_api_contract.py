@@ -2,8 +2,10 @@
 
 For a few limits, end to end on a real PostgreSQL: the number the document
 publishes is the one in ``tourno.tournaments.limits``, the API accepts a
-value at the limit and refuses one past it with a 422 naming the field, and
-where the database has a CHECK on it, PostgreSQL refuses the value past it too.
+value at the limit and refuses one past it with a 422 naming the field, the
+service called directly (as a job or the CLI calls it) does the same with a
+ValidationError, and where the database has a CHECK on it, PostgreSQL
+refuses the value past it too.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from openapi_spec_validator import validate
 
 from tests.conftest import DOMAIN_NOW as NOW
 from tests.test_api import Api, error_of, started, user_with_token
-from tourno.accounts.models import Role
+from tourno.accounts.models import Role, User
 from tourno.api import create_app
-from tourno.tournaments import limits
-from tourno.tournaments.models import Tournament
+from tourno.tournaments import limits, services
+from tourno.tournaments.errors import ValidationError
+from tourno.tournaments.models import Match, MatchState, Tournament
 
 
 @pytest.fixture
@@ -65,6 +68,12 @@ def _create(api: Api, token: str, **values: Any):
     return api.post("/tournaments", token, body)
 
 
+def _refused_by_the_service(field: str, call: Any, **arguments: Any) -> None:
+    with pytest.raises(ValidationError) as refused:
+        call(**arguments)
+    assert field in refused.value.errors, (field, arguments, refused.value.errors)
+
+
 def test_capacity_and_match_deadline_limits_agree_end_to_end(pg, pg_api):
     doc = _document(pg_api)
     capacity = _property(doc, "TournamentInput", "capacity")
@@ -74,7 +83,12 @@ def test_capacity_and_match_deadline_limits_agree_end_to_end(pg, pg_api):
         limits.MIN_MATCH_DEADLINE_MINUTES,
         limits.MAX_MATCH_DEADLINE_MINUTES,
     )
-    _, token = user_with_token("org@example.com", Role.ORGANIZER)
+    organizer, token = user_with_token("org@example.com", Role.ORGANIZER)
+
+    def create(**values: Any) -> Tournament:
+        return services.create_tournament(
+            organizer, **{"name": "Cup", "game": "Chess", "format": "swiss", "capacity": 8, **values}
+        )
 
     for field, refused in (
         ("capacity", limits.MAX_CAPACITY + 1),
@@ -84,6 +98,7 @@ def test_capacity_and_match_deadline_limits_agree_end_to_end(pg, pg_api):
     ):
         r = _create(pg_api, token, **{field: refused})
         assert r.status_code == 422 and field in error_of(r)["fields"], (field, refused, r.get_json())
+        _refused_by_the_service(field, create, **{field: refused})
     assert Tournament.select().count() == 0
 
     for field, accepted in (
@@ -95,6 +110,7 @@ def test_capacity_and_match_deadline_limits_agree_end_to_end(pg, pg_api):
         r = _create(pg_api, token, **{field: accepted})
         assert r.status_code == 201, (field, accepted, r.get_json())
         assert r.get_json()["tournament"][field] == accepted
+        assert getattr(create(**{field: accepted}), field) == accepted
 
     # The database's CHECK has the same bound.
     t = Tournament.select().first()
@@ -146,3 +162,23 @@ def test_score_games_and_extension_limits_agree_end_to_end(pg_api):
     )
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["match"]["game_scores"] == full
+
+    # The service itself, as a job or the CLI calls it, on another open match.
+    organizer = User.get_by_id(t["organizer_id"])
+    other = Match.get(Match.tournament == t["id"], Match.state == MatchState.OPEN, Match.id != m["id"])
+
+    def resolve_other(**result: Any) -> Match:
+        return services.resolve_match(
+            other.id, organizer, **{"player1_score": 1, "player2_score": 0, **result}
+        )
+
+    def extend_other(minutes: int) -> Match:
+        return services.extend_deadline(other.id, organizer, minutes=minutes)
+
+    _refused_by_the_service("player1_score", resolve_other, player1_score=top + 1)
+    _refused_by_the_service("game_scores", resolve_other, game_scores=[[1, 0]] * (limits.MAX_GAMES + 1))
+    _refused_by_the_service("game_scores", resolve_other, game_scores=[[top + 1, 0]])
+    _refused_by_the_service("minutes", extend_other, minutes=limits.MAX_EXTENSION_MINUTES + 1)
+    assert extend_other(limits.MAX_EXTENSION_MINUTES).deadline_at is not None
+    decided = resolve_other(player1_score=top, game_scores=[[top, 0]] * limits.MAX_GAMES)
+    assert (decided.player1_score, len(decided.game_scores)) == (top, limits.MAX_GAMES)

@@ -11,25 +11,20 @@ import pytest
 
 from tourno.tournaments import decisions
 from tourno.tournaments.decisions import (
-    MAX_COMMENT,
-    MAX_EXTENSION_MINUTES,
-    MAX_GAMES,
-    MAX_SCORE,
     Decision,
     agree,
     agreed_type,
-    check_extension_minutes,
-    clean_comment,
     decision_from_scores,
     decision_of,
     forfeit_decision,
     league_results,
     match_records,
     opponent,
-    score_errors,
 )
 from tourno.tournaments.errors import ValidationError
 from tourno.tournaments.formats import Outcome, Result
+from tourno.tournaments.inputs import DeadlineExtension, DisputeInput, MatchScores
+from tourno.tournaments.limits import COMMENT_MAX_LENGTH, MAX_EXTENSION_MINUTES, MAX_GAMES, MAX_SCORE
 from tourno.tournaments.models import (
     Match,
     MatchReport,
@@ -166,36 +161,57 @@ def test_decision_from_scores(
 
 
 @pytest.mark.parametrize(
-    ("tournament_format", "p1", "p2", "winner", "games", "fields"),
+    ("tournament_format", "p1", "p2", "winner", "fields"),
     [
-        (ELIMINATION, 3, 1, B, None, {"winner": "contradicts the scores"}),
-        (ELIMINATION, 2, 2, None, None, {"winner": "an elimination match cannot be drawn; give the winner"}),
-        (LEAGUE, -1, 0, None, None, {"player1_score"}),
-        (LEAGUE, 0, MAX_SCORE + 1, None, None, {"player2_score"}),
-        (LEAGUE, True, 1.5, None, None, {"player1_score", "player2_score"}),
-        (LEAGUE, "3", None, 99, None, {"player1_score", "player2_score", "winner"}),
-        (LEAGUE, 1, 0, True, None, {"winner"}),
-        (LEAGUE, 1, 0, None, [[1, 0]] * (MAX_GAMES + 1), {"game_scores"}),
-        (LEAGUE, 1, 0, None, [[1, 0, 0]], {"game_scores"}),
-        (LEAGUE, 1, 0, None, [[1, -1]], {"game_scores"}),
-        (LEAGUE, 1, 0, None, [[True, 0]], {"game_scores"}),
-        (LEAGUE, 1, 0, None, "1-0", {"game_scores"}),
+        (ELIMINATION, 3, 1, B, {"winner": "contradicts the scores"}),
+        (ELIMINATION, 2, 2, None, {"winner": "an elimination match cannot be drawn; give the winner"}),
+        (LEAGUE, 1, 0, 99, {"winner": "must be the id of one of the match's two participants"}),
     ],
 )
 def test_decision_from_scores_refuses(
-    tournament_format: TournamentFormat, p1: Any, p2: Any, winner: Any, games: Any, fields: Any
+    tournament_format: TournamentFormat, p1: int, p2: int, winner: int | None, fields: dict[str, str]
 ) -> None:
     with pytest.raises(ValidationError) as refused:
-        decision_from_scores(match(), tournament_format, p1, p2, winner, games)
-    if isinstance(fields, dict):
-        assert refused.value.errors == fields
-    else:
-        assert set(refused.value.errors) == fields
+        decision_from_scores(match(), tournament_format, p1, p2, winner, None)
+    assert refused.value.errors == fields
 
 
-def test_score_errors_accept_the_limits() -> None:
+# What the scores are on their own is the input model's rule (the services
+# check it first); the service names its own arguments (``winner``).
+@pytest.mark.parametrize(
+    ("p1", "p2", "winner", "games", "fields"),
+    [
+        (-1, 0, None, None, {"player1_score"}),
+        (0, MAX_SCORE + 1, None, None, {"player2_score"}),
+        (True, 1.5, None, None, {"player1_score", "player2_score"}),
+        ("3", None, None, None, {"player1_score", "player2_score"}),
+        (1, 0, True, None, {"winner"}),
+        (1, 0, None, [[1, 0]] * (MAX_GAMES + 1), {"game_scores"}),
+        (1, 0, None, [[1, 0, 0]], {"game_scores"}),
+        (1, 0, None, [[1, -1]], {"game_scores"}),
+        (1, 0, None, [[True, 0]], {"game_scores"}),
+        (1, 0, None, "1-0", {"game_scores"}),
+    ],
+)
+def test_the_scores_model_refuses(p1: Any, p2: Any, winner: Any, games: Any, fields: set[str]) -> None:
+    with pytest.raises(ValidationError) as refused:
+        MatchScores.check_arguments(player1_score=p1, player2_score=p2, winner=winner, game_scores=games)
+    assert set(refused.value.errors) == fields
+
+
+def test_the_limits_are_accepted() -> None:
     games = [[0, MAX_SCORE]] * MAX_GAMES
-    assert score_errors(match(), 0, MAX_SCORE, A, games) == {}
+    entered = MatchScores.check_arguments(
+        player1_score=0, player2_score=MAX_SCORE, winner=B, game_scores=games
+    )
+    assert entered.arguments() == {
+        "player1_score": 0,
+        "player2_score": MAX_SCORE,
+        "winner": B,
+        "game_scores": games,
+    }
+    decided = decision_from_scores(match(), LEAGUE, **entered.arguments())
+    assert decided == Decision(B, A, ResultType.PLAYED, 0, MAX_SCORE, game_scores=games)
 
 
 @pytest.mark.parametrize(
@@ -232,27 +248,27 @@ def test_a_decision_as_another_type_and_its_payload() -> None:
 
 @pytest.mark.parametrize(
     ("comment", "expected"),
-    [(None, None), ("  gg  ", "gg"), ("   ", None), ("x" * MAX_COMMENT, "x" * MAX_COMMENT)],
+    [(None, None), ("  gg  ", "gg"), ("   ", None), ("x" * COMMENT_MAX_LENGTH, "x" * COMMENT_MAX_LENGTH)],
 )
-def test_clean_comment(comment: str | None, expected: str | None) -> None:
-    assert clean_comment(comment) == expected
+def test_a_comment_is_trimmed(comment: str | None, expected: str | None) -> None:
+    assert DisputeInput.check({"comment": comment}).comment == expected
 
 
-@pytest.mark.parametrize("comment", ["x" * (MAX_COMMENT + 1), 42, ["gg"]])
-def test_clean_comment_refuses(comment: Any) -> None:
+@pytest.mark.parametrize("comment", ["x" * (COMMENT_MAX_LENGTH + 1), 42, ["gg"]])
+def test_a_comment_is_refused(comment: Any) -> None:
     with pytest.raises(ValidationError):
-        clean_comment(comment)
+        DisputeInput.check({"comment": comment})
 
 
 @pytest.mark.parametrize("minutes", [1, 60, MAX_EXTENSION_MINUTES])
 def test_extension_minutes(minutes: int) -> None:
-    assert check_extension_minutes(minutes) == minutes
+    assert DeadlineExtension.check({"minutes": minutes}).minutes == minutes
 
 
 @pytest.mark.parametrize("minutes", [0, -5, MAX_EXTENSION_MINUTES + 1, True, 1.0, "60", None])
 def test_extension_minutes_refused(minutes: Any) -> None:
     with pytest.raises(ValidationError) as refused:
-        check_extension_minutes(minutes)
+        DeadlineExtension.check({"minutes": minutes})
     assert set(refused.value.errors) == {"minutes"}
 
 

@@ -207,6 +207,9 @@ def test_announce_mails_participants_who_did_not_opt_out(organizer):
     User.update(notifications_opt_out=True).where(User.id == users[1].id).execute()
     with pytest.raises(ValidationError):
         services.announce(t, organizer, subject=" ", body="hi")
+    with pytest.raises(ValidationError) as blank:
+        services.announce(t, organizer, subject="Hello", body=" \n ")  # kept as written, but not blank
+    assert set(blank.value.errors) == {"body"}
     stranger = services.create_user("org3@example.com", "Org3", role="organizer")
     with pytest.raises(PermissionDenied):
         services.announce(t, stranger, subject="Hello", body="hi")

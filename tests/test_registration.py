@@ -13,7 +13,7 @@ from tests.conftest import make_players
 from tourno import db as tdb
 from tourno.accounts.models import Role, User
 from tourno.mail.models import EmailOutbox
-from tourno.tournaments import services
+from tourno.tournaments import limits, services
 from tourno.tournaments.errors import (
     AlreadyRegistered,
     DeadlinePassed,
@@ -24,7 +24,9 @@ from tourno.tournaments.errors import (
     TournamentFull,
     ValidationError,
 )
+from tourno.tournaments.inputs import TournamentOptions
 from tourno.tournaments.models import Participant, ParticipantStatus, Tournament, TournamentState
+from tourno.tournaments.services.registration import DEFAULTS
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 REGISTERED, WAITLISTED, WITHDRAWN = (
@@ -113,6 +115,22 @@ def test_create_tournament_refuses_out_of_range_settings(organizer, options, fie
     with pytest.raises(ValidationError) as info:
         services.create_tournament(organizer, name="Cup", game="Go", format="swiss", capacity=4, **options)
     assert list(info.value.errors) == [field]
+
+
+def test_the_defaults_are_the_options_of_the_input_model():
+    assert set(DEFAULTS) == set(TournamentOptions.model_fields)
+    assert TournamentOptions.check(DEFAULTS).values() == DEFAULTS
+
+
+def test_create_user_names_every_bad_argument_at_once(organizer):
+    with pytest.raises(ValidationError) as info:
+        services.create_user("no-at-sign", " ", role="owner")
+    assert info.value.errors == {
+        "email": "must be an email address",
+        "display_name": f"must be 1 to {limits.DISPLAY_NAME_MAX_LENGTH} characters",
+        "role": "must be one of player, organizer, admin",
+    }
+    assert User.select().count() == 1  # the organizer only
 
 
 def test_create_tournament_accepts_the_range_limits(organizer):

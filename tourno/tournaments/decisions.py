@@ -2,8 +2,8 @@
 
 A :class:`Decision` is what the services write onto a match (winner, loser,
 scores, how it was decided). It comes from the scores a player or organizer
-entered (:func:`decision_from_scores`, which also holds the input checks), from
-a report (:func:`decision_of`), or from who is still in the competition
+entered (:func:`decision_from_scores`, after the input models checked them),
+from a report (:func:`decision_of`), or from who is still in the competition
 (:func:`forfeit_decision`). :func:`agree` says whether two reports tell the
 same story. :func:`match_records` and :func:`league_results` read decided
 matches for the standings.
@@ -21,13 +21,6 @@ from typing import Any, Protocol
 from tourno.tournaments.errors import ValidationError
 from tourno.tournaments.formats import Outcome, Result
 from tourno.tournaments.models import MatchState, ParticipantStatus, ReportKind, ResultType, TournamentFormat
-
-# The limits of what a person may enter. The input-schema work will import them
-# from one limits module; until then they are written here, and only here.
-MAX_SCORE = 1_000_000
-MAX_GAMES = 100
-MAX_COMMENT = 2000
-MAX_EXTENSION_MINUTES = 10080
 
 LEAGUES = (TournamentFormat.ROUND_ROBIN, TournamentFormat.SWISS)
 # Out of the competition: their next matches are forfeited, Swiss does not pair them.
@@ -129,42 +122,20 @@ def decision_of(m: Slots, report: Report, result_type: ResultType) -> Decision:
     )
 
 
-def score_errors(
-    m: Slots, player1_score: Any, player2_score: Any, winner: Any, game_scores: Any
-) -> dict[str, str]:
-    """What is wrong with entered scores, field by field (empty when nothing is)."""
-    errors: dict[str, str] = {}
-    for name, value in (("player1_score", player1_score), ("player2_score", player2_score)):
-        if not _score_ok(value):
-            errors[name] = f"must be a whole number from 0 to {MAX_SCORE}"
-    if winner is not None and (isinstance(winner, bool) or winner not in (m.player1_id, m.player2_id)):
-        errors["winner"] = "must be the id of one of the match's two participants"
-    if game_scores is not None and not (
-        isinstance(game_scores, list)
-        and len(game_scores) <= MAX_GAMES
-        and all(isinstance(g, list) and len(g) == 2 and all(_score_ok(x) for x in g) for g in game_scores)
-    ):
-        errors["game_scores"] = f"must be a list of [player1, player2] score pairs (at most {MAX_GAMES})"
-    return errors
-
-
-def _score_ok(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SCORE
-
-
 def decision_from_scores(
     m: Slots,
     tournament_format: TournamentFormat,
-    player1_score: Any,
-    player2_score: Any,
-    winner: Any,
-    game_scores: Any,
+    player1_score: int,
+    player2_score: int,
+    winner: int | None,
+    game_scores: list[list[int]] | None,
 ) -> Decision:
-    """A played result from entered scores; raises ValidationError for bad
-    input, a winner that contradicts the scores, or a draw outside a league."""
-    errors = score_errors(m, player1_score, player2_score, winner, game_scores)
-    if errors:
-        raise ValidationError(errors)
+    """A played result from scores already checked on their own
+    (:class:`~tourno.tournaments.inputs.MatchScores`); raises ValidationError
+    for what needs the match: a winner who does not play in it, a winner
+    that contradicts the scores, or a draw outside a league."""
+    if winner is not None and winner not in (m.player1_id, m.player2_id):
+        raise ValidationError({"winner": "must be the id of one of the match's two participants"})
     if winner is None and player1_score != player2_score:
         winner = m.player1_id if player1_score > player2_score else m.player2_id
     if winner is not None and player1_score != player2_score:
@@ -199,22 +170,6 @@ def forfeit_decision(m: Slots, statuses: Mapping[int, ParticipantStatus]) -> Dec
     if len(out) == 1:
         return Decision(winner=None, loser=out[0], result_type=ResultType.DQ)
     return Decision(winner=None, loser=None, result_type=ResultType.WALKOVER)
-
-
-def clean_comment(comment: Any) -> str | None:
-    """A report's comment, trimmed (empty: none); ValidationError when too long or not text."""
-    if comment is None:
-        return None
-    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        raise ValidationError({"comment": f"must be text of at most {MAX_COMMENT} characters"})
-    return comment.strip() or None
-
-
-def check_extension_minutes(minutes: Any) -> int:
-    """A deadline extension in whole minutes, or ValidationError."""
-    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= MAX_EXTENSION_MINUTES:
-        raise ValidationError({"minutes": f"must be a whole number from 1 to {MAX_EXTENSION_MINUTES}"})
-    return minutes
 
 
 def match_records(matches: Iterable[DecidedMatch]) -> dict[int, dict[str, int]]:

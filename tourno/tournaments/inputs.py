@@ -1,9 +1,10 @@
 """The input of every command and list query, declared once as pydantic models.
 
-The API parses request bodies and query strings with these models, the OpenAPI
-document's schemas are generated from them, and their bounds come from
-:mod:`tourno.tournaments.limits`, which the database CHECK constraints read
-too. Only rules that need the database (a winner who plays in the match, a
+The services check their arguments with these models (so jobs, the CLI and
+the API get the same checks), the API parses request bodies and query strings
+with them, the OpenAPI document's schemas are generated from them, and their
+bounds come from :mod:`tourno.tournaments.limits`, which the database CHECK
+constraints read too. Only rules that need the database (a winner who plays in the match, a
 capacity not below the entrants already in) stay in the services.
 
 ``Model.check(data)`` validates and raises the domain's
@@ -19,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import pydantic
 from pydantic import (
@@ -113,7 +114,17 @@ DisplayName = Annotated[
     Strict(),
     StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.DISPLAY_NAME_MAX_LENGTH),
 ]
-Comment = Annotated[str, Strict(), StringConstraints(max_length=limits.COMMENT_MAX_LENGTH)]
+
+
+def _trimmed_or_none(text: str) -> str | None:
+    return text.strip() or None
+
+
+# The length is checked before trimming, as the document's maxLength says; a
+# blank comment is no comment.
+Comment = Annotated[
+    str, Strict(), StringConstraints(max_length=limits.COMMENT_MAX_LENGTH), AfterValidator(_trimmed_or_none)
+]
 
 
 def _email(address: str) -> str:
@@ -150,6 +161,10 @@ class Input(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=drop_placeholder_defaults)
 
+    #: Field name -> the services' keyword name, where they differ (the API
+    #: names ids ``winner_id``, the services take ``winner``).
+    argument_names: ClassVar[dict[str, str]] = {}
+
     @classmethod
     def check(cls, data: Mapping[str, Any]) -> Self:
         """``data`` validated, or the domain's ValidationError naming each bad field."""
@@ -157,6 +172,28 @@ class Input(BaseModel):
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
             raise ValidationError(problems(cls, exc)) from None
+
+    @classmethod
+    def values_or_problems(cls, data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """(the given fields validated, no problems), or (``data`` as it came,
+        the problems by field): for a service that adds the problems of its
+        own rules before it refuses, so one answer names every bad field."""
+        try:
+            return cls.check(data).values(), {}
+        except ValidationError as exc:
+            return dict(data), exc.errors
+
+    @classmethod
+    def check_arguments(cls, **arguments: Any) -> Self:
+        """Like :meth:`check`, from a service's keyword arguments: the names in
+        :attr:`argument_names` are translated both ways, so the service's
+        ValidationError names its own arguments (``winner``, not ``winner_id``)."""
+        fields = {argument: field for field, argument in cls.argument_names.items()}
+        try:
+            return cls.check({fields.get(name, name): value for name, value in arguments.items()})
+        except ValidationError as exc:
+            renamed = {cls.argument_names.get(name, name): message for name, message in exc.errors.items()}
+            raise ValidationError(renamed) from None
 
     def values(self) -> dict[str, Any]:
         """The fields the caller gave, validated."""
@@ -285,7 +322,10 @@ class Announcement(Input):
         Strict(),
         StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.SUBJECT_MAX_LENGTH),
     ]
-    body: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=limits.BODY_MAX_LENGTH)]
+    # Not blank (some character that is not white space), yet kept as written.
+    body: Annotated[
+        str, Strict(), StringConstraints(min_length=1, max_length=limits.BODY_MAX_LENGTH, pattern=r"\S")
+    ]
 
 
 # -- participants ----------------------------------------------------------------------------
@@ -338,14 +378,12 @@ class MatchScores(Input):
         Annotated[list[GameScore], Field(max_length=limits.MAX_GAMES, description=GAME_SCORES_RULE)] | None
     ) = None
 
+    argument_names: ClassVar[dict[str, str]] = {"winner_id": "winner"}
+
     def arguments(self) -> dict[str, Any]:
-        """The result as the services' keyword arguments (``winner`` for ``winner_id``)."""
-        return {
-            "player1_score": self.player1_score,
-            "player2_score": self.player2_score,
-            "winner": self.winner_id,
-            "game_scores": self.game_scores,
-        }
+        """The result as the services' keyword arguments (``winner`` for
+        ``winner_id``); a report's comment is not part of the result."""
+        return {self.argument_names.get(name, name): getattr(self, name) for name in MatchScores.model_fields}
 
 
 class ResultReport(MatchScores):
@@ -367,6 +405,8 @@ class DisputeInput(Input):
 
 class ForfeitDecision(Input):
     """The organizer records a forfeit by the named participant."""
+
+    argument_names: ClassVar[dict[str, str]] = {"loser_id": "loser"}
 
     loser_id: Id
 

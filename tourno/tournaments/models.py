@@ -142,8 +142,8 @@ class Tournament(BaseModel):
     id = SerialField()
     organizer = peewee.ForeignKeyField(User, backref="organized_tournaments")
     organizer_id: int  # the column, for type checkers (peewee adds it)
-    name = peewee.CharField(max_length=200)
-    game = peewee.CharField(max_length=100)
+    name = peewee.CharField(max_length=limits.NAME_MAX_LENGTH)
+    game = peewee.CharField(max_length=limits.GAME_MAX_LENGTH)
     format = EnumField(TournamentFormat)
     state = EnumField(TournamentState, default=TournamentState.DRAFT)
 
@@ -212,7 +212,7 @@ class Participant(BaseModel):
     # NULL for entrants the organizer added by name.
     user = peewee.ForeignKeyField(User, backref="participations", null=True, index=False)
     user_id: int | None  # the column, for type checkers (peewee adds it)
-    display_name = peewee.CharField(max_length=100)
+    display_name = peewee.CharField(max_length=limits.DISPLAY_NAME_MAX_LENGTH)
     seed = peewee.IntegerField(null=True)
     status = EnumField(ParticipantStatus)
     waitlist_position = peewee.IntegerField(null=True)

@@ -14,7 +14,9 @@ import uuid
 from tourno.accounts.models import User
 from tourno.db import database, utcnow, write_transaction
 from tourno.mail.models import EmailPriority, EmailSuppression, SuppressionReason
+from tourno.tournaments import limits
 from tourno.tournaments.errors import ValidationError
+from tourno.tournaments.inputs import Announcement
 from tourno.tournaments.models import Participant, ParticipantStatus, Tournament
 from tourno.tournaments.services.common import locked_tournament, require_manager
 from tourno.tournaments.services.notify import mail_user, tournament_context
@@ -45,14 +47,8 @@ def announce(
     """Mail ``subject``/``body`` to every participant with an account who has
     not opted out of bulk mail; returns (announcement key, recipients)."""
     now = now or utcnow()
-    errors = {}
-    subject = subject.strip() if isinstance(subject, str) else ""
-    if not subject or len(subject) > 200:
-        errors["subject"] = "must be 1 to 200 characters"
-    if not isinstance(body, str) or not body.strip() or len(body) > 20_000:
-        errors["body"] = "must be 1 to 20000 characters"
-    if errors:
-        raise ValidationError(errors)
+    message = Announcement.check({"subject": subject, "body": body})
+    subject, body = message.subject, message.body
     key = uuid.uuid4().hex
     with locked_tournament(tournament) as t:
         require_manager(actor, t)
@@ -91,7 +87,7 @@ def unsubscribe(address: str, *, now: dt.datetime | None = None) -> bool:
     of the user who has it. Transactional mail still goes. Idempotent;
     returns False when the address had already unsubscribed."""
     address = address.strip().lower() if isinstance(address, str) else ""
-    if "@" not in address or len(address) > 320 or any(c.isspace() for c in address):
+    if "@" not in address or len(address) > limits.EMAIL_MAX_LENGTH or any(c.isspace() for c in address):
         raise ValidationError({"address": "must be an email address"})
     now = now or utcnow()
     with write_transaction():

@@ -23,6 +23,7 @@ from tourno.tournaments.errors import (
     TournamentFull,
     ValidationError,
 )
+from tourno.tournaments.inputs import EntrantInput, EntrantsInput, SeedInput, TournamentUpdate
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     PRE_START_STATES,
@@ -45,7 +46,6 @@ from tourno.tournaments.services.organizer import disqualify_participant
 from tourno.tournaments.services.progress import complete_tournament
 from tourno.tournaments.services.registration import (
     ACTIVE_STATUSES,
-    DEFAULTS,
     promote_first_waitlisted,
     set_status,
     validate_tournament,
@@ -67,7 +67,7 @@ STRUCTURAL = frozenset(
         "settings",
     }
 )
-EDITABLE = frozenset(DEFAULTS) | {"name", "game", "format", "capacity"}
+EDITABLE = frozenset(TournamentUpdate.model_fields)
 
 
 def update_tournament(
@@ -81,11 +81,14 @@ def update_tournament(
     unknown = sorted(set(values) - EDITABLE)
     if unknown:
         raise ValidationError(dict.fromkeys(unknown, "is not an editable tournament field"))
+    # Each value on its own is checked before the lock; its problems are
+    # reported with those of the state rules, so one answer names them all.
+    values, refused = TournamentUpdate.values_or_problems(values)
     with locked_tournament(tournament) as t:
         require_manager(actor, t)
         if t.state in TERMINAL_STATES:
             raise InvalidState(f"tournament is {t.state.value}, it can no longer be edited")
-        errors: dict[str, str] = {}
+        errors = dict(refused)
         if "format" in values and t.state != TournamentState.DRAFT and values["format"] != t.format:
             errors["format"] = "can only change while the tournament is a draft"
         if t.state not in (TournamentState.DRAFT, *PRE_START_STATES):
@@ -95,10 +98,8 @@ def update_tournament(
             for name in ("check_in_enabled", "check_in_minutes", "starts_at"):
                 if name in values:
                     errors[name] = "can no longer change: check-ins are processed"
-        if errors:
-            raise ValidationError(errors)
         current = {name: getattr(t, name) for name in EDITABLE}
-        merged = validate_tournament({**current, **values})
+        merged = validate_tournament({**current, **values}, errors)
         if merged["capacity"] < t.participants_count:
             raise ValidationError(
                 {"capacity": f"must be at least the {t.participants_count} registered participants"}
@@ -206,7 +207,8 @@ def add_entrant(
 ) -> Participant:
     """The organizer adds one entrant before the start: by name (no account,
     no email), or an existing user. Takes a place; refused when full."""
-    return add_entrants(tournament, actor, [display_name], users=[user], now=now)[0]
+    entrant = EntrantInput.check({"display_name": display_name, "user_id": user.id if user else None})
+    return _add_entrants(tournament, actor, [entrant.display_name], [user], now or utcnow())[0]
 
 
 def add_entrants(
@@ -219,19 +221,19 @@ def add_entrants(
 ) -> list[Participant]:
     """Several entrants at once, all or none (a bulk add that does not fit
     adds nobody). Checked-in already when check-ins are processed."""
-    now = now or utcnow()
-    users = users if users is not None else [None] * len(names)
-    errors = {}
-    cleaned = []
-    for index, name in enumerate(names):
-        text = name.strip() if isinstance(name, str) else ""
-        if not text or len(text) > 100:
-            errors[f"names[{index}]" if len(names) > 1 else "display_name"] = "must be 1 to 100 characters"
-        cleaned.append(text)
-    if not names:
-        errors["names"] = "must not be empty"
-    if errors:
-        raise ValidationError(errors)
+    cleaned = EntrantsInput.check({"names": names}).names
+    users = users if users is not None else [None] * len(cleaned)
+    return _add_entrants(tournament, actor, cleaned, users, now or utcnow())
+
+
+def _add_entrants(
+    tournament: Tournament | int,
+    actor: User,
+    cleaned: list[str],
+    users: list[User | None],
+    now: dt.datetime,
+) -> list[Participant]:
+    """``cleaned`` (checked names) added with their ``users``, under the lock."""
     with locked_tournament(tournament) as t:
         require_manager(actor, t)
         if t.state not in (TournamentState.DRAFT, *PRE_START_STATES):
@@ -284,6 +286,7 @@ def set_seed(
     the others keep their relative order around it, and every registered
     participant ends up with a seed 1..n."""
     now = now or utcnow()
+    seed = SeedInput.check({"seed": seed}).seed
     with locked_tournament(tournament) as t:
         require_manager(actor, t)
         if t.state not in (TournamentState.DRAFT, *PRE_START_STATES):
@@ -296,7 +299,7 @@ def set_seed(
         entry = next((e for e in field if e.id == key_of(participant)), None)
         if entry is None:
             raise NotFound(f"no registered participant {key_of(participant)} in this tournament")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 1 <= seed <= len(field):
+        if seed > len(field):
             raise ValidationError({"seed": f"must be a whole number from 1 to {len(field)}"})
         field.remove(entry)
         field.insert(seed - 1, entry)

@@ -15,12 +15,12 @@ from tourno.accounts.models import User
 from tourno.db import utcnow
 from tourno.tournaments.decisions import (
     Decision,
-    check_extension_minutes,
     decision_from_scores,
     forfeit_decision,
     opponent,
 )
 from tourno.tournaments.errors import InvalidState, NotFound, ValidationError
+from tourno.tournaments.inputs import DeadlineExtension, ForfeitDecision, MatchScores
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     Match,
@@ -53,21 +53,23 @@ def resolve_match(
     player1_score: int,
     player2_score: int,
     winner: int | None = None,
-    game_scores: list | None = None,
+    game_scores: list[list[int]] | None = None,
     now: dt.datetime | None = None,
 ) -> Match:
     """An organizer decides a match: an open or disputed one, or overrides a
     complete one (which reopens it first, resetting the matches that depended
     on it)."""
     now = now or utcnow()
+    entered = MatchScores.check_arguments(
+        player1_score=player1_score, player2_score=player2_score, winner=winner, game_scores=game_scores
+    )
     with locked_match(match) as (t, m):
         require_manager(actor, t, states=MANAGING_OR_COMPLETE if m.state == MatchState.COMPLETE else MANAGING)
         if m.state == MatchState.COMPLETE:
             reopen(t, m, actor, now, open_again=False)
         elif m.state == MatchState.PENDING:
             raise InvalidState("the match's players are not known yet")
-        decision = decision_from_scores(m, t.format, player1_score, player2_score, winner, game_scores)
-        decision = decision.as_type(ResultType.ADMIN)
+        decision = decision_from_scores(m, t.format, **entered.arguments()).as_type(ResultType.ADMIN)
         complete_match(t, m, decision, actor, now, MatchEventType.ADMIN_OVERRIDE, {"by": "organizer"})
         return m
 
@@ -75,6 +77,7 @@ def resolve_match(
 def forfeit_match(match: Match | int, actor: User, *, loser: int, now: dt.datetime | None = None) -> Match:
     """An organizer records that ``loser`` (a participant id) forfeits the match."""
     now = now or utcnow()
+    loser = ForfeitDecision.check_arguments(loser=loser).loser_id
     with locked_match(match) as (t, m):
         require_manager(actor, t, states=MANAGING)
         if m.state not in (*ACTIONABLE_MATCH_STATES, MatchState.DISPUTED):
@@ -148,7 +151,7 @@ def extend_deadline(
     """Move the deadline ``minutes`` later (from now, if it has passed). The
     deadline warning is re-armed for the new deadline."""
     now = now or utcnow()
-    minutes = check_extension_minutes(minutes)
+    minutes = DeadlineExtension.check({"minutes": minutes}).minutes
     with locked_match(match) as (t, m):
         require_manager(actor, t, states=MANAGING)
         if m.state not in ACTIONABLE_MATCH_STATES:

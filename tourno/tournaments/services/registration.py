@@ -12,12 +12,14 @@ keeps ``participants_count <= capacity`` under any concurrency
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import peewee
 
 from tourno.accounts.models import Role, User
 from tourno.db import utcnow, write_transaction
+from tourno.tournaments import limits
 from tourno.tournaments.errors import (
     AlreadyRegistered,
     DeadlinePassed,
@@ -27,6 +29,7 @@ from tourno.tournaments.errors import (
     TournamentFull,
     ValidationError,
 )
+from tourno.tournaments.inputs import TournamentInput, TournamentOptions, UserInput
 from tourno.tournaments.models import (
     PRE_START_STATES,
     EliminationNoShowPolicy,
@@ -42,23 +45,15 @@ from tourno.tournaments.models import (
 from tourno.tournaments.services.common import locked_tournament, require_manager, save_tournament
 from tourno.tournaments.services.notify import mail_participant, mail_tournament_full
 
-MAX_CAPACITY = 4096
-MATCH_DEADLINE_MINUTES = (10, 10080)  # 10 minutes to 7 days (DESIGN.md §5)
 ACTIVE_STATUSES = (ParticipantStatus.REGISTERED, ParticipantStatus.WAITLISTED)
 
 
 # -- users --------------------------------------------------------------------------------
 
 
-def create_user(email: str, display_name: str, *, role: Role = Role.PLAYER) -> User:
+def create_user(email: str, display_name: str, *, role: Role | str = Role.PLAYER) -> User:
     """A user; the email is stored trimmed and lower-cased, and must be new."""
-    errors: dict[str, str] = {}
-    email = (email or "").strip().lower()
-    if "@" not in email or len(email) > 320:
-        errors["email"] = "must be an email address"
-    display_name = (display_name or "").strip()
-    if not display_name or len(display_name) > 100:
-        errors["display_name"] = "must be 1 to 100 characters"
+    account, errors = UserInput.values_or_problems({"email": email, "display_name": display_name})
     try:
         role = Role(role)
     except ValueError:
@@ -67,13 +62,15 @@ def create_user(email: str, display_name: str, *, role: Role = Role.PLAYER) -> U
         raise ValidationError(errors)
     try:
         with write_transaction():
-            return User.create(email=email, display_name=display_name, role=role, created_at=utcnow())
+            return User.create(**account, role=role, created_at=utcnow())
     except peewee.IntegrityError:
         raise ValidationError({"email": "is already in use"}) from None
 
 
 # -- tournaments --------------------------------------------------------------------------
 
+#: What a tournament option left out is (the options are the fields of
+#: :class:`~tourno.tournaments.inputs.TournamentOptions`; a test keeps the two in step).
 DEFAULTS: dict[str, Any] = {
     "min_participants": 2,
     "waitlist_enabled": True,
@@ -90,68 +87,41 @@ DEFAULTS: dict[str, Any] = {
     "final_second_expiry": FinalSecondExpiry.REVIEW,
     "settings": None,
 }
-ENUMS = {
-    "format": TournamentFormat,
-    "report_mode": ReportMode,
-    "no_show_policy_elimination": EliminationNoShowPolicy,
-    "no_show_policy_league": LeagueNoShowPolicy,
-    "final_second_expiry": FinalSecondExpiry,
-}
 
 
-def validate_tournament(values: dict[str, Any]) -> dict[str, Any]:
-    """Checked and normalized tournament values; raises ValidationError
-    naming every bad field at once."""
+def validate_tournament(
+    values: Mapping[str, Any], refused: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A tournament's complete values, each valid on its own (the input models
+    check that), under the rules that relate fields: at least
+    ``min_participants`` places, check-in needs ``starts_at``, registration
+    closes by the start; no settings means ``{}``. ``refused`` are fields
+    already found bad (the rules skip them). Raises ValidationError naming
+    every bad field at once."""
     out = dict(values)
-    errors: dict[str, str] = {}
+    errors = dict(refused or {})
 
-    def whole(name: str, low: int, high: int) -> None:
-        value = out.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            errors[name] = f"must be a whole number from {low} to {high}"
+    def usable(*names: str) -> bool:
+        return not any(name in errors for name in names)
 
-    for name, limit in (("name", 200), ("game", 100)):
-        text = out.get(name)
-        out[name] = text.strip() if isinstance(text, str) else ""
-        if not out[name] or len(out[name]) > limit:
-            errors[name] = f"must be 1 to {limit} characters"
-    for name, kind in ENUMS.items():
-        entered: Any = out.get(name)  # unchecked input: the enum says whether it is one
-        try:
-            out[name] = kind(entered)
-        except ValueError:
-            errors[name] = f"must be one of {', '.join(v.value for v in kind)}"
-    whole("capacity", 2, MAX_CAPACITY)
-    if "capacity" not in errors:
-        whole("min_participants", 2, out["capacity"])
-    whole("match_deadline_minutes", *MATCH_DEADLINE_MINUTES)
-    # A lead as long as the deadline itself only means no warning is sent
-    # (warn_at stays NULL, reference/domain.md §8.4).
-    whole("deadline_warning_minutes", 0, MATCH_DEADLINE_MINUTES[1])
-    whole("check_in_minutes", 1, 10080)
-    for name in ("waitlist_enabled", "auto_start", "check_in_enabled"):
-        if not isinstance(out.get(name), bool):
-            errors[name] = "must be true or false"
-    for name in ("starts_at", "registration_closes_at"):
-        value = out.get(name)
-        if value is not None and not (isinstance(value, dt.datetime) and value.tzinfo is not None):
-            errors[name] = "must be a timezone-aware datetime"
+    capacity, least = out.get("capacity"), out.get("min_participants")
+    if usable("capacity", "min_participants") and isinstance(capacity, int) and isinstance(least, int):
+        if least > capacity:
+            errors["min_participants"] = (
+                f"must be a whole number from {limits.MIN_PARTICIPANTS} to {capacity}"
+            )
     starts_at, closes_at = out.get("starts_at"), out.get("registration_closes_at")
-    if out.get("check_in_enabled") is True and starts_at is None and "starts_at" not in errors:
+    if out.get("check_in_enabled") is True and starts_at is None and usable("check_in_enabled", "starts_at"):
         errors["starts_at"] = "is required when check-in is enabled"
     if (
         isinstance(starts_at, dt.datetime)
         and isinstance(closes_at, dt.datetime)
-        and not errors.get("starts_at")
-        and not errors.get("registration_closes_at")
+        and usable("starts_at", "registration_closes_at")
         and closes_at > starts_at
     ):
         errors["registration_closes_at"] = "must not be after starts_at"
-    settings = out.get("settings")
-    if settings is None:
+    if out.get("settings") is None:
         out["settings"] = {}
-    elif not isinstance(settings, dict):
-        errors["settings"] = "must be an object"
     if errors:
         raise ValidationError(errors)
     return out
@@ -171,12 +141,13 @@ def create_tournament(
     :data:`DEFAULTS` (unknown names are refused)."""
     if organizer.role not in (Role.ORGANIZER, Role.ADMIN):
         raise PermissionDenied("only organizers and admins create tournaments")
-    unknown = sorted(set(options) - set(DEFAULTS))
+    unknown = sorted(set(options) - set(TournamentOptions.model_fields))
     if unknown:
         raise ValidationError(dict.fromkeys(unknown, "is not a tournament option"))
-    values = validate_tournament(
-        {**DEFAULTS, **options, "name": name, "game": game, "format": format, "capacity": capacity}
+    given, refused = TournamentInput.values_or_problems(
+        {**options, "name": name, "game": game, "format": format, "capacity": capacity}
     )
+    values = validate_tournament({**DEFAULTS, **given}, refused)
     now = now or utcnow()
     with write_transaction():
         return Tournament.create(

@@ -19,12 +19,12 @@ from tourno.tournaments.decisions import (
     Decision,
     agree,
     agreed_type,
-    clean_comment,
     decision_from_scores,
     decision_of,
     opponent,
 )
 from tourno.tournaments.errors import DeadlinePassed, InvalidState, NotYourMatch, PermissionDenied
+from tourno.tournaments.inputs import DisputeInput, ForfeitClaim, ResultReport
 from tourno.tournaments.models import (
     ACTIONABLE_MATCH_STATES,
     Match,
@@ -50,7 +50,7 @@ def report_result(
     player1_score: int,
     player2_score: int,
     winner: int | None = None,
-    game_scores: list | None = None,
+    game_scores: list[list[int]] | None = None,
     comment: str | None = None,
     now: dt.datetime | None = None,
 ) -> Match:
@@ -59,11 +59,19 @@ def report_result(
     second report decides it and a differing one makes it ``disputed``.
     Reporting again replaces the player's own earlier report."""
     now = now or utcnow()
-    comment = clean_comment(comment)
+    entered = ResultReport.check_arguments(
+        player1_score=player1_score,
+        player2_score=player2_score,
+        winner=winner,
+        game_scores=game_scores,
+        comment=comment,
+    )
     with locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
-        decision = decision_from_scores(m, t.format, player1_score, player2_score, winner, game_scores)
-        report = _file_report(t, m, me, actor, ReportKind.RESULT, now, stating=decision, comment=comment)
+        decision = decision_from_scores(m, t.format, **entered.arguments())
+        report = _file_report(
+            t, m, me, actor, ReportKind.RESULT, now, stating=decision, comment=entered.comment
+        )
         return _after_report(t, m, me, report, decision, actor, now)
 
 
@@ -73,7 +81,7 @@ def claim_forfeit(
     """ "My opponent did not show": a report that the reporter won by forfeit.
     The opponent may confirm or dispute it; unanswered, it stands at the deadline."""
     now = now or utcnow()
-    comment = clean_comment(comment)
+    comment = ForfeitClaim.check({"forfeit_claim": True, "comment": comment}).comment
     with locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
         other = opponent(m, me)
@@ -106,7 +114,7 @@ def dispute_result(
 ) -> Match:
     """The opponent rejects the standing report: ``disputed`` until an organizer decides."""
     now = now or utcnow()
-    comment = clean_comment(comment)
+    comment = DisputeInput.check({"comment": comment}).comment
     with locked_match(match) as (t, m):
         me = _player_side(t, m, actor, now)
         theirs = _their_report(m, me)
