@@ -199,7 +199,7 @@ class QueueDB:
         self.url = url
         self.settings = Settings(database_url=url, heartbeat_interval=0.5, worker_stale_after=3.0)
         tourno.setup(self.settings, import_jobs=False)
-        tourno.import_modules(["tests.jobs"])
+        tourno.import_modules(["tests.support.jobs"])
         tdb.open_connection()
 
     @property
@@ -221,7 +221,7 @@ class QueueDB:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
         env.update(
             TOURNO_DATABASE_URL=self.url,
-            TOURNO_IMPORTS="tests.jobs",
+            TOURNO_IMPORTS="tests.support.jobs",
             TOURNO_HEARTBEAT_INTERVAL=str(self.settings.heartbeat_interval),
             TOURNO_WORKER_STALE_AFTER=str(self.settings.worker_stale_after),
             PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),

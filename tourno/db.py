@@ -123,7 +123,7 @@ def sql(text: str, db: peewee.Database | None = None) -> str:
 # -- the one place that reaches into peewee's per-thread state --------------------------
 # peewee keeps each thread's connection, transaction stack and commit callbacks
 # in ``Database._state``, with no public API for the three things below.
-# tests/test_db.py pins them, so a peewee upgrade that moves them fails there.
+# tests/ops/test_db.py pins them, so a peewee upgrade that moves them fails there.
 
 
 def _state(db: peewee.Database | None = None) -> Any:

@@ -10,8 +10,8 @@ shapes of :mod:`tourno.api.schemas`.
 OpenAPI 3.1 because its Schema Object is JSON Schema 2020-12, which is what
 pydantic emits (nullable fields as ``anyOf [..., {"type": "null"}]``); 3.0.3
 would need every schema rewritten, and the pinned schemathesis (4.x) reads
-3.1. ``tests/test_api.py`` checks that every Flask rule is documented and the
-document is valid; ``tests/test_api_fuzz.py`` fuzzes the API from it.
+3.1. ``tests/api/test_api.py`` checks that every Flask rule is documented and the
+document is valid; ``tests/api/test_api_fuzz.py`` fuzzes the API from it.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def _operation(
 
 def document(app: Flask) -> dict[str, Any]:
     """The document for ``app``'s routes; a view without :func:`documented` is left out
-    (``tests/test_api.py`` fails on one)."""
+    (``tests/api/test_api.py`` fails on one)."""
     components = _Components()
     paths: dict[str, dict[str, Any]] = {}
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):

@@ -2,7 +2,7 @@
 
 The bodies themselves are built by :mod:`tourno.api.serializers` (fast paths
 that skip model validation); schemathesis checks every response it provokes
-against these models (``tests/fuzz_api.py``), so the two cannot drift apart
+against these models (``tests/support/fuzz_api.py``), so the two cannot drift apart
 unnoticed. Fields that a response may leave out have no default in the
 document (``optional()``); nullable ones say so.
 """

@@ -3,7 +3,7 @@
 
 Each migration declares frozen copies of the models it creates, so later
 changes to the application models never change what an old migration does.
-``tests/test_migrations.py`` proves the migrated schema equals the models'.
+``tests/ops/test_migrations.py`` proves the migrated schema equals the models'.
 """
 
 from __future__ import annotations

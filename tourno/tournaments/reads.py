@@ -1,7 +1,7 @@
 """The read side's hand-written statements: the hot reads of a bracket, which
 every viewer of a running tournament polls. Each is a fast path over what
 peewee would do, kept because ``bench/api.py`` measures the difference and
-``tests/test_api_cache.py`` pins the behaviour; the API builds its JSON from
+``tests/api/test_api_cache.py`` pins the behaviour; the API builds its JSON from
 what these return and never runs SQL itself.
 """
 

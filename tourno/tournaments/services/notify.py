@@ -64,7 +64,7 @@ def mail_user(
     """One email to ``user`` at their address.
 
     Here and in the helpers below the template is passed by keyword, as a
-    literal at the call site: ``tests/test_mail.py`` finds the templates the
+    literal at the call site: ``tests/mail/test_mail.py`` finds the templates the
     code writes by reading the source for ``template="..."``."""
     enqueue_email(
         dedupe_key=dedupe_key,

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.api.test_api import Api, user_with_token
 from tests.conftest import DOMAIN_NOW as NOW
 from tests.conftest import make_players
-from tests.test_api import Api, user_with_token
 from tourno.accounts.models import Role
 from tourno.api import cache, create_app
 from tourno.jobs.periodic import CheckMatchDeadlinesJob, SendMatchDeadlineWarningsJob

@@ -33,7 +33,8 @@ import pytest
 import redis
 
 from tests.conftest import run_worker
-from tests.drivers import (
+from tests.queue.test_worker_processes import Procs, wait_for
+from tests.support.drivers import (
     REDIS_URL,
     Driver,
     PrivateRedis,
@@ -41,9 +42,8 @@ from tests.drivers import (
     redis_problem,
     with_prefix,
 )
-from tests.jobs import Boom, BoomThrice, Flaky, Noop, RecordRun, Sleepy, UniqueJob, mark
-from tests.jobs_proc import ProcSleepFirst
-from tests.test_worker_processes import Procs, wait_for
+from tests.support.jobs import Boom, BoomThrice, Flaky, Noop, RecordRun, Sleepy, UniqueJob, mark
+from tests.support.jobs_proc import ProcSleepFirst
 from tourno import db as tdb
 from tourno.queue import PendingJob, backends, dispatch_many, handoff
 from tourno.queue.backends.redis import RedisBackend

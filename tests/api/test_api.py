@@ -632,7 +632,7 @@ def test_forfeit_claim_body_shape(pg_api):
 def test_admin_views(api):
     _, admin = user_with_token("admin@example.com", Role.ADMIN)
     _, player = user_with_token("p@example.com")
-    from tests.jobs import Noop  # a test job, so the queue has something to count
+    from tests.support.jobs import Noop  # a test job, so the queue has something to count
 
     Noop().dispatch()
     r = api.get("/admin/queue", admin)

@@ -24,7 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.conftest import tourno_cmd
-from tests.test_mail import free_port
+from tests.mail.test_mail import free_port
 from tourno import db as tdb
 from tourno.jobs.periodic import SendBulkEmailsJob
 from tourno.mail import message, store

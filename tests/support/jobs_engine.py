@@ -1,4 +1,4 @@
-"""Extra jobs for ``tests/test_queue_engine.py``. Names start with ``Eng`` so
+"""Extra jobs for ``tests/queue/test_queue_engine.py``. Names start with ``Eng`` so
 they never collide with other test modules' job names in the registry."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tests.jobs import mark, record
+from tests.support.jobs import mark, record
 from tourno.queue import Job
 
 
@@ -94,7 +94,7 @@ class EngDispatchHigh(Job):
     key: str
 
     def handle(self) -> None:
-        from tests.jobs import RecordRun
+        from tests.support.jobs import RecordRun
 
         record(self.key)
         RecordRun(key=f"{self.key}:high").dispatch(queue="high")

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, tourno_cmd
-from tests.jobs import RecordRun, Sleepy
+from tests.support.jobs import RecordRun, Sleepy
 from tourno import systemd
 from tourno.config import Settings
 

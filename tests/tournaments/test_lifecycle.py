@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from tests.conftest import make_players
-from tests.test_results import NOW, open_matches, started
+from tests.tournaments.test_results import NOW, open_matches, started
 from tourno.accounts.models import User
 from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.conftest import run_worker, tourno_cmd
-from tests.jobs import Boom, Noop
+from tests.support.jobs import Boom, Noop
 from tourno import db as tdb
 from tourno import migrations
 from tourno.cli import main
@@ -86,7 +86,7 @@ def cli(qdb):
 
     def run(*args: str, **env: str | None) -> Result:
         tdb.database.close()
-        result = invoke(*args, TOURNO_DATABASE_URL=qdb.url, TOURNO_IMPORTS="tests.jobs", **env)
+        result = invoke(*args, TOURNO_DATABASE_URL=qdb.url, TOURNO_IMPORTS="tests.support.jobs", **env)
         tdb.open_connection()
         return result
 
@@ -481,7 +481,7 @@ def test_force_is_not_read_from_the_environment(sqlite):
         "queue",
         "flush",
         TOURNO_DATABASE_URL=sqlite.url,
-        TOURNO_IMPORTS="tests.jobs",
+        TOURNO_IMPORTS="tests.support.jobs",
         TOURNO_QUEUE_FLUSH_FORCE="1",
     )
     tdb.open_connection()

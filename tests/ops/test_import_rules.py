@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "tourno"
+PACKAGE = Path(__file__).resolve().parents[2] / "tourno"
 NO_FUNCTION_IMPORTS = ("tournaments",)
 # Underscore names that are public API: peewee documents ``Model._meta``.
 PUBLIC_BY_CONVENTION = frozenset({"_meta"})

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import DOMAIN_NOW, make_players
-from tests.test_mail import add_row, mail_settings, reload, smtp  # noqa: F401 - smtp is a fixture
+from tests.mail.test_mail import add_row, mail_settings, reload, smtp  # noqa: F401 - smtp is a fixture
 from tourno.accounts.models import User
 from tourno.api import create_app
 from tourno.config import Settings

@@ -35,7 +35,7 @@ from tourno.mail.drain import backoff_seconds, drain
 from tourno.mail.models import CHECKS, EmailOutbox, EmailStatus, EmailSuppression, MailRate
 from tourno.mail.transports import ConsoleTransport, FileTransport, SMTPTransport, TemporaryMailError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = DOMAIN_NOW
 T = dt.timedelta
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_api import NOW, Api, user_with_token
+from tests.api.test_api import NOW, Api, user_with_token
 from tourno.accounts.models import Role, User
 from tourno.api import create_app
 from tourno.mail.models import EmailOutbox

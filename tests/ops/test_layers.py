@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent / "tourno"
+ROOT = Path(__file__).resolve().parents[2] / "tourno"
 
 #: Package (or top-level module) -> what it may import besides itself.
 #: ``tourno`` is the package's own ``__init__`` (setup and version).

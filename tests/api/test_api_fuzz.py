@@ -1,4 +1,4 @@
-"""Runs the schemathesis fuzzing of the API (``tests/fuzz_api.py``) in its own
+"""Runs the schemathesis fuzzing of the API (``tests/support/fuzz_api.py``) in its own
 pytest process: the fuzzer's imports stay out of this process, whose
 in-process workers have a memory limit."""
 
@@ -9,13 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_fuzzing_the_api_from_its_openapi_document_finds_nothing():
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(ROOT / "tests" / "fuzz_api.py"), "-q", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(ROOT / "tests" / "support" / "fuzz_api.py"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -27,14 +27,20 @@ from typing import Any
 import pytest
 
 from tests.conftest import tourno_cmd
-from tests.jobs import Noop, RecordRun, Sleepy, Stubborn, mark
-from tests.jobs_proc import ProcCrashFirst, ProcDeaf, ProcSleepFirst, ProcStubbornOnce, ProcUntilMarked
+from tests.support.jobs import Noop, RecordRun, Sleepy, Stubborn, mark
+from tests.support.jobs_proc import (
+    ProcCrashFirst,
+    ProcDeaf,
+    ProcSleepFirst,
+    ProcStubbornOnce,
+    ProcUntilMarked,
+)
 from tourno.db import parse_timestamp
 from tourno.queue import dispatch_many
 
 pytestmark = pytest.mark.slow
 
-IMPORTS = "tests.jobs,tests.jobs_proc"
+IMPORTS = "tests.support.jobs,tests.support.jobs_proc"
 #: A database URL nothing listens on.
 DOWN_URL = "postgresql://postgres:s3cret@127.0.0.1:1/tourno"
 #: QueueDB.env()'s liveness settings, mirrored for the assertions that depend on them.

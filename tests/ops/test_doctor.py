@@ -65,7 +65,7 @@ def test_a_healthy_installation_passes_and_each_problem_is_reported(qdb):
     assert {c["status"] for c in report["checks"]} == {"ok"}
 
     # Problems: an old ready job, a failed job, late mail, a silent scheduler.
-    from tests.jobs import Noop
+    from tests.support.jobs import Noop
 
     Noop().dispatch()
     old = utcnow() - dt.timedelta(minutes=30)

@@ -23,7 +23,7 @@ import redis
 
 import tourno
 from tests.conftest import tourno_cmd
-from tests.jobs import Noop, RecordRun, UniqueJob
+from tests.support.jobs import Noop, RecordRun, UniqueJob
 from tourno import db as tdb
 from tourno.config import Settings
 from tourno.queue import backends, failed
@@ -416,7 +416,7 @@ def test_setup_chooses_redis(pg, redis_server):
 
 @pytest.fixture
 def procs(tmp_path):
-    from tests.test_worker_processes import Procs
+    from tests.queue.test_worker_processes import Procs
 
     manager = Procs(tmp_path)
     try:
@@ -430,7 +430,7 @@ def _runs(pg, key: str) -> list[int]:
 
 
 def _redis_worker(procs, pg, backend: RedisBackend, *options: str):
-    from tests.test_worker_processes import IMPORTS
+    from tests.queue.test_worker_processes import IMPORTS
 
     url = with_prefix(backend.url, backend.prefix)
     return procs.start(
@@ -439,7 +439,7 @@ def _redis_worker(procs, pg, backend: RedisBackend, *options: str):
 
 
 def test_worker_process_wakes_on_dispatch_and_stops_on_sigterm(rb, pg, procs):
-    from tests.test_worker_processes import wait_for
+    from tests.queue.test_worker_processes import wait_for
 
     proc = _redis_worker(procs, pg, rb)
     wait_for(lambda: rb.workers(30), "the worker to register", procs, alive=(proc,))
@@ -466,7 +466,7 @@ def test_worker_process_wakes_on_dispatch_and_stops_on_sigterm(rb, pg, procs):
 def test_worker_survives_a_redis_restart(rb, pg, procs, tmp_path):
     """A private Redis (append-only file on) stops and comes back: the worker
     retries with backoff, and the jobs dispatched before and after run."""
-    from tests.test_worker_processes import wait_for
+    from tests.queue.test_worker_processes import wait_for
 
     server = shutil.which("redis-server")
     if server is None:

@@ -5,7 +5,7 @@ no input may produce a 5xx, and every response must match the document
 the run stays short.
 
 Not collected by the main test run (the name does not start with
-``test_``): ``tests/test_api_fuzz.py`` runs it in its own pytest process,
+``test_``): ``tests/api/test_api_fuzz.py`` runs it in its own pytest process,
 so schemathesis and its dependencies never load into the main one (several
 tests run in-process workers with a 128 MB memory limit).
 """
@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.api.test_api import NOW, user_with_token
 from tests.conftest import QueueDB, drop_pg, fresh_pg_url
-from tests.test_api import NOW, user_with_token
 from tourno.accounts.models import Role
 from tourno.api import create_app
 from tourno.tournaments import services

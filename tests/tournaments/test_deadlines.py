@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from tests.test_results import NOW, first_match, open_matches, started, user_of
+from tests.tournaments.test_results import NOW, first_match, open_matches, started, user_of
 from tourno.mail.models import EmailOutbox
 from tourno.tournaments import services
 from tourno.tournaments.errors import DeadlinePassed

@@ -14,7 +14,7 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_results import NOW, started, user_of
+from tests.tournaments.test_results import NOW, started, user_of
 from tourno.tournaments import services
 from tourno.tournaments.models import (
     Match,

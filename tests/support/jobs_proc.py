@@ -1,9 +1,9 @@
-"""Jobs for the worker-process tests (tests/test_worker_processes.py).
+"""Jobs for the worker-process tests (tests/queue/test_worker_processes.py).
 
 Each one behaves differently on its first run and on later runs, so a test can
 make a job hang (to signal or kill its worker) and still see it finish quickly
 once another worker picks it up. They record into the same test-only tables as
-``tests.jobs``. Names carry a ``Proc`` prefix: job names are global.
+``tests.support.jobs``. Names carry a ``Proc`` prefix: job names are global.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from tests.jobs import is_marked, mark, record, runs
+from tests.support.jobs import is_marked, mark, record, runs
 from tourno.queue import Job, JobTimeout
 
 

@@ -16,8 +16,8 @@ import peewee
 import pytest
 from openapi_spec_validator import validate
 
+from tests.api.test_api import Api, error_of, started, user_with_token
 from tests.conftest import DOMAIN_NOW as NOW
-from tests.test_api import Api, error_of, started, user_with_token
 from tourno.accounts.models import Role, User
 from tourno.api import create_app
 from tourno.tournaments import limits, services

@@ -23,8 +23,8 @@ import psycopg2
 import pytest
 
 from tests.conftest import run_worker
-from tests.jobs import Boom, BoomThrice, Flaky, Noop, RecordRun, ShortTimeout, Sleepy, UniqueJob
-from tests.jobs_engine import (
+from tests.support.jobs import Boom, BoomThrice, Flaky, Noop, RecordRun, ShortTimeout, Sleepy, UniqueJob
+from tests.support.jobs_engine import (
     EngArgs,
     EngBackoffList,
     EngBoomCounted,
@@ -285,7 +285,7 @@ def test_dispatch_returns_id_and_writes_the_documented_payload(qdb):
     assert PAYLOAD_KEYS <= set(payload)
     assert str(uuidlib.UUID(payload["uuid"])) == payload["uuid"]
     assert payload["job"] == "EngDefaults"
-    assert payload["display_name"] == "tests.jobs_engine.EngDefaults"
+    assert payload["display_name"] == "tests.support.jobs_engine.EngDefaults"
     assert payload["args"] == {"key": "p"}
     assert payload["max_tries"] == 4
     assert payload["timeout"] == 12.5

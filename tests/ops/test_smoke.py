@@ -1,4 +1,4 @@
-from tests.jobs import Noop
+from tests.support.jobs import Noop
 
 
 def test_dispatch_and_claim(qdb):
@@ -9,7 +9,7 @@ def test_dispatch_and_claim(qdb):
 
 def test_worker_runs_jobs(qdb):
     from tests.conftest import run_worker
-    from tests.jobs import RecordRun
+    from tests.support.jobs import RecordRun
 
     for i in range(25):
         RecordRun(key=f"k{i}").dispatch()

@@ -1,0 +1,1 @@
+"""The outbox, its drain and transports, unsubscribe links."""

@@ -1,0 +1,1 @@
+"""Operations: the CLI, configuration, doctor, deployment files, migrations, shared infrastructure and the layering rules."""

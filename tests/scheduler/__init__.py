@@ -1,0 +1,1 @@
+"""`tourno schedule`: slots, exactly-once dispatch, the loop."""

@@ -1,0 +1,1 @@
+"""The domain: formats, decisions, inputs, services, and the periodic jobs that act on it."""
