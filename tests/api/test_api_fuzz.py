@@ -23,6 +23,10 @@ def test_fuzzing_the_api_from_its_openapi_document_finds_nothing():
             "-q",
             "-p",
             "no:cacheprovider",
+            # One process: the suite's own -n (pyproject addopts) would spread
+            # the fuzzer over workers that each start a server.
+            "-n",
+            "0",
         ],
         cwd=ROOT,
         env=env,
