@@ -1,5 +1,7 @@
 """Tourno's job-queue engine. It knows nothing about tournaments."""
 
+from tourno.queue import events
+from tourno.queue.events import Event
 from tourno.queue.exceptions import (
     InvalidPayload,
     JobTimeout,
@@ -10,6 +12,7 @@ from tourno.queue.exceptions import (
 from tourno.queue.job import Job, PendingJob, dispatch_many, registered
 
 __all__ = [
+    "Event",
     "InvalidPayload",
     "Job",
     "JobTimeout",
@@ -18,5 +21,6 @@ __all__ = [
     "QueueError",
     "RetryDeadlinePassed",
     "dispatch_many",
+    "events",
     "registered",
 ]

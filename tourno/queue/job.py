@@ -30,6 +30,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
+from tourno.queue import events
 from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
 
 _registry: dict[str, type[Job]] = {}
@@ -107,7 +108,18 @@ class Job:
         unreachable, the id is the job's uuid until it is handed over)."""
         from tourno.queue import backends
 
-        return backends.current().push([self.pending(delay=delay, queue=queue, priority=priority)])[0]
+        pending = self.pending(delay=delay, queue=queue, priority=priority)
+        job_id = backends.current().push([pending])[0]
+        if job_id is not None and events.wanted("job.dispatched"):
+            events.emit(
+                "job.dispatched",
+                job=type(self).job_name,
+                uuid=pending.uuid,
+                id=job_id,
+                queue=pending.queue,
+                attempt=0,
+            )
+        return job_id
 
     def pending(
         self,
@@ -201,7 +213,13 @@ def dispatch_many(
         if p.uuid in seen:
             pending[i] = p = p.renewed()
         seen.add(p.uuid)
-    return backends.current().push(pending)
+    ids = backends.current().push(pending)
+    if events.wanted("job.dispatched"):
+        for p, job_id in zip(pending, ids, strict=True):
+            if job_id is not None:
+                name = p.payload.get("job")
+                events.emit("job.dispatched", job=name, uuid=p.uuid, id=job_id, queue=p.queue, attempt=0)
+    return ids
 
 
 def _qualified(cls: type) -> str:

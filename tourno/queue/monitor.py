@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from tourno.db import open_connection
 from tourno.errors import first_line
+from tourno.queue import events
 from tourno.queue.batch import RunningJob
 
 if TYPE_CHECKING:
@@ -100,6 +101,8 @@ class Monitor(threading.Thread):
         if now >= self._next_rescue:
             for job_id, owner in w.backend.rescue(opts.stale_after):
                 w.log.warning("released job #%s: its worker #%s stopped heartbeating", job_id, owner)
+                # The rescue returns ids only: the job's name, uuid and queue are not known here.
+                events.emit("job.rescued", id=job_id, worker_id=owner)
             w.backend.maintain()
             self._next_rescue = now + opts.heartbeat_interval
         assert w.worker_id is not None

@@ -47,6 +47,7 @@ from tourno.db import (
     reset_transaction_state,
 )
 from tourno.errors import first_line
+from tourno.queue import events
 from tourno.queue.backends.base import QueueBackend
 from tourno.queue.batch import ClaimBatch, Complete, Fail, FinishOp, PendingOps, Release, RunningJob
 from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
@@ -125,6 +126,7 @@ class Worker:
         self._waker = Waker()
         self._monitor: Monitor | None = None
         self._owns_connection = False
+        self._stopping_emitted = False
 
     # -- public ----------------------------------------------------------------
 
@@ -182,6 +184,7 @@ class Worker:
         )
         self.log = _Prefixed(log, {"prefix": f"[{self.options.name}#{self.worker_id} pid {self.pid}]"})
         self.log.info("processing queues %s", ",".join(self.options.queues))
+        self._emit_worker("worker.started")
 
     def run_once(self, now: dt.datetime | None = None) -> bool:
         """One iteration: write what is waiting to be written, claim if the
@@ -315,6 +318,7 @@ class Worker:
             return
 
         self.log.debug("%s running (attempt %d)", running.label, claimed.attempts)
+        self._emit_job("job.started", running)
         error: BaseException | None = None
         self._timed_out = False
         self._arm(running.timeout)
@@ -335,6 +339,8 @@ class Worker:
             # The job caught JobTimeout and returned: it still timed out.
             error = JobTimeout(f"{running.label} has timed out after {running.timeout:g} s")
         duration = time.monotonic() - running.started
+        if self._timed_out:
+            self._emit_job("job.timed_out", running, duration=duration, exception=error)
         if error is None:
             self._finish_ok(running, duration)
         else:
@@ -348,6 +354,7 @@ class Worker:
             self._queue_op(Complete(done))
             if duration >= 1.0:
                 self.log.info("%s done in %.2f s", running.label, duration)
+        self._emit_job("job.succeeded", running, duration=duration)
 
     def _finish_error(
         self, running: RunningJob, exc: BaseException, duration: float, now: dt.datetime | None
@@ -355,7 +362,7 @@ class Worker:
         attempts = running.claimed.attempts
         if running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
             self.log.error("%s failed after %d attempt(s): %s", running.label, attempts, first_line(exc))
-            self._finish_failed(running, exc)
+            self._finish_failed(running, exc, duration)
             return
         delay = running.retry_delay()
         self.log.warning(
@@ -367,8 +374,9 @@ class Worker:
         )
         self.batch.stop_running()
         self._queue_op(Release(running.claimed.id, delay, attempts))
+        self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
 
-    def _finish_failed(self, running: RunningJob, exc: BaseException) -> None:
+    def _finish_failed(self, running: RunningJob, exc: BaseException, duration: float | None = None) -> None:
         claimed = running.claimed
         text = "".join(traceback.format_exception(exc)).strip()
         self.batch.stop_running()
@@ -378,6 +386,7 @@ class Worker:
                 running.job.failed(exc)
             except Exception:  # noqa: BLE001
                 self.log.exception("%s: its failed() hook raised", running.label)
+        self._emit_job("job.failed", running, duration=duration, exception=exc)
 
     def _end_job_transaction(self, running: RunningJob) -> None:
         """Roll back a transaction the job left open, so the worker's own
@@ -479,13 +488,18 @@ class Worker:
         # Stored like every other failure: the text names the exception type.
         text = "".join(traceback.format_exception_only(exc)).strip()
         attempts = running.claimed.attempts
+        duration = time.monotonic() - running.started
+        self._emit_job("job.timed_out", running, duration=duration, exception=exc)
         try:
             if running.max_tries > 0 and attempts >= running.max_tries:
                 self.backend.fail(
                     self.worker_id, running.claimed, payload_uuid(running.claimed.payload), text
                 )
+                self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
-                self.backend.release(self.worker_id, running.claimed.id, running.retry_delay(), attempts)
+                delay = running.retry_delay()
+                self.backend.release(self.worker_id, running.claimed.id, delay, attempts)
+                self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
             done, pending = self.batch.drain()
             self.backend.complete(self.worker_id, done)
             self.backend.hand_back(self.worker_id, pending)
@@ -499,6 +513,9 @@ class Worker:
         """Leave: stop the monitor, write what is waiting, hand back the jobs
         never started and remove the worker row (``run`` ends with it)."""
         self._disarm()
+        if self.worker_id is not None and not self._stopping_emitted:
+            self._stopping_emitted = True
+            self._emit_worker("worker.stopping")
         if self.on_stopping is not None:
             self._safe("run the on_stopping hook", self.on_stopping)
         if self._monitor is not None:
@@ -522,6 +539,30 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - shutdown must go on
             self.log.warning("could not %s: %s", what, first_line(exc))
             return None
+
+    # -- lifecycle events ------------------------------------------------------------
+
+    def _emit_job(self, name: str, running: RunningJob, **fields: Any) -> None:
+        # Checked first: with nobody subscribed the hot path builds nothing.
+        if not events.wanted(name):
+            return
+        payload = running.payload or {}
+        events.emit(
+            name,
+            job=payload.get("job"),
+            uuid=payload.get("uuid"),
+            id=running.claimed.id,
+            queue=running.claimed.queue,
+            attempt=running.claimed.attempts,
+            worker=self.options.name,
+            worker_id=self.worker_id,
+            pid=self.pid,
+            **fields,
+        )
+
+    def _emit_worker(self, name: str) -> None:
+        if events.wanted(name):
+            events.emit(name, worker=self.options.name, worker_id=self.worker_id, pid=self.pid)
 
     # -- read by the monitor thread ---------------------------------------------------
 
