@@ -34,6 +34,41 @@ MAIL_BUCKET = "mail"
 REAP_AFTER = dt.timedelta(minutes=10)
 
 
+def outbox_row(
+    *,
+    dedupe_key: str,
+    to_email: str,
+    template: str,
+    context: dict[str, Any],
+    user: User | None = None,
+    priority: EmailPriority = EmailPriority.NORMAL,
+    available_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """One ``email_outbox`` row, ready for :func:`enqueue_emails`."""
+    now = now or tdb.utcnow()
+    return {
+        "dedupe_key": dedupe_key,
+        "user": user.id if user is not None else None,
+        "to_email": to_email,
+        "template": template,
+        "context": context,
+        "priority": int(priority),
+        "status": EmailStatus.PENDING,
+        "attempts": 0,
+        "available_at": available_at or now,
+        "created_at": now,
+    }
+
+
+def enqueue_emails(rows: list[dict[str, Any]], chunk: int = 1000) -> None:
+    """Write outbox rows (from :func:`outbox_row`) in the caller's
+    transaction, ``chunk`` rows per statement. A row whose ``dedupe_key`` is
+    already there is skipped, so a retried change never mails twice."""
+    for batch in peewee.chunked(rows, chunk):
+        EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
+
+
 def enqueue_email(
     *,
     dedupe_key: str,
@@ -45,20 +80,22 @@ def enqueue_email(
     available_at: dt.datetime | None = None,
     now: dt.datetime | None = None,
 ) -> None:
-    """Write one email to the outbox in the caller's transaction. A second
-    write with the same ``dedupe_key`` is a no-op, so a retried change never
-    mails twice."""
-    now = now or tdb.utcnow()
-    EmailOutbox.insert(
-        dedupe_key=dedupe_key,
-        to_email=to_email,
-        template=template,
-        context=context,
-        user=user,
-        priority=int(priority),
-        available_at=available_at or now,
-        created_at=now,
-    ).on_conflict_ignore().execute()
+    """Write one email to the outbox in the caller's transaction (see
+    :func:`enqueue_emails`)."""
+    enqueue_emails(
+        [
+            outbox_row(
+                dedupe_key=dedupe_key,
+                to_email=to_email,
+                template=template,
+                context=context,
+                user=user,
+                priority=priority,
+                available_at=available_at,
+                now=now,
+            )
+        ]
+    )
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The mail the domain's changes write: one outbox row per recipient, in the
 caller's transaction, each with a ``dedupe_key`` so a retried change never
 mails twice. Rows written in bulk (a start opens hundreds of matches) go in
-with ``insert_many``; the rest through :func:`tourno.mail.store.enqueue_email`.
+through :func:`tourno.mail.store.enqueue_emails`; the rest through ``enqueue_email``.
 
 Nothing here decides anything: the services call these after they have
 written the change the mail tells about.
@@ -16,8 +16,8 @@ from typing import Any
 import peewee
 
 from tourno.accounts.models import User
-from tourno.mail.models import EmailOutbox, EmailPriority
-from tourno.mail.store import enqueue_email
+from tourno.mail.models import EmailPriority
+from tourno.mail.store import enqueue_email, enqueue_emails, outbox_row
 from tourno.tournaments.decisions import opponent
 from tourno.tournaments.models import Match, Participant, ParticipantStatus, Tournament
 from tourno.tournaments.services.common import CHUNK
@@ -239,8 +239,9 @@ def mail_tournament_complete(t: Tournament, ranks: dict[int, int], now: dt.datet
 def mail_started(t: Tournament, players: list[Participant], now: dt.datetime) -> None:
     """``tournament_started`` to every player with an address, in bulk."""
     rows = [
-        _outbox_row(
-            user,
+        outbox_row(
+            to_email=user.email,
+            user=user,
             template="tournament_started",
             dedupe_key=f"tournament_started:{t.id}:{entry.id}",
             context=tournament_context(t)
@@ -256,7 +257,7 @@ def mail_started(t: Tournament, players: list[Participant], now: dt.datetime) ->
         for entry in players
         if (user := account_of(entry)) is not None and user.email
     ]
-    _insert_mail(rows)
+    enqueue_emails(rows, CHUNK)
 
 
 def mail_match_ready(
@@ -285,8 +286,9 @@ def mail_match_ready(
                 "deadline_at": row["deadline_at"].isoformat(),
             }
             key = f"match_ready:{row['id']}:{entry.id}"
-            mail = _outbox_row(
-                user,
+            mail = outbox_row(
+                to_email=user.email,
+                user=user,
                 template="match_ready",
                 dedupe_key=key,
                 context=context,
@@ -294,32 +296,4 @@ def mail_match_ready(
                 now=now,
             )
             mails.append(mail)
-    _insert_mail(mails)
-
-
-def _outbox_row(
-    user: User,
-    *,
-    template: str,
-    dedupe_key: str,
-    context: dict[str, Any],
-    priority: EmailPriority,
-    now: dt.datetime,
-) -> dict[str, Any]:
-    return {
-        "dedupe_key": dedupe_key,
-        "user": user.id,
-        "to_email": user.email,
-        "template": template,
-        "context": context,
-        "priority": int(priority),
-        "status": "pending",
-        "attempts": 0,
-        "available_at": now,
-        "created_at": now,
-    }
-
-
-def _insert_mail(rows: list[dict[str, Any]]) -> None:
-    for batch in peewee.chunked(rows, CHUNK):
-        EmailOutbox.insert_many(batch).on_conflict_ignore().execute()
+    enqueue_emails(mails, CHUNK)
