@@ -108,18 +108,10 @@ class Job:
         unreachable, the id is the job's uuid until it is handed over)."""
         from tourno.queue import backends
 
-        pending = self.pending(delay=delay, queue=queue, priority=priority)
-        job_id = backends.current().push([pending])[0]
-        if job_id is not None and events.wanted("job.dispatched"):
-            events.emit(
-                "job.dispatched",
-                job=type(self).job_name,
-                uuid=pending.uuid,
-                id=job_id,
-                queue=pending.queue,
-                attempt=0,
-            )
-        return job_id
+        pending = [self.pending(delay=delay, queue=queue, priority=priority)]
+        ids = backends.current().push(pending)
+        _dispatched(pending, ids)
+        return ids[0]
 
     def pending(
         self,
@@ -214,12 +206,20 @@ def dispatch_many(
             pending[i] = p = p.renewed()
         seen.add(p.uuid)
     ids = backends.current().push(pending)
-    if events.wanted("job.dispatched"):
-        for p, job_id in zip(pending, ids, strict=True):
-            if job_id is not None:
-                name = p.payload.get("job")
-                events.emit("job.dispatched", job=name, uuid=p.uuid, id=job_id, queue=p.queue, attempt=0)
+    _dispatched(pending, ids)
     return ids
+
+
+def _dispatched(pending: list[PendingJob], ids: list[Any]) -> None:
+    """``job.dispatched`` for each job the backend accepted (a None id is a
+    unique job that was already pending)."""
+    if not events.wanted("job.dispatched"):
+        return
+    for p, job_id in zip(pending, ids, strict=True):
+        if job_id is not None:
+            events.emit(
+                "job.dispatched", job=p.payload.get("job"), uuid=p.uuid, id=job_id, queue=p.queue, attempt=0
+            )
 
 
 def _qualified(cls: type) -> str:
