@@ -68,6 +68,7 @@ from bench._net import free_port, wait_for_port  # noqa: E402
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
 from tourno.config import Settings  # noqa: E402
+from tourno.mail.bucket import bucket_capacity  # noqa: E402
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 BENCH_DB = "tourno_bench_scale"
@@ -795,7 +796,7 @@ class Scale:
             self.problems.append(f"mail: {sent} of {n} rows sent ({statuses})")
         if len(arrived) != sent:
             self.problems.append(f"mail: the SMTP server received {len(arrived)} messages, {sent} rows sent")
-        burst = max(1.0, MAIL_RATE)  # the bucket's capacity (tourno.mail.bucket.bucket_capacity)
+        burst = bucket_capacity(MAIL_RATE)  # what the drains' bucket holds when full
 
         def pace(stamps: list[float]) -> tuple[float, float, int, float]:
             span = max(stamps) - min(stamps) if stamps else 0.0

@@ -313,7 +313,9 @@ class SharedDatabase:
             return False
         try:
             self.admin.execute_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                # With a timeout, each call waits until that backend has gone
+                # (PostgreSQL 14+), so the next test sees no stray connection.
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
             if tuple(self.admin.execute_sql(self._FINGERPRINT).fetchone()) != self.fingerprint:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tourno.config import ConfigError, Settings, mask_password
-from tourno.db import tuples, utcnow
+from tourno.db import utcnow
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -199,18 +199,11 @@ def _scheduler(settings: Settings) -> Check:
 
 
 def _outbox(settings: Settings) -> Check:
-    import peewee
-
     from tourno.mail.models import EmailOutbox, EmailStatus
+    from tourno.mail.store import outbox_status
 
     now = utcnow()
-    counts: dict[str, int] = dict(
-        tuples(
-            EmailOutbox.select(EmailOutbox.status, peewee.fn.COUNT(EmailOutbox.id)).group_by(
-                EmailOutbox.status
-            )
-        )
-    )
+    counts = outbox_status()
     pending = counts.get(EmailStatus.PENDING, 0)
     late = (
         EmailOutbox.select()

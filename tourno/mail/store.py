@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import peewee
 
@@ -371,9 +371,7 @@ def outbox_status() -> dict[str, int]:
     query = EmailOutbox.select(EmailOutbox.status, peewee.fn.COUNT(EmailOutbox.id)).group_by(
         EmailOutbox.status
     )
-    # peewee's stubs type .tuples() as rows of the model, not as tuples.
-    rows = cast("Iterable[tuple[Any, int]]", query.tuples())
-    for status, n in rows:
+    for status, n in tdb.tuples(query):
         counts[getattr(status, "value", str(status))] = n
     return counts
 
