@@ -51,8 +51,13 @@ def match_response(m: Match, *, with_reports: bool = False) -> Response:
     return jsonify({"match": data})
 
 
-#: The services' argument names -> the API's field names, for 422 messages.
-FIELD_NAMES = {"winner": "winner_id", "loser": "loser_id"}
+#: The services' argument names -> the API's field names, for 422 messages:
+#: the models' own renames, read backwards.
+FIELD_NAMES = {
+    argument: field
+    for model in (MatchScores, ForfeitDecision)
+    for field, argument in model.argument_names.items()
+}
 
 
 @contextmanager
