@@ -39,6 +39,8 @@ class Waker:
 
     def wake(self) -> None:
         """Interrupt a :meth:`wait` (safe from signal handlers and other threads)."""
+        if self.closed:
+            return  # its descriptors may belong to another file by now
         try:
             os.write(self._w, b"\0")
         except OSError as exc:

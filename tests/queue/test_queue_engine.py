@@ -1278,3 +1278,20 @@ def test_pending_ops_keep_their_operation_through_a_lost_connection(pg):
     assert len(ops) == 0
     row = job_row(pg, job_id)
     assert (row["attempts"], row["reserved_by"]) == (1, None)
+
+
+def test_run_off_the_main_thread_refuses_rather_than_run_without_its_signal_handlers(qdb):
+    worker = Worker(backends.current(), WorkerOptions(stop_when_empty=True, sleep=0.1))
+    raised: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            worker.run()
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(10)
+    assert len(raised) == 1 and "main thread" in str(raised[0])
+    assert qdb.scalar("SELECT count(*) FROM workers") == 0  # it never registered

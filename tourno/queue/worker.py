@@ -141,7 +141,13 @@ class Worker:
             {signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGQUIT: stop, signal.SIGALRM: alarm}
             if install_signals
             else {}
-        ):
+        ) as active:
+            if install_signals and not active:
+                # Without its handlers a timeout's SIGALRM would kill the process.
+                raise RuntimeError(
+                    "Worker.run() installs signal handlers (stop signals, job timeouts) and must "
+                    "run in the main thread; pass install_signals=False to run it elsewhere"
+                )
             return self._run()
 
     def _run(self) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tourno.config import PREFIX, ConfigError, Settings
 from tourno.queue import Job
-from tourno.queue.job import job_class
+from tourno.queue.job import registered as registered_jobs
 
 #: Task name -> default frequency in minutes.
 DEFAULT_FREQUENCIES: dict[str, int] = {
@@ -57,8 +57,15 @@ def task_table(settings: Settings | None = None) -> list[Task]:
     round, so whoever runs the scheduler imports ``tourno.jobs`` first (the
     CLI and ``tourno.setup()`` do)."""
     overrides = frequency_overrides(settings) if settings is not None else {}
+    registered = registered_jobs()
+    missing = [name for name in DEFAULT_FREQUENCIES if name not in registered]
+    if missing:
+        raise RuntimeError(
+            f"the periodic jobs {', '.join(missing)} are not registered: "
+            "import tourno.jobs (tourno.setup() does) before building the task table"
+        )
     return [
-        Task(name, job_class(name), overrides.get(name, default))
+        Task(name, registered[name], overrides.get(name, default))
         for name, default in DEFAULT_FREQUENCIES.items()
     ]
 
