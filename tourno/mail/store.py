@@ -155,11 +155,15 @@ def claim(
     me: str, limit: int, now: dt.datetime, *, daily_cap: int = 0, bucket: TokenBucket | None = None
 ) -> list[Claimed]:
     """Claim up to ``limit`` due rows for drain ``me``, committed before return.
-    With a ``daily_cap``, the row lock of ``bucket`` (the mail bucket by
-    default) serializes the drains' counting of the last 24 hours."""
+    With a ``daily_cap``, the row lock of ``bucket`` (the drains' mail bucket,
+    which must be given: locking it first creates its row, at its rate)
+    serializes the drains' counting of the last 24 hours."""
+    if daily_cap > 0 and bucket is None:
+        raise ValueError("a daily cap needs the drains' bucket, whose row lock serializes the count")
     with tdb.write_transaction():
         if daily_cap > 0:
-            limit = min(limit, _daily_room(now, daily_cap, bucket or TokenBucket(MAIL_BUCKET, 1.0)))
+            assert bucket is not None
+            limit = min(limit, _daily_room(now, daily_cap, bucket))
             if limit <= 0:
                 return []
         rows: list[tuple[Claimed, Any]]
