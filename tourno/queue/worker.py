@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, MutableMapping
 from types import FrameType
 from typing import Any, NoReturn
@@ -111,6 +112,9 @@ class Worker:
         self.worker_id: int | None = None
         self.started_at: dt.datetime | None = None
         self.jobs_processed = 0
+        #: Finished jobs by outcome (succeeded, failed) and retries (released):
+        #: jobs, not attempts, for the stop line.
+        self.outcomes: Counter[str] = Counter()
         self.stop_reason: str | None = None
         self.log: logging.LoggerAdapter[logging.Logger] = _Prefixed(log, {"prefix": "[worker]"})
         #: Set by the monitor when ``tourno queue restart`` was signalled after we started.
@@ -175,7 +179,7 @@ class Worker:
                 )
         finally:
             self.close()
-        self.log.info("stopped (%s), %d jobs processed", self.stop_reason, self.jobs_processed)
+        self.log.info("stopped (%s): %s", self.stop_reason, self.summary())
         return code
 
     def register(self) -> None:
@@ -188,7 +192,14 @@ class Worker:
         self.worker_id, self.started_at = self.backend.register_worker(
             self.options.name, self.hostname, self.pid, self.options.queues
         )
-        self.log = _Prefixed(log, {"prefix": f"[{self.options.name}#{self.worker_id} pid {self.pid}]"})
+        self.log = _Prefixed(
+            log,
+            {
+                "prefix": f"[{self.options.name}#{self.worker_id} pid {self.pid}]",
+                "worker": self.options.name,
+                "worker_id": self.worker_id,
+            },
+        )
         self.log.info("processing queues %s", ",".join(self.options.queues))
         self._emit_worker("worker.started")
 
@@ -206,6 +217,18 @@ class Worker:
         self._process(running, now)
         self.jobs_processed += 1
         return True
+
+    def summary(self) -> str:
+        """What the stop line says: jobs finished, not attempts."""
+        done = self.outcomes
+        finished = sum(n for outcome, n in done.items() if outcome != "released")
+        parts = [f"{done[o]} {o}" for o in sorted(done) if o != "released" and done[o]]
+        text = f"{finished} job(s) finished"
+        if parts:
+            text += f" ({', '.join(parts)})"
+        if done["released"]:
+            text += f", {done['released']} retried later"
+        return text
 
     def wake(self) -> None:
         """Interrupt an idle wait (safe from signal handlers and other threads)."""
@@ -315,7 +338,6 @@ class Worker:
         try:
             job = running.load(opts.tries, opts.timeout, opts.backoff)
         except InvalidPayload as exc:
-            self.log.error("job #%s has a bad payload: %s", claimed.id, exc)
             self._finish_failed(running, exc)
             return
         refusal = running.refusal(now or dt.datetime.now(dt.UTC))
@@ -353,13 +375,11 @@ class Worker:
             self._finish_error(running, error, duration, now)
 
     def _finish_ok(self, running: RunningJob, duration: float) -> None:
-        self.log.debug("%s done in %.1f ms", running.label, duration * 1000)
         # A long job's completion is written at once, not batched.
         done = self.batch.finish(running.claimed.id, write_now=duration >= self.options.hold)
         if done:
             self._queue_op(Complete(done))
-            if duration >= 1.0:
-                self.log.info("%s done in %.2f s", running.label, duration)
+        self._job_line(logging.INFO, running, "succeeded", duration, "DONE")
         self._emit_job("job.succeeded", running, duration=duration)
 
     def _finish_error(
@@ -367,16 +387,15 @@ class Worker:
     ) -> None:
         attempts = running.claimed.attempts
         if running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
-            self.log.error("%s failed after %d attempt(s): %s", running.label, attempts, first_line(exc))
             self._finish_failed(running, exc, duration)
             return
         delay = running.retry_delay()
-        self.log.warning(
-            "%s raised %s (attempt %d); retrying in %g s",
-            running.label,
-            first_line(exc),
-            attempts,
-            delay,
+        self._job_line(
+            logging.WARNING,
+            running,
+            "released",
+            duration,
+            f"RETRY in {delay:g} s (attempt {attempts}): {first_line(exc)}",
         )
         self.batch.stop_running()
         self._queue_op(Release(running.claimed.id, delay, attempts))
@@ -385,8 +404,19 @@ class Worker:
     def _finish_failed(self, running: RunningJob, exc: BaseException, duration: float | None = None) -> None:
         claimed = running.claimed
         text = "".join(traceback.format_exception(exc)).strip()
+        uuid = payload_uuid(claimed.payload)
+        # The failed job is stored under the payload's uuid, which `retry` takes.
+        self._job_line(
+            logging.ERROR,
+            running,
+            "failed",
+            duration,
+            f"FAILED after {claimed.attempts} attempt(s): {first_line(exc)}; "
+            f"retry with: tourno queue retry {uuid}",
+            uuid,
+        )
         self.batch.stop_running()
-        self._queue_op(Fail(claimed, payload_uuid(claimed.payload), text))
+        self._queue_op(Fail(claimed, uuid, text))
         if running.job is not None:
             try:
                 running.job.failed(exc)
@@ -498,13 +528,24 @@ class Worker:
         self._emit_job("job.timed_out", running, duration=duration, exception=exc)
         try:
             if running.max_tries > 0 and attempts >= running.max_tries:
-                self.backend.fail(
-                    self.worker_id, running.claimed, payload_uuid(running.claimed.payload), text
+                uuid = payload_uuid(running.claimed.payload)
+                self.backend.fail(self.worker_id, running.claimed, uuid, text)
+                self._job_line(
+                    logging.ERROR,
+                    running,
+                    "failed",
+                    duration,
+                    f"TIMED OUT and FAILED after {attempts} attempt(s); "
+                    f"retry with: tourno queue retry {uuid}",
+                    uuid,
                 )
                 self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
                 delay = running.retry_delay()
                 self.backend.release(self.worker_id, running.claimed.id, delay, attempts)
+                self._job_line(
+                    logging.ERROR, running, "released", duration, f"TIMED OUT; RETRY in {delay:g} s"
+                )
                 self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
             done, pending = self.batch.drain()
             self.backend.complete(self.worker_id, done)
@@ -546,7 +587,40 @@ class Worker:
             self.log.warning("could not %s: %s", what, first_line(exc))
             return None
 
-    # -- lifecycle events ------------------------------------------------------------
+    # -- logs and lifecycle events ---------------------------------------------------
+
+    def _job_line(
+        self,
+        level: int,
+        running: RunningJob,
+        outcome: str,
+        duration: float | None,
+        text: str,
+        uuid: str | None = None,
+    ) -> None:
+        """One line per finished attempt (Laravel's ``RUNNING … DONE``), whose
+        job fields are keys of their own in JSON logs."""
+        self.outcomes[outcome] += 1
+        if not self.log.isEnabledFor(level):
+            return
+        payload = running.payload or {}
+        ms = None if duration is None else round(duration * 1000, 3)
+        self.log.log(
+            level,
+            "%s %s%s",
+            running.label,
+            text,
+            "" if ms is None else f" ({_duration(ms)})",
+            extra={
+                "job": payload.get("job"),
+                "uuid": uuid or payload.get("uuid"),
+                "id": running.claimed.id,
+                "queue": running.claimed.queue,
+                "attempt": running.claimed.attempts,
+                "outcome": outcome,
+                "duration_ms": ms,
+            },
+        )
 
     def _emit_job(self, name: str, running: RunningJob, **fields: Any) -> None:
         # Checked first: with nobody subscribed the hot path builds nothing.
@@ -585,9 +659,17 @@ class Worker:
         }
 
 
+def _duration(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every message with the worker's name, id and pid."""
+    """Prefixes every message with the worker's name, id and pid, and adds
+    the worker's name and id to the record (keys of their own in JSON logs)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         assert self.extra is not None
+        fields = {k: v for k, v in self.extra.items() if k != "prefix"}
+        if fields:
+            kwargs["extra"] = {**fields, **kwargs.get("extra", {})}
         return f"{self.extra['prefix']} {msg}", kwargs
