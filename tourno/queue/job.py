@@ -27,11 +27,14 @@ import datetime as dt
 import json
 import math
 import uuid as uuidlib
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tourno.queue import events
 from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
+
+if TYPE_CHECKING:
+    from tourno.queue.middleware import Middleware
 
 _registry: dict[str, type[Job]] = {}
 
@@ -92,6 +95,10 @@ class Job:
 
     def failed(self, exc: BaseException) -> None:
         """Called once, in the worker, after the job has failed for good."""
+
+    def middleware(self) -> Sequence[Middleware]:
+        """Layers around ``handle``, outermost first (``tourno.queue.middleware``)."""
+        return ()
 
     # -- dispatching ---------------------------------------------------------
 

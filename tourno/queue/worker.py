@@ -48,11 +48,11 @@ from tourno.db import (
     reset_transaction_state,
 )
 from tourno.errors import first_line
-from tourno.queue import events
+from tourno.queue import events, middleware
 from tourno.queue.backends.base import QueueBackend
 from tourno.queue.batch import ClaimBatch, Complete, Fail, FinishOp, PendingOps, Release, RunningJob
 from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
-from tourno.queue.job import payload_uuid
+from tourno.queue.job import Job, payload_uuid
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
 from tourno.signals import Waker, installed
@@ -131,6 +131,8 @@ class Worker:
         self._monitor: Monitor | None = None
         self._owns_connection = False
         self._stopping_emitted = False
+        # A middleware key the worker could not let go of (connection lost).
+        self._keys_left_held = False
 
     # -- public ----------------------------------------------------------------
 
@@ -352,7 +354,7 @@ class Worker:
         self._arm(running.timeout)
         try:
             self._in_job = True
-            job.handle()
+            self._handle(job, running)
             self._in_job = False
         except Exception as exc:  # noqa: BLE001 - any job error is recorded, never fatal
             self._in_job = False
@@ -373,6 +375,27 @@ class Worker:
             self._finish_ok(running, duration)
         else:
             self._finish_error(running, error, duration, now)
+
+    def _handle(self, job: Job, running: RunningJob) -> None:
+        layers = job.middleware()
+        if not layers:
+            job.handle()
+            return
+        assert self.worker_id is not None
+        claimed = running.claimed
+        context = middleware.JobContext(
+            self.backend,
+            self.worker_id,
+            claimed.id,
+            claimed.queue,
+            claimed.attempts,
+            self.options.stale_after,
+        )
+        try:
+            middleware.run(job, layers, context)
+        finally:
+            if context.keys_left_held:
+                self._keys_left_held = True
 
     def _finish_ok(self, running: RunningJob, duration: float) -> None:
         # A long job's completion is written at once, not batched.
@@ -451,6 +474,12 @@ class Worker:
         if self._ops:
             assert self.worker_id is not None
             self._ops.flush(self.backend, self.worker_id, self._taken_back)
+        if self._keys_left_held:
+            # Between jobs this worker holds no key: let go of what a lost
+            # connection kept it from letting go of.
+            assert self.worker_id is not None
+            self.backend.release_locks(self.worker_id)
+            self._keys_left_held = False
 
     def _taken_back(self, op: Release | Fail) -> None:
         verb = "releasing" if isinstance(op, Release) else "failing"
@@ -575,6 +604,8 @@ class Worker:
             self._safe("flush finished jobs", self._flush_ops)
             self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
             self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)
+            if self._keys_left_held:
+                self._safe("let go of middleware keys", self.backend.release_locks, self.worker_id)
             self._safe("remove worker row", self.backend.unregister_worker, self.worker_id)
         if self._owns_connection:
             self.backend.close_thread_connection()

@@ -34,6 +34,18 @@ class ClaimedJob:
     priority: int = 0
 
 
+@dataclass(frozen=True)
+class BucketState:
+    """A token bucket after one operation (``QueueBackend.bucket``)."""
+
+    #: Whether the operation took a token (only ``take`` does).
+    granted: bool
+    #: Tokens left after the operation.
+    tokens: float
+    #: Seconds until a whole token is there (0 when one is).
+    wait: float
+
+
 @dataclass
 class QueueStats:
     queue: str
@@ -154,6 +166,27 @@ class QueueBackend(abc.ABC):
     @abc.abstractmethod
     def close_thread_connection(self) -> None:
         """Close the calling thread's connection, ignoring errors."""
+
+    # -- middleware stores (tourno.queue.middleware) ----------------------------
+
+    @abc.abstractmethod
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        """The token bucket ``name`` (``rate`` tokens a second, at most
+        ``burst``), shared by every worker on every host: ``op`` is ``take``
+        (one token, if there is one), ``peek`` or ``fill`` (to ``burst``)."""
+
+    @abc.abstractmethod
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        """Hold ``key`` for this worker unless another live worker holds it.
+        A holder whose heartbeat is older than ``stale_after`` seconds (a
+        dead worker), or whose hold is older than ``expire_after``, holds
+        nothing: its key is taken over."""
+
+    @abc.abstractmethod
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        """Let go of ``key`` (or of every key) this worker holds; returns how many."""
 
     # -- operations ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import peewee
 
+from tourno.buckets import TokenBucket
 from tourno.db import (
     SQLITE_TIME_FORMAT,
     UTC,
@@ -32,6 +33,7 @@ from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
     WORKER_ROW_TTL,
+    BucketState,
     ClaimedJob,
     QueueBackend,
     QueueStats,
@@ -98,6 +100,75 @@ class DatabaseBackend(QueueBackend):
         from tourno.queue.models import WorkerRecord
 
         WorkerRecord.delete().where(WorkerRecord.id == worker_id).execute()
+
+    # -- middleware stores: rows of rate_buckets and queue_locks ---------------------
+
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        if database.is_closed():
+            open_connection()
+        tb = TokenBucket(name, rate, burst)
+        now = dt.datetime.now(UTC)
+        if op == "take":
+            granted, wait = tb.take(1, now)
+            left = tb.peek(None)
+            return BucketState(bool(granted), burst if left is None else left, wait)
+        if op == "fill":
+            tb.fill(now)
+            return BucketState(False, burst, 0.0)
+        if op != "peek":
+            raise ValueError(f"unknown bucket operation {op!r}")
+        tokens = tb.peek(now)
+        tokens = burst if tokens is None else tokens
+        return BucketState(False, tokens, 0.0 if tokens + 1e-9 >= 1 else (1 - tokens) / rate)
+
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        from tourno.queue.models import LockRecord, WorkerRecord
+
+        if database.is_closed():
+            open_connection()
+        now = dt.datetime.now(UTC)
+        expires = None if expire_after is None else now + dt.timedelta(seconds=expire_after)
+        holder_alive = peewee.fn.EXISTS(
+            WorkerRecord.select(peewee.SQL("1")).where(
+                (WorkerRecord.id == LockRecord.worker_id)
+                & (WorkerRecord.heartbeat_at > now - dt.timedelta(seconds=stale_after))
+            )
+        )
+        # One statement: insert the key, or take it over from a holder that
+        # is this worker, expired or dead; RETURNING says whether we hold it.
+        query = (
+            LockRecord.insert(
+                key=key, worker_id=worker_id, job_id=str(job_id), acquired_at=now, expires_at=expires
+            )
+            .on_conflict(
+                conflict_target=[LockRecord.key],
+                update={
+                    LockRecord.worker_id: worker_id,
+                    LockRecord.job_id: str(job_id),
+                    LockRecord.acquired_at: now,
+                    LockRecord.expires_at: expires,
+                },
+                where=(
+                    (LockRecord.worker_id == worker_id)
+                    | (LockRecord.expires_at.is_null(False) & (LockRecord.expires_at < now))
+                    | ~holder_alive
+                ),
+            )
+            .returning(LockRecord.key)
+        )
+        return bool(list(query.execute()))
+
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        from tourno.queue.models import LockRecord
+
+        if database.is_closed():
+            open_connection()
+        query = LockRecord.delete().where(LockRecord.worker_id == worker_id)
+        if key is not None:
+            query = query.where(LockRecord.key == key)
+        return int(query.execute())
 
 
 class PostgresBackend(DatabaseBackend):

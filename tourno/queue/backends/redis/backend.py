@@ -86,6 +86,7 @@ from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
     WORKER_ROW_TTL,
+    BucketState,
     ClaimedJob,
     QueueBackend,
     QueueStats,
@@ -118,6 +119,9 @@ SCRIPTS = (
     "clear",
     "stats",
     "signal_restart",
+    "bucket",
+    "lock",
+    "unlock",
 )
 
 
@@ -336,6 +340,23 @@ class RedisBackend(QueueBackend):
 
     def unregister_worker(self, worker_id: int) -> None:
         self._run("unregister", worker_id)
+
+    # -- middleware stores ------------------------------------------------------
+
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        if op not in ("take", "peek", "fill"):
+            raise ValueError(f"unknown bucket operation {op!r}")
+        granted, tokens, wait = self._run("bucket", name, repr(float(rate)), repr(float(burst)), op)
+        return BucketState(granted == b"1", float(tokens), float(wait))
+
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        expire_ms = 0 if expire_after is None else max(1, int(expire_after * 1000))
+        return bool(self._run("lock", key, worker_id, str(job_id), int(stale_after * 1000), expire_ms))
+
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        return int(self._run("unlock", worker_id, "" if key is None else key))
 
     def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
         rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_ROW_TTL * 1000)
