@@ -79,6 +79,11 @@ class RunningJob:
             return now >= self.deadline
         return self.max_tries > 0 and self.claimed.attempts >= self.max_tries
 
+    @property
+    def fails_on_timeout(self) -> bool:
+        """The job's ``fail_on_timeout``: a timed-out attempt is its last."""
+        return bool(self.job is not None and self.job.fail_on_timeout)
+
     def retry_delay(self) -> float:
         return backoff_delay(self.backoff, self.claimed.attempts)
 

@@ -70,6 +70,8 @@ class Job:
     backoff: ClassVar[float | list[float] | None] = None
     #: Keep retrying (ignoring ``tries``) until this many seconds after dispatch.
     retry_until: ClassVar[float | None] = None
+    #: A timed-out attempt fails the job for good instead of being retried.
+    fail_on_timeout: ClassVar[bool] = False
     #: Make the job unique: a dispatch while one with the same key is pending
     #: or running is a no-op. ``unique_key`` may be a string or a method;
     #: ``unique_for`` (seconds) bounds how long the key is held.

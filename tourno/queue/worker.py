@@ -409,7 +409,8 @@ class Worker:
         self, running: RunningJob, exc: BaseException, duration: float, now: dt.datetime | None
     ) -> None:
         attempts = running.claimed.attempts
-        if running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
+        timed_out_for_good = self._timed_out and running.fails_on_timeout
+        if timed_out_for_good or running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
             self._finish_failed(running, exc, duration)
             return
         delay = running.retry_delay()
@@ -556,7 +557,7 @@ class Worker:
         duration = time.monotonic() - running.started
         self._emit_job("job.timed_out", running, duration=duration, exception=exc)
         try:
-            if running.max_tries > 0 and attempts >= running.max_tries:
+            if running.fails_on_timeout or (running.max_tries > 0 and attempts >= running.max_tries):
                 uuid = payload_uuid(running.claimed.payload)
                 self.backend.fail(self.worker_id, running.claimed, uuid, text)
                 self._job_line(
