@@ -201,6 +201,25 @@ def test_cancel_of_a_running_job_stops_it_and_it_is_not_retried(driver, procs, t
     assert driver.run_pids("run") == [w.pid]
 
 
+def test_a_running_job_hears_of_its_cancel_by_notice_between_heartbeats(driver, procs):
+    """PostgreSQL NOTIFY and Redis pub/sub tell the worker at once: with a
+    30 s heartbeat (its fallback check), the job still sees the cancel
+    within 10 s, a generous bound that only the notice can meet. SQLite has
+    no notices and relies on the heartbeat check the other tests use."""
+    if driver.kind == "sqlite":
+        pytest.skip("SQLite has no notifications: its workers check each heartbeat")
+    env = driver.env(TOURNO_HEARTBEAT_INTERVAL="30", TOURNO_WORKER_STALE_AFTER="90")
+    w = procs.start(env, "work", "--sleep", "0.1", "--tries", "3")
+    wait_for(lambda: driver.heartbeaten(w.pid), "the worker to register", procs, alive=(w,))
+    job_id = ProcUntilCancelled(key="quick").dispatch()
+    wait_for(lambda: driver.run_pids("quick") == [w.pid], "the job to start", procs, alive=(w,))
+    assert control.cancel([str(job_id)]).flagged[0].id == job_id
+    wait_for(lambda: driver.marked("noticed:quick"), "the notice", procs, timeout=10, alive=(w,))
+    wait_for(lambda: driver.size() == 0, "the cancelled job to be deleted", procs, alive=(w,))
+    assert driver.failed() == []
+    assert stop(procs, w) == 0
+
+
 def test_a_running_job_cancelled_fires_cancelled_once_and_never_succeeded(driver, recorder):
     # The job cancels itself through control.cancel (what the CLI calls),
     # then waits until its worker's monitor tells it (a notice, or the check
