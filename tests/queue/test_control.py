@@ -82,7 +82,8 @@ def test_snooze_keeps_attempts_a_one_try_job_snoozes_three_times_then_succeeds(d
     wait_for(lambda: driver.size() == 0, "the finished job to be deleted", procs, alive=(w,))
     assert driver.failed() == []
     assert stop(procs, w) == 0
-    assert procs.output(w).count("snoozed for 0 s") == 3
+    assert procs.output(w).count("SNOOZED for 0 s (attempt 1 not counted)") == 3
+    assert "1 job(s) finished (1 succeeded), 3 snoozed" in procs.output(w)
 
 
 def test_a_snoozed_job_does_not_run_before_its_delay(driver, procs):
@@ -197,7 +198,8 @@ def test_cancel_of_a_running_job_stops_it_and_it_is_not_retried(driver, procs, t
     assert driver.failed() == []
     assert driver.marked("gave-up:run") is None
     assert stop(procs, w) == 0
-    assert f"ProcUntilCancelled #{job_id} cancelled; stopped after" in procs.output(w)
+    assert f"ProcUntilCancelled #{job_id} CANCELLED (" in procs.output(w)
+    assert "1 job(s) finished (1 cancelled)" in procs.output(w)
     assert driver.run_pids("run") == [w.pid]
 
 

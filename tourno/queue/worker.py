@@ -232,13 +232,17 @@ class Worker:
     def summary(self) -> str:
         """What the stop line says: jobs finished, not attempts."""
         done = self.outcomes
-        finished = sum(n for outcome, n in done.items() if outcome != "released")
-        parts = [f"{done[o]} {o}" for o in sorted(done) if o != "released" and done[o]]
+        # Released and snoozed jobs come back: they are not finished.
+        later = ("released", "snoozed")
+        finished = sum(n for outcome, n in done.items() if outcome not in later)
+        parts = [f"{done[o]} {o}" for o in sorted(done) if o not in later and done[o]]
         text = f"{finished} job(s) finished"
         if parts:
             text += f" ({', '.join(parts)})"
         if done["released"]:
             text += f", {done['released']} retried later"
+        if done["snoozed"]:
+            text += f", {done['snoozed']} snoozed"
         return text
 
     def wake(self) -> None:
@@ -426,8 +430,12 @@ class Worker:
         job; ``attempts - 1`` is right whether or not the database counted it
         yet). Not a failure: neither tries nor retry_until are consulted."""
         delay = snooze.seconds
-        self.log.info(
-            "%s snoozed for %g s (attempt %d not counted)", running.label, delay, running.claimed.attempts
+        self._job_line(
+            logging.INFO,
+            running,
+            "snoozed",
+            duration,
+            f"SNOOZED for {delay:g} s (attempt {running.claimed.attempts} not counted)",
         )
         self.batch.stop_running()
         self._queue_op(SnoozeOp(running.claimed.id, delay, running.claimed.attempts - 1))
@@ -438,10 +446,8 @@ class Worker:
     ) -> None:
         """``tourno queue cancel`` flagged the job: whatever the attempt's
         outcome, delete it (it is neither retried nor filed as failed)."""
-        if duration is None:
-            self.log.info("%s cancelled before it started", running.label)
-        else:
-            self.log.info("%s cancelled; stopped after %.1f ms", running.label, duration * 1000)
+        text = "CANCELLED before it started" if duration is None else "CANCELLED"
+        self._job_line(logging.INFO, running, "cancelled", duration, text)
         self.batch.stop_running()
         self._queue_op(Cancel(running.claimed.id))
         self._emit_job("job.cancelled", running, duration=duration, exception=error)
