@@ -125,6 +125,12 @@ class DatabaseBackend(QueueBackend):
 
     def sweep_cancelled(self) -> list[CancelledJob]:
         # jobs_cancel_requested_idx holds only flagged rows, normally none.
+        # Looked at first without a write: on SQLite a DELETE takes the
+        # database's write lock even when it deletes nothing.
+        if not _rows(
+            "SELECT 1 FROM jobs WHERE cancel_requested_at IS NOT NULL AND reserved_at IS NULL LIMIT 1"
+        ):
+            return []
         with write_transaction():
             rows = _rows(
                 "DELETE FROM jobs WHERE cancel_requested_at IS NOT NULL AND reserved_at IS NULL "
@@ -135,7 +141,7 @@ class DatabaseBackend(QueueBackend):
     def _cancel_found(self, found: list[tuple[Any, bool]]) -> list[CancelledJob]:
         """Inside the caller's write transaction, with the ``found`` rows
         (id, reserved) locked: delete the waiting ones, flag the reserved
-        ones. Returns them, and the workers to notify."""
+        ones and tell their workers. Returns them all, in id order."""
         waiting = [r[0] for r in found if not r[1]]
         running = [r[0] for r in found if r[1]]
         out: list[CancelledJob] = []
@@ -298,7 +304,9 @@ class PostgresBackend(DatabaseBackend):
     # workers off each other's rows and stops the planner from updating more
     # rows than the LIMIT. The attempt of the first job, which starts at once,
     # is counted here; the worker counts the others' when they start, so a
-    # crash never charges the jobs that had not started. The lease is the
+    # crash never charges the jobs that had not started. A cancelled job
+    # that went back to the queue is skipped (sweep_cancelled deletes it),
+    # so a cancel is final even if its worker never heard of it. The lease is the
     # job's own timeout when its payload has a numeric one (read defensively, a
     # malformed payload must not break the claim), else the worker's.
     _CLAIM = """
