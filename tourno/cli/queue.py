@@ -294,6 +294,31 @@ def restart_command(app: AppContext) -> None:
     app.console.print(f"Restart signal sent at {_when(when)} UTC; workers exit after their current job.")
 
 
+@queue_group.command("cancel")
+@click.argument("idents", nargs=-1, required=True, metavar="ID|UUID...")
+@click.pass_obj
+def cancel_command(app: AppContext, idents: tuple[str, ...]) -> None:
+    """Cancel jobs by the id `dispatch()` returned (the worker's log shows
+    it) or by uuid.
+
+    A waiting or delayed job is deleted now. A running job is asked to stop:
+    its `cancel_requested()` turns true, and when it returns or raises it is
+    deleted instead of retried. Exit 1 if any ID matched no job.
+    """
+    from tourno.queue import control
+
+    app.setup()
+    result = control.cancel(idents)
+    for ident in result.unknown:
+        app.console.print(f"[red]No waiting or running job matches {ident}.[/red]")
+    app.console.print(f"Cancelled {result.count} job(s).")
+    if result.flagged:
+        shown = ", ".join(f"#{job.id}" for job in result.flagged)
+        app.console.print(f"Running, deleted when their attempt ends: {shown}.")
+    if result.unknown:
+        raise SystemExit(1)
+
+
 @queue_group.command("dispatch")
 @click.argument("job")
 @click.option("--args", "args_json", default="{}", show_default=True, help="Job arguments as a JSON object.")

@@ -7,10 +7,10 @@ claimed jobs not yet started, the finished jobs not yet deleted, and the job
 running now. The worker's main thread and its monitor thread both touch it,
 so every change happens under its lock.
 
-Finishing a job (delete, release, fail) is a typed operation
-(:class:`Complete`, :class:`Release`, :class:`Fail`) kept in
-:class:`PendingOps` until the backend has taken it: nothing queued is lost
-while the database is down.
+Finishing a job (delete, release, snooze, cancel, fail) is a typed operation
+(:class:`Complete`, :class:`Release`, :class:`Snooze`, :class:`Cancel`,
+:class:`Fail`) kept in :class:`PendingOps` until the backend has taken it:
+nothing queued is lost while the database is down.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
 from tourno.queue.exceptions import MaxAttemptsExceeded, QueueError, RetryDeadlinePassed
-from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, retry_deadline
+from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, request_cancel, retry_deadline
 
 
 @dataclasses.dataclass
@@ -43,6 +43,9 @@ class RunningJob:
     #: Whether the database counts this attempt yet (the claim counts only
     #: the batch's first job).
     attempt_saved: bool = True
+    #: Set (by the monitor thread) when ``tourno queue cancel`` flagged the
+    #: job: it is not retried, and not started if it has not started yet.
+    cancel_requested: bool = False
 
     @property
     def label(self) -> str:
@@ -99,6 +102,8 @@ class ClaimBatch:
         self._pending: collections.deque[ClaimedJob] = collections.deque()
         self._done: list[Any] = []
         self._running: RunningJob | None = None
+        #: Ids of prefetched jobs that were cancelled before they started.
+        self._cancelled: set[Any] = set()
         #: When the jobs in the batch were claimed (time.monotonic()).
         self.claimed_at = 0.0
 
@@ -115,6 +120,9 @@ class ClaimBatch:
             claimed = self._pending.popleft()
             claimed.attempts += 1
             self._running = RunningJob(claimed, time.monotonic(), attempt_saved=False)
+            if self._cancelled:
+                self._running.cancel_requested = claimed.id in self._cancelled
+                self._cancelled.discard(claimed.id)
             return self._running
 
     def take_done(self) -> list[Any]:
@@ -153,6 +161,29 @@ class ClaimBatch:
         with self.lock:
             self._running = None
 
+    def request_cancel(self, ids: list[Any]) -> list[Any]:
+        """Called by the monitor: ``tourno queue cancel`` flagged these jobs.
+        The running one is told (its ``cancel_requested()`` turns true); a
+        prefetched one will not be started. Returns the ids this batch holds
+        that it had not heard of yet."""
+        with self.lock:
+            new: list[Any] = []
+            running = self._running
+            pending = {j.id for j in self._pending}
+            for job_id in ids:
+                if running is not None and running.claimed.id == job_id:
+                    if not running.cancel_requested:
+                        running.cancel_requested = True
+                        new.append(job_id)
+                    # The job may still be loading: then the worker sees the
+                    # flag on RunningJob before it calls handle().
+                    if running.job is not None:
+                        request_cancel(running.job)
+                elif job_id in pending and job_id not in self._cancelled:
+                    self._cancelled.add(job_id)
+                    new.append(job_id)
+            return new
+
     def drain(self) -> tuple[list[Any], list[Any]]:
         """Take what is left, for leaving: the ids of finished jobs not yet
         deleted, and of claimed jobs never started."""
@@ -160,6 +191,7 @@ class ClaimBatch:
             done, self._done = self._done, []
             pending = [j.id for j in self._pending]
             self._pending.clear()
+            self._cancelled.clear()
         return done, pending
 
     def release_held(self, now: float, backend: QueueBackend, worker_id: int) -> int:
@@ -184,6 +216,8 @@ class ClaimBatch:
                 done, self._done = self._done, []
                 pending = list(self._pending)
                 self._pending.clear()
+                # Handed back with their flag set: the sweep deletes them.
+                self._cancelled.clear()
         try:
             if charge is not None:
                 backend.count_attempt(worker_id, charge.id, charge.attempts)
@@ -244,7 +278,35 @@ class Fail:
         return backend.fail(worker_id, self.job, self.uuid, self.exception)
 
 
-FinishOp = Complete | Release | Fail
+@dataclasses.dataclass(frozen=True)
+class Snooze:
+    """Make a job available again after ``delay`` seconds with exactly
+    ``attempts`` used: the snoozed attempt is given back."""
+
+    job_id: Any
+    delay: float
+    attempts: int
+
+    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+        """False when the job was taken back (rescued) while it ran."""
+        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """Delete a cancelled job this worker holds, at once (not batched with
+    the next claim as a success is): it is neither retried nor failed."""
+
+    job_id: Any
+
+    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+        """False when the job was taken back (rescued) while it ran."""
+        return backend.complete(worker_id, [self.job_id]) > 0
+
+
+FinishOp = Complete | Release | Snooze | Cancel | Fail
+#: The operations on one job that the backend can refuse (the job was taken back).
+JobOp = Release | Snooze | Cancel | Fail
 
 
 class PendingOps:
@@ -259,12 +321,10 @@ class PendingOps:
     def add(self, op: FinishOp) -> None:
         self._ops.append(op)
 
-    def flush(
-        self, backend: QueueBackend, worker_id: int, on_refused: Callable[[Release | Fail], None]
-    ) -> None:
+    def flush(self, backend: QueueBackend, worker_id: int, on_refused: Callable[[JobOp], None]) -> None:
         """Apply every operation in order. An outage error propagates with
-        the failed operation still first in line. ``on_refused`` hears of a
-        release or failure the backend refused (its job was taken back)."""
+        the failed operation still first in line. ``on_refused`` hears of an
+        operation on one job that the backend refused (its job was taken back)."""
         while self._ops:
             op = self._ops[0]
             if not op.apply(backend, worker_id) and not isinstance(op, Complete):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class QueueError(Exception):
     """Base class for queue errors."""
@@ -25,17 +27,31 @@ class RetryDeadlinePassed(QueueError):
     """A job's ``retry_until`` has passed."""
 
 
-class Snooze(Exception):  # noqa: N818 - named for what the job says, like River's JobSnooze
-    """Raised in ``handle`` to run the job again after ``seconds``, without
-    spending an attempt (a job with ``tries = 1`` may snooze any number of
-    times). The middleware raises it to put a job off (a rate limit, a held key)."""
+class Snooze(Exception):
+    """Raise it in ``handle()`` to run the job again ``seconds`` from now
+    without spending an attempt: ``raise Snooze(30)``. A job with ``tries =
+    1`` may snooze any number of times and keeps its one try.
 
-    def __init__(self, seconds: float = 0.0) -> None:
-        seconds = float(seconds)
-        if not 0 <= seconds < float("inf"):
-            raise ValueError(f"Snooze needs a finite number of seconds >= 0, not {seconds!r}")
-        super().__init__(f"snoozed for {seconds:g} s")
-        self.seconds = seconds
+    An ``Exception`` (not a ``QueueError``): it is not a failure, but a job's
+    broad ``except Exception`` catches it like any other, so re-raise it."""
+
+    def __init__(self, seconds: float) -> None:
+        # Checked here, in the job, so that a bad delay fails the attempt
+        # with this message instead of reaching the backend. (Imported here:
+        # job.py imports this module.)
+        from tourno.queue.job import MAX_SECONDS
+
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"Snooze(seconds) takes a number of seconds, got {seconds!r}")
+        if not math.isfinite(seconds) or not 0 <= seconds <= MAX_SECONDS:
+            raise ValueError(
+                f"Snooze(seconds) must be finite, at least 0 and at most {MAX_SECONDS:g}, got {seconds!r}"
+            )
+        super().__init__(seconds)
+        self.seconds = float(seconds)
+
+    def __str__(self) -> str:
+        return f"snoozed for {self.seconds:g} s"
 
 
 class WorkerAborted(BaseException):

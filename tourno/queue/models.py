@@ -26,6 +26,8 @@ class JobRecord(BaseModel):
     lease_expires_at = TimestampField(null=True)
     unique_key = peewee.TextField(null=True)
     created_at = TimestampField()
+    #: Set by ``tourno queue cancel`` on a running job (``queue/control.py``).
+    cancel_requested_at = TimestampField(null=True)
 
     class Meta:
         table_name = "jobs"
@@ -52,6 +54,12 @@ JobRecord.add_index(
     JobRecord.reserved_by,
     where=JobRecord.reserved_at.is_null(False),
     name="jobs_reserved_idx",
+)
+# Cancelled jobs waiting for their worker or for the sweep: normally none.
+JobRecord.add_index(
+    JobRecord.id,
+    where=JobRecord.cancel_requested_at.is_null(False),
+    name="jobs_cancel_requested_idx",
 )
 
 

@@ -50,8 +50,19 @@ from tourno.db import (
 from tourno.errors import first_line
 from tourno.queue import events, middleware
 from tourno.queue.backends.base import QueueBackend
-from tourno.queue.batch import ClaimBatch, Complete, Fail, FinishOp, PendingOps, Release, RunningJob
-from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
+from tourno.queue.batch import (
+    Cancel,
+    ClaimBatch,
+    Complete,
+    Fail,
+    FinishOp,
+    JobOp,
+    PendingOps,
+    Release,
+    RunningJob,
+)
+from tourno.queue.batch import Snooze as SnoozeOp
+from tourno.queue.exceptions import InvalidPayload, JobTimeout, Snooze, WorkerAborted
 from tourno.queue.job import Job, payload_uuid
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
@@ -223,13 +234,17 @@ class Worker:
     def summary(self) -> str:
         """What the stop line says: jobs finished, not attempts."""
         done = self.outcomes
-        finished = sum(n for outcome, n in done.items() if outcome != "released")
-        parts = [f"{done[o]} {o}" for o in sorted(done) if o != "released" and done[o]]
+        # Released and snoozed jobs come back: they are not finished.
+        later = ("released", "snoozed")
+        finished = sum(n for outcome, n in done.items() if outcome not in later)
+        parts = [f"{done[o]} {o}" for o in sorted(done) if o not in later and done[o]]
         text = f"{finished} job(s) finished"
         if parts:
             text += f" ({', '.join(parts)})"
         if done["released"]:
             text += f", {done['released']} retried later"
+        if done["snoozed"]:
+            text += f", {done['snoozed']} snoozed"
         return text
 
     def wake(self) -> None:
@@ -342,6 +357,10 @@ class Worker:
         except InvalidPayload as exc:
             self._finish_failed(running, exc)
             return
+        if running.cancel_requested:
+            # Cancelled while it waited in the batch: not run at all.
+            self._finish_cancelled(running)
+            return
         refusal = running.refusal(now or dt.datetime.now(dt.UTC))
         if refusal is not None:
             self._finish_failed(running, refusal)
@@ -365,14 +384,18 @@ class Worker:
             self._end_job_transaction(running)
         ran = time.monotonic() - running.started
         self._avg_run = ran if self._avg_run is None else 0.8 * self._avg_run + 0.2 * ran
-        if error is None and self._timed_out:
-            # The job caught JobTimeout and returned: it still timed out.
+        if self._timed_out and (error is None or isinstance(error, Snooze)):
+            # The job caught JobTimeout and returned (or snoozed): it still timed out.
             error = JobTimeout(f"{running.label} has timed out after {running.timeout:g} s")
         duration = time.monotonic() - running.started
         if self._timed_out:
             self._emit_job("job.timed_out", running, duration=duration, exception=error)
-        if error is None:
+        if running.cancel_requested:
+            self._finish_cancelled(running, duration, error)
+        elif error is None:
             self._finish_ok(running, duration)
+        elif isinstance(error, Snooze):
+            self._finish_snoozed(running, error, duration)
         else:
             self._finish_error(running, error, duration, now)
 
@@ -424,6 +447,34 @@ class Worker:
         self.batch.stop_running()
         self._queue_op(Release(running.claimed.id, delay, attempts))
         self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
+
+    def _finish_snoozed(self, running: RunningJob, snooze: Snooze, duration: float) -> None:
+        """The job raised Snooze: run it again after the delay, giving back
+        the attempt it was charged (at claim, or at start for a prefetched
+        job; ``attempts - 1`` is right whether or not the database counted it
+        yet). Not a failure: neither tries nor retry_until are consulted."""
+        delay = snooze.seconds
+        self._job_line(
+            logging.INFO,
+            running,
+            "snoozed",
+            duration,
+            f"SNOOZED for {delay:g} s (attempt {running.claimed.attempts} not counted)",
+        )
+        self.batch.stop_running()
+        self._queue_op(SnoozeOp(running.claimed.id, delay, running.claimed.attempts - 1))
+        self._emit_job("job.snoozed", running, duration=duration, delay=delay)
+
+    def _finish_cancelled(
+        self, running: RunningJob, duration: float | None = None, error: BaseException | None = None
+    ) -> None:
+        """``tourno queue cancel`` flagged the job: whatever the attempt's
+        outcome, delete it (it is neither retried nor filed as failed)."""
+        text = "CANCELLED before it started" if duration is None else "CANCELLED"
+        self._job_line(logging.INFO, running, "cancelled", duration, text)
+        self.batch.stop_running()
+        self._queue_op(Cancel(running.claimed.id))
+        self._emit_job("job.cancelled", running, duration=duration, exception=error)
 
     def _finish_failed(self, running: RunningJob, exc: BaseException, duration: float | None = None) -> None:
         claimed = running.claimed
@@ -482,9 +533,9 @@ class Worker:
             self.backend.release_locks(self.worker_id)
             self._keys_left_held = False
 
-    def _taken_back(self, op: Release | Fail) -> None:
-        verb = "releasing" if isinstance(op, Release) else "failing"
-        self.log.warning("job #%s was taken back while it ran; not %s it", op.job_id, verb)
+    def _taken_back(self, op: JobOp) -> None:
+        verbs = {Release: "releasing", SnoozeOp: "snoozing", Cancel: "deleting", Fail: "failing"}
+        self.log.warning("job #%s was taken back while it ran; not %s it", op.job_id, verbs[type(op)])
 
     def _recover(self, exc: BaseException) -> None:
         """The database went away: reconnect with backoff until it is back or
@@ -677,6 +728,12 @@ class Worker:
             events.emit(name, worker=self.options.name, worker_id=self.worker_id, pid=self.pid)
 
     # -- read by the monitor thread ---------------------------------------------------
+
+    def request_cancel(self, ids: list[Any]) -> None:
+        """From the monitor: these jobs we hold were cancelled. The running
+        one's ``cancel_requested()`` turns true; a prefetched one is not run."""
+        for job_id in self.batch.request_cancel(ids):
+            self.log.debug("job #%s: cancel requested", job_id)
 
     def heartbeat_info(self) -> dict[str, Any]:
         running = self.batch.running

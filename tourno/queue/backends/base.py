@@ -47,6 +47,26 @@ class BucketState:
 
 
 @dataclass
+class CancelledJob:
+    """A job that ``cancel`` found (or the sweep deleted): the row as it was."""
+
+    id: Any
+    queue: str
+    payload: str
+    #: True: it was running, and its worker was asked to stop it; False: it
+    #: was waiting or delayed, and is gone.
+    running: bool = False
+
+
+def cancel_notice(worker_id: Any) -> str:
+    """What :meth:`QueueBackend.wait_for_notifications` puts in its answer
+    when a job worker ``worker_id`` holds was cancelled. No queue name holds
+    a NUL (neither PostgreSQL text nor a NOTIFY payload can), so it never
+    matches a queue."""
+    return f"\0cancel:{worker_id}"
+
+
+@dataclass
 class QueueStats:
     queue: str
     ready: int
@@ -121,6 +141,14 @@ class QueueBackend(abc.ABC):
         recording that it has used ``attempts`` attempts when given."""
 
     @abc.abstractmethod
+    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+        """Make a job this worker holds available again after ``delay``
+        seconds, recording exactly ``attempts`` (unlike :meth:`release`,
+        which never lowers the count): the worker passes the claimed attempts
+        minus one, so the snoozed attempt is not spent. False when the job
+        was taken back."""
+
+    @abc.abstractmethod
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         """Record that a prefetched job this worker holds has used ``attempts``."""
 
@@ -146,12 +174,24 @@ class QueueBackend(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def cancel_requests(self, worker_id: int) -> list[Any]:
+        """The ids of the jobs this worker holds that ``cancel`` flagged."""
+
+    @abc.abstractmethod
+    def sweep_cancelled(self) -> list[CancelledJob]:
+        """Delete flagged jobs that are no longer reserved (released, handed
+        back or rescued before their worker heard of the cancel; claims skip
+        them) and return them. Run by every monitor, each heartbeat interval."""
+
+    @abc.abstractmethod
     def listen(self) -> None:
-        """Start receiving dispatch notifications on this thread's connection."""
+        """Start receiving dispatch notifications (and cancel notices) on
+        this thread's connection."""
 
     @abc.abstractmethod
     def wait_for_notifications(self, timeout: float) -> set[str]:
-        """Block up to ``timeout`` seconds; return the queues that got jobs."""
+        """Block up to ``timeout`` seconds; return the queues that got jobs,
+        and :func:`cancel_notice` of each worker a cancel concerned."""
 
     def vacuum(self) -> bool:
         """Reclaim the space of finished jobs now, if the store needs it and
@@ -203,3 +243,11 @@ class QueueBackend(abc.ABC):
 
     @abc.abstractmethod
     def signal_restart(self) -> dt.datetime: ...
+
+    @abc.abstractmethod
+    def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:
+        """Cancel the jobs with these ids or payload uuids, atomically per job:
+        a waiting or delayed one is deleted; a reserved one is flagged (its
+        worker stops it when its attempt ends, and is notified where the
+        backend can). Returns each job found, once; a job found twice (by id
+        and uuid) is one entry."""
