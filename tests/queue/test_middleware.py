@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import pytest
 
 from tests.queue import test_queue_contract as contract
-from tourno.queue import Job, Snooze
+from tests.support.jobs_mw import OverlapProbe, RateProbe
+from tourno.queue import Job, Snooze, dispatch_many
 from tourno.queue.middleware import (
     JobContext,
     Middleware,
@@ -61,10 +62,10 @@ def test_bucket_takes_up_to_its_burst_then_says_how_long_to_wait(driver):
 
 def test_bucket_refills_at_its_rate(driver):
     backend = driver.backend
-    assert backend.bucket("test:refill", 20.0, 1.0, "take").granted
-    assert not backend.bucket("test:refill", 20.0, 1.0, "take").granted
-    time.sleep(0.12)  # a token comes every 50 ms
-    assert backend.bucket("test:refill", 20.0, 1.0, "take").granted
+    assert backend.bucket("test:refill", 1.0, 1.0, "take").granted
+    assert not backend.bucket("test:refill", 1.0, 1.0, "take").granted
+    time.sleep(1.1)  # a token a second
+    assert backend.bucket("test:refill", 1.0, 1.0, "take").granted
 
 
 def test_bucket_refuses_an_unknown_operation(driver):
@@ -219,3 +220,43 @@ def test_middleware_arguments_are_checked():
         Snooze(float("inf"))
     with pytest.raises(ValueError, match="too long"):
         RateLimited("x" * 80, rate=1)
+
+
+# -- end to end: three worker processes ---------------------------------------------------------
+
+
+def _marks(driver, prefix: str) -> dict[str, str]:
+    rows = driver.qdb.rows("SELECT key, value FROM test_marks WHERE key LIKE %s", (f"{prefix}%",))
+    return {k: v for k, v in rows}
+
+
+@pytest.mark.slow
+def test_without_overlapping_holds_across_three_workers(driver, procs):
+    n = 8
+    contract.start_workers(driver, procs, "--tries", "1", n=3)
+    dispatch_many([OverlapProbe(n=i) for i in range(n)])
+    contract.wait_for(
+        lambda: len(_marks(driver, "ov:")) == 2 * n and driver.size() == 0, "every probe to run", procs, 90
+    )
+    marks = _marks(driver, "ov:")
+    spans = sorted((float(marks[f"ov:{i}:start"]), float(marks[f"ov:{i}:end"])) for i in range(n))
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"two runs held the key at once: {spans}"
+    # Each ran once: putting a job off spent no attempt, and none failed (tries = 1).
+    assert all(driver.run_pids(f"ov:{i}") for i in range(n))
+    assert driver.failed() == []
+
+
+@pytest.mark.slow
+def test_rate_limited_spreads_jobs_across_three_workers(driver, procs):
+    n = 40
+    contract.start_workers(driver, procs, "--tries", "1", n=3)
+    dispatch_many([RateProbe(n=i) for i in range(n)])
+    contract.wait_for(
+        lambda: len(_marks(driver, "rate:")) == n and driver.size() == 0, "every probe to run", procs, 120
+    )
+    starts = sorted(float(v.split()[0]) for v in _marks(driver, "rate:").values())
+    # 10 a second with a burst of one: 39 gaps of 0.1 s at least.
+    assert starts[-1] - starts[0] >= 3.5, starts
+    # (Three workers with a limit each would have spread them over about 1.3 s.)
+    assert driver.failed() == []
