@@ -35,6 +35,7 @@ ALL = [
     "0004_scheduler",
     "0005_redis_outbox",
     "0006_scan_indexes",
+    "0008_queue_pauses",
     "0010_buckets_and_locks",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS

@@ -9,8 +9,12 @@ public surface only:
 * ``worker.hard_stop(running)``, the callback for a job that ignored its
   timeout: it records the failure on the calling (monitor) thread's
   connection and ends the process;
+* ``worker.update_paused(queues)``, the paused set it reloads (at most every
+  ``pauses.RELOAD_EVERY`` seconds, and at once on a ``PAUSES_CHANGED``
+  notification), and ``worker.active_queues()``, whose notifications wake
+  the worker;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
-  ``release_held`` it calls) and the read-only ``worker_id``,
+  ``release_held`` and ``hand_back_queues`` it calls) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
 
 ``Worker.monitor_class`` names the class, so a test can subclass it.
@@ -26,6 +30,7 @@ from tourno.db import open_connection
 from tourno.errors import first_line
 from tourno.queue import events
 from tourno.queue.batch import RunningJob
+from tourno.queue.pauses import PAUSES_CHANGED, RELOAD_EVERY
 
 if TYPE_CHECKING:
     from tourno.queue.worker import Worker
@@ -50,6 +55,7 @@ class Monitor(threading.Thread):
         self._hard_stop: RunningJob | None = None
         self._next_beat = 0.0
         self._next_rescue = 0.0
+        self._next_pauses = 0.0
         self._vacuumed_at = 0
 
     def stop(self) -> None:
@@ -63,7 +69,6 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         w = self.worker
         backend = w.backend
-        queues = set(w.options.queues)
         connected = False
         failures = 0
         while not self._stopping.is_set():
@@ -80,7 +85,10 @@ class Monitor(threading.Thread):
                 if self._hard_stop is not None:
                     w.hard_stop(self._hard_stop)
                 self.round(time.monotonic())
-                if backend.wait_for_notifications(self.TICK) & queues:
+                notes = backend.wait_for_notifications(self.TICK)
+                if PAUSES_CHANGED in notes:
+                    self.reload_paused(time.monotonic())
+                if notes & set(w.active_queues()):
                     w.wake()
             except Exception as exc:  # noqa: BLE001 - the monitor must outlive outages
                 failures += 1
@@ -105,6 +113,8 @@ class Monitor(threading.Thread):
                 events.emit("job.rescued", id=job_id, worker_id=owner)
             w.backend.maintain()
             self._next_rescue = now + opts.heartbeat_interval
+        if now >= self._next_pauses:
+            self.reload_paused(now)
         assert w.worker_id is not None
         running = w.batch.running
         handed_back = w.batch.release_held(now, w.backend, w.worker_id)
@@ -116,6 +126,17 @@ class Monitor(threading.Thread):
             started = time.monotonic()
             if w.backend.vacuum():
                 w.log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
+
+    def reload_paused(self, now: float) -> None:
+        """Read the paused queues, tell the worker, and hand back the jobs it
+        prefetched from one of them: a pause stops them too."""
+        w = self.worker
+        assert w.worker_id is not None
+        self._next_pauses = now + RELOAD_EVERY
+        paused = w.update_paused(w.backend.paused())
+        handed_back = w.batch.hand_back_queues(paused, w.backend, w.worker_id)
+        if handed_back:
+            w.log.info("handed back %d prefetched job(s) of paused queues", handed_back)
 
     def heartbeat(self) -> None:
         w = self.worker

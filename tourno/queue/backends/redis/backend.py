@@ -38,12 +38,17 @@ equal scores sort by id):
     cleared.
 ``P:restart``
     the last restart signal (epoch ms).
+``P:paused``
+    hash of the paused queues: field = queue, value = when it was paused
+    (epoch ms). The claim script does not read it: workers keep the set in
+    memory and skip those queues (``queue/pauses.py``).
 ``P:handed``
     sorted set of the uuids of jobs handed over from ``queue_outbox``,
     score = when (epoch ms): the hand-off's idempotency keys.
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
-    release without delay, hand-back, rescue).
+    release without delay, hand-back, rescue), or are ``PAUSES_CHANGED``
+    (pause, resume).
 
 Every change that touches more than one key is one Lua script (``scripts/``,
 each prefixed with ``scripts/lib.lua``), so no job is lost or runs twice
@@ -85,6 +90,7 @@ from tourno.db import UTC, database, open_connection
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
     BucketState,
     ClaimedJob,
@@ -122,6 +128,8 @@ SCRIPTS = (
     "bucket",
     "lock",
     "unlock",
+    "pause",
+    "resume",
 )
 
 
@@ -440,3 +448,17 @@ class RedisBackend(QueueBackend):
 
     def signal_restart(self) -> dt.datetime:
         return _instant(self._run("signal_restart"))
+
+    # -- pauses ----------------------------------------------------------------------------
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("pause", PAUSES_CHANGED, *asked)] if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("resume", PAUSES_CHANGED, *asked)] if asked else []
+
+    def paused(self) -> dict[str, dt.datetime]:
+        raw = self.client().hgetall(self.key("paused"))
+        return {_text(q): _instant(at) for q, at in sorted(raw.items())}
