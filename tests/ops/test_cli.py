@@ -177,6 +177,8 @@ def test_the_walk_finds_every_command():
         "queue monitor",
         "queue restart",
         "queue dispatch",
+        "queue pause",
+        "queue resume",
     }
     assert expected <= names
 
