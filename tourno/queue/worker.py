@@ -701,11 +701,12 @@ class Worker:
         wait when one resumed, and returns our paused queues."""
         ours = frozenset(paused) & frozenset(self.options.queues)
         before, self._paused = self._paused, ours
+        # The queue is a key of its own in JSON logs.
         for queue in sorted(ours - before):
-            self.log.info("queue %s is paused: claiming no jobs from it", queue)
+            self.log.info("queue %s is paused: claiming no jobs from it", queue, extra={"queue": queue})
         resumed = before - ours
         for queue in sorted(resumed):
-            self.log.info("queue %s resumed", queue)
+            self.log.info("queue %s resumed", queue, extra={"queue": queue})
         if resumed:
             self.wake()
         return ours
