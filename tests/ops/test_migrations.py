@@ -36,6 +36,7 @@ ALL = [
     "0005_redis_outbox",
     "0006_scan_indexes",
     "0007_queue_control",
+    "0008_queue_pauses",
     "0010_buckets_and_locks",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS

@@ -104,6 +104,17 @@ class QueueSignal(BaseModel):
         table_name = "queue_signals"
 
 
+class QueuePause(BaseModel):
+    """A paused queue: it keeps taking dispatches, and no worker claims from
+    it until ``tourno queue resume`` deletes the row (``queue/pauses.py``)."""
+
+    queue = peewee.CharField(max_length=255, primary_key=True)
+    paused_at = TimestampField()
+
+    class Meta:
+        table_name = "queue_pauses"
+
+
 class OutboxRecord(BaseModel):
     """A job dispatched to Redis inside a database transaction, not yet
     handed to Redis: written with the caller's rows, deleted once pushed
@@ -143,4 +154,4 @@ class LockRecord(BaseModel):
         table_name = "queue_locks"
 
 
-MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal, OutboxRecord, LockRecord]
+MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal, OutboxRecord, LockRecord, QueuePause]

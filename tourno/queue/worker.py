@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Collection, MutableMapping
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -144,6 +144,8 @@ class Worker:
         self._stopping_emitted = False
         # A middleware key the worker could not let go of (connection lost).
         self._keys_left_held = False
+        #: The queues of ours that are paused (set by the monitor; replaced, never mutated).
+        self._paused: frozenset[str] = frozenset()
 
     # -- public ----------------------------------------------------------------
 
@@ -214,6 +216,8 @@ class Worker:
             },
         )
         self.log.info("processing queues %s", ",".join(self.options.queues))
+        # Before the first claim: the monitor's first reload comes later.
+        self.update_paused(self.backend.paused())
         self._emit_worker("worker.started")
 
     def run_once(self, now: dt.datetime | None = None) -> bool:
@@ -308,7 +312,7 @@ class Worker:
         return rss_mb() >= self.options.memory
 
     def _next_job(self) -> RunningJob | None:
-        running = self.batch.take_next()
+        running = self.batch.take_next(skip=self._paused)
         if running is not None:
             return running
         done = self.batch.take_done()
@@ -317,12 +321,18 @@ class Worker:
             return None
         assert self.worker_id is not None
         opts = self.options
+        queues = self.active_queues()
+        if not queues:
+            # Every queue we serve is paused: no claim to carry the deletions.
+            if done:
+                self._queue_op(Complete(done))
+            return None
         limit = self._claim_size()
         if opts.max_jobs:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs = []
         try:
-            for rank, queue in enumerate(opts.queues):
+            for rank, queue in enumerate(queues):
                 # Batches come from the first queue only: a lower queue's jobs
                 # are claimed one at a time, so the higher queues are looked
                 # at again before each of them (--queue is a strict order).
@@ -726,6 +736,31 @@ class Worker:
     def _emit_worker(self, name: str) -> None:
         if events.wanted(name):
             events.emit(name, worker=self.options.name, worker_id=self.worker_id, pid=self.pid)
+
+    # -- paused queues (queue/pauses.py) -------------------------------------------------
+
+    def active_queues(self) -> list[str]:
+        """The queues to claim from now, in ``--queue`` order: ours without
+        the paused ones. The claim loop asks this, and so should anything
+        that decides what wakes an idle worker: a paused queue's jobs must not."""
+        paused = self._paused
+        return [q for q in self.options.queues if q not in paused]
+
+    def update_paused(self, paused: Collection[str]) -> frozenset[str]:
+        """Take the paused set as the store has it now (the monitor reloads
+        it). Logs each queue of ours that got paused or resumed, wakes an idle
+        wait when one resumed, and returns our paused queues."""
+        ours = frozenset(paused) & frozenset(self.options.queues)
+        before, self._paused = self._paused, ours
+        # The queue is a key of its own in JSON logs.
+        for queue in sorted(ours - before):
+            self.log.info("queue %s is paused: claiming no jobs from it", queue, extra={"queue": queue})
+        resumed = before - ours
+        for queue in sorted(resumed):
+            self.log.info("queue %s resumed", queue, extra={"queue": queue})
+        if resumed:
+            self.wake()
+        return ours
 
     # -- read by the monitor thread ---------------------------------------------------
 

@@ -21,6 +21,10 @@ from tourno.queue.job import PendingJob
 LEASE_MARGIN = 120.0
 #: Dead workers' rows are kept this long (seconds) for ``queue status``, then pruned.
 WORKER_ROW_TTL = 3600
+#: The notification sent on the dispatch channel when a queue is paused or
+#: resumed, so that every worker's monitor reloads the paused set at once. A
+#: queue of this name could never be served: ``--queue`` splits on commas.
+PAUSES_CHANGED = "pauses,changed"
 
 
 @dataclass
@@ -251,3 +255,20 @@ class QueueBackend(abc.ABC):
         worker stops it when its attempt ends, and is notified where the
         backend can). Returns each job found, once; a job found twice (by id
         and uuid) is one entry."""
+
+    # -- pauses (``tourno queue pause``; ``queue/pauses.py`` is the entry point) -----
+
+    @abc.abstractmethod
+    def pause(self, queues: list[str]) -> list[str]:
+        """Stop workers claiming from ``queues`` (dispatches still go in);
+        returns the queues that were not paused already. Sends
+        :data:`PAUSES_CHANGED` when it paused any."""
+
+    @abc.abstractmethod
+    def resume(self, queues: list[str]) -> list[str]:
+        """Let workers claim from ``queues`` again; returns the queues that
+        were paused. Sends :data:`PAUSES_CHANGED` when it resumed any."""
+
+    @abc.abstractmethod
+    def paused(self) -> dict[str, dt.datetime]:
+        """Every paused queue and when it was paused, by the store's clock."""

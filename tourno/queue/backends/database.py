@@ -29,11 +29,13 @@ from tourno.db import (
     parse_timestamp,
     peewee_errors,
     sql,
+    tuples,
     write_transaction,
 )
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
     BucketState,
     CancelledJob,
@@ -69,6 +71,12 @@ def _claimed(rows: list[tuple]) -> list[ClaimedJob]:
 
 def _rowcount(sql: str, params: Any = ()) -> int:
     return database.execute_sql(sql, params).rowcount
+
+
+def _in_order(queues: list[str], rows: list[tuple]) -> list[str]:
+    """The queues a pause or resume statement returned, in the order asked."""
+    changed = {r[0] for r in rows}
+    return [q for q in queues if q in changed]
 
 
 class DatabaseBackend(QueueBackend):
@@ -241,6 +249,12 @@ class DatabaseBackend(QueueBackend):
 
     def _notify_cancel(self, workers: list[Any]) -> None:
         """Tell these workers' monitors at once (where the database can)."""
+
+    def paused(self) -> dict[str, dt.datetime]:
+        from tourno.queue.models import QueuePause
+
+        query = QueuePause.select(QueuePause.queue, QueuePause.paused_at).order_by(QueuePause.queue)
+        return {queue: parse_timestamp(at) for queue, at in tuples(query)}
 
 
 class PostgresBackend(DatabaseBackend):
@@ -673,6 +687,31 @@ class PostgresBackend(DatabaseBackend):
         for worker in workers:
             database.execute_sql("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, str(worker)))
 
+    # A pause is a row. ON CONFLICT makes pausing a paused queue (or two
+    # operators at once) a no-op that RETURNING reports; the NOTIFY goes out
+    # at commit, once the row is visible to the workers that reload on it.
+    _PAUSE = """
+        WITH p AS (
+            INSERT INTO queue_pauses (queue, paused_at)
+            SELECT q, now() FROM unnest(%s::text[]) AS q
+            ON CONFLICT (queue) DO NOTHING
+            RETURNING queue
+        )
+        SELECT queue, pg_notify('{channel}', '{changed}') FROM p
+    """.replace("{channel}", CHANNEL).replace("{changed}", PAUSES_CHANGED)
+    _RESUME = """
+        WITH r AS (DELETE FROM queue_pauses WHERE queue = ANY(%s::text[]) RETURNING queue)
+        SELECT queue, pg_notify('{channel}', '{changed}') FROM r
+    """.replace("{channel}", CHANNEL).replace("{changed}", PAUSES_CHANGED)
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return _in_order(asked, _rows(self._PAUSE, (asked,))) if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return _in_order(asked, _rows(self._RESUME, (asked,))) if asked else []
+
 
 class SqliteBackend(DatabaseBackend):
     """SQLite, for one machine: the same semantics with a database-wide write
@@ -938,6 +977,31 @@ class SqliteBackend(DatabaseBackend):
 
     def _cancel_stamp(self) -> Any:
         return self._now()
+
+    # No NOTIFY on SQLite: workers see a pause or resume on their next reload
+    # of the paused set (the monitor's poll, every half second).
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        if not asked:
+            return []
+        now = self._now()
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "INSERT INTO queue_pauses (queue, paused_at) VALUES "
+                + ",".join(["(?, ?)"] * len(asked))
+                + " ON CONFLICT (queue) DO NOTHING RETURNING queue",
+                [v for q in asked for v in (q, now)],
+            )
+        return _in_order(asked, rows)
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        if not asked:
+            return []
+        marks = ",".join("?" * len(asked))
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(f"DELETE FROM queue_pauses WHERE queue IN ({marks}) RETURNING queue", asked)
+        return _in_order(asked, rows)
 
 
 def _copy_text(value: str) -> str:

@@ -42,12 +42,17 @@ equal scores sort by id):
     set of the reserved jobs ``cancel`` flagged (their hash has ``cancel``
     = 1 too, which the claim reads to skip one that went back to a queue);
     ``sweep_cancelled`` deletes those no longer reserved.
+``P:paused``
+    hash of the paused queues: field = queue, value = when it was paused
+    (epoch ms). The claim script does not read it: workers keep the set in
+    memory and skip those queues (``queue/pauses.py``).
 ``P:handed``
     sorted set of the uuids of jobs handed over from ``queue_outbox``,
     score = when (epoch ms): the hand-off's idempotency keys.
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
-    release without delay, hand-back, rescue).
+    release without delay, hand-back, rescue), or are ``PAUSES_CHANGED``
+    (pause, resume).
 ``P:control``
     the pub/sub channel of cancel notices; messages are the id of the
     worker holding a cancelled job.
@@ -92,6 +97,7 @@ from tourno.db import UTC, database, open_connection
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
     BucketState,
     CancelledJob,
@@ -134,6 +140,8 @@ SCRIPTS = (
     "unlock",
     "cancel",
     "sweep_cancelled",
+    "pause",
+    "resume",
 )
 
 
@@ -505,3 +513,17 @@ class RedisBackend(QueueBackend):
 
     def sweep_cancelled(self) -> list[CancelledJob]:
         return [CancelledJob(int(r[0]), _text(r[1]), _text(r[2])) for r in self._run("sweep_cancelled")]
+
+    # -- pauses ----------------------------------------------------------------------------
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("pause", PAUSES_CHANGED, *asked)] if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("resume", PAUSES_CHANGED, *asked)] if asked else []
+
+    def paused(self) -> dict[str, dt.datetime]:
+        raw = self.client().hgetall(self.key("paused"))
+        return {_text(q): _instant(at) for q, at in sorted(raw.items())}
