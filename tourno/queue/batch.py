@@ -10,7 +10,8 @@ so every change happens under its lock.
 Finishing a job (delete, release, fail) is a typed operation
 (:class:`Complete`, :class:`Release`, :class:`Fail`) kept in
 :class:`PendingOps` until the backend has taken it: nothing queued is lost
-while the database is down.
+while the database is down. Each write carries the worker's unwritten
+metrics (``metrics.py``), taken after the job ids it deletes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ from typing import Any
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
 from tourno.queue.exceptions import MaxAttemptsExceeded, QueueError, RetryDeadlinePassed
 from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, retry_deadline
+from tourno.queue.metrics import MetricRow, MetricsBuffer
+
+
+def take_metrics(metrics: MetricsBuffer | None) -> list[MetricRow]:
+    return metrics.take() if metrics is not None else []
+
+
+def put_back_metrics(metrics: MetricsBuffer | None, rows: list[MetricRow]) -> None:
+    if metrics is not None:
+        metrics.put_back(rows)
 
 
 @dataclasses.dataclass
@@ -157,12 +168,15 @@ class ClaimBatch:
             self._pending.clear()
         return done, pending
 
-    def release_held(self, now: float, backend: QueueBackend, worker_id: int) -> int:
+    def release_held(
+        self, now: float, backend: QueueBackend, worker_id: int, metrics: MetricsBuffer | None = None
+    ) -> int:
         """Called by the monitor. Once the batch has been held past ``hold``
         (a slow job in it), write the pending completions and hand back the
         unstarted jobs, so that other workers can take them; once a prefetched
         job has run ``hold`` seconds, write its attempt. Returns how many jobs
-        were handed back. What the backend did not take stays in the batch."""
+        were handed back. What the backend did not take stays in the batch.
+        The completions carry ``metrics``' counts, taken after the ids."""
         with self.lock:
             running = self._running
             if running is None:
@@ -179,15 +193,19 @@ class ClaimBatch:
                 done, self._done = self._done, []
                 pending = list(self._pending)
                 self._pending.clear()
+        rows: list[MetricRow] = []
         try:
             if charge is not None:
                 backend.count_attempt(worker_id, charge.id, charge.attempts)
                 running.attempt_saved = True
             if done:
-                backend.complete(worker_id, done)
+                rows = take_metrics(metrics)
+                backend.complete(worker_id, done, rows)
+                rows = []
             if pending:
                 backend.hand_back(worker_id, [j.id for j in pending])
         except BaseException:
+            put_back_metrics(metrics, rows)
             with self.lock:
                 self._done[:0] = done
                 self._pending.extendleft(reversed(pending))
@@ -204,8 +222,8 @@ class Complete:
 
     ids: list[Any]
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
-        backend.complete(worker_id, self.ids)
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
+        backend.complete(worker_id, self.ids, metrics)
         return True
 
 
@@ -217,9 +235,9 @@ class Release:
     delay: float
     attempts: int
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.release(worker_id, self.job_id, self.delay, self.attempts)
+        return backend.release(worker_id, self.job_id, self.delay, self.attempts, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,9 +252,9 @@ class Fail:
     def job_id(self) -> Any:
         return self.job.id
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.fail(worker_id, self.job, self.uuid, self.exception)
+        return backend.fail(worker_id, self.job, self.uuid, self.exception, metrics)
 
 
 FinishOp = Complete | Release | Fail
@@ -255,13 +273,25 @@ class PendingOps:
         self._ops.append(op)
 
     def flush(
-        self, backend: QueueBackend, worker_id: int, on_refused: Callable[[Release | Fail], None]
+        self,
+        backend: QueueBackend,
+        worker_id: int,
+        on_refused: Callable[[Release | Fail], None],
+        metrics: MetricsBuffer | None = None,
     ) -> None:
-        """Apply every operation in order. An outage error propagates with
-        the failed operation still first in line. ``on_refused`` hears of a
-        release or failure the backend refused (its job was taken back)."""
+        """Apply every operation in order, each carrying the counts in
+        ``metrics`` at that moment. An outage error propagates with the failed
+        operation still first in line (and its counts back in ``metrics``).
+        ``on_refused`` hears of a release or failure the backend refused (its
+        job was taken back)."""
         while self._ops:
             op = self._ops[0]
-            if not op.apply(backend, worker_id) and not isinstance(op, Complete):
+            rows = take_metrics(metrics)
+            try:
+                applied = op.apply(backend, worker_id, rows)
+            except BaseException:
+                put_back_metrics(metrics, rows)
+                raise
+            if not applied and not isinstance(op, Complete):
                 on_refused(op)
             self._ops.popleft()

@@ -18,6 +18,7 @@ public surface only:
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from tourno.db import open_connection
 from tourno.errors import first_line
 from tourno.queue import events
 from tourno.queue.batch import RunningJob
+from tourno.queue.metrics import PRUNE_EVERY
 
 if TYPE_CHECKING:
     from tourno.queue.worker import Worker
@@ -50,6 +52,8 @@ class Monitor(threading.Thread):
         self._hard_stop: RunningJob | None = None
         self._next_beat = 0.0
         self._next_rescue = 0.0
+        # Workers started together prune at different moments.
+        self._next_prune = time.monotonic() + random.uniform(0, PRUNE_EVERY)  # noqa: S311
         self._vacuumed_at = 0
 
     def stop(self) -> None:
@@ -105,9 +109,14 @@ class Monitor(threading.Thread):
                 events.emit("job.rescued", id=job_id, worker_id=owner)
             w.backend.maintain()
             self._next_rescue = now + opts.heartbeat_interval
+        if opts.metrics and now >= self._next_prune:
+            self._next_prune = now + PRUNE_EVERY
+            pruned = w.backend.prune_metrics(opts.metrics_retention_days)
+            if pruned:
+                w.log.debug("folded %d metric rows older than %g days", pruned, opts.metrics_retention_days)
         assert w.worker_id is not None
         running = w.batch.running
-        handed_back = w.batch.release_held(now, w.backend, w.worker_id)
+        handed_back = w.batch.release_held(now, w.backend, w.worker_id, w.metrics)
         if handed_back and running is not None:
             w.log.debug("handed back %d claimed jobs while %s runs", handed_back, running.label)
         self.watchdog(now)

@@ -22,6 +22,10 @@ that state). Three rules keep that from bending the semantics:
   by the monitor once it has run ``hold`` seconds. So a crash never charges
   the jobs that had not started (a prefetched job that kills its worker
   within ``hold`` is not charged either: it runs again, at least once).
+
+Each finished attempt is counted in memory (``_count``) and the counts ride
+along with the next write to the queue (``metrics.py`` explains why that is
+at-least-once).
 """
 
 from __future__ import annotations
@@ -49,9 +53,20 @@ from tourno.db import (
 from tourno.errors import first_line
 from tourno.queue import events
 from tourno.queue.backends.base import QueueBackend
-from tourno.queue.batch import ClaimBatch, Complete, Fail, FinishOp, PendingOps, Release, RunningJob
+from tourno.queue.batch import (
+    ClaimBatch,
+    Complete,
+    Fail,
+    FinishOp,
+    PendingOps,
+    Release,
+    RunningJob,
+    put_back_metrics,
+    take_metrics,
+)
 from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
 from tourno.queue.job import payload_uuid
+from tourno.queue.metrics import UNKNOWN_JOB, MetricsBuffer
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
 from tourno.signals import Waker, installed
@@ -116,6 +131,8 @@ class Worker:
         #: Set by the monitor when ``tourno queue restart`` was signalled after we started.
         self.restart_requested = threading.Event()
         self.batch = ClaimBatch(options.hold)
+        #: Counts of finished attempts not written yet (None: metrics are off).
+        self.metrics: MetricsBuffer | None = MetricsBuffer() if options.metrics else None
 
         self._ops = PendingOps()  # finishing operations waiting for the backend
         self._avg_run: float | None = None  # moving average of job run time
@@ -281,18 +298,21 @@ class Worker:
         if opts.max_jobs:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs = []
+        # After the done ids: a count is never written without its job's deletion.
+        rows = take_metrics(self.metrics)
         try:
             for rank, queue in enumerate(opts.queues):
                 # Batches come from the first queue only: a lower queue's jobs
                 # are claimed one at a time, so the higher queues are looked
                 # at again before each of them (--queue is a strict order).
                 size = limit if rank == 0 else 1
-                jobs = self.backend.claim(self.worker_id, queue, size, done, opts.timeout)
-                done = []
+                jobs = self.backend.claim(self.worker_id, queue, size, done, opts.timeout, rows)
+                done, rows = [], []
                 if jobs:
                     break
         except BaseException:
             self.batch.put_back_done(done)
+            put_back_metrics(self.metrics, rows)
             raise
         return self.batch.start(jobs) if jobs else None
 
@@ -354,6 +374,8 @@ class Worker:
 
     def _finish_ok(self, running: RunningJob, duration: float) -> None:
         self.log.debug("%s done in %.1f ms", running.label, duration * 1000)
+        # Counted before its id joins the done list (metrics.py says why).
+        self._count(running, "succeeded", duration)
         # A long job's completion is written at once, not batched.
         done = self.batch.finish(running.claimed.id, write_now=duration >= self.options.hold)
         if done:
@@ -379,6 +401,7 @@ class Worker:
             delay,
         )
         self.batch.stop_running()
+        self._count(running, "released", duration)
         self._queue_op(Release(running.claimed.id, delay, attempts))
         self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
 
@@ -386,6 +409,7 @@ class Worker:
         claimed = running.claimed
         text = "".join(traceback.format_exception(exc)).strip()
         self.batch.stop_running()
+        self._count(running, "failed", duration)
         self._queue_op(Fail(claimed, payload_uuid(claimed.payload), text))
         if running.job is not None:
             try:
@@ -420,7 +444,7 @@ class Worker:
     def _flush_ops(self) -> None:
         if self._ops:
             assert self.worker_id is not None
-            self._ops.flush(self.backend, self.worker_id, self._taken_back)
+            self._ops.flush(self.backend, self.worker_id, self._taken_back, self.metrics)
 
     def _taken_back(self, op: Release | Fail) -> None:
         verb = "releasing" if isinstance(op, Release) else "failing"
@@ -498,16 +522,24 @@ class Worker:
         self._emit_job("job.timed_out", running, duration=duration, exception=exc)
         try:
             if running.max_tries > 0 and attempts >= running.max_tries:
+                self._count(running, "failed", duration)
                 self.backend.fail(
-                    self.worker_id, running.claimed, payload_uuid(running.claimed.payload), text
+                    self.worker_id,
+                    running.claimed,
+                    payload_uuid(running.claimed.payload),
+                    text,
+                    take_metrics(self.metrics),
                 )
                 self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
                 delay = running.retry_delay()
-                self.backend.release(self.worker_id, running.claimed.id, delay, attempts)
+                self._count(running, "released", duration)
+                self.backend.release(
+                    self.worker_id, running.claimed.id, delay, attempts, take_metrics(self.metrics)
+                )
                 self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
             done, pending = self.batch.drain()
-            self.backend.complete(self.worker_id, done)
+            self.backend.complete(self.worker_id, done, take_metrics(self.metrics))
             self.backend.hand_back(self.worker_id, pending)
             self.backend.unregister_worker(self.worker_id)
         except Exception:  # noqa: BLE001 - we are exiting; rescue covers the rest
@@ -532,7 +564,13 @@ class Worker:
         if self.worker_id is not None:
             done, pending = self.batch.drain()
             self._safe("flush finished jobs", self._flush_ops)
-            self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
+            self._safe(
+                "delete finished jobs",
+                self.backend.complete,
+                self.worker_id,
+                done,
+                take_metrics(self.metrics),
+            )
             self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)
             self._safe("remove worker row", self.backend.unregister_worker, self.worker_id)
         if self._owns_connection:
@@ -545,6 +583,23 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - shutdown must go on
             self.log.warning("could not %s: %s", what, first_line(exc))
             return None
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _count(self, running: RunningJob, outcome: str, duration: float | None) -> None:
+        """Count one finished attempt of ``running`` (``outcome`` is one of
+        ``metrics.OUTCOMES``; ``duration`` None: it never ran). The count is
+        written with the worker's next write to the queue."""
+        if self.metrics is None:
+            return
+        payload = running.payload
+        job = payload.get("job") if payload else None
+        available = running.claimed.available_at
+        now = time.time()
+        wait = None
+        if duration is not None and available is not None:
+            wait = now - duration - available
+        self.metrics.count(running.claimed.queue, str(job or UNKNOWN_JOB), outcome, duration, wait, now)
 
     # -- lifecycle events ------------------------------------------------------------
 
