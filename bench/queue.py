@@ -13,7 +13,11 @@ runs of each figure:
 * dispatch-to-start latency with one idle worker (and for the baseline);
 * dispatch rate, one job per call and batched;
 * drain throughput on SQLite;
-* a worker's memory over a long drain.
+* a worker's memory over a long drain;
+* the cost of persisted metrics and lifecycle events: PostgreSQL drains with
+  1 and 4 workers with ``TOURNO_QUEUE_METRICS=0`` and no subscriber ("off"),
+  and with metrics on and one trivial subscriber (``bench/bench_events.py``,
+  "on"), alternating in each run; the ratio on / off is the figure.
 
 With ``--driver redis`` (only the Redis driver) or ``--driver both`` (the
 database figures above and the Redis ones, side by side), it also measures
@@ -160,6 +164,12 @@ FIGURES = [
     Figure("mem_growth", "Worker RSS growth (end - warm-up)", "MiB", 1, "<=", 5),
     Figure("mem_peak", "Worker peak RSS (VmHWM)", "MiB", 1, "<=", 60),
     Figure("mem_rate", "PG drain of the memory run, 1 worker (info)", "jobs/s"),
+    Figure("mo_off1", "PG drain, metrics+events off, 1 worker", "jobs/s"),
+    Figure("mo_on1", "PG drain, metrics+events on, 1 worker", "jobs/s"),
+    Figure("mo_ratio1", "Metrics+events on / off, 1 worker", "x", 2, ">=", 0.90),
+    Figure("mo_off4", "PG drain, metrics+events off, 4 workers", "jobs/s"),
+    Figure("mo_on4", "PG drain, metrics+events on, 4 workers", "jobs/s"),
+    Figure("mo_ratio4", "Metrics+events on / off, 4 workers", "x", 2, ">=", 0.90),
     Figure("pg_rtt", "Context: PG round trip (SELECT 1), median", "us"),
     Figure("pg_commit", "Context: PG 1-row INSERT + commit, median", "us"),
 ]
@@ -597,15 +607,24 @@ class Bench:
         return env
 
     def start_tourno(
-        self, url: str, n: int, tag: str, sleep: float = SLEEP, redis: bool = False
+        self,
+        url: str,
+        n: int,
+        tag: str,
+        sleep: float = SLEEP,
+        redis: bool = False,
+        env_extra: dict[str, str] | None = None,
+        imports: tuple[str, ...] = (),
     ) -> list[Proc]:
-        env = self.worker_env(url, redis)
+        env = {**self.worker_env(url, redis), **(env_extra or {})}
         procs = []
         for i in range(n):
             name = self._name(f"{tag}-w{i}")
             argv = [sys.executable, "-m", "tourno", "work", *(["redis"] if redis else [])]
             argv += ["--sleep", f"{sleep:g}"]
-            argv += ["--import", "bench.bench_jobs", "--name", name]
+            for module in ("bench.bench_jobs", *imports):
+                argv += ["--import", module]
+            argv += ["--name", name]
             procs.append(self.procs.start(name, argv, env))
         return procs
 
@@ -781,13 +800,22 @@ class Bench:
 
     # -- measurements ------------------------------------------------------------------
 
-    def tourno_drain(self, url: str, workers: int, jobs: int, tag: str, sleep: float = SLEEP) -> float:
+    def tourno_drain(
+        self,
+        url: str,
+        workers: int,
+        jobs: int,
+        tag: str,
+        sleep: float = SLEEP,
+        env_extra: dict[str, str] | None = None,
+        imports: tuple[str, ...] = (),
+    ) -> float:
         from bench.bench_jobs import BenchNoop
         from tourno.db import database
         from tourno.queue import dispatch_many
 
         self.vacuum()
-        procs = self.start_tourno(url, workers, tag, sleep)
+        procs = self.start_tourno(url, workers, tag, sleep, env_extra=env_extra, imports=imports)
         try:
             self.wait_tourno_idle(procs)
             batch = [BenchNoop(n=i) for i in range(jobs)]
@@ -1124,6 +1152,32 @@ class Bench:
                 self.step(f"PG drain, baseline, {workers} worker(s)", baseline)
                 if f"t{workers}" in drains and f"b{workers}" in drains:
                     self.record(f"ratio{workers}", drains[f"t{workers}"] / drains[f"b{workers}"])
+
+            # Metrics and events off, then on (the difference is the whole
+            # cost: the counting, the upsert CTE of each claim, the events).
+            for workers in (1, 4):
+                modes = {
+                    "off": ({"TOURNO_QUEUE_METRICS": "0"}, ()),
+                    "on": ({"TOURNO_QUEUE_METRICS": "1"}, ("bench.bench_events",)),
+                }
+                for mode, (env_extra, imports) in modes.items():
+
+                    def metered(
+                        workers: int = workers, mode: str = mode, env_extra=env_extra, imports=imports
+                    ):
+                        drains[f"{mode}{workers}"] = self.tourno_drain(
+                            PG_URL,
+                            workers,
+                            s.drain_jobs,
+                            f"pg-m{mode}{workers}",
+                            env_extra=env_extra,
+                            imports=imports,
+                        )
+                        self.record(f"mo_{mode}{workers}", drains[f"{mode}{workers}"])
+
+                    self.step(f"PG drain, metrics+events {mode}, {workers} worker(s)", metered)
+                if f"on{workers}" in drains and f"off{workers}" in drains:
+                    self.record(f"mo_ratio{workers}", drains[f"on{workers}"] / drains[f"off{workers}"])
 
             def latency() -> None:
                 ms, calls = self.tourno_latency(s.latency_samples, s.latency_gap)
