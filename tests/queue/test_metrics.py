@@ -214,6 +214,33 @@ def test_pruning_folds_old_minutes_into_the_totals_so_counters_never_go_down(dri
         assert totals_rows[0][0] == 2
 
 
+def test_a_worker_monitor_prunes_the_metrics_it_keeps(driver: Driver):
+    from tourno.queue import backends
+    from tourno.queue.monitor import Monitor
+    from tourno.queue.worker import Worker, WorkerOptions
+
+    class EagerPruner(Monitor):
+        PRUNE_EVERY = 0.0  # at once, then every round
+
+    driver.backend.complete(1, [], _old_rows(30, 4))
+    # Long enough for the monitor's first rounds (every 0.25 s) to happen while it runs.
+    RecordRun(key="slow", sleep=1.5).dispatch()
+    worker = Worker(
+        backends.current(),
+        WorkerOptions(stop_when_empty=True, sleep=0.1, heartbeat_interval=0.5, stale_after=3.0, memory=0),
+    )
+    worker.monitor_class = EagerPruner
+    assert worker.run() == 0
+    totals = by_job(metrics.totals(driver.backend))
+    assert totals[("default", "Noop")].succeeded == 4
+    assert totals[("default", "RecordRun")].succeeded == 1
+    if driver.kind != "redis":
+        # The old minute went into the totals row; the new one stays.
+        minutes = sorted(r[0] for r in driver.qdb.rows("SELECT DISTINCT minute FROM queue_metrics"))
+        assert len(minutes) == 2
+        assert minutes[0] == driver.backend._minute(TOTALS_MINUTE)
+
+
 # -- tourno queue stats -------------------------------------------------------------------------
 
 

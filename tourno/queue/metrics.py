@@ -12,6 +12,9 @@ too; a worker killed before that runs the job again elsewhere, where it is
 counted again (more, never fewer). Failures and releases go out with their
 own ``Fail`` / ``Release`` operation rather than waiting for the next claim:
 a worker that dies right after failing a job would otherwise lose the count.
+Nothing waits long in the buffer: an idle worker's poll is a claim, which
+carries what is left, and ``close()`` writes the rest (so the monitor has no
+flush of its own to do).
 
 Where they are kept:
 
@@ -50,8 +53,9 @@ MAXIMA = ("runtime_max", "wait_max")
 COLUMNS = (*COUNTERS, "runtime_sum", "runtime_max", "wait_sum", "wait_max")
 #: The minute (epoch seconds) of the totals that pruned minutes fold into.
 TOTALS_MINUTE = 0
-#: Seconds between two prunes by one worker's monitor (the first at a random
-#: point of the first interval, so that workers started together spread out).
+#: Seconds between two prunes by one worker's monitor (``Monitor.PRUNE_EVERY``;
+#: the first at a random point of the first interval, so that workers started
+#: together spread out).
 PRUNE_EVERY = 600.0
 #: Job name counted for a payload that could not be decoded.
 UNKNOWN_JOB = "(unknown)"

@@ -10,7 +10,8 @@ public surface only:
   timeout: it records the failure on the calling (monitor) thread's
   connection and ends the process;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
-  ``release_held`` it calls) and the read-only ``worker_id``,
+  ``release_held`` it calls, with ``worker.metrics``: the completions it
+  writes carry the counts) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
 
 ``Worker.monitor_class`` names the class, so a test can subclass it.
@@ -25,9 +26,8 @@ from typing import TYPE_CHECKING
 
 from tourno.db import open_connection
 from tourno.errors import first_line
-from tourno.queue import events
+from tourno.queue import events, metrics
 from tourno.queue.batch import RunningJob
-from tourno.queue.metrics import PRUNE_EVERY
 
 if TYPE_CHECKING:
     from tourno.queue.worker import Worker
@@ -44,6 +44,8 @@ class Monitor(threading.Thread):
 
     #: Seconds between two rounds (the longest a notification waits).
     TICK = 0.25
+    #: Seconds between two prunes of the persisted metrics by this worker.
+    PRUNE_EVERY = metrics.PRUNE_EVERY
 
     def __init__(self, worker: Worker) -> None:
         super().__init__(name=f"tourno-monitor-{worker.worker_id}", daemon=True)
@@ -53,7 +55,7 @@ class Monitor(threading.Thread):
         self._next_beat = 0.0
         self._next_rescue = 0.0
         # Workers started together prune at different moments.
-        self._next_prune = time.monotonic() + random.uniform(0, PRUNE_EVERY)  # noqa: S311
+        self._next_prune = time.monotonic() + random.uniform(0, self.PRUNE_EVERY)  # noqa: S311
         self._vacuumed_at = 0
 
     def stop(self) -> None:
@@ -110,7 +112,7 @@ class Monitor(threading.Thread):
             w.backend.maintain()
             self._next_rescue = now + opts.heartbeat_interval
         if opts.metrics and now >= self._next_prune:
-            self._next_prune = now + PRUNE_EVERY
+            self._next_prune = now + self.PRUNE_EVERY
             pruned = w.backend.prune_metrics(opts.metrics_retention_days)
             if pruned:
                 w.log.debug("folded %d metric rows older than %g days", pruned, opts.metrics_retention_days)
