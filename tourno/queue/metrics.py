@@ -119,14 +119,24 @@ def parse_field(text: str) -> tuple[str, str]:
     return str(queue), str(job)
 
 
+#: Where each outcome's counter sits in a buffered row (``COLUMNS`` order).
+_INDEX = {name: i for i, name in enumerate(COLUMNS)}
+_RUNS, _RUNTIME_SUM, _RUNTIME_MAX, _WAIT_SUM, _WAIT_MAX = (
+    _INDEX[c] for c in ("runs", "runtime_sum", "runtime_max", "wait_sum", "wait_max")
+)
+
+
 class MetricsBuffer:
     """The counts a worker has not written yet. The worker's main thread adds
     to it and takes from it; the monitor thread takes from it when it writes
-    completions itself (``ClaimBatch.release_held``), hence the lock."""
+    completions itself (``ClaimBatch.release_held``), hence the lock.
+
+    Counting is on the hot path of every job, so a row is a plain list in
+    ``COLUMNS`` order until it is taken."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: dict[tuple[int, str, str], Counts] = {}
+        self._rows: dict[tuple[int, str, str], list[float]] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -142,24 +152,24 @@ class MetricsBuffer:
     ) -> None:
         """One attempt ended with ``outcome``; ``runtime`` None means it never
         ran (a bad payload, a retry deadline passed), ``at`` is when (epoch)."""
-        minute = int((time.time() if at is None else at) // 60) * 60
-        key = (minute, queue, job)
+        key = (int((time.time() if at is None else at) // 60) * 60, queue, job)
+        index = _INDEX[outcome]
         with self._lock:
-            counts = self._rows.get(key)
-            if counts is None:
-                counts = self._rows[key] = Counts()
-            setattr(counts, outcome, getattr(counts, outcome) + 1)
+            row = self._rows.get(key)
+            if row is None:
+                row = self._rows[key] = [0, 0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0]
+            row[index] += 1
             if runtime is None:
                 return
-            counts.runs += 1
-            runtime = max(runtime, 0.0)
-            counts.runtime_sum += runtime
-            if runtime > counts.runtime_max:
-                counts.runtime_max = runtime
-            wait = max(wait or 0.0, 0.0)
-            counts.wait_sum += wait
-            if wait > counts.wait_max:
-                counts.wait_max = wait
+            row[_RUNS] += 1
+            if runtime > 0:
+                row[_RUNTIME_SUM] += runtime
+                if runtime > row[_RUNTIME_MAX]:
+                    row[_RUNTIME_MAX] = runtime
+            if wait is not None and wait > 0:
+                row[_WAIT_SUM] += wait
+                if wait > row[_WAIT_MAX]:
+                    row[_WAIT_MAX] = wait
 
     def take(self) -> list[MetricRow]:
         """Everything held, sorted by key: two statements that upsert the same
@@ -168,7 +178,10 @@ class MetricsBuffer:
             return []
         with self._lock:
             rows, self._rows = self._rows, {}
-        return [MetricRow(m, q, j, c) for (m, q, j), c in sorted(rows.items())]
+        return [
+            MetricRow(m, q, j, Counts(*(int(v) for v in row[: len(COUNTERS)]), *row[len(COUNTERS) :]))
+            for (m, q, j), row in sorted(rows.items())
+        ]
 
     def put_back(self, rows: list[MetricRow]) -> None:
         """A write that would have carried ``rows`` did not happen."""
@@ -179,9 +192,11 @@ class MetricsBuffer:
                 key = (row.minute, row.queue, row.job)
                 held = self._rows.get(key)
                 if held is None:
-                    self._rows[key] = row.counts
+                    self._rows[key] = list(row.counts.values())
                 else:
-                    held.merge(row.counts)
+                    counts = Counts(*(int(v) for v in held[: len(COUNTERS)]), *held[len(COUNTERS) :])
+                    counts.merge(row.counts)
+                    self._rows[key] = list(counts.values())
 
 
 # -- reading ---------------------------------------------------------------------------
