@@ -438,14 +438,20 @@ def laravel_payload(n: int, sent: float | None = None) -> str:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, runs: int, workdir: Path, driver: str = "database") -> None:
+    def __init__(
+        self, sizes: Sizes, runs: int, workdir: Path, driver: str = "database", only: str = "all"
+    ) -> None:
         self.sizes = sizes
         self.runs = runs
         self.workdir = workdir
         self.driver = driver
+        #: "metrics": only the metrics and events on/off drains (PostgreSQL).
+        self.only = only
         self.sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
         self.procs = Processes(workdir)
         self.figures = figures_for(driver)
+        if only == "metrics":
+            self.figures = [f for f in self.figures if f.key.startswith("mo_")]
         self.results: dict[str, list[float]] = {f.key: [] for f in self.figures}
         # Every key of this run's Redis queue starts with "<prefix>:".
         self.redis_prefix = f"bench{uuid.uuid4().hex[:12]}"
@@ -453,6 +459,7 @@ class Bench:
         self.redis_url = f"{REDIS_SERVER}{sep}prefix={self.redis_prefix}"
         self.pooled_baseline_latency: list[float] = []
         self.counter = 0
+        self.metrics_rounds = 0
 
     @property
     def problems(self) -> list[str]:
@@ -1076,6 +1083,10 @@ class Bench:
             self.procs.kill_all()
 
     def run_once(self, index: int) -> None:
+        if self.only == "metrics":
+            with self.use(PG_URL):
+                self.metrics_drains({})
+            return
         if self.driver in ("database", "both"):
             self.run_database()
         if self.driver in ("redis", "both"):
@@ -1115,6 +1126,38 @@ class Bench:
 
             self.step("Redis latency, Tourno", latency)
 
+    def metrics_drains(self, drains: dict[str, float]) -> None:
+        """PostgreSQL drains with metrics and events off, then on, for 1 and 4
+        workers (the difference is the whole cost: counting, the upsert CTE
+        of each claim, one event subscriber). Off goes first in odd runs and
+        second in even ones, so that a machine getting busier or quieter
+        during a run does not favour either."""
+        s = self.sizes
+        self.metrics_rounds += 1
+        for workers in (1, 4):
+            modes = [
+                ("off", {"TOURNO_QUEUE_METRICS": "0"}, ()),
+                ("on", {"TOURNO_QUEUE_METRICS": "1"}, ("bench.bench_events",)),
+            ]
+            if self.metrics_rounds % 2 == 0:
+                modes.reverse()
+            for mode, env_extra, imports in modes:
+
+                def metered(workers: int = workers, mode: str = mode, env_extra=env_extra, imports=imports):
+                    drains[f"{mode}{workers}"] = self.tourno_drain(
+                        PG_URL,
+                        workers,
+                        s.drain_jobs,
+                        f"pg-m{mode}{workers}",
+                        env_extra=env_extra,
+                        imports=imports,
+                    )
+                    self.record(f"mo_{mode}{workers}", drains[f"{mode}{workers}"])
+
+                self.step(f"PG drain, metrics+events {mode}, {workers} worker(s)", metered)
+            if f"on{workers}" in drains and f"off{workers}" in drains:
+                self.record(f"mo_ratio{workers}", drains[f"on{workers}"] / drains[f"off{workers}"])
+
     def run_database(self) -> None:
         s = self.sizes
         per_run_baseline = -(-s.baseline_latency_samples // self.runs)
@@ -1153,31 +1196,7 @@ class Bench:
                 if f"t{workers}" in drains and f"b{workers}" in drains:
                     self.record(f"ratio{workers}", drains[f"t{workers}"] / drains[f"b{workers}"])
 
-            # Metrics and events off, then on (the difference is the whole
-            # cost: the counting, the upsert CTE of each claim, the events).
-            for workers in (1, 4):
-                modes = {
-                    "off": ({"TOURNO_QUEUE_METRICS": "0"}, ()),
-                    "on": ({"TOURNO_QUEUE_METRICS": "1"}, ("bench.bench_events",)),
-                }
-                for mode, (env_extra, imports) in modes.items():
-
-                    def metered(
-                        workers: int = workers, mode: str = mode, env_extra=env_extra, imports=imports
-                    ):
-                        drains[f"{mode}{workers}"] = self.tourno_drain(
-                            PG_URL,
-                            workers,
-                            s.drain_jobs,
-                            f"pg-m{mode}{workers}",
-                            env_extra=env_extra,
-                            imports=imports,
-                        )
-                        self.record(f"mo_{mode}{workers}", drains[f"{mode}{workers}"])
-
-                    self.step(f"PG drain, metrics+events {mode}, {workers} worker(s)", metered)
-                if f"on{workers}" in drains and f"off{workers}" in drains:
-                    self.record(f"mo_ratio{workers}", drains[f"on{workers}"] / drains[f"off{workers}"])
+            self.metrics_drains(drains)
 
             def latency() -> None:
                 ms, calls = self.tourno_latency(s.latency_samples, s.latency_gap)
@@ -1328,6 +1347,12 @@ def main(argv: list[str] | None = None) -> int:
         default="database",
         help="queue driver(s) to measure (default database; redis and both need a Redis server)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("all", "metrics"),
+        default="all",
+        help="metrics: only the PostgreSQL drains with metrics and events off and on",
+    )
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", default=PG_URL, help=argparse.SUPPRESS)
     parser.add_argument("--sleep", type=float, default=SLEEP, help=argparse.SUPPRESS)
@@ -1341,7 +1366,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tourno-bench-"))
-    bench = Bench(sizes, runs, workdir, args.driver)
+    bench = Bench(sizes, runs, workdir, args.driver, args.only)
     keep = False
     try:
         pg_version = bench.create_databases()
