@@ -17,6 +17,7 @@ def up(migrator, db):
         minute = TimestampField()
         queue = peewee.CharField(max_length=255)
         job = peewee.TextField()
+        shard = peewee.IntegerField(default=0)
         succeeded = peewee.BigIntegerField(default=0)
         failed = peewee.BigIntegerField(default=0)
         released = peewee.BigIntegerField(default=0)
@@ -32,7 +33,12 @@ def up(migrator, db):
             table_name = "queue_metrics"
 
     QueueMetric.add_index(
-        QueueMetric.minute, QueueMetric.queue, QueueMetric.job, unique=True, name="queue_metrics_key_idx"
+        QueueMetric.minute,
+        QueueMetric.queue,
+        QueueMetric.job,
+        QueueMetric.shard,
+        unique=True,
+        name="queue_metrics_key_idx",
     )
     db.create_tables([QueueMetric])
 

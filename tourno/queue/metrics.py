@@ -19,7 +19,9 @@ flush of its own to do).
 Where they are kept:
 
 * PostgreSQL and SQLite: ``queue_metrics`` (``models.QueueMetric``), one row
-  per (minute, queue, job), upserted by adding. Rows older than
+  per (minute, queue, job, shard), upserted by adding; on PostgreSQL the
+  shard is picked by worker id, so concurrent workers do not queue up on
+  one row's lock (which every claim would hold until its commit). Rows older than
   ``TOURNO_METRICS_RETENTION_DAYS`` are pruned by a worker's monitor every
   :data:`PRUNE_EVERY` seconds, folded into the totals row of the same
   (queue, job) (minute = the epoch) in the statement that deletes them:

@@ -135,6 +135,7 @@ class QueueMetric(BaseModel):
     minute = TimestampField()
     queue = peewee.CharField(max_length=255)
     job = peewee.TextField()
+    shard = peewee.IntegerField(default=0)
     succeeded = peewee.BigIntegerField(default=0)
     failed = peewee.BigIntegerField(default=0)
     released = peewee.BigIntegerField(default=0)
@@ -152,7 +153,12 @@ class QueueMetric(BaseModel):
 
 # The upsert's conflict target; minute first, for the window reads and the prune.
 QueueMetric.add_index(
-    QueueMetric.minute, QueueMetric.queue, QueueMetric.job, unique=True, name="queue_metrics_key_idx"
+    QueueMetric.minute,
+    QueueMetric.queue,
+    QueueMetric.job,
+    QueueMetric.shard,
+    unique=True,
+    name="queue_metrics_key_idx",
 )
 
 

@@ -28,6 +28,7 @@ from tourno.db import (
     open_connection,
     parse_timestamp,
     peewee_errors,
+    sql,
     tuples,
     write_transaction,
 )
@@ -75,7 +76,12 @@ _METRICS_SET = ", ".join(
     [f"{c} = {{t}}.{c} + excluded.{c}" for c in (*COUNTERS, *SUMS)]
     + [f"{c} = {{max}}({{t}}.{c}, excluded.{c})" for c in MAXIMA]
 )
-_METRICS_COLUMNS = ", ".join(("minute", "queue", "job", *COLUMNS))
+_METRICS_COLUMNS = ", ".join(("minute", "queue", "job", "shard", *COLUMNS))
+#: Workers on PostgreSQL write their counts into this many rows per (minute,
+#: queue, job), chosen by worker id: one row that every worker updated with
+#: every claim would hold each claim on its row lock until the previous
+#: claim's commit had reached the disk, serializing the workers.
+METRIC_SHARDS = 16
 
 
 class DatabaseBackend(QueueBackend):
@@ -87,13 +93,16 @@ class DatabaseBackend(QueueBackend):
 
     # -- metrics ---------------------------------------------------------------------
 
-    def _upsert_metrics(self, rows: Sequence[MetricRow]) -> None:
+    def _upsert_metrics(self, rows: Sequence[MetricRow], shard: int = 0) -> None:
         """Add ``rows`` to queue_metrics, in the caller's transaction."""
         raise NotImplementedError
 
-    def _minute(self, epoch: int) -> Any:
-        """A minute (epoch seconds) as this database compares ``minute`` with."""
-        return dt.datetime.fromtimestamp(epoch, UTC)
+    @staticmethod
+    def _minute(epoch: int) -> Any:
+        """A minute (epoch seconds) as this database stores ``minute``."""
+        from tourno.queue.models import QueueMetric
+
+        return QueueMetric.minute.db_value(dt.datetime.fromtimestamp(epoch, UTC))
 
     def read_metrics(self, since: int | None) -> list[MetricRow]:
         from peewee import fn
@@ -123,8 +132,10 @@ class DatabaseBackend(QueueBackend):
             if not self._may_prune():
                 return 0
             gone = _rows(
-                f"DELETE FROM queue_metrics WHERE minute < %s AND minute > %s RETURNING queue, job, "
-                f"{', '.join(COLUMNS)}".replace("%s", self._param),
+                sql(
+                    "DELETE FROM queue_metrics WHERE minute < %s AND minute > %s "
+                    f"RETURNING queue, job, {', '.join(COLUMNS)}"
+                ),
                 (self._minute(cutoff), self._minute(TOTALS_MINUTE)),
             )
             folded: dict[tuple[str, str], Counts] = {}
@@ -137,9 +148,6 @@ class DatabaseBackend(QueueBackend):
                     [MetricRow(TOTALS_MINUTE, q, j, c) for (q, j), c in sorted(folded.items())]
                 )
         return len(gone)
-
-    #: The driver's placeholder.
-    _param = "%s"
 
     def _may_prune(self) -> bool:
         return True
@@ -343,12 +351,12 @@ class PostgresBackend(DatabaseBackend):
     # two workers' upserts lock shared rows in the same order.
     _METRICS_UPSERT = f"""
         INSERT INTO queue_metrics AS qm ({_METRICS_COLUMNS})
-        SELECT to_timestamp(t.minute), t.queue, t.job, {", ".join("t." + c for c in COLUMNS)}
+        SELECT to_timestamp(t.minute), t.queue, t.job, %(m_shard)s, {", ".join("t." + c for c in COLUMNS)}
         FROM unnest(%(m_minute)s::bigint[], %(m_queue)s::text[], %(m_job)s::text[],
                     {", ".join(f"%(m_{c})s::bigint[]" for c in COUNTERS)},
                     {", ".join(f"%(m_{c})s::float8[]" for c in COLUMNS[len(COUNTERS) :])})
              AS t(minute, queue, job, {", ".join(COLUMNS)})
-        ON CONFLICT (minute, queue, job) DO UPDATE SET {_METRICS_SET.format(t="qm", max="GREATEST")}
+        ON CONFLICT (minute, queue, job, shard) DO UPDATE SET {_METRICS_SET.format(t="qm", max="GREATEST")}
     """
 
     @classmethod
@@ -361,8 +369,9 @@ class PostgresBackend(DatabaseBackend):
         return f"WITH {cte} {body}"
 
     @staticmethod
-    def _metric_params(rows: Sequence[MetricRow]) -> dict[str, list[Any]]:
-        params: dict[str, list[Any]] = {
+    def _metric_params(rows: Sequence[MetricRow], shard: int) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "m_shard": shard,
             "m_minute": [r.minute for r in rows],
             "m_queue": [r.queue for r in rows],
             "m_job": [r.job for r in rows],
@@ -375,11 +384,12 @@ class PostgresBackend(DatabaseBackend):
         """Execute one of the write statements, with the metrics CTE if any."""
         if metrics:
             statement = self._with_metrics(statement)
-            params = {**params, **self._metric_params(metrics)}
+            shard = int(params["worker"]) % METRIC_SHARDS
+            params = {**params, **self._metric_params(metrics, shard)}
         return database.execute_sql(statement, params)
 
-    def _upsert_metrics(self, rows: Sequence[MetricRow]) -> None:
-        database.execute_sql(self._METRICS_UPSERT, self._metric_params(rows))
+    def _upsert_metrics(self, rows: Sequence[MetricRow], shard: int = 0) -> None:
+        database.execute_sql(self._METRICS_UPSERT, self._metric_params(rows, shard))
 
     # One pruner at a time; a worker that does not get the lock skips its turn.
     _PRUNE_LOCK = 0x70717274
@@ -678,25 +688,21 @@ class SqliteBackend(DatabaseBackend):
         ORDER BY priority, id LIMIT 1
     """
 
-    _param = "?"
-
-    def _minute(self, epoch: int) -> Any:
-        return dt.datetime.fromtimestamp(epoch, UTC).strftime(SQLITE_TIME_FORMAT)
-
-    #: Rows per metrics INSERT (13 parameters a row).
+    #: Rows per metrics INSERT (14 parameters a row).
     _METRICS_CHUNK = 1000
 
-    def _upsert_metrics(self, rows: Sequence[MetricRow]) -> None:
-        """Inside the caller's write transaction (the claim's, a fail's...)."""
-        marks = "(" + ", ".join("?" * (3 + len(COLUMNS))) + ")"
+    def _upsert_metrics(self, rows: Sequence[MetricRow], shard: int = 0) -> None:
+        """Inside the caller's write transaction (the claim's, a fail's...).
+        Always shard 0: SQLite's writers take turns on the database anyway."""
+        marks = "(" + ", ".join("?" * (4 + len(COLUMNS))) + ")"
         for start in range(0, len(rows), self._METRICS_CHUNK):
             chunk = rows[start : start + self._METRICS_CHUNK]
             params: list[Any] = []
             for r in chunk:
-                params += [self._minute(r.minute), r.queue, r.job, *r.counts.values()]
+                params += [self._minute(r.minute), r.queue, r.job, 0, *r.counts.values()]
             database.execute_sql(
                 f"INSERT INTO queue_metrics ({_METRICS_COLUMNS}) VALUES {', '.join([marks] * len(chunk))} "
-                "ON CONFLICT (minute, queue, job) DO UPDATE SET "
+                "ON CONFLICT (minute, queue, job, shard) DO UPDATE SET "
                 + _METRICS_SET.format(t="queue_metrics", max="max"),
                 params,
             )
