@@ -13,7 +13,11 @@ runs of each figure:
 * dispatch-to-start latency with one idle worker (and for the baseline);
 * dispatch rate, one job per call and batched;
 * drain throughput on SQLite;
-* a worker's memory over a long drain.
+* a worker's memory over a long drain;
+* the cost of persisted metrics and lifecycle events: PostgreSQL drains with
+  1 and 4 workers with ``TOURNO_QUEUE_METRICS=0`` and no subscriber ("off"),
+  and with metrics on and one trivial subscriber (``bench/bench_events.py``,
+  "on"), alternating in each run; the ratio on / off is the figure.
 
 With ``--driver redis`` (only the Redis driver) or ``--driver both`` (the
 database figures above and the Redis ones, side by side), it also measures
@@ -160,6 +164,12 @@ FIGURES = [
     Figure("mem_growth", "Worker RSS growth (end - warm-up)", "MiB", 1, "<=", 5),
     Figure("mem_peak", "Worker peak RSS (VmHWM)", "MiB", 1, "<=", 60),
     Figure("mem_rate", "PG drain of the memory run, 1 worker (info)", "jobs/s"),
+    Figure("mo_off1", "PG drain, metrics+events off, 1 worker", "jobs/s"),
+    Figure("mo_on1", "PG drain, metrics+events on, 1 worker", "jobs/s"),
+    Figure("mo_ratio1", "Metrics+events on / off, 1 worker", "x", 2, ">=", 0.90),
+    Figure("mo_off4", "PG drain, metrics+events off, 4 workers", "jobs/s"),
+    Figure("mo_on4", "PG drain, metrics+events on, 4 workers", "jobs/s"),
+    Figure("mo_ratio4", "Metrics+events on / off, 4 workers", "x", 2, ">=", 0.90),
     Figure("pg_rtt", "Context: PG round trip (SELECT 1), median", "us"),
     Figure("pg_commit", "Context: PG 1-row INSERT + commit, median", "us"),
 ]
@@ -428,14 +438,20 @@ def laravel_payload(n: int, sent: float | None = None) -> str:
 
 
 class Bench:
-    def __init__(self, sizes: Sizes, runs: int, workdir: Path, driver: str = "database") -> None:
+    def __init__(
+        self, sizes: Sizes, runs: int, workdir: Path, driver: str = "database", only: str = "all"
+    ) -> None:
         self.sizes = sizes
         self.runs = runs
         self.workdir = workdir
         self.driver = driver
+        #: "metrics": only the metrics and events on/off drains (PostgreSQL).
+        self.only = only
         self.sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
         self.procs = Processes(workdir)
         self.figures = figures_for(driver)
+        if only == "metrics":
+            self.figures = [f for f in self.figures if f.key.startswith("mo_")]
         self.results: dict[str, list[float]] = {f.key: [] for f in self.figures}
         # Every key of this run's Redis queue starts with "<prefix>:".
         self.redis_prefix = f"bench{uuid.uuid4().hex[:12]}"
@@ -443,6 +459,7 @@ class Bench:
         self.redis_url = f"{REDIS_SERVER}{sep}prefix={self.redis_prefix}"
         self.pooled_baseline_latency: list[float] = []
         self.counter = 0
+        self.metrics_rounds = 0
 
     @property
     def problems(self) -> list[str]:
@@ -597,15 +614,24 @@ class Bench:
         return env
 
     def start_tourno(
-        self, url: str, n: int, tag: str, sleep: float = SLEEP, redis: bool = False
+        self,
+        url: str,
+        n: int,
+        tag: str,
+        sleep: float = SLEEP,
+        redis: bool = False,
+        env_extra: dict[str, str] | None = None,
+        imports: tuple[str, ...] = (),
     ) -> list[Proc]:
-        env = self.worker_env(url, redis)
+        env = {**self.worker_env(url, redis), **(env_extra or {})}
         procs = []
         for i in range(n):
             name = self._name(f"{tag}-w{i}")
             argv = [sys.executable, "-m", "tourno", "work", *(["redis"] if redis else [])]
             argv += ["--sleep", f"{sleep:g}"]
-            argv += ["--import", "bench.bench_jobs", "--name", name]
+            for module in ("bench.bench_jobs", *imports):
+                argv += ["--import", module]
+            argv += ["--name", name]
             procs.append(self.procs.start(name, argv, env))
         return procs
 
@@ -781,13 +807,22 @@ class Bench:
 
     # -- measurements ------------------------------------------------------------------
 
-    def tourno_drain(self, url: str, workers: int, jobs: int, tag: str, sleep: float = SLEEP) -> float:
+    def tourno_drain(
+        self,
+        url: str,
+        workers: int,
+        jobs: int,
+        tag: str,
+        sleep: float = SLEEP,
+        env_extra: dict[str, str] | None = None,
+        imports: tuple[str, ...] = (),
+    ) -> float:
         from bench.bench_jobs import BenchNoop
         from tourno.db import database
         from tourno.queue import dispatch_many
 
         self.vacuum()
-        procs = self.start_tourno(url, workers, tag, sleep)
+        procs = self.start_tourno(url, workers, tag, sleep, env_extra=env_extra, imports=imports)
         try:
             self.wait_tourno_idle(procs)
             batch = [BenchNoop(n=i) for i in range(jobs)]
@@ -1048,6 +1083,10 @@ class Bench:
             self.procs.kill_all()
 
     def run_once(self, index: int) -> None:
+        if self.only == "metrics":
+            with self.use(PG_URL):
+                self.metrics_drains({})
+            return
         if self.driver in ("database", "both"):
             self.run_database()
         if self.driver in ("redis", "both"):
@@ -1087,6 +1126,38 @@ class Bench:
 
             self.step("Redis latency, Tourno", latency)
 
+    def metrics_drains(self, drains: dict[str, float]) -> None:
+        """PostgreSQL drains with metrics and events off, then on, for 1 and 4
+        workers (the difference is the whole cost: counting, the upsert CTE
+        of each claim, one event subscriber). Off goes first in odd runs and
+        second in even ones, so that a machine getting busier or quieter
+        during a run does not favour either."""
+        s = self.sizes
+        self.metrics_rounds += 1
+        for workers in (1, 4):
+            modes = [
+                ("off", {"TOURNO_QUEUE_METRICS": "0"}, ()),
+                ("on", {"TOURNO_QUEUE_METRICS": "1"}, ("bench.bench_events",)),
+            ]
+            if self.metrics_rounds % 2 == 0:
+                modes.reverse()
+            for mode, env_extra, imports in modes:
+
+                def metered(workers: int = workers, mode: str = mode, env_extra=env_extra, imports=imports):
+                    drains[f"{mode}{workers}"] = self.tourno_drain(
+                        PG_URL,
+                        workers,
+                        s.drain_jobs,
+                        f"pg-m{mode}{workers}",
+                        env_extra=env_extra,
+                        imports=imports,
+                    )
+                    self.record(f"mo_{mode}{workers}", drains[f"{mode}{workers}"])
+
+                self.step(f"PG drain, metrics+events {mode}, {workers} worker(s)", metered)
+            if f"on{workers}" in drains and f"off{workers}" in drains:
+                self.record(f"mo_ratio{workers}", drains[f"on{workers}"] / drains[f"off{workers}"])
+
     def run_database(self) -> None:
         s = self.sizes
         per_run_baseline = -(-s.baseline_latency_samples // self.runs)
@@ -1124,6 +1195,8 @@ class Bench:
                 self.step(f"PG drain, baseline, {workers} worker(s)", baseline)
                 if f"t{workers}" in drains and f"b{workers}" in drains:
                     self.record(f"ratio{workers}", drains[f"t{workers}"] / drains[f"b{workers}"])
+
+            self.metrics_drains(drains)
 
             def latency() -> None:
                 ms, calls = self.tourno_latency(s.latency_samples, s.latency_gap)
@@ -1274,6 +1347,12 @@ def main(argv: list[str] | None = None) -> int:
         default="database",
         help="queue driver(s) to measure (default database; redis and both need a Redis server)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("all", "metrics"),
+        default="all",
+        help="metrics: only the PostgreSQL drains with metrics and events off and on",
+    )
     parser.add_argument("--baseline-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", default=PG_URL, help=argparse.SUPPRESS)
     parser.add_argument("--sleep", type=float, default=SLEEP, help=argparse.SUPPRESS)
@@ -1287,7 +1366,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tourno-bench-"))
-    bench = Bench(sizes, runs, workdir, args.driver)
+    bench = Bench(sizes, runs, workdir, args.driver, args.only)
     keep = False
     try:
         pg_version = bench.create_databases()

@@ -39,7 +39,9 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
             raise ConfigError(
                 f"TOURNO_QUEUE_CONNECTION=redis needs the redis package ({exc}): pip install tourno[redis]"
             ) from None
-        backends.configure(RedisBackend(settings.redis_url))
+        backends.configure(
+            RedisBackend(settings.redis_url, metrics_retention_days=settings.metrics_retention_days)
+        )
     else:
         backends.configure(for_database(concrete))
     if import_jobs:

@@ -130,6 +130,25 @@ def _stripped(name: str, raw: str) -> str:
     return raw.strip()
 
 
+SWITCH_VALUES = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = SWITCH_VALUES.get(raw.strip().lower())
+    if value is None:
+        raise ConfigError(f"{name}: expected 1 or 0 (or on/off, true/false), got {raw!r}")
+    return value
+
+
 #: Each variable (without the prefix) and its parser; the field of
 #: :class:`Settings` is the lower-cased name. A parser takes the variable's
 #: full name (for the message) and its raw, non-empty value.
@@ -161,6 +180,9 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "FULL_CANCEL_HOURS": lambda n, r: _positive_number(n, r, "hours"),
     "BIND": _bind,
     "WEB_WORKERS": lambda n, r: _int_between(n, r, 1),
+    "QUEUE_METRICS": _switch,
+    "METRICS_RETENTION_DAYS": lambda n, r: _positive_number(n, r, "days"),
+    "METRICS_TOKEN": _secret,
 }
 
 
@@ -210,6 +232,13 @@ class Settings:
     # `tourno serve`: listen address and gunicorn worker processes.
     bind: str = "127.0.0.1:8000"
     web_workers: int = 2
+    # Workers count finished jobs per minute in queue_metrics (0 turns it off,
+    # e.g. to measure what it costs); minutes older than the retention are
+    # folded into all-time totals, so /metrics counters never go down.
+    queue_metrics: bool = True
+    metrics_retention_days: float = 14.0
+    # When set, GET /metrics asks for it as a bearer token.
+    metrics_token: str | None = None
     source: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -254,7 +283,7 @@ class Settings:
             text = str(value)
             if f.name.endswith("_url"):
                 text = mask_password(text)
-            if f.name in ("mail_password", "secret_key") and value:
+            if f.name in ("mail_password", "secret_key", "metrics_token") and value:
                 text = "***"
             rows.append((PREFIX + f.name.upper(), text))
         return rows

@@ -91,6 +91,9 @@ def test_blank_values_mean_unset():
         ("TOURNO_HEARTBEAT_INTERVAL", "0", "'0'"),
         ("TOURNO_HEARTBEAT_INTERVAL", "-1", "'-1'"),
         ("TOURNO_WORKER_STALE_AFTER", "30s", "'30s'"),
+        ("TOURNO_QUEUE_METRICS", "maybe", "'maybe'"),
+        ("TOURNO_METRICS_RETENTION_DAYS", "0", "'0'"),
+        ("TOURNO_METRICS_TOKEN", "short", "16 characters"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_variable(variable, value, shown):
@@ -325,6 +328,21 @@ def test_describe_masks_every_url():
         "TOURNO_" + f.name.upper() for f in dataclasses.fields(Settings) if f.name != "source"
     }
     assert "secret" not in repr(s.describe())
+
+
+@pytest.mark.parametrize(
+    ("raw", "on"), [("1", True), ("on", True), ("TRUE", True), ("0", False), ("off", False)]
+)
+def test_queue_metrics_switch(raw, on):
+    assert Settings.from_mapping({"TOURNO_QUEUE_METRICS": raw}).queue_metrics is on
+
+
+def test_metrics_settings_and_the_token_is_masked():
+    token = "a-metrics-token-0123456789"
+    s = Settings.from_mapping({"TOURNO_METRICS_RETENTION_DAYS": "0.5", "TOURNO_METRICS_TOKEN": f" {token} "})
+    assert (s.metrics_retention_days, s.metrics_token) == (0.5, token)
+    assert dict(s.describe())["TOURNO_METRICS_TOKEN"] == "***"
+    assert token not in repr(s.describe())
 
 
 def test_every_setting_has_exactly_one_parser():

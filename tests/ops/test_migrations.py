@@ -37,6 +37,7 @@ ALL = [
     "0006_scan_indexes",
     "0007_queue_control",
     "0008_queue_pauses",
+    "0009_queue_metrics",
     "0010_buckets_and_locks",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS

@@ -54,6 +54,7 @@ def create_app(
         errors,
         health,
         matches,
+        metrics,
         openapi,
         participants,
         tournaments,
@@ -79,6 +80,8 @@ def create_app(
     app.teardown_request(_close_connection)
 
     app.register_blueprint(health.bp)
+    # At the root, where Prometheus looks by default.
+    app.register_blueprint(metrics.bp)
     # At the site's root, where TOURNO_APP_URL's links in bulk mail point.
     app.register_blueprint(unsubscribe.bp)
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)

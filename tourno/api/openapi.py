@@ -51,6 +51,7 @@ class Operation:
     also: Mapping[int, str] = field(default_factory=dict)  # more statuses with the same body
     html: bool = False  # a page for a person in a browser: 200 or 403
     form: type[BaseModel] | None = None  # an optional urlencoded body (html pages)
+    text: str | None = None  # a plain-text body of this media type (not JSON)
 
 
 def documented(summary: str, **details: Any) -> Callable[[View], View]:
@@ -131,6 +132,8 @@ def _operation(
             "200": {"description": "OK", **page},
             "403": {"description": "Missing or wrong signature; nothing changed", **page},
         }
+    elif op.text is not None:
+        responses = {"200": {"description": "OK", "content": {op.text: {"schema": {"type": "string"}}}}}
     else:
         content = {} if op.response is None else {"application/json": {"schema": components.ref(op.response)}}
         ok: dict[str, Any] = {"description": "OK", "content": content}

@@ -255,6 +255,91 @@ def status_command(app: AppContext, as_json: bool) -> None:
 queue_group.add_command(status_command, "size")
 
 
+#: The longest window `queue stats` reads (the default retention is 14 days).
+MAX_STATS_MINUTES = 30 * 24 * 60
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+@queue_group.command("stats")
+@click.option(
+    "--minutes",
+    type=click.IntRange(min=1, max=MAX_STATS_MINUTES),
+    default=60,
+    show_default=True,
+    help="The window: the last N minutes (and the current one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@click.pass_obj
+def stats_command(app: AppContext, minutes: int, as_json: bool) -> None:
+    """Throughput, failures and wait time per queue over the last minutes.
+
+    Read from the metrics the workers persist (queue_metrics, or Redis
+    hashes on the Redis driver), so it covers every worker on every host,
+    including workers that have exited. Wait is the time from when a job
+    became available to when a worker started it.
+    """
+    from tourno.queue import backends, metrics
+
+    app.setup()
+    queues = metrics.by_queue(metrics.since(backends.current(), minutes))
+    rows: list[dict[str, Any]] = []
+    for name, c in queues.items():
+        rows.append(
+            {
+                "queue": name,
+                "succeeded": c.succeeded,
+                "failed": c.failed,
+                "released": c.released,
+                "snoozed": c.snoozed,
+                "cancelled": c.cancelled,
+                "runs": c.runs,
+                "per_minute": c.succeeded / minutes,
+                "avg_runtime_seconds": c.runtime_sum / c.runs if c.runs else None,
+                "max_runtime_seconds": c.runtime_max if c.runs else None,
+                "avg_wait_seconds": c.wait_sum / c.runs if c.runs else None,
+                "max_wait_seconds": c.wait_max if c.runs else None,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps({"minutes": minutes, "queues": rows}))
+        return
+    if not rows:
+        app.console.print(f"No jobs finished in the last {minutes} minutes.")
+        return
+    table = Table(
+        "Queue",
+        "Succeeded",
+        "Per minute",
+        "Failed",
+        "Released",
+        "Snoozed",
+        "Cancelled",
+        "Avg wait",
+        "Max wait",
+        "Avg runtime",
+        title=f"Jobs in the last {minutes} minutes",
+    )
+    for r in rows:
+        table.add_row(
+            r["queue"],
+            str(r["succeeded"]),
+            f"{r['per_minute']:.1f}",
+            str(r["failed"]),
+            str(r["released"]),
+            str(r["snoozed"]),
+            str(r["cancelled"]),
+            _seconds(r["avg_wait_seconds"]),
+            _seconds(r["max_wait_seconds"]),
+            _seconds(r["avg_runtime_seconds"]),
+        )
+    app.console.print(table)
+
+
 @queue_group.command("monitor")
 @click.option("--queue", "queues", default=None, help="Comma list of queues to check (default: all).")
 @click.option(

@@ -145,6 +145,8 @@ def work_command(
         **options,
         heartbeat_interval=settings.heartbeat_interval,
         stale_after=settings.worker_stale_after,
+        metrics=settings.queue_metrics,
+        metrics_retention_days=settings.metrics_retention_days,
     )
     # Under systemd (Type=notify) the unit becomes active once the worker is
     # registered; elsewhere NOTIFY_SOCKET is unset and these do nothing.

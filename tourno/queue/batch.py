@@ -10,7 +10,8 @@ so every change happens under its lock.
 Finishing a job (delete, release, snooze, cancel, fail) is a typed operation
 (:class:`Complete`, :class:`Release`, :class:`Snooze`, :class:`Cancel`,
 :class:`Fail`) kept in :class:`PendingOps` until the backend has taken it:
-nothing queued is lost while the database is down.
+nothing queued is lost while the database is down. Each write carries the
+worker's unwritten metrics (``metrics.py``), taken after the job ids it deletes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ from typing import Any
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
 from tourno.queue.exceptions import MaxAttemptsExceeded, QueueError, RetryDeadlinePassed
 from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, request_cancel, retry_deadline
+from tourno.queue.metrics import MetricRow, MetricsBuffer
+
+
+def take_metrics(metrics: MetricsBuffer | None) -> list[MetricRow]:
+    return metrics.take() if metrics is not None else []
+
+
+def put_back_metrics(metrics: MetricsBuffer | None, rows: list[MetricRow]) -> None:
+    if metrics is not None:
+        metrics.put_back(rows)
 
 
 @dataclasses.dataclass
@@ -197,12 +208,15 @@ class ClaimBatch:
             self._cancelled.clear()
         return done, pending
 
-    def release_held(self, now: float, backend: QueueBackend, worker_id: int) -> int:
+    def release_held(
+        self, now: float, backend: QueueBackend, worker_id: int, metrics: MetricsBuffer | None = None
+    ) -> int:
         """Called by the monitor. Once the batch has been held past ``hold``
         (a slow job in it), write the pending completions and hand back the
         unstarted jobs, so that other workers can take them; once a prefetched
         job has run ``hold`` seconds, write its attempt. Returns how many jobs
-        were handed back. What the backend did not take stays in the batch."""
+        were handed back. What the backend did not take stays in the batch.
+        The completions carry ``metrics``' counts, taken after the ids."""
         with self.lock:
             running = self._running
             if running is None:
@@ -221,15 +235,19 @@ class ClaimBatch:
                 self._pending.clear()
                 # Handed back with their flag set: the sweep deletes them.
                 self._cancelled.clear()
+        rows: list[MetricRow] = []
         try:
             if charge is not None:
                 backend.count_attempt(worker_id, charge.id, charge.attempts)
                 running.attempt_saved = True
             if done:
-                backend.complete(worker_id, done)
+                rows = take_metrics(metrics)
+                backend.complete(worker_id, done, rows)
+                rows = []
             if pending:
                 backend.hand_back(worker_id, [j.id for j in pending])
         except BaseException:
+            put_back_metrics(metrics, rows)
             with self.lock:
                 self._done[:0] = done
                 self._pending.extendleft(reversed(pending))
@@ -265,8 +283,8 @@ class Complete:
 
     ids: list[Any]
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
-        backend.complete(worker_id, self.ids)
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
+        backend.complete(worker_id, self.ids, metrics)
         return True
 
 
@@ -278,9 +296,9 @@ class Release:
     delay: float
     attempts: int
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.release(worker_id, self.job_id, self.delay, self.attempts)
+        return backend.release(worker_id, self.job_id, self.delay, self.attempts, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,9 +313,9 @@ class Fail:
     def job_id(self) -> Any:
         return self.job.id
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.fail(worker_id, self.job, self.uuid, self.exception)
+        return backend.fail(worker_id, self.job, self.uuid, self.exception, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,8 +327,12 @@ class Snooze:
     delay: float
     attempts: int
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+    #: The backend's snooze takes no counts: they wait for the next write.
+    carries_metrics = False
+
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
+        assert not metrics
         return backend.snooze(worker_id, self.job_id, self.delay, self.attempts)
 
 
@@ -321,9 +343,9 @@ class Cancel:
 
     job_id: Any
 
-    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.complete(worker_id, [self.job_id]) > 0
+        return backend.complete(worker_id, [self.job_id], metrics) > 0
 
 
 FinishOp = Complete | Release | Snooze | Cancel | Fail
@@ -343,12 +365,26 @@ class PendingOps:
     def add(self, op: FinishOp) -> None:
         self._ops.append(op)
 
-    def flush(self, backend: QueueBackend, worker_id: int, on_refused: Callable[[JobOp], None]) -> None:
-        """Apply every operation in order. An outage error propagates with
-        the failed operation still first in line. ``on_refused`` hears of an
-        operation on one job that the backend refused (its job was taken back)."""
+    def flush(
+        self,
+        backend: QueueBackend,
+        worker_id: int,
+        on_refused: Callable[[JobOp], None],
+        metrics: MetricsBuffer | None = None,
+    ) -> None:
+        """Apply every operation in order, each carrying the counts in
+        ``metrics`` at that moment. An outage error propagates with the failed
+        operation still first in line (and its counts back in ``metrics``).
+        ``on_refused`` hears of an operation on one job that the backend
+        refused (its job was taken back)."""
         while self._ops:
             op = self._ops[0]
-            if not op.apply(backend, worker_id) and not isinstance(op, Complete):
+            rows = take_metrics(metrics) if getattr(op, "carries_metrics", True) else []
+            try:
+                applied = op.apply(backend, worker_id, rows)
+            except BaseException:
+                put_back_metrics(metrics, rows)
+                raise
+            if not applied and not isinstance(op, Complete):
                 on_refused(op)
             self._ops.popleft()

@@ -154,4 +154,58 @@ class LockRecord(BaseModel):
         table_name = "queue_locks"
 
 
-MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal, OutboxRecord, LockRecord, QueuePause]
+class QueueMetric(BaseModel):
+    """What the workers did with one job class on one queue in one minute
+    (``tourno/queue/metrics.py`` explains how it is written).
+
+    ``succeeded`` counts attempts that returned (Prometheus's "processed");
+    ``failed`` attempts that moved the job to failed_jobs; ``released``
+    attempts that raised and were put back for a retry; ``snoozed`` and
+    ``cancelled`` jobs that asked to run later or were cancelled. ``runs`` is
+    how many attempts the runtime and wait sums cover: runtime is the
+    seconds ``handle()`` took, wait the seconds from when the job became
+    available to when it started. The row whose minute is the epoch
+    (1970-01-01) holds the totals of the minutes pruned after the retention.
+    """
+
+    id = SerialField()
+    minute = TimestampField()
+    queue = peewee.CharField(max_length=255)
+    job = peewee.TextField()
+    shard = peewee.IntegerField(default=0)
+    succeeded = peewee.BigIntegerField(default=0)
+    failed = peewee.BigIntegerField(default=0)
+    released = peewee.BigIntegerField(default=0)
+    snoozed = peewee.BigIntegerField(default=0)
+    cancelled = peewee.BigIntegerField(default=0)
+    runs = peewee.BigIntegerField(default=0)
+    runtime_sum = peewee.DoubleField(default=0.0)
+    runtime_max = peewee.DoubleField(default=0.0)
+    wait_sum = peewee.DoubleField(default=0.0)
+    wait_max = peewee.DoubleField(default=0.0)
+
+    class Meta:
+        table_name = "queue_metrics"
+
+
+# The upsert's conflict target; minute first, for the window reads and the prune.
+QueueMetric.add_index(
+    QueueMetric.minute,
+    QueueMetric.queue,
+    QueueMetric.job,
+    QueueMetric.shard,
+    unique=True,
+    name="queue_metrics_key_idx",
+)
+
+
+MODELS = [
+    JobRecord,
+    FailedJobRecord,
+    WorkerRecord,
+    QueueSignal,
+    OutboxRecord,
+    LockRecord,
+    QueuePause,
+    QueueMetric,
+]

@@ -16,7 +16,8 @@ public surface only:
   notification), and ``worker.active_queues()``, whose notifications wake
   the worker;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
-  ``release_held`` and ``hand_back_queues`` it calls) and the read-only ``worker_id``,
+  ``release_held`` and ``hand_back_queues`` it calls, with ``worker.metrics``:
+  the completions it writes carry the counts) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
 
 ``Worker.monitor_class`` names the class, so a test can subclass it.
@@ -24,13 +25,14 @@ public surface only:
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from tourno.db import open_connection
 from tourno.errors import first_line
-from tourno.queue import control, events
+from tourno.queue import control, events, metrics
 from tourno.queue.backends.base import cancel_notice
 from tourno.queue.batch import RunningJob
 from tourno.queue.pauses import PAUSES_CHANGED, RELOAD_EVERY
@@ -50,6 +52,8 @@ class Monitor(threading.Thread):
 
     #: Seconds between two rounds (the longest a notification waits).
     TICK = 0.25
+    #: Seconds between two prunes of the persisted metrics by this worker.
+    PRUNE_EVERY = metrics.PRUNE_EVERY
 
     def __init__(self, worker: Worker) -> None:
         super().__init__(name=f"tourno-monitor-{worker.worker_id}", daemon=True)
@@ -59,6 +63,8 @@ class Monitor(threading.Thread):
         self._next_beat = 0.0
         self._next_rescue = 0.0
         self._next_pauses = 0.0
+        # Workers started together prune at different moments.
+        self._next_prune = time.monotonic() + random.uniform(0, self.PRUNE_EVERY)  # noqa: S311
         self._vacuumed_at = 0
 
     def stop(self) -> None:
@@ -123,9 +129,14 @@ class Monitor(threading.Thread):
             self._next_rescue = now + opts.heartbeat_interval
         if now >= self._next_pauses:
             self.reload_paused(now)
+        if opts.metrics and now >= self._next_prune:
+            self._next_prune = now + self.PRUNE_EVERY
+            pruned = w.backend.prune_metrics(opts.metrics_retention_days)
+            if pruned:
+                w.log.debug("folded %d metric rows older than %g days", pruned, opts.metrics_retention_days)
         assert w.worker_id is not None
         running = w.batch.running
-        handed_back = w.batch.release_held(now, w.backend, w.worker_id)
+        handed_back = w.batch.release_held(now, w.backend, w.worker_id, w.metrics)
         if handed_back and running is not None:
             w.log.debug("handed back %d claimed jobs while %s runs", handed_back, running.label)
         self.watchdog(now)

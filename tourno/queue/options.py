@@ -34,6 +34,10 @@ class WorkerOptions:
     grace: float = 5.0
     heartbeat_interval: float = 5.0
     stale_after: float = 30.0
+    # Count finished jobs in the persisted metrics (TOURNO_QUEUE_METRICS), and
+    # fold minutes older than this into the totals (TOURNO_METRICS_RETENTION_DAYS).
+    metrics: bool = True
+    metrics_retention_days: float = 14.0
 
     def validate(self) -> None:
         def bad(option: str, why: str) -> ValueError:

@@ -22,6 +22,10 @@ that state). Three rules keep that from bending the semantics:
   by the monitor once it has run ``hold`` seconds. So a crash never charges
   the jobs that had not started (a prefetched job that kills its worker
   within ``hold`` is not charged either: it runs again, at least once).
+
+Each finished attempt is counted in memory (``_count``) and the counts ride
+along with the next write to the queue (``metrics.py`` explains why that is
+at-least-once).
 """
 
 from __future__ import annotations
@@ -60,10 +64,13 @@ from tourno.queue.batch import (
     PendingOps,
     Release,
     RunningJob,
+    put_back_metrics,
+    take_metrics,
 )
 from tourno.queue.batch import Snooze as SnoozeOp
 from tourno.queue.exceptions import InvalidPayload, JobTimeout, Snooze, WorkerAborted
 from tourno.queue.job import Job, payload_uuid
+from tourno.queue.metrics import UNKNOWN_JOB, MetricsBuffer
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
 from tourno.signals import Waker, installed
@@ -131,6 +138,8 @@ class Worker:
         #: Set by the monitor when ``tourno queue restart`` was signalled after we started.
         self.restart_requested = threading.Event()
         self.batch = ClaimBatch(options.hold)
+        #: Counts of finished attempts not written yet (None: metrics are off).
+        self.metrics: MetricsBuffer | None = MetricsBuffer() if options.metrics else None
 
         self._ops = PendingOps()  # finishing operations waiting for the backend
         self._avg_run: float | None = None  # moving average of job run time
@@ -331,18 +340,21 @@ class Worker:
         if opts.max_jobs:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs = []
+        # After the done ids: a count is never written without its job's deletion.
+        rows = take_metrics(self.metrics)
         try:
             for rank, queue in enumerate(queues):
                 # Batches come from the first queue only: a lower queue's jobs
                 # are claimed one at a time, so the higher queues are looked
                 # at again before each of them (--queue is a strict order).
                 size = limit if rank == 0 else 1
-                jobs = self.backend.claim(self.worker_id, queue, size, done, opts.timeout)
-                done = []
+                jobs = self.backend.claim(self.worker_id, queue, size, done, opts.timeout, rows)
+                done, rows = [], []
                 if jobs:
                     break
         except BaseException:
             self.batch.put_back_done(done)
+            put_back_metrics(self.metrics, rows)
             raise
         return self.batch.start(jobs) if jobs else None
 
@@ -431,11 +443,13 @@ class Worker:
                 self._keys_left_held = True
 
     def _finish_ok(self, running: RunningJob, duration: float) -> None:
+        # The line counts the attempt before its id joins the done list
+        # (metrics.py says why).
+        self._job_line(logging.INFO, running, "succeeded", duration, "DONE")
         # A long job's completion is written at once, not batched.
         done = self.batch.finish(running.claimed.id, write_now=duration >= self.options.hold)
         if done:
             self._queue_op(Complete(done))
-        self._job_line(logging.INFO, running, "succeeded", duration, "DONE")
         self._emit_job("job.succeeded", running, duration=duration)
 
     def _finish_error(
@@ -535,7 +549,7 @@ class Worker:
     def _flush_ops(self) -> None:
         if self._ops:
             assert self.worker_id is not None
-            self._ops.flush(self.backend, self.worker_id, self._taken_back)
+            self._ops.flush(self.backend, self.worker_id, self._taken_back, self.metrics)
         if self._keys_left_held:
             # Between jobs this worker holds no key: let go of what a lost
             # connection kept it from letting go of.
@@ -620,7 +634,7 @@ class Worker:
         try:
             if running.fails_on_timeout or (running.max_tries > 0 and attempts >= running.max_tries):
                 uuid = payload_uuid(running.claimed.payload)
-                self.backend.fail(self.worker_id, running.claimed, uuid, text)
+                # The line counts the attempt: its count travels with the fail.
                 self._job_line(
                     logging.ERROR,
                     running,
@@ -630,16 +644,19 @@ class Worker:
                     f"retry with: tourno queue retry {uuid}",
                     uuid,
                 )
+                self.backend.fail(self.worker_id, running.claimed, uuid, text, take_metrics(self.metrics))
                 self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
                 delay = running.retry_delay()
-                self.backend.release(self.worker_id, running.claimed.id, delay, attempts)
                 self._job_line(
                     logging.ERROR, running, "released", duration, f"TIMED OUT; RETRY in {delay:g} s"
                 )
+                self.backend.release(
+                    self.worker_id, running.claimed.id, delay, attempts, take_metrics(self.metrics)
+                )
                 self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
             done, pending = self.batch.drain()
-            self.backend.complete(self.worker_id, done)
+            self.backend.complete(self.worker_id, done, take_metrics(self.metrics))
             self.backend.hand_back(self.worker_id, pending)
             self.backend.unregister_worker(self.worker_id)
         except Exception:  # noqa: BLE001 - we are exiting; rescue covers the rest
@@ -664,7 +681,13 @@ class Worker:
         if self.worker_id is not None:
             done, pending = self.batch.drain()
             self._safe("flush finished jobs", self._flush_ops)
-            self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
+            self._safe(
+                "delete finished jobs",
+                self.backend.complete,
+                self.worker_id,
+                done,
+                take_metrics(self.metrics),
+            )
             self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)
             if self._keys_left_held:
                 self._safe("let go of middleware keys", self.backend.release_locks, self.worker_id)
@@ -694,6 +717,7 @@ class Worker:
         """One line per finished attempt (Laravel's ``RUNNING … DONE``), whose
         job fields are keys of their own in JSON logs."""
         self.outcomes[outcome] += 1
+        self._count(running, outcome, duration)
         if not self.log.isEnabledFor(level):
             return
         payload = running.payload or {}
@@ -714,6 +738,25 @@ class Worker:
                 "duration_ms": ms,
             },
         )
+
+    # -- metrics -----------------------------------------------------------------------
+
+    def _count(self, running: RunningJob, outcome: str, duration: float | None) -> None:
+        """Count one finished attempt of ``running`` (``outcome`` is one of
+        ``metrics.OUTCOMES``; ``duration`` None: it never ran). The count is
+        written with the worker's next write to the queue."""
+        if self.metrics is None:
+            return
+        payload = running.payload
+        job = payload.get("job") if payload else None
+        available = running.claimed.available_at
+        now = time.time()
+        wait = None
+        if duration is not None and available is not None:
+            wait = now - duration - available
+        self.metrics.count(running.claimed.queue, str(job or UNKNOWN_JOB), outcome, duration, wait, now)
+
+    # -- lifecycle events ------------------------------------------------------------
 
     def _emit_job(self, name: str, running: RunningJob, **fields: Any) -> None:
         # Checked first: with nobody subscribed the hot path builds nothing.

@@ -39,6 +39,17 @@ class TaskStatus:
         return dataclasses.asdict(self)
 
 
+def last_dispatches() -> dict[str, dt.datetime]:
+    """When each task was last dispatched, by any scheduler (for ``/metrics``:
+    a scheduler that stopped shows as a time that no longer moves)."""
+    from peewee import fn
+
+    from tourno.db import parse_timestamp, tuples
+
+    query = ScheduleRun.select(ScheduleRun.task, fn.MAX(ScheduleRun.dispatched_at)).group_by(ScheduleRun.task)
+    return {task: parse_timestamp(at) for task, at in tuples(query)}
+
+
 def snapshot(tasks: list[Task], now: dt.datetime | None = None) -> list[TaskStatus]:
     """Each task's frequency, next due slot, last dispatched slot and last run:
     two lookups per task, on the (task, slot) and (job, started_at) indexes."""

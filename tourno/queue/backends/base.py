@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tourno.queue.job import PendingJob
+from tourno.queue.metrics import MetricRow
 
 #: The lease backstop: a reserved job whose worker still heartbeats is only
 #: taken back this long after its timeout (the worker's own watchdog acts first).
@@ -36,6 +38,9 @@ class ClaimedJob:
     payload: str
     attempts: int
     priority: int = 0
+    #: When the job became available (epoch seconds, the store's clock): the
+    #: start of its wait, for the metrics. None if the backend does not say.
+    available_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +131,19 @@ class QueueBackend(abc.ABC):
     @abc.abstractmethod
     def unregister_worker(self, worker_id: int) -> None: ...
 
+    # The write methods below take ``metrics``: counts to add to the
+    # persisted metrics in the same round trip and transaction as the write
+    # (``tourno/queue/metrics.py`` says why).
+
     @abc.abstractmethod
     def claim(
-        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+        self,
+        worker_id: int,
+        queue: str,
+        limit: int,
+        done: list[Any],
+        default_timeout: float,
+        metrics: Sequence[MetricRow] = (),
     ) -> list[ClaimedJob]:
         """Delete the finished jobs in ``done`` and reserve up to ``limit``
         ready jobs of ``queue``, in one round trip where the backend can.
@@ -136,11 +151,18 @@ class QueueBackend(abc.ABC):
         worker counts the others' when it starts them."""
 
     @abc.abstractmethod
-    def complete(self, worker_id: int, ids: list[Any]) -> int:
+    def complete(self, worker_id: int, ids: list[Any], metrics: Sequence[MetricRow] = ()) -> int:
         """Delete finished jobs this worker holds; returns how many it held."""
 
     @abc.abstractmethod
-    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
+    def release(
+        self,
+        worker_id: int,
+        job_id: Any,
+        delay: float,
+        attempts: int | None = None,
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
         """Make a job this worker holds available again after ``delay`` seconds,
         recording that it has used ``attempts`` attempts when given."""
 
@@ -161,8 +183,21 @@ class QueueBackend(abc.ABC):
         """Return claimed-but-never-started jobs (the claim did not charge them)."""
 
     @abc.abstractmethod
-    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
+    def fail(
+        self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         """Move a job this worker holds to the failed-job store."""
+
+    @abc.abstractmethod
+    def read_metrics(self, since: int | None) -> list[MetricRow]:
+        """The persisted counts summed per (queue, job): from minute ``since``
+        (epoch seconds) on, or all time (the pruned totals included) for None."""
+
+    def prune_metrics(self, retention_days: float) -> int:
+        """Fold the minutes older than the retention into the totals; returns
+        how many minute rows went. Stores that expire them on their own
+        (Redis) do nothing."""
+        return 0
 
     @abc.abstractmethod
     def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:

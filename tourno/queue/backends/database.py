@@ -15,6 +15,7 @@ import io
 import select
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import peewee
@@ -46,6 +47,7 @@ from tourno.queue.backends.base import (
     cancel_notice,
 )
 from tourno.queue.job import PendingJob
+from tourno.queue.metrics import COLUMNS, COUNTERS, MAXIMA, SUMS, TOTALS_MINUTE, Counts, MetricRow
 
 #: One channel for every queue; the payload names the queue.
 CHANNEL = "tourno_jobs"
@@ -64,8 +66,9 @@ def _rows(sql: str, params: Any = ()) -> list[tuple]:
 
 
 def _claimed(rows: list[tuple]) -> list[ClaimedJob]:
-    """Claimed rows (id, queue, payload, attempts, priority) in the order the
-    worker runs them; RETURNING does not promise the claim's ORDER BY."""
+    """Claimed rows (id, queue, payload, attempts, priority, available_at as
+    epoch seconds) in the order the worker runs them; RETURNING does not
+    promise the claim's ORDER BY."""
     return sorted((ClaimedJob(*r) for r in rows), key=lambda j: (j.priority, j.id))
 
 
@@ -79,12 +82,88 @@ def _in_order(queues: list[str], rows: list[tuple]) -> list[str]:
     return [q for q in queues if q in changed]
 
 
+#: The ON CONFLICT ... DO UPDATE of a metrics upsert: counters and sums add
+#: up, maxima keep the larger ({max} is GREATEST or SQLite's max, {t} the
+#: existing row's name).
+_METRICS_SET = ", ".join(
+    [f"{c} = {{t}}.{c} + excluded.{c}" for c in (*COUNTERS, *SUMS)]
+    + [f"{c} = {{max}}({{t}}.{c}, excluded.{c})" for c in MAXIMA]
+)
+_METRICS_COLUMNS = ", ".join(("minute", "queue", "job", "shard", *COLUMNS))
+#: Workers on PostgreSQL write their counts into this many rows per (minute,
+#: queue, job), chosen by worker id: one row that every worker updated with
+#: every claim would hold each claim on its row lock until the previous
+#: claim's commit had reached the disk, serializing the workers.
+METRIC_SHARDS = 16
+
+
 class DatabaseBackend(QueueBackend):
     connection_name = "database"
     requeues_in_database = True
 
     def close_thread_connection(self) -> None:
         discard_connection()
+
+    # -- metrics ---------------------------------------------------------------------
+
+    def _upsert_metrics(self, rows: Sequence[MetricRow], shard: int = 0) -> None:
+        """Add ``rows`` to queue_metrics, in the caller's transaction."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _minute(epoch: int) -> Any:
+        """A minute (epoch seconds) as this database stores ``minute``."""
+        from tourno.queue.models import QueueMetric
+
+        return QueueMetric.minute.db_value(dt.datetime.fromtimestamp(epoch, UTC))
+
+    def read_metrics(self, since: int | None) -> list[MetricRow]:
+        from peewee import fn
+
+        from tourno.queue.models import QueueMetric as M
+
+        columns = [fn.SUM(getattr(M, c)).alias(c) for c in (*COUNTERS, *SUMS)]
+        columns += [fn.MAX(getattr(M, c)).alias(c) for c in MAXIMA]
+        query = M.select(M.queue, M.job, *columns).group_by(M.queue, M.job).order_by(M.queue, M.job)
+        if since is not None:
+            query = query.where(M.minute >= self._minute(since))
+        start = TOTALS_MINUTE if since is None else since
+        names = (*COUNTERS, *SUMS, *MAXIMA)
+        return [
+            MetricRow(start, queue, job, Counts.of(dict(zip(names, values, strict=True))))
+            for queue, job, *values in tuples(query)
+        ]
+
+    def prune_metrics(self, retention_days: float) -> int:
+        """Delete the minutes older than the retention and add them to the
+        totals rows, in one transaction: the sums over all rows do not move.
+        The DELETE ... RETURNING decides which rows this call folds, so two
+        workers pruning at once never fold a minute twice (the second one's
+        DELETE waits for the first and finds the rows gone)."""
+        cutoff = int((time.time() - retention_days * 86400) // 60) * 60
+        with write_transaction():
+            if not self._may_prune():
+                return 0
+            gone = _rows(
+                sql(
+                    "DELETE FROM queue_metrics WHERE minute < %s AND minute > %s "
+                    f"RETURNING queue, job, {', '.join(COLUMNS)}"
+                ),
+                (self._minute(cutoff), self._minute(TOTALS_MINUTE)),
+            )
+            folded: dict[tuple[str, str], Counts] = {}
+            for queue, job, *values in gone:
+                counts = Counts.of(dict(zip(COLUMNS, values, strict=True)))
+                held = folded.setdefault((queue, job), Counts())
+                held.merge(counts)
+            if folded:
+                self._upsert_metrics(
+                    [MetricRow(TOTALS_MINUTE, q, j, c) for (q, j), c in sorted(folded.items())]
+                )
+        return len(gone)
+
+    def _may_prune(self) -> bool:
+        return True
 
     def workers(self, stale_after: float) -> list[WorkerInfo]:
         from tourno.queue.models import WorkerRecord
@@ -418,32 +497,88 @@ class PostgresBackend(DatabaseBackend):
                 WHEN %(timeout)s > 0 THEN now() + (%(timeout)s + %(margin)s) * interval '1 second'
             END
         FROM c WHERE j.id = c.id
-        RETURNING j.id, j.queue, j.payload::text, j.attempts, j.priority
+        RETURNING j.id, j.queue, j.payload::text, j.attempts, j.priority,
+                  extract(epoch FROM j.available_at)::float8
     """
 
-    def claim(
-        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
-    ) -> list[ClaimedJob]:
-        rows = _rows(
-            self._CLAIM,
-            {
-                "done": list(done),
-                "worker": worker_id,
-                "queue": queue,
-                "limit": limit,
-                "timeout": float(default_timeout),
-                "margin": LEASE_MARGIN,
-            },
-        )
-        return _claimed(rows)
+    # The metrics a write carries travel as one more CTE of that write's
+    # statement, added only when there is something to write (so the claim
+    # of a worker with metrics off, or with nothing finished, is unchanged).
+    # One array per column through unnest(); the rows come sorted by key, so
+    # two workers' upserts lock shared rows in the same order.
+    _METRICS_UPSERT = f"""
+        INSERT INTO queue_metrics AS qm ({_METRICS_COLUMNS})
+        SELECT to_timestamp(t.minute), t.queue, t.job, %(m_shard)s, {", ".join("t." + c for c in COLUMNS)}
+        FROM unnest(%(m_minute)s::bigint[], %(m_queue)s::text[], %(m_job)s::text[],
+                    {", ".join(f"%(m_{c})s::bigint[]" for c in COUNTERS)},
+                    {", ".join(f"%(m_{c})s::float8[]" for c in COLUMNS[len(COUNTERS) :])})
+             AS t(minute, queue, job, {", ".join(COLUMNS)})
+        ON CONFLICT (minute, queue, job, shard) DO UPDATE SET {_METRICS_SET.format(t="qm", max="GREATEST")}
+    """
 
-    def complete(self, worker_id: int, ids: list[Any]) -> int:
-        if not ids:
+    @classmethod
+    def _with_metrics(cls, statement: str) -> str:
+        """``statement`` with the metrics upsert as a leading CTE."""
+        body = statement.strip()
+        cte = f"metrics AS ({cls._METRICS_UPSERT})"
+        if body.startswith("WITH "):
+            return f"WITH {cte}, {body[len('WITH ') :]}"
+        return f"WITH {cte} {body}"
+
+    @staticmethod
+    def _metric_params(rows: Sequence[MetricRow], shard: int) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "m_shard": shard,
+            "m_minute": [r.minute for r in rows],
+            "m_queue": [r.queue for r in rows],
+            "m_job": [r.job for r in rows],
+        }
+        for c in COLUMNS:
+            params[f"m_{c}"] = [getattr(r.counts, c) for r in rows]
+        return params
+
+    def _run(self, statement: str, params: dict[str, Any], metrics: Sequence[MetricRow]) -> Any:
+        """Execute one of the write statements, with the metrics CTE if any."""
+        if metrics:
+            statement = self._with_metrics(statement)
+            shard = int(params["worker"]) % METRIC_SHARDS
+            params = {**params, **self._metric_params(metrics, shard)}
+        return database.execute_sql(statement, params)
+
+    def _upsert_metrics(self, rows: Sequence[MetricRow], shard: int = 0) -> None:
+        database.execute_sql(self._METRICS_UPSERT, self._metric_params(rows, shard))
+
+    # One pruner at a time; a worker that does not get the lock skips its turn.
+    _PRUNE_LOCK = 0x70717274
+
+    def _may_prune(self) -> bool:
+        return bool(_rows("SELECT pg_try_advisory_xact_lock(%s)", (self._PRUNE_LOCK,))[0][0])
+
+    def claim(
+        self,
+        worker_id: int,
+        queue: str,
+        limit: int,
+        done: list[Any],
+        default_timeout: float,
+        metrics: Sequence[MetricRow] = (),
+    ) -> list[ClaimedJob]:
+        params = {
+            "done": list(done),
+            "worker": worker_id,
+            "queue": queue,
+            "limit": limit,
+            "timeout": float(default_timeout),
+            "margin": LEASE_MARGIN,
+        }
+        return _claimed(self._run(self._CLAIM, params, metrics).fetchall())
+
+    _COMPLETE = "DELETE FROM jobs WHERE id = ANY(%(ids)s::bigint[]) AND reserved_by = %(worker)s"
+
+    def complete(self, worker_id: int, ids: list[Any], metrics: Sequence[MetricRow] = ()) -> int:
+        if not ids and not metrics:
             return 0
-        return _rowcount(
-            "DELETE FROM jobs WHERE id = ANY(%s::bigint[]) AND reserved_by = %s",
-            (list(ids), worker_id),
-        )
+        return self._run(self._COMPLETE, {"ids": list(ids), "worker": worker_id}, metrics).rowcount
 
     # Every change to a reserved row names its owner: a job that was rescued
     # from this worker (it looked dead) is someone else's now, and stays so.
@@ -459,9 +594,16 @@ class PostgresBackend(DatabaseBackend):
         SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM r
     """.replace("{channel}", CHANNEL)
 
-    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
+    def release(
+        self,
+        worker_id: int,
+        job_id: Any,
+        delay: float,
+        attempts: int | None = None,
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
         params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": attempts}
-        return bool(_rows(self._RELEASE, params))
+        return bool(self._run(self._RELEASE, params, metrics).fetchall())
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -523,19 +665,18 @@ class PostgresBackend(DatabaseBackend):
         RETURNING id
     """
 
-    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
-        rows = _rows(
-            self._FAIL,
-            {
-                "id": job.id,
-                "worker": worker_id,
-                "uuid": uuid,
-                "connection": self.connection_name,
-                "payload": job.payload,
-                "exception": exception,
-            },
-        )
-        return bool(rows)
+    def fail(
+        self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        params = {
+            "id": job.id,
+            "worker": worker_id,
+            "uuid": uuid,
+            "connection": self.connection_name,
+            "payload": job.payload,
+            "exception": exception,
+        }
+        return bool(self._run(self._FAIL, params, metrics).fetchall())
 
     # -- worker: liveness ---------------------------------------------------------
 
@@ -768,7 +909,7 @@ class SqliteBackend(DatabaseBackend):
             WHERE queue = :queue AND reserved_at IS NULL AND available_at <= :now
               AND cancel_requested_at IS NULL
             ORDER BY priority, id LIMIT :limit)
-        RETURNING id, queue, payload, attempts, priority
+        RETURNING id, queue, payload, attempts, priority, (julianday(available_at) - 2440587.5) * 86400.0
     """
     # The batch's first job: the only one charged an attempt at claim.
     _HEAD = """
@@ -778,14 +919,41 @@ class SqliteBackend(DatabaseBackend):
         ORDER BY priority, id LIMIT 1
     """
 
+    #: Rows per metrics INSERT (14 parameters a row).
+    _METRICS_CHUNK = 1000
+
+    def _upsert_metrics(self, rows: Sequence[MetricRow], shard: int = 0) -> None:
+        """Inside the caller's write transaction (the claim's, a fail's...).
+        Always shard 0: SQLite's writers take turns on the database anyway."""
+        marks = "(" + ", ".join("?" * (4 + len(COLUMNS))) + ")"
+        for start in range(0, len(rows), self._METRICS_CHUNK):
+            chunk = rows[start : start + self._METRICS_CHUNK]
+            params: list[Any] = []
+            for r in chunk:
+                params += [self._minute(r.minute), r.queue, r.job, 0, *r.counts.values()]
+            database.execute_sql(
+                f"INSERT INTO queue_metrics ({_METRICS_COLUMNS}) VALUES {', '.join([marks] * len(chunk))} "
+                "ON CONFLICT (minute, queue, job, shard) DO UPDATE SET "
+                + _METRICS_SET.format(t="queue_metrics", max="max"),
+                params,
+            )
+
     def claim(
-        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+        self,
+        worker_id: int,
+        queue: str,
+        limit: int,
+        done: list[Any],
+        default_timeout: float,
+        metrics: Sequence[MetricRow] = (),
     ) -> list[ClaimedJob]:
         epoch = time.time()
         now = dt.datetime.fromtimestamp(epoch, UTC).strftime(SQLITE_TIME_FORMAT)
         with database.atomic("IMMEDIATE"):
             if done:
                 self._delete(worker_id, done)
+            if metrics:
+                self._upsert_metrics(metrics)
             head = _rows(self._HEAD, {"queue": queue, "now": now})
             if not head:
                 return []
@@ -809,21 +977,33 @@ class SqliteBackend(DatabaseBackend):
         marks = ",".join("?" * len(ids))
         return _rowcount(f"DELETE FROM jobs WHERE id IN ({marks}) AND reserved_by = ?", [*ids, worker_id])
 
-    def complete(self, worker_id: int, ids: list[Any]) -> int:
-        if not ids:
+    def complete(self, worker_id: int, ids: list[Any], metrics: Sequence[MetricRow] = ()) -> int:
+        if not ids and not metrics:
             return 0
         with database.atomic("IMMEDIATE"):
-            return self._delete(worker_id, ids)
+            if metrics:
+                self._upsert_metrics(metrics)
+            return self._delete(worker_id, ids) if ids else 0
 
-    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
-        return bool(
-            _rowcount(
-                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
-                "WHERE id = ? AND reserved_by = ?",
-                (self._now(delay), attempts, job_id, worker_id),
+    def release(
+        self,
+        worker_id: int,
+        job_id: Any,
+        delay: float,
+        attempts: int | None = None,
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
+            if metrics:
+                self._upsert_metrics(metrics)
+            return bool(
+                _rowcount(
+                    "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                    "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
+                    "WHERE id = ? AND reserved_by = ?",
+                    (self._now(delay), attempts, job_id, worker_id),
+                )
             )
-        )
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -853,8 +1033,12 @@ class SqliteBackend(DatabaseBackend):
             [*ids, worker_id],
         )
 
-    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
+    def fail(
+        self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         with database.atomic("IMMEDIATE"):
+            if metrics:
+                self._upsert_metrics(metrics)
             rows = _rows(
                 "DELETE FROM jobs WHERE id = ? AND reserved_by = ? RETURNING queue",
                 (job.id, worker_id),

@@ -49,6 +49,10 @@ equal scores sort by id):
 ``P:handed``
     sorted set of the uuids of jobs handed over from ``queue_outbox``,
     score = when (epoch ms): the hand-off's idempotency keys.
+``P:metrics:m:MINUTE``, ``P:metrics:total``
+    the persisted metrics (``tourno/queue/metrics.py``): one hash per minute
+    (epoch seconds), expiring after the retention, and the all-time totals;
+    fields are ``["queue","job"]|column``.
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
     release without delay, hand-back, rescue), or are ``PAUSES_CHANGED``
@@ -87,6 +91,7 @@ import datetime as dt
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
@@ -109,6 +114,7 @@ from tourno.queue.backends.base import (
 )
 from tourno.queue.handoff import Handoff
 from tourno.queue.job import PendingJob, payload_uuid
+from tourno.queue.metrics import COLUMNS, COUNTERS, TOTALS_MINUTE, Counts, MetricRow, parse_field
 
 #: Delayed jobs moved into the ready set per claim, at most.
 MIGRATE_BATCH = 1000
@@ -189,10 +195,12 @@ class RedisBackend(QueueBackend):
     store_name = "Redis"
     store_errors: tuple[type[BaseException], ...] = (redislib.RedisError,)
 
-    def __init__(self, url: str, prefix: str | None = None) -> None:
+    def __init__(self, url: str, prefix: str | None = None, metrics_retention_days: float = 14.0) -> None:
         self.url, url_prefix = _split_prefix(url)
         self.prefix = prefix or url_prefix or "tourno"
         self._local = threading.local()
+        #: How long the per-minute metrics hashes live (the totals hash stays).
+        self.metrics_ttl = max(int(metrics_retention_days * 86400), 60)
         self.handoff = Handoff(self)
         scratch = redislib.Redis()  # only to build Script objects; never connects
         lib = script_source("lib")
@@ -290,8 +298,26 @@ class RedisBackend(QueueBackend):
 
     # -- worker: claim and finish --------------------------------------------------------
 
+    def _metric_args(self, rows: Sequence[MetricRow]) -> list[Any]:
+        """The trailing arguments of a script that records metrics (lib.lua's
+        record_metrics)."""
+        if not rows:
+            return []
+        args: list[Any] = [self.metrics_ttl]
+        for r in rows:
+            args += [r.minute, r.field]
+            args += [getattr(r.counts, c) for c in COUNTERS]
+            args += [f"{getattr(r.counts, c):.9f}" for c in COLUMNS[len(COUNTERS) :]]
+        return args
+
     def claim(
-        self, worker_id: int, queue: str, limit: int, done: list[Any], default_timeout: float
+        self,
+        worker_id: int,
+        queue: str,
+        limit: int,
+        done: list[Any],
+        default_timeout: float,
+        metrics: Sequence[MetricRow] = (),
     ) -> list[ClaimedJob]:
         rows = self._run(
             "claim",
@@ -301,18 +327,48 @@ class RedisBackend(QueueBackend):
             int(float(default_timeout) * 1000),
             int(LEASE_MARGIN * 1000),
             MIGRATE_BATCH,
+            len(done),
             *[_pad(i) for i in done],
+            *self._metric_args(metrics),
         )
-        return [ClaimedJob(int(r[0]), queue, _text(r[1]), int(r[2]), int(float(r[3]))) for r in rows]
+        return [
+            ClaimedJob(
+                int(r[0]),
+                queue,
+                _text(r[1]),
+                int(r[2]),
+                int(float(r[3])),
+                int(r[4]) / 1000 if len(r) > 4 and r[4] else None,
+            )
+            for r in rows
+        ]
 
-    def complete(self, worker_id: int, ids: list[Any]) -> int:
-        if not ids:
+    def complete(self, worker_id: int, ids: list[Any], metrics: Sequence[MetricRow] = ()) -> int:
+        if not ids and not metrics:
             return 0
-        return int(self._run("complete", worker_id, *[_pad(i) for i in ids]))
+        return int(
+            self._run("complete", worker_id, len(ids), *[_pad(i) for i in ids], *self._metric_args(metrics))
+        )
 
-    def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
+    def release(
+        self,
+        worker_id: int,
+        job_id: Any,
+        delay: float,
+        attempts: int | None = None,
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
         ms = int(round(float(delay) * 1000))
-        return bool(self._run("release", worker_id, _pad(job_id), ms, "" if attempts is None else attempts))
+        return bool(
+            self._run(
+                "release",
+                worker_id,
+                _pad(job_id),
+                ms,
+                "" if attempts is None else attempts,
+                *self._metric_args(metrics),
+            )
+        )
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
@@ -326,15 +382,45 @@ class RedisBackend(QueueBackend):
             return 0
         return int(self._run("hand_back", worker_id, *[_pad(i) for i in ids]))
 
-    def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
+    def fail(
+        self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         queue = self._run("fail_begin", worker_id, _pad(job.id))
         if not queue:
+            # Taken back while it ran; the attempt still happened.
+            self.complete(worker_id, [], metrics)
             return False
         if database.is_closed():
             open_connection()
         failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
-        self._run("fail_end", worker_id, _pad(job.id))
+        # The counts go with the step that deletes the job.
+        self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
         return True
+
+    def read_metrics(self, since: int | None) -> list[MetricRow]:
+        client = self.client()
+        if since is None:
+            hashes = [client.hgetall(self.key("metrics", "total"))]
+        else:
+            now = int(client.time()[0])
+            pipe = client.pipeline(transaction=False)
+            for minute in range(since, now + 1, 60):
+                pipe.hgetall(self.key("metrics", "m", str(minute)))
+            hashes = pipe.execute()
+        values: dict[str, dict[str, float]] = {}
+        maxima = set(COLUMNS[len(COUNTERS) :]) - {"runtime_sum", "wait_sum"}
+        for raw in hashes:
+            for k, v in raw.items():
+                field, _, column = _text(k).rpartition("|")
+                held = values.setdefault(field, {})
+                number = float(v)
+                if column in maxima:
+                    held[column] = max(held.get(column, 0.0), number)
+                else:
+                    held[column] = held.get(column, 0.0) + number
+        start = TOTALS_MINUTE if since is None else since
+        rows = [MetricRow(start, *parse_field(f), Counts.of(dict(v))) for f, v in values.items()]
+        return sorted(rows, key=lambda r: (r.queue, r.job))
 
     # -- worker: liveness --------------------------------------------------------------
 

@@ -1,8 +1,12 @@
 -- ARGV: P, worker, queue, limit, default_timeout_ms, margin_ms, migrate (the
--- most delayed jobs moved into the ready set), done ids...
+-- most delayed jobs moved into the ready set), n, n done ids, then metrics
+-- (record_metrics in lib.lua), written with the deletion of the done jobs.
+-- Returns {id, payload, attempts, priority, available at (ms)} per job.
 local worker, q, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local default_timeout, margin, migrate = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-complete(worker, 8, #ARGV)
+local ndone = tonumber(ARGV[8])
+complete(worker, 9, 8 + ndone)
+record_metrics(9 + ndone)
 local now = now_ms()
 local dk = delayed_key(q)
 local due = redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, migrate)
@@ -21,7 +25,7 @@ local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', rk, id)
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'payload', 'attempts', 'priority', 'cancel')
+  local f = redis.call('HMGET', k, 'payload', 'attempts', 'priority', 'cancel', 'at')
   -- A cancelled job that went back to the queue is left for sweep_cancelled.
   if f[1] and not f[4] then
     local attempts = tonumber(f[2]) or 0
@@ -37,7 +41,7 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'state', 'reserved', 'owner', worker, 'attempts', attempts)
     redis.call('ZADD', P .. ':reserved', lease, id)
     redis.call('SADD', P .. ':held:' .. worker, id)
-    out[#out + 1] = {id, f[1], attempts, f[3]}
+    out[#out + 1] = {id, f[1], attempts, f[3], f[5] or false}
   end
 end
 return out

@@ -45,3 +45,43 @@ local function complete(worker, first, last)
   end
   return n
 end
+-- Add the metric rows in ARGV[first..] to the minute hashes and the totals
+-- hash: ARGV[first] is the minute hashes' lifetime (seconds), then 12 values
+-- a row: minute (epoch s), field (the JSON [queue, job]), then the columns
+-- succeeded, failed, released, snoozed, cancelled, runs (whole numbers),
+-- runtime_sum, runtime_max, wait_sum, wait_max. A hash field is "FIELD|column".
+local METRIC_COLUMNS = {'succeeded', 'failed', 'released', 'snoozed', 'cancelled', 'runs',
+                        'runtime_sum', 'runtime_max', 'wait_sum', 'wait_max'}
+local function bump_max(key, field, value)
+  local cur = tonumber(redis.call('HGET', key, field))
+  if not cur or value > cur then redis.call('HSET', key, field, value) end
+end
+local function record_metrics(first)
+  if first > #ARGV then return end
+  local ttl = tonumber(ARGV[first])
+  local total = P .. ':metrics:total'
+  local i = first + 1
+  while i + 11 <= #ARGV do
+    local mk = P .. ':metrics:m:' .. ARGV[i]
+    local field = ARGV[i + 1]
+    for c = 1, 10 do
+      local name, raw = METRIC_COLUMNS[c], ARGV[i + 1 + c]
+      local value = tonumber(raw)
+      if value and value > 0 then
+        local f = field .. '|' .. name
+        if c <= 6 then
+          redis.call('HINCRBY', mk, f, value)
+          redis.call('HINCRBY', total, f, value)
+        elseif c == 7 or c == 9 then
+          redis.call('HINCRBYFLOAT', mk, f, raw)
+          redis.call('HINCRBYFLOAT', total, f, raw)
+        else
+          bump_max(mk, f, value)
+          bump_max(total, f, value)
+        end
+      end
+    end
+    redis.call('EXPIRE', mk, ttl)
+    i = i + 12
+  end
+end

@@ -1,5 +1,6 @@
--- ARGV: P, worker, id, delay_ms, attempts ('' = keep)
+-- ARGV: P, worker, id, delay_ms, attempts ('' = keep), then metrics (record_metrics in lib.lua)
 local worker, id, delay, attempts = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+record_metrics(6)
 local k = jkey(id)
 if not owned(id, worker) or redis.call('HGET', k, 'state') ~= 'reserved' then return 0 end
 if attempts then
