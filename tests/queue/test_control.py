@@ -269,16 +269,23 @@ def test_a_prefetched_job_cancelled_before_it_starts_is_not_run(driver, recorder
 def test_a_cancelled_job_that_went_back_to_the_queue_is_never_claimed_and_is_swept(driver, recorder):
     backend = driver.backend
     job_id = RecordRun(key="back").dispatch()
-    worker_id, _ = backend.register_worker("t", "host", 1, ["default"])
-    (claimed,) = backend.claim(worker_id, "default", 1, [], 60)
-    assert claimed.id == job_id
-    assert control.cancel([str(job_id)]).flagged[0].id == job_id
-    assert backend.cancel_requests(worker_id) == [job_id]
-    # Its attempt failed before the worker heard of the cancel: released.
-    assert backend.release(worker_id, job_id, 0, 1)
-    assert backend.claim(worker_id, "default", 5, [], 60) == []
-    (swept,) = backend.sweep_cancelled()
-    assert swept.id == job_id
-    assert backend.sweep_cancelled() == []
-    assert driver.size() == 0
-    backend.unregister_worker(worker_id)
+    worker = Worker(backend, WorkerOptions(sleep=0.1, memory=0))
+    try:
+        worker.register()
+        assert worker.worker_id is not None
+        (claimed,) = backend.claim(worker.worker_id, "default", 1, [], 60)
+        assert claimed.id == job_id
+        assert control.cancel([str(job_id)]).flagged[0].id == job_id
+        assert backend.cancel_requests(worker.worker_id) == [job_id]
+        # Its attempt failed before the worker heard of the cancel: released.
+        assert backend.release(worker.worker_id, job_id, 0, 1)
+        assert backend.claim(worker.worker_id, "default", 5, [], 60) == []
+        # What every monitor does each heartbeat interval.
+        Monitor(worker).sweep_cancelled()
+        Monitor(worker).sweep_cancelled()
+    finally:
+        worker.close()
+    (event,) = recorder.of("job.cancelled")
+    assert (event.job, event.id, event.queue) == ("RecordRun", job_id, "default")
+    assert event.uuid == recorder.of("job.dispatched")[0].uuid
+    assert driver.size() == 0 and driver.run_pids("back") == []
