@@ -110,6 +110,29 @@ def test_snooze_fires_snoozed_with_its_delay_once_per_snooze(driver, recorder):
     assert driver.size() == 0 and driver.failed() == []
 
 
+def test_a_prefetched_job_snoozes_without_spending_the_attempt_it_was_never_charged(driver, recorder):
+    """The claim charges only a batch's first job; a prefetched job's attempt
+    is counted when it starts. Its snooze must record the attempts the job
+    had before it started (not one less, not one more), or its one try is
+    gone: the next run would fail with MaxAttemptsExceeded."""
+    worker = Worker(driver.backend, WorkerOptions(sleep=0.1, memory=0, prefetch=10, tries=1))
+    try:
+        Noop().dispatch()
+        assert worker.run_once() is True  # now the worker claims batches
+        head = Noop().dispatch()
+        snoozer = ProcSnoozer(key="pre", times=1).dispatch()
+        assert worker.run_once() is True  # one claim: head (charged) and the snoozer (not yet)
+        assert worker.run_once() is True  # the snoozer, prefetched: snoozes
+        assert worker.run_once() is True  # claimed again, as a batch's head: runs its one try
+        assert worker.run_once() is False
+    finally:
+        worker.close()
+    assert recorder.transitions(head) == "dispatched started succeeded"
+    assert recorder.transitions(snoozer) == "dispatched started snoozed started succeeded"
+    assert [e.attempt for e in recorder.of("job.started") if e.id == snoozer] == [1, 1]
+    assert driver.size() == 0 and driver.failed() == []
+
+
 def test_a_bad_snooze_delay_fails_the_attempt_with_its_message(driver):
     job_id = ProcSnoozer(key="bad", times=1, seconds=-5).dispatch()
     assert job_id is not None
