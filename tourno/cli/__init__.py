@@ -100,6 +100,13 @@ def configure_logging(level: str, verbose: int = 0, fmt: str = "text") -> None:
     worker's job fields, become keys of their own)."""
     if verbose:
         level = "debug"
+    # No format of ours (nor gunicorn's, which shows the pid) says where a
+    # call was made from or by which thread: skip gathering that for every
+    # record (the logging HOWTO's "Optimization" section). A worker writes a
+    # line per job, so it counts.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_tourno", False)]:
         root.removeHandler(old)

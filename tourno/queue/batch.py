@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
@@ -82,6 +82,11 @@ class RunningJob:
             return now >= self.deadline
         return self.max_tries > 0 and self.claimed.attempts >= self.max_tries
 
+    @property
+    def fails_on_timeout(self) -> bool:
+        """The job's ``fail_on_timeout``: a timed-out attempt is its last."""
+        return bool(self.job is not None and self.job.fail_on_timeout)
+
     def retry_delay(self) -> float:
         return backoff_delay(self.backoff, self.claimed.attempts)
 
@@ -106,13 +111,16 @@ class ClaimBatch:
     def running(self) -> RunningJob | None:
         return self._running
 
-    def take_next(self) -> RunningJob | None:
-        """Start the next prefetched job, if any. The claim did not charge it
-        an attempt: it is counted here and written later, if it matters."""
+    def take_next(self, skip: Collection[str] = ()) -> RunningJob | None:
+        """Start the next prefetched job, if any, leaving those of the queues
+        in ``skip`` (paused since the claim: the monitor hands them back).
+        The claim did not charge it an attempt: it is counted here and
+        written later, if it matters."""
         with self.lock:
-            if not self._pending:
+            claimed = next((j for j in self._pending if j.queue not in skip), None)
+            if claimed is None:
                 return None
-            claimed = self._pending.popleft()
+            self._pending.remove(claimed)
             claimed.attempts += 1
             self._running = RunningJob(claimed, time.monotonic(), attempt_saved=False)
             if self._cancelled:
@@ -227,6 +235,25 @@ class ClaimBatch:
                 self._pending.extendleft(reversed(pending))
             raise
         return len(pending)
+
+    def hand_back_queues(self, queues: Collection[str], backend: QueueBackend, worker_id: int) -> int:
+        """Called by the monitor when ``queues`` are paused: hand back the
+        prefetched jobs of those queues, which must not run here now. Returns
+        how many; on an error they stay in the batch (and are not started)."""
+        if not queues:
+            return 0
+        with self.lock:
+            give = [j for j in self._pending if j.queue in queues]
+            if not give:
+                return 0
+            self._pending = collections.deque(j for j in self._pending if j.queue not in queues)
+        try:
+            backend.hand_back(worker_id, [j.id for j in give])
+        except BaseException:
+            with self.lock:
+                self._pending.extendleft(reversed(give))
+            raise
+        return len(give)
 
 
 # -- finishing a job: operations that must reach the backend ---------------------------

@@ -27,11 +27,14 @@ import datetime as dt
 import json
 import math
 import uuid as uuidlib
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tourno.queue import events
 from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
+
+if TYPE_CHECKING:
+    from tourno.queue.middleware import Middleware
 
 _registry: dict[str, type[Job]] = {}
 
@@ -67,6 +70,8 @@ class Job:
     backoff: ClassVar[float | list[float] | None] = None
     #: Keep retrying (ignoring ``tries``) until this many seconds after dispatch.
     retry_until: ClassVar[float | None] = None
+    #: A timed-out attempt fails the job for good instead of being retried.
+    fail_on_timeout: ClassVar[bool] = False
     #: Make the job unique: a dispatch while one with the same key is pending
     #: or running is a no-op. ``unique_key`` may be a string or a method;
     #: ``unique_for`` (seconds) bounds how long the key is held.
@@ -95,6 +100,10 @@ class Job:
 
     def failed(self, exc: BaseException) -> None:
         """Called once, in the worker, after the job has failed for good."""
+
+    def middleware(self) -> Sequence[Middleware]:
+        """Layers around ``handle``, outermost first (``tourno.queue.middleware``)."""
+        return ()
 
     def cancel_requested(self) -> bool:
         """Whether ``tourno queue cancel`` asked for this job while it runs.

@@ -11,8 +11,12 @@ public surface only:
   connection and ends the process;
 * ``worker.request_cancel(ids)``, when jobs it holds were cancelled (a
   notice, or the check each heartbeat interval);
+* ``worker.update_paused(queues)``, the paused set it reloads (at most every
+  ``pauses.RELOAD_EVERY`` seconds, and at once on a ``PAUSES_CHANGED``
+  notification), and ``worker.active_queues()``, whose notifications wake
+  the worker;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
-  ``release_held`` it calls) and the read-only ``worker_id``,
+  ``release_held`` and ``hand_back_queues`` it calls) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
 
 ``Worker.monitor_class`` names the class, so a test can subclass it.
@@ -29,6 +33,7 @@ from tourno.errors import first_line
 from tourno.queue import control, events
 from tourno.queue.backends.base import cancel_notice
 from tourno.queue.batch import RunningJob
+from tourno.queue.pauses import PAUSES_CHANGED, RELOAD_EVERY
 
 if TYPE_CHECKING:
     from tourno.queue.worker import Worker
@@ -53,6 +58,7 @@ class Monitor(threading.Thread):
         self._hard_stop: RunningJob | None = None
         self._next_beat = 0.0
         self._next_rescue = 0.0
+        self._next_pauses = 0.0
         self._vacuumed_at = 0
 
     def stop(self) -> None:
@@ -66,7 +72,6 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         w = self.worker
         backend = w.backend
-        queues = set(w.options.queues)
         connected = False
         failures = 0
         while not self._stopping.is_set():
@@ -84,7 +89,9 @@ class Monitor(threading.Thread):
                     w.hard_stop(self._hard_stop)
                 self.round(time.monotonic())
                 noticed = backend.wait_for_notifications(self.TICK)
-                if noticed & queues:
+                if PAUSES_CHANGED in noticed:
+                    self.reload_paused(time.monotonic())
+                if noticed & set(w.active_queues()):
                     w.wake()
                 if cancel_notice(w.worker_id) in noticed:
                     self.check_cancels()
@@ -114,6 +121,8 @@ class Monitor(threading.Thread):
             w.backend.maintain()
             self.sweep_cancelled()
             self._next_rescue = now + opts.heartbeat_interval
+        if now >= self._next_pauses:
+            self.reload_paused(now)
         assert w.worker_id is not None
         running = w.batch.running
         handed_back = w.batch.release_held(now, w.backend, w.worker_id)
@@ -125,6 +134,17 @@ class Monitor(threading.Thread):
             started = time.monotonic()
             if w.backend.vacuum():
                 w.log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
+
+    def reload_paused(self, now: float) -> None:
+        """Read the paused queues, tell the worker, and hand back the jobs it
+        prefetched from one of them: a pause stops them too."""
+        w = self.worker
+        assert w.worker_id is not None
+        self._next_pauses = now + RELOAD_EVERY
+        paused = w.update_paused(w.backend.paused())
+        handed_back = w.batch.hand_back_queues(paused, w.backend, w.worker_id)
+        if handed_back:
+            w.log.info("handed back %d prefetched job(s) of paused queues", handed_back)
 
     def heartbeat(self) -> None:
         w = self.worker

@@ -35,7 +35,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Collection, MutableMapping
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -48,7 +48,7 @@ from tourno.db import (
     reset_transaction_state,
 )
 from tourno.errors import first_line
-from tourno.queue import events
+from tourno.queue import events, middleware
 from tourno.queue.backends.base import QueueBackend
 from tourno.queue.batch import (
     Cancel,
@@ -63,7 +63,7 @@ from tourno.queue.batch import (
 )
 from tourno.queue.batch import Snooze as SnoozeOp
 from tourno.queue.exceptions import InvalidPayload, JobTimeout, Snooze, WorkerAborted
-from tourno.queue.job import payload_uuid
+from tourno.queue.job import Job, payload_uuid
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
 from tourno.signals import Waker, installed
@@ -142,6 +142,10 @@ class Worker:
         self._monitor: Monitor | None = None
         self._owns_connection = False
         self._stopping_emitted = False
+        # A middleware key the worker could not let go of (connection lost).
+        self._keys_left_held = False
+        #: The queues of ours that are paused (set by the monitor; replaced, never mutated).
+        self._paused: frozenset[str] = frozenset()
 
     # -- public ----------------------------------------------------------------
 
@@ -212,6 +216,8 @@ class Worker:
             },
         )
         self.log.info("processing queues %s", ",".join(self.options.queues))
+        # Before the first claim: the monitor's first reload comes later.
+        self.update_paused(self.backend.paused())
         self._emit_worker("worker.started")
 
     def run_once(self, now: dt.datetime | None = None) -> bool:
@@ -306,7 +312,7 @@ class Worker:
         return rss_mb() >= self.options.memory
 
     def _next_job(self) -> RunningJob | None:
-        running = self.batch.take_next()
+        running = self.batch.take_next(skip=self._paused)
         if running is not None:
             return running
         done = self.batch.take_done()
@@ -315,12 +321,18 @@ class Worker:
             return None
         assert self.worker_id is not None
         opts = self.options
+        queues = self.active_queues()
+        if not queues:
+            # Every queue we serve is paused: no claim to carry the deletions.
+            if done:
+                self._queue_op(Complete(done))
+            return None
         limit = self._claim_size()
         if opts.max_jobs:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs = []
         try:
-            for rank, queue in enumerate(opts.queues):
+            for rank, queue in enumerate(queues):
                 # Batches come from the first queue only: a lower queue's jobs
                 # are claimed one at a time, so the higher queues are looked
                 # at again before each of them (--queue is a strict order).
@@ -371,7 +383,7 @@ class Worker:
         self._arm(running.timeout)
         try:
             self._in_job = True
-            job.handle()
+            self._handle(job, running)
             self._in_job = False
         except Exception as exc:  # noqa: BLE001 - any job error is recorded, never fatal
             self._in_job = False
@@ -397,6 +409,27 @@ class Worker:
         else:
             self._finish_error(running, error, duration, now)
 
+    def _handle(self, job: Job, running: RunningJob) -> None:
+        layers = job.middleware()
+        if not layers:
+            job.handle()
+            return
+        assert self.worker_id is not None
+        claimed = running.claimed
+        context = middleware.JobContext(
+            self.backend,
+            self.worker_id,
+            claimed.id,
+            claimed.queue,
+            claimed.attempts,
+            self.options.stale_after,
+        )
+        try:
+            middleware.run(job, layers, context)
+        finally:
+            if context.keys_left_held:
+                self._keys_left_held = True
+
     def _finish_ok(self, running: RunningJob, duration: float) -> None:
         # A long job's completion is written at once, not batched.
         done = self.batch.finish(running.claimed.id, write_now=duration >= self.options.hold)
@@ -409,7 +442,8 @@ class Worker:
         self, running: RunningJob, exc: BaseException, duration: float, now: dt.datetime | None
     ) -> None:
         attempts = running.claimed.attempts
-        if running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
+        timed_out_for_good = self._timed_out and running.fails_on_timeout
+        if timed_out_for_good or running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
             self._finish_failed(running, exc, duration)
             return
         delay = running.retry_delay()
@@ -502,6 +536,12 @@ class Worker:
         if self._ops:
             assert self.worker_id is not None
             self._ops.flush(self.backend, self.worker_id, self._taken_back)
+        if self._keys_left_held:
+            # Between jobs this worker holds no key: let go of what a lost
+            # connection kept it from letting go of.
+            assert self.worker_id is not None
+            self.backend.release_locks(self.worker_id)
+            self._keys_left_held = False
 
     def _taken_back(self, op: JobOp) -> None:
         verbs = {Release: "releasing", SnoozeOp: "snoozing", Cancel: "deleting", Fail: "failing"}
@@ -578,7 +618,7 @@ class Worker:
         duration = time.monotonic() - running.started
         self._emit_job("job.timed_out", running, duration=duration, exception=exc)
         try:
-            if running.max_tries > 0 and attempts >= running.max_tries:
+            if running.fails_on_timeout or (running.max_tries > 0 and attempts >= running.max_tries):
                 uuid = payload_uuid(running.claimed.payload)
                 self.backend.fail(self.worker_id, running.claimed, uuid, text)
                 self._job_line(
@@ -626,6 +666,8 @@ class Worker:
             self._safe("flush finished jobs", self._flush_ops)
             self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
             self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)
+            if self._keys_left_held:
+                self._safe("let go of middleware keys", self.backend.release_locks, self.worker_id)
             self._safe("remove worker row", self.backend.unregister_worker, self.worker_id)
         if self._owns_connection:
             self.backend.close_thread_connection()
@@ -694,6 +736,31 @@ class Worker:
     def _emit_worker(self, name: str) -> None:
         if events.wanted(name):
             events.emit(name, worker=self.options.name, worker_id=self.worker_id, pid=self.pid)
+
+    # -- paused queues (queue/pauses.py) -------------------------------------------------
+
+    def active_queues(self) -> list[str]:
+        """The queues to claim from now, in ``--queue`` order: ours without
+        the paused ones. The claim loop asks this, and so should anything
+        that decides what wakes an idle worker: a paused queue's jobs must not."""
+        paused = self._paused
+        return [q for q in self.options.queues if q not in paused]
+
+    def update_paused(self, paused: Collection[str]) -> frozenset[str]:
+        """Take the paused set as the store has it now (the monitor reloads
+        it). Logs each queue of ours that got paused or resumed, wakes an idle
+        wait when one resumed, and returns our paused queues."""
+        ours = frozenset(paused) & frozenset(self.options.queues)
+        before, self._paused = self._paused, ours
+        # The queue is a key of its own in JSON logs.
+        for queue in sorted(ours - before):
+            self.log.info("queue %s is paused: claiming no jobs from it", queue, extra={"queue": queue})
+        resumed = before - ours
+        for queue in sorted(resumed):
+            self.log.info("queue %s resumed", queue, extra={"queue": queue})
+        if resumed:
+            self.wake()
+        return ours
 
     # -- read by the monitor thread ---------------------------------------------------
 

@@ -21,6 +21,10 @@ from tourno.queue.job import PendingJob
 LEASE_MARGIN = 120.0
 #: Dead workers' rows are kept this long (seconds) for ``queue status``, then pruned.
 WORKER_ROW_TTL = 3600
+#: The notification sent on the dispatch channel when a queue is paused or
+#: resumed, so that every worker's monitor reloads the paused set at once. A
+#: queue of this name could never be served: ``--queue`` splits on commas.
+PAUSES_CHANGED = "pauses,changed"
 
 
 @dataclass
@@ -32,6 +36,18 @@ class ClaimedJob:
     payload: str
     attempts: int
     priority: int = 0
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A token bucket after one operation (``QueueBackend.bucket``)."""
+
+    #: Whether the operation took a token (only ``take`` does).
+    granted: bool
+    #: Tokens left after the operation.
+    tokens: float
+    #: Seconds until a whole token is there (0 when one is).
+    wait: float
 
 
 @dataclass
@@ -195,6 +211,27 @@ class QueueBackend(abc.ABC):
     def close_thread_connection(self) -> None:
         """Close the calling thread's connection, ignoring errors."""
 
+    # -- middleware stores (tourno.queue.middleware) ----------------------------
+
+    @abc.abstractmethod
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        """The token bucket ``name`` (``rate`` tokens a second, at most
+        ``burst``), shared by every worker on every host: ``op`` is ``take``
+        (one token, if there is one), ``peek`` or ``fill`` (to ``burst``)."""
+
+    @abc.abstractmethod
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        """Hold ``key`` for this worker unless another live worker holds it.
+        A holder whose heartbeat is older than ``stale_after`` seconds (a
+        dead worker), or whose hold is older than ``expire_after``, holds
+        nothing: its key is taken over."""
+
+    @abc.abstractmethod
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        """Let go of ``key`` (or of every key) this worker holds; returns how many."""
+
     # -- operations ------------------------------------------------------------
 
     @abc.abstractmethod
@@ -218,3 +255,20 @@ class QueueBackend(abc.ABC):
         worker stops it when its attempt ends, and is notified where the
         backend can). Returns each job found, once; a job found twice (by id
         and uuid) is one entry."""
+
+    # -- pauses (``tourno queue pause``; ``queue/pauses.py`` is the entry point) -----
+
+    @abc.abstractmethod
+    def pause(self, queues: list[str]) -> list[str]:
+        """Stop workers claiming from ``queues`` (dispatches still go in);
+        returns the queues that were not paused already. Sends
+        :data:`PAUSES_CHANGED` when it paused any."""
+
+    @abc.abstractmethod
+    def resume(self, queues: list[str]) -> list[str]:
+        """Let workers claim from ``queues`` again; returns the queues that
+        were paused. Sends :data:`PAUSES_CHANGED` when it resumed any."""
+
+    @abc.abstractmethod
+    def paused(self) -> dict[str, dt.datetime]:
+        """Every paused queue and when it was paused, by the store's clock."""

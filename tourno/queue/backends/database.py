@@ -19,6 +19,7 @@ from typing import Any
 
 import peewee
 
+from tourno.buckets import TokenBucket
 from tourno.db import (
     SQLITE_TIME_FORMAT,
     UTC,
@@ -28,12 +29,15 @@ from tourno.db import (
     parse_timestamp,
     peewee_errors,
     sql,
+    tuples,
     write_transaction,
 )
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
+    BucketState,
     CancelledJob,
     ClaimedJob,
     QueueBackend,
@@ -67,6 +71,12 @@ def _claimed(rows: list[tuple]) -> list[ClaimedJob]:
 
 def _rowcount(sql: str, params: Any = ()) -> int:
     return database.execute_sql(sql, params).rowcount
+
+
+def _in_order(queues: list[str], rows: list[tuple]) -> list[str]:
+    """The queues a pause or resume statement returned, in the order asked."""
+    changed = {r[0] for r in rows}
+    return [q for q in queues if q in changed]
 
 
 class DatabaseBackend(QueueBackend):
@@ -104,6 +114,75 @@ class DatabaseBackend(QueueBackend):
         from tourno.queue.models import WorkerRecord
 
         WorkerRecord.delete().where(WorkerRecord.id == worker_id).execute()
+
+    # -- middleware stores: rows of rate_buckets and queue_locks ---------------------
+
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        if database.is_closed():
+            open_connection()
+        tb = TokenBucket(name, rate, burst)
+        now = dt.datetime.now(UTC)
+        if op == "take":
+            granted, wait = tb.take(1, now)
+            left = tb.peek(None)
+            return BucketState(bool(granted), burst if left is None else left, wait)
+        if op == "fill":
+            tb.fill(now)
+            return BucketState(False, burst, 0.0)
+        if op != "peek":
+            raise ValueError(f"unknown bucket operation {op!r}")
+        tokens = tb.peek(now)
+        tokens = burst if tokens is None else tokens
+        return BucketState(False, tokens, 0.0 if tokens + 1e-9 >= 1 else (1 - tokens) / rate)
+
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        from tourno.queue.models import LockRecord, WorkerRecord
+
+        if database.is_closed():
+            open_connection()
+        now = dt.datetime.now(UTC)
+        expires = None if expire_after is None else now + dt.timedelta(seconds=expire_after)
+        holder_alive = peewee.fn.EXISTS(
+            WorkerRecord.select(peewee.SQL("1")).where(
+                (WorkerRecord.id == LockRecord.worker_id)
+                & (WorkerRecord.heartbeat_at > now - dt.timedelta(seconds=stale_after))
+            )
+        )
+        # One statement: insert the key, or take it over from a holder that
+        # is this worker, expired or dead; RETURNING says whether we hold it.
+        query = (
+            LockRecord.insert(
+                key=key, worker_id=worker_id, job_id=str(job_id), acquired_at=now, expires_at=expires
+            )
+            .on_conflict(
+                conflict_target=[LockRecord.key],
+                update={
+                    LockRecord.worker_id: worker_id,
+                    LockRecord.job_id: str(job_id),
+                    LockRecord.acquired_at: now,
+                    LockRecord.expires_at: expires,
+                },
+                where=(
+                    (LockRecord.worker_id == worker_id)
+                    | (LockRecord.expires_at.is_null(False) & (LockRecord.expires_at < now))
+                    | ~holder_alive
+                ),
+            )
+            .returning(LockRecord.key)
+        )
+        return bool(list(query.execute()))
+
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        from tourno.queue.models import LockRecord
+
+        if database.is_closed():
+            open_connection()
+        query = LockRecord.delete().where(LockRecord.worker_id == worker_id)
+        if key is not None:
+            query = query.where(LockRecord.key == key)
+        return int(query.execute())
 
     # -- cancel: the parts PostgreSQL and SQLite share ----------------------------------
 
@@ -170,6 +249,12 @@ class DatabaseBackend(QueueBackend):
 
     def _notify_cancel(self, workers: list[Any]) -> None:
         """Tell these workers' monitors at once (where the database can)."""
+
+    def paused(self) -> dict[str, dt.datetime]:
+        from tourno.queue.models import QueuePause
+
+        query = QueuePause.select(QueuePause.queue, QueuePause.paused_at).order_by(QueuePause.queue)
+        return {queue: parse_timestamp(at) for queue, at in tuples(query)}
 
 
 class PostgresBackend(DatabaseBackend):
@@ -602,6 +687,31 @@ class PostgresBackend(DatabaseBackend):
         for worker in workers:
             database.execute_sql("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, str(worker)))
 
+    # A pause is a row. ON CONFLICT makes pausing a paused queue (or two
+    # operators at once) a no-op that RETURNING reports; the NOTIFY goes out
+    # at commit, once the row is visible to the workers that reload on it.
+    _PAUSE = """
+        WITH p AS (
+            INSERT INTO queue_pauses (queue, paused_at)
+            SELECT q, now() FROM unnest(%s::text[]) AS q
+            ON CONFLICT (queue) DO NOTHING
+            RETURNING queue
+        )
+        SELECT queue, pg_notify('{channel}', '{changed}') FROM p
+    """.replace("{channel}", CHANNEL).replace("{changed}", PAUSES_CHANGED)
+    _RESUME = """
+        WITH r AS (DELETE FROM queue_pauses WHERE queue = ANY(%s::text[]) RETURNING queue)
+        SELECT queue, pg_notify('{channel}', '{changed}') FROM r
+    """.replace("{channel}", CHANNEL).replace("{changed}", PAUSES_CHANGED)
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return _in_order(asked, _rows(self._PAUSE, (asked,))) if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return _in_order(asked, _rows(self._RESUME, (asked,))) if asked else []
+
 
 class SqliteBackend(DatabaseBackend):
     """SQLite, for one machine: the same semantics with a database-wide write
@@ -867,6 +977,31 @@ class SqliteBackend(DatabaseBackend):
 
     def _cancel_stamp(self) -> Any:
         return self._now()
+
+    # No NOTIFY on SQLite: workers see a pause or resume on their next reload
+    # of the paused set (the monitor's poll, every half second).
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        if not asked:
+            return []
+        now = self._now()
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "INSERT INTO queue_pauses (queue, paused_at) VALUES "
+                + ",".join(["(?, ?)"] * len(asked))
+                + " ON CONFLICT (queue) DO NOTHING RETURNING queue",
+                [v for q in asked for v in (q, now)],
+            )
+        return _in_order(asked, rows)
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        if not asked:
+            return []
+        marks = ",".join("?" * len(asked))
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(f"DELETE FROM queue_pauses WHERE queue IN ({marks}) RETURNING queue", asked)
+        return _in_order(asked, rows)
 
 
 def _copy_text(value: str) -> str:

@@ -42,12 +42,17 @@ equal scores sort by id):
     set of the reserved jobs ``cancel`` flagged (their hash has ``cancel``
     = 1 too, which the claim reads to skip one that went back to a queue);
     ``sweep_cancelled`` deletes those no longer reserved.
+``P:paused``
+    hash of the paused queues: field = queue, value = when it was paused
+    (epoch ms). The claim script does not read it: workers keep the set in
+    memory and skip those queues (``queue/pauses.py``).
 ``P:handed``
     sorted set of the uuids of jobs handed over from ``queue_outbox``,
     score = when (epoch ms): the hand-off's idempotency keys.
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
-    release without delay, hand-back, rescue).
+    release without delay, hand-back, rescue), or are ``PAUSES_CHANGED``
+    (pause, resume).
 ``P:control``
     the pub/sub channel of cancel notices; messages are the id of the
     worker holding a cancelled job.
@@ -92,7 +97,9 @@ from tourno.db import UTC, database, open_connection
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
+    BucketState,
     CancelledJob,
     ClaimedJob,
     QueueBackend,
@@ -128,8 +135,13 @@ SCRIPTS = (
     "clear",
     "stats",
     "signal_restart",
+    "bucket",
+    "lock",
+    "unlock",
     "cancel",
     "sweep_cancelled",
+    "pause",
+    "resume",
 )
 
 
@@ -353,6 +365,23 @@ class RedisBackend(QueueBackend):
     def unregister_worker(self, worker_id: int) -> None:
         self._run("unregister", worker_id)
 
+    # -- middleware stores ------------------------------------------------------
+
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        if op not in ("take", "peek", "fill"):
+            raise ValueError(f"unknown bucket operation {op!r}")
+        granted, tokens, wait = self._run("bucket", name, repr(float(rate)), repr(float(burst)), op)
+        return BucketState(granted == b"1", float(tokens), float(wait))
+
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        expire_ms = 0 if expire_after is None else max(1, int(expire_after * 1000))
+        return bool(self._run("lock", key, worker_id, str(job_id), int(stale_after * 1000), expire_ms))
+
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        return int(self._run("unlock", worker_id, "" if key is None else key))
+
     def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
         rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_ROW_TTL * 1000)
         out: list[tuple[Any, Any]] = []
@@ -484,3 +513,17 @@ class RedisBackend(QueueBackend):
 
     def sweep_cancelled(self) -> list[CancelledJob]:
         return [CancelledJob(int(r[0]), _text(r[1]), _text(r[2])) for r in self._run("sweep_cancelled")]
+
+    # -- pauses ----------------------------------------------------------------------------
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("pause", PAUSES_CHANGED, *asked)] if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("resume", PAUSES_CHANGED, *asked)] if asked else []
+
+    def paused(self) -> dict[str, dt.datetime]:
+        raw = self.client().hgetall(self.key("paused"))
+        return {_text(q): _instant(at) for q, at in sorted(raw.items())}
