@@ -177,6 +177,7 @@ def test_the_walk_finds_every_command():
         "queue monitor",
         "queue restart",
         "queue dispatch",
+        "queue cancel",
         "queue pause",
         "queue resume",
     }

@@ -110,6 +110,29 @@ def test_snooze_fires_snoozed_with_its_delay_once_per_snooze(driver, recorder):
     assert driver.size() == 0 and driver.failed() == []
 
 
+def test_a_prefetched_job_snoozes_without_spending_the_attempt_it_was_never_charged(driver, recorder):
+    """The claim charges only a batch's first job; a prefetched job's attempt
+    is counted when it starts. Its snooze must record the attempts the job
+    had before it started (not one less, not one more), or its one try is
+    gone: the next run would fail with MaxAttemptsExceeded."""
+    worker = Worker(driver.backend, WorkerOptions(sleep=0.1, memory=0, prefetch=10, tries=1))
+    try:
+        Noop().dispatch()
+        assert worker.run_once() is True  # now the worker claims batches
+        head = Noop().dispatch()
+        snoozer = ProcSnoozer(key="pre", times=1).dispatch()
+        assert worker.run_once() is True  # one claim: head (charged) and the snoozer (not yet)
+        assert worker.run_once() is True  # the snoozer, prefetched: snoozes
+        assert worker.run_once() is True  # claimed again, as a batch's head: runs its one try
+        assert worker.run_once() is False
+    finally:
+        worker.close()
+    assert recorder.transitions(head) == "dispatched started succeeded"
+    assert recorder.transitions(snoozer) == "dispatched started snoozed started succeeded"
+    assert [e.attempt for e in recorder.of("job.started") if e.id == snoozer] == [1, 1]
+    assert driver.size() == 0 and driver.failed() == []
+
+
 def test_a_bad_snooze_delay_fails_the_attempt_with_its_message(driver):
     job_id = ProcSnoozer(key="bad", times=1, seconds=-5).dispatch()
     assert job_id is not None
@@ -269,16 +292,23 @@ def test_a_prefetched_job_cancelled_before_it_starts_is_not_run(driver, recorder
 def test_a_cancelled_job_that_went_back_to_the_queue_is_never_claimed_and_is_swept(driver, recorder):
     backend = driver.backend
     job_id = RecordRun(key="back").dispatch()
-    worker_id, _ = backend.register_worker("t", "host", 1, ["default"])
-    (claimed,) = backend.claim(worker_id, "default", 1, [], 60)
-    assert claimed.id == job_id
-    assert control.cancel([str(job_id)]).flagged[0].id == job_id
-    assert backend.cancel_requests(worker_id) == [job_id]
-    # Its attempt failed before the worker heard of the cancel: released.
-    assert backend.release(worker_id, job_id, 0, 1)
-    assert backend.claim(worker_id, "default", 5, [], 60) == []
-    (swept,) = backend.sweep_cancelled()
-    assert swept.id == job_id
-    assert backend.sweep_cancelled() == []
-    assert driver.size() == 0
-    backend.unregister_worker(worker_id)
+    worker = Worker(backend, WorkerOptions(sleep=0.1, memory=0))
+    try:
+        worker.register()
+        assert worker.worker_id is not None
+        (claimed,) = backend.claim(worker.worker_id, "default", 1, [], 60)
+        assert claimed.id == job_id
+        assert control.cancel([str(job_id)]).flagged[0].id == job_id
+        assert backend.cancel_requests(worker.worker_id) == [job_id]
+        # Its attempt failed before the worker heard of the cancel: released.
+        assert backend.release(worker.worker_id, job_id, 0, 1)
+        assert backend.claim(worker.worker_id, "default", 5, [], 60) == []
+        # What every monitor does each heartbeat interval.
+        Monitor(worker).sweep_cancelled()
+        Monitor(worker).sweep_cancelled()
+    finally:
+        worker.close()
+    (event,) = recorder.of("job.cancelled")
+    assert (event.job, event.id, event.queue) == ("RecordRun", job_id, "default")
+    assert event.uuid == recorder.of("job.dispatched")[0].uuid
+    assert driver.size() == 0 and driver.run_pids("back") == []
