@@ -96,6 +96,8 @@ class ClaimBatch:
         self._running: RunningJob | None = None
         #: When the jobs in the batch were claimed (time.monotonic()).
         self.claimed_at = 0.0
+        # Taken out by release_held while its round trip runs: still held.
+        self._in_flight: list[Any] = []
 
     @property
     def running(self) -> RunningJob | None:
@@ -157,6 +159,15 @@ class ClaimBatch:
             self._pending.clear()
         return done, pending
 
+    def held_ids(self) -> list[Any]:
+        """Every job the batch holds reserved: running, claimed, finished but
+        not yet deleted, and those release_held is writing right now."""
+        with self.lock:
+            held = [j.id for j in self._pending] + self._done + self._in_flight
+            if self._running is not None:
+                held.append(self._running.claimed.id)
+        return held
+
     def release_held(self, now: float, backend: QueueBackend, worker_id: int) -> int:
         """Called by the monitor. Once the batch has been held past ``hold``
         (a slow job in it), write the pending completions and hand back the
@@ -179,6 +190,7 @@ class ClaimBatch:
                 done, self._done = self._done, []
                 pending = list(self._pending)
                 self._pending.clear()
+                self._in_flight = done + [j.id for j in pending]
         try:
             if charge is not None:
                 backend.count_attempt(worker_id, charge.id, charge.attempts)
@@ -192,6 +204,9 @@ class ClaimBatch:
                 self._done[:0] = done
                 self._pending.extendleft(reversed(pending))
             raise
+        finally:
+            with self.lock:
+                self._in_flight = []
         return len(pending)
 
 
@@ -253,6 +268,16 @@ class PendingOps:
 
     def add(self, op: FinishOp) -> None:
         self._ops.append(op)
+
+    def job_ids(self) -> list[Any]:
+        """The jobs the waiting operations name: still reserved by the worker."""
+        ids: list[Any] = []
+        for op in self._ops:
+            if isinstance(op, Complete):
+                ids += op.ids
+            else:
+                ids.append(op.job_id)
+        return ids
 
     def flush(
         self, backend: QueueBackend, worker_id: int, on_refused: Callable[[Release | Fail], None]

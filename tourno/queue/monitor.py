@@ -9,6 +9,7 @@ public surface only:
 * ``worker.hard_stop(running)``, the callback for a job that ignored its
   timeout: it records the failure on the calling (monitor) thread's
   connection and ends the process;
+* ``worker.release_unheld(wait=False)`` after each reconnect but the first;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
   ``release_held`` it calls) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
@@ -51,6 +52,7 @@ class Monitor(threading.Thread):
         self._next_beat = 0.0
         self._next_rescue = 0.0
         self._vacuumed_at = 0
+        self._connects = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -76,6 +78,9 @@ class Monitor(threading.Thread):
                     # to nobody: at start (the main loop's first claim runs
                     # before this) as after an outage. Make the loop look again.
                     w.wake()
+                    if self._connects:
+                        self.after_reconnect()
+                    self._connects += 1
                     failures = 0
                 if self._hard_stop is not None:
                     w.hard_stop(self._hard_stop)
@@ -116,6 +121,14 @@ class Monitor(threading.Thread):
             started = time.monotonic()
             if w.backend.vacuum():
                 w.log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
+
+    def after_reconnect(self) -> None:
+        """The connections broke and ours is back: whatever broke them may
+        have lost a claim's reply too. The worker's main thread checks after
+        its own reconnect; this covers a break it has not run into yet. If
+        the main thread is busy, the check waits for its next step
+        (``Worker.release_unheld``)."""
+        self.worker.release_unheld(wait=False)
 
     def heartbeat(self) -> None:
         w = self.worker

@@ -40,7 +40,6 @@ from typing import Any, NoReturn
 
 from tourno.db import (
     OUTAGE_ERRORS,
-    DatabaseUnavailable,
     connection_in_transaction,
     database,
     open_connection,
@@ -98,10 +97,6 @@ class Worker:
         self.options = options
         # The backend's own outage errors (e.g. Redis) are handled like the database's.
         self._outage_errors = OUTAGE_ERRORS + tuple(backend.connection_errors)
-        self._reconnect_errors: tuple[type[BaseException], ...] = (
-            DatabaseUnavailable,
-            *backend.connection_errors,
-        )
         # Lifecycle hooks, e.g. for systemd's sd_notify: called once the worker
         # is registered and about to take jobs, and once it starts to stop.
         self.on_ready = on_ready
@@ -127,6 +122,12 @@ class Worker:
         self._monitor: Monitor | None = None
         self._owns_connection = False
         self._stopping_emitted = False
+        # Held by the main thread through each run_once (re-entrant: its
+        # _recover may run inside): while it is free, the batch and the
+        # pending operations are at rest and no claim is in flight.
+        self._busy = threading.RLock()
+        # A reconnect asked for release_unheld; it is done when it succeeds.
+        self._unheld_check = False
 
     # -- public ----------------------------------------------------------------
 
@@ -199,13 +200,16 @@ class Worker:
         at (default: the current time). A lost database connection raises one
         of the outage errors; the loop reconnects and carries on."""
         self.register()
-        self._flush_ops()
-        running = self._next_job()
-        if running is None:
-            return False
-        self._process(running, now)
-        self.jobs_processed += 1
-        return True
+        with self._busy:
+            if self._unheld_check:
+                self.release_unheld()
+            self._flush_ops()
+            running = self._next_job()
+            if running is None:
+                return False
+            self._process(running, now)
+            self.jobs_processed += 1
+            return True
 
     def wake(self) -> None:
         """Interrupt an idle wait (safe from signal handlers and other threads)."""
@@ -438,10 +442,43 @@ class Worker:
                 open_connection()
                 self.backend.ping()
                 self.log.info("connection restored")
+                self.release_unheld()
                 return
-            except self._reconnect_errors as again:
-                self.log.debug("still unavailable: %s", again)
+            except self._outage_errors as again:
+                self.log.debug("still unavailable: %s", first_line(again))
                 delay = min(delay * 2, 10.0)
+
+    def release_unheld(self, *, wait: bool = True) -> bool:
+        """After a reconnect (ours, or the monitor's): hand back the jobs
+        reserved under this worker that it does not hold. A claim that
+        committed on the server while its reply was lost leaves such jobs,
+        and our heartbeat would keep the rescue off them until their lease
+        ends (an hour and more at a long --timeout). The claim's unused
+        attempt is given back with them (``QueueBackend.release_unheld``).
+
+        It runs only while the main thread is outside ``run_once`` or is the
+        caller, so that nothing is claimed meanwhile and the held set is
+        complete. With ``wait=False`` (the monitor) a busy main thread is not
+        waited for: the check is left to the start of its next ``run_once``.
+        Returns whether the check ran; an outage error propagates, and the
+        check stays due."""
+        self._unheld_check = True
+        if not self._busy.acquire(blocking=wait):
+            return False
+        try:
+            assert self.worker_id is not None
+            held = self.batch.held_ids() + self._ops.job_ids()
+            released = self.backend.release_unheld(self.worker_id, held)
+            self._unheld_check = False
+        finally:
+            self._busy.release()
+        if released:
+            self.log.warning(
+                "handed back %d job(s) reserved under this worker that it never received "
+                "(a claim's reply was lost with the connection)",
+                released,
+            )
+        return True
 
     # -- waiting, signals, timeouts ---------------------------------------------------
 

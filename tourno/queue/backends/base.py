@@ -117,6 +117,22 @@ class QueueBackend(abc.ABC):
         """Return claimed-but-never-started jobs (the claim did not charge them)."""
 
     @abc.abstractmethod
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        """After a reconnect: make every job reserved by ``worker_id`` that is
+        not in ``held`` ready again, and return how many there were.
+
+        Such jobs come from a claim that committed on the server while its
+        reply was lost with the connection (a proxy restart, a NAT timeout,
+        Redis killed between executing and replying): the worker never saw
+        them, and its heartbeat keeps the rescue away until their lease ends.
+        The claim charged an attempt to its first job (in priority, id order)
+        that no one used: it is given back. The caller guarantees that no
+        claim of this worker is in flight and that ``held`` names every job
+        it still holds (running, claimed, finished but not yet deleted, or
+        waiting in its pending operations), so at most one claim's jobs are
+        found; the database groups them by their claim time all the same."""
+
+    @abc.abstractmethod
     def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
         """Move a job this worker holds to the failed-job store."""
 

@@ -328,6 +328,36 @@ class PostgresBackend(DatabaseBackend):
             return 0
         return _rows(self._HAND_BACK, (list(ids), worker_id))[0][0]
 
+    # Jobs reserved under this worker that it does not hold: a claim whose
+    # reply was lost with the connection (QueueBackend.release_unheld). The
+    # rows of one claim share its reserved_at (now() is the statement's
+    # transaction time), and the claim charged an attempt to the first of
+    # them in (priority, id) order: each group's head gets it back.
+    _RELEASE_UNHELD = """
+        WITH stray AS (
+            SELECT id, priority, reserved_at FROM jobs
+            WHERE reserved_by = %(worker)s AND reserved_at IS NOT NULL
+              AND NOT (id = ANY(%(held)s::bigint[]))
+            FOR UPDATE
+        ), heads AS (
+            SELECT DISTINCT ON (reserved_at) id FROM stray ORDER BY reserved_at, priority, id
+        ), r AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
+                attempts = GREATEST(jobs.attempts
+                    - CASE WHEN jobs.id IN (SELECT id FROM heads) THEN 1 ELSE 0 END, 0)
+            FROM stray
+            WHERE jobs.id = stray.id AND jobs.reserved_by = %(worker)s
+            RETURNING jobs.queue
+        ), notified AS (
+            SELECT pg_notify('{channel}', q) FROM (SELECT DISTINCT queue AS q FROM r) s
+        )
+        SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified)
+    """.replace("{channel}", CHANNEL)
+
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        return _rows(self._RELEASE_UNHELD, {"worker": worker_id, "held": list(held)})[0][0]
+
     # The fast path of failed.record(): the delete and the failed_jobs upsert
     # are one statement (one round trip), so the job is either still queued
     # or recorded as failed, never neither. Failing the same uuid twice (a
@@ -608,6 +638,32 @@ class SqliteBackend(DatabaseBackend):
             f"WHERE id IN ({marks}) AND reserved_by = ?",
             [*ids, worker_id],
         )
+
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        # PostgresBackend._RELEASE_UNHELD explains the heads; the held ids are
+        # left out here rather than in SQL (no array type to bind them as).
+        keep = set(held)
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "SELECT id, priority, reserved_at FROM jobs WHERE reserved_by = ? AND reserved_at IS NOT NULL",
+                (worker_id,),
+            )
+            stray = [r for r in rows if r[0] not in keep]
+            if not stray:
+                return 0
+            heads: dict[Any, tuple[int, Any]] = {}
+            for job_id, priority, reserved_at in stray:
+                if reserved_at not in heads or (priority, job_id) < heads[reserved_at]:
+                    heads[reserved_at] = (priority, job_id)
+            head_ids = [h[1] for h in heads.values()]
+            ids = [r[0] for r in stray]
+            marks, head_marks = ",".join("?" * len(ids)), ",".join("?" * len(head_ids))
+            return _rowcount(
+                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                f"attempts = max(attempts - CASE WHEN id IN ({head_marks}) THEN 1 ELSE 0 END, 0) "
+                f"WHERE id IN ({marks}) AND reserved_by = ?",
+                [*head_ids, *ids, worker_id],
+            )
 
     def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
         with database.atomic("IMMEDIATE"):

@@ -79,6 +79,8 @@ from importlib import resources
 from typing import Any
 
 import redis as redislib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tourno import db as tdb
 from tourno.db import UTC, database, open_connection
@@ -110,6 +112,7 @@ SCRIPTS = (
     "release",
     "count_attempt",
     "hand_back",
+    "release_unheld",
     "fail_begin",
     "fail_end",
     "rescue",
@@ -182,8 +185,17 @@ class RedisBackend(QueueBackend):
         """This thread's client."""
         client: redislib.Redis | None = getattr(self._local, "client", None)
         if client is None:
+            # No retries inside the client: redis-py sends a command again
+            # after a lost reply by default, and a script that ran (a claim,
+            # a push) would run twice, its first result lost. A connection
+            # error reaches the worker instead, which reconnects and hands
+            # back what a lost claim reserved (release_unheld).
             client = redislib.Redis.from_url(
-                self.url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+                self.url,
+                socket_connect_timeout=5,
+                socket_timeout=30,
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 0),
             )
             self._local.client = client
         return client
@@ -297,6 +309,9 @@ class RedisBackend(QueueBackend):
         if not ids:
             return 0
         return int(self._run("hand_back", worker_id, *[_pad(i) for i in ids]))
+
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        return int(self._run("release_unheld", worker_id, *[_pad(i) for i in held]))
 
     def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
         queue = self._run("fail_begin", worker_id, _pad(job.id))
