@@ -27,7 +27,15 @@ from tourno.scheduler.models import MODELS as SCHEDULER_MODELS
 from tourno.tournaments import models as tmodels
 
 FIRST = "0001_queue"
-ALL = [FIRST, "0002_tournaments", "0003_mail", "0004_scheduler", "0005_redis_outbox", "0006_scan_indexes"]
+ALL = [
+    FIRST,
+    "0002_tournaments",
+    "0003_mail",
+    "0004_scheduler",
+    "0005_redis_outbox",
+    "0006_scan_indexes",
+    "0009_jobs_due_idx",
+]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + SCHEDULER_MODELS
 
 

@@ -10,6 +10,8 @@ public surface only:
   timeout: it records the failure on the calling (monitor) thread's
   connection and ends the process;
 * ``worker.release_unheld(wait=False)`` after each reconnect but the first;
+* ``worker.due_heard(due)`` with the earliest delayed job heard of on one of
+  ``worker.active_queues()``;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
   ``release_held`` it calls) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
@@ -87,6 +89,7 @@ class Monitor(threading.Thread):
                 self.round(time.monotonic())
                 if backend.wait_for_notifications(self.TICK) & queues:
                     w.wake()
+                self.pass_due_heard()
             except Exception as exc:  # noqa: BLE001 - the monitor must outlive outages
                 failures += 1
                 if failures == 1:
@@ -121,6 +124,17 @@ class Monitor(threading.Thread):
             started = time.monotonic()
             if w.backend.vacuum():
                 w.log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
+
+    def pass_due_heard(self) -> None:
+        """Tell the worker of the earliest delayed job heard of on its active
+        queues, so that an idle worker wakes when it is due."""
+        w = self.worker
+        heard = w.backend.heard_due()
+        if heard:
+            active = set(w.active_queues())
+            due = [at for queue, at in heard.items() if queue in active]
+            if due:
+                w.due_heard(min(due))
 
     def after_reconnect(self) -> None:
         """The connections broke and ours is back: whatever broke them may

@@ -64,6 +64,8 @@ EXIT_ERROR = 1
 EXIT_MEMORY = 12
 #: A job ignored its timeout and did not unwind within the grace period.
 EXIT_TIMEOUT = 13
+#: The shortest idle wait (seconds) when a waiting job is due already.
+MIN_IDLE_WAIT = 0.005
 
 
 def rss_mb() -> float:
@@ -128,6 +130,8 @@ class Worker:
         self._busy = threading.RLock()
         # A reconnect asked for release_unheld; it is done when it succeeds.
         self._unheld_check = False
+        # While idle: when the wait ends (time.monotonic()); read by the monitor.
+        self._wake_at: float | None = None
 
     # -- public ----------------------------------------------------------------
 
@@ -234,7 +238,7 @@ class Worker:
             if code is not None:
                 return code
             if not worked:
-                self._wait(opts.sleep)
+                self._idle_wait(opts.sleep)
 
     def _stop_check(self, idle: bool, start: float) -> int | None:
         """Laravel's order: signal, memory, restart, empty, max time, max jobs."""
@@ -484,6 +488,40 @@ class Worker:
 
     def _wait(self, seconds: float) -> None:
         self._waker.wait(seconds)
+
+    def _idle_wait(self, sleep: float) -> None:
+        """Nothing to claim: sleep until the poll (``--sleep``), a wake-up, or
+        the moment the first waiting job of our queues is due, whichever
+        comes first, so that a delayed or backed-off job starts on time. One
+        indexed look-up per idle spell, never on the claim path; a delayed
+        job announced while we sleep (``due_heard``) shortens the wait."""
+        # Set before the look-up: a job announced meanwhile still wakes us.
+        self._wake_at = time.monotonic() + sleep
+        try:
+            due = self.backend.next_due(self.active_queues())
+        except self._outage_errors:
+            due = None  # the next claim meets the outage and recovers
+        # At least a few milliseconds: a job due now that the claim did not
+        # get (another worker took it) must not make us spin.
+        seconds = sleep if due is None else min(sleep, max(due, MIN_IDLE_WAIT))
+        try:
+            self._wait(seconds)
+        finally:
+            self._wake_at = None
+
+    def due_heard(self, due: float) -> None:
+        """From the monitor: a job of one of our active queues is due at
+        ``due`` (epoch seconds). Wake an idle wait that would end later, so
+        that it looks again."""
+        wake_at = self._wake_at
+        if wake_at is not None and time.monotonic() + (due - time.time()) < wake_at - MIN_IDLE_WAIT:
+            self.wake()
+
+    def active_queues(self) -> list[str]:
+        """The queues to claim from and to wake for, in ``--queue`` order.
+        A seam for paused queues, which will leave them out (an idle worker
+        must not wake for a paused queue's delayed job): here, all of ours."""
+        return list(self.options.queues)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop_signal is not None:

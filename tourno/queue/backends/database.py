@@ -33,6 +33,7 @@ from tourno.queue.backends.base import (
     LEASE_MARGIN,
     WORKER_ROW_TTL,
     ClaimedJob,
+    HeardDue,
     QueueBackend,
     QueueStats,
     WorkerInfo,
@@ -41,6 +42,10 @@ from tourno.queue.job import PendingJob
 
 #: One channel for every queue; the payload names the queue.
 CHANNEL = "tourno_jobs"
+#: Delayed jobs (dispatched or released with a delay): the payload is the
+#: queue, a space and the due time in epoch seconds (base.HeardDue), so that
+#: an idle worker wakes when the job is due, not at its next --sleep poll.
+DUE_CHANNEL = "tourno_due"
 #: Rows per INSERT statement in a batched dispatch (SQLite binds six
 #: parameters a row and allows 32,766 per statement).
 PUSH_CHUNK = 20_000
@@ -107,7 +112,7 @@ class PostgresBackend(DatabaseBackend):
 
     # The INSERT and the NOTIFY travel in one statement. The notification is
     # transactional: inside db.atomic() it is sent at COMMIT, or never.
-    # Delayed jobs send none; workers find them on their --sleep poll.
+    # A delayed job announces its due time on DUE_CHANNEL instead.
     # A single job is one VALUES row (the cheapest statement for the common
     # case); a batch passes one array per column through unnest(), which costs
     # a few microseconds a row instead of a parameter list of five per row;
@@ -124,9 +129,12 @@ class PostgresBackend(DatabaseBackend):
             INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
             VALUES ($1, $2, $3, 0, now() + $4 * interval '1 second', $5, now())
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, queue, available_at <= now() AS ready
+            RETURNING id, queue, available_at, available_at <= now() AS ready
         )
-        SELECT id, CASE WHEN ready THEN pg_notify('{CHANNEL}', queue) END FROM ins
+        SELECT id, CASE WHEN ready THEN pg_notify('{CHANNEL}', queue)
+                        ELSE pg_notify('{DUE_CHANNEL}', queue || ' ' || extract(epoch FROM available_at))
+                   END
+        FROM ins
     """
     #: Connections on which the statement above is prepared (PREPARE is not
     #: undone by a rollback, so this stays true for the connection's life).
@@ -137,11 +145,14 @@ class PostgresBackend(DatabaseBackend):
             SELECT t.q, t.p::jsonb, t.pr, 0, now() + t.d * interval '1 second', t.u, now()
             FROM unnest(%s::text[], %s::text[], %s::int[], %s::float8[], %s::text[]) AS t(q, p, pr, d, u)
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, payload ->> 'uuid' AS uuid, queue, available_at <= now() AS ready
+            RETURNING id, payload ->> 'uuid' AS uuid, queue, available_at,
+                      available_at <= now() AS ready
         )
         SELECT ins.id, ins.uuid,
                (SELECT count(pg_notify('{CHANNEL}', s.q))
-                FROM (SELECT DISTINCT queue AS q FROM ins WHERE ready) s)
+                FROM (SELECT DISTINCT queue AS q FROM ins WHERE ready) s),
+               (SELECT count(pg_notify('{DUE_CHANNEL}', d.q || ' ' || extract(epoch FROM d.at)))
+                FROM (SELECT queue AS q, min(available_at) AS at FROM ins WHERE NOT ready GROUP BY queue) d)
         FROM ins
     """
 
@@ -185,7 +196,7 @@ class PostgresBackend(DatabaseBackend):
                     [p.delay for p in chunk],
                     [p.unique_key for p in chunk],
                 )
-                ids.update((uuid, job_id) for job_id, uuid, _ in _rows(self._PUSH_MANY, params))
+                ids.update((uuid, job_id) for job_id, uuid, *_ in _rows(self._PUSH_MANY, params))
         return [ids.get(p.uuid) for p in jobs]
 
     def _push_copy(self, jobs: list[PendingJob]) -> list[Any]:
@@ -202,10 +213,13 @@ class PostgresBackend(DatabaseBackend):
             now, ids = row[0], row[1]
             lines = []
             ready: set[str] = set()
+            due: dict[str, float] = {}
             stamp = now.isoformat()
             for job_id, p in zip(ids, jobs, strict=True):
                 if p.delay:
-                    available = (now + dt.timedelta(seconds=p.delay)).isoformat()
+                    at = now + dt.timedelta(seconds=p.delay)
+                    available = at.isoformat()
+                    due[p.queue] = min(due.get(p.queue, at.timestamp()), at.timestamp())
                 else:
                     available = stamp
                     ready.add(p.queue)
@@ -222,6 +236,8 @@ class PostgresBackend(DatabaseBackend):
                 )
             for queue in sorted(ready):
                 database.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, queue))
+            for queue, at in sorted(due.items()):
+                database.execute_sql("SELECT pg_notify(%s, %s)", (DUE_CHANNEL, f"{queue} {at!r}"))
         return list(ids)
 
     # -- worker: claim and finish ------------------------------------------------
@@ -294,10 +310,12 @@ class PostgresBackend(DatabaseBackend):
                 available_at = now() + %(delay)s * interval '1 second',
                 attempts = GREATEST(attempts, %(attempts)s::int)
             WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue
+            RETURNING queue, available_at
         )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM r
-    """.replace("{channel}", CHANNEL)
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
+                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
+        FROM r
+    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
 
     def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
         params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": attempts}
@@ -470,7 +488,7 @@ class PostgresBackend(DatabaseBackend):
         return True
 
     def listen(self) -> None:
-        database.execute_sql(f"LISTEN {CHANNEL}")
+        database.execute_sql(f"LISTEN {CHANNEL}; LISTEN {DUE_CHANNEL}")
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
         conn = database.connection()
@@ -480,9 +498,36 @@ class PostgresBackend(DatabaseBackend):
             if ready:
                 conn.poll()
         for note in conn.notifies:
-            queues.add(note.payload)
+            if note.channel == DUE_CHANNEL:
+                self._heard.hear(note.payload)
+            else:
+                queues.add(note.payload)
         conn.notifies.clear()
         return queues
+
+    _heard = HeardDue()
+
+    def heard_due(self) -> dict[str, float]:
+        return self._heard.take()
+
+    # The first waiting job of each queue by available_at, through
+    # jobs_due_idx (queue, available_at, unreserved rows only): one index
+    # probe per queue however many jobs wait, and the server's clock.
+    _NEXT_DUE = """
+        SELECT extract(epoch FROM min(t.at) - now())
+        FROM unnest(%s::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT available_at AS at FROM jobs
+            WHERE queue = q.name AND reserved_at IS NULL
+            ORDER BY available_at LIMIT 1
+        ) t
+    """
+
+    def next_due(self, queues: list[str]) -> float | None:
+        if not queues:
+            return None
+        value = _rows(self._NEXT_DUE, (list(queues),))[0][0]
+        return None if value is None else max(float(value), 0.0)
 
     # -- operations -----------------------------------------------------------------
 
@@ -731,6 +776,22 @@ class SqliteBackend(DatabaseBackend):
                 )
             database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
         return [(r[0], r[1]) for r in rows]
+
+    def next_due(self, queues: list[str]) -> float | None:
+        # As PostgresBackend's, through jobs_due_idx; the times are ours (the
+        # claim compares available_at with this process's clock too).
+        firsts = []
+        for queue in queues:
+            rows = _rows(
+                "SELECT available_at FROM jobs WHERE queue = ? AND reserved_at IS NULL "
+                "ORDER BY available_at LIMIT 1",
+                (queue,),
+            )
+            if rows:
+                firsts.append(parse_timestamp(rows[0][0]))
+        if not firsts:
+            return None
+        return max((min(firsts) - dt.datetime.now(UTC)).total_seconds(), 0.0)
 
     def listen(self) -> None:
         pass

@@ -44,6 +44,10 @@ equal scores sort by id):
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
     release without delay, hand-back, rescue).
+``P:due``
+    the pub/sub channel of delayed jobs (push or release with a delay):
+    ``"QUEUE EPOCH_SECONDS"``, the queue and when its job is due, so that an
+    idle worker wakes then (``base.HeardDue``).
 
 Every change that touches more than one key is one Lua script (``scripts/``,
 each prefixed with ``scripts/lib.lua``), so no job is lost or runs twice
@@ -89,6 +93,7 @@ from tourno.queue.backends.base import (
     LEASE_MARGIN,
     WORKER_ROW_TTL,
     ClaimedJob,
+    HeardDue,
     QueueBackend,
     QueueStats,
     WorkerInfo,
@@ -172,6 +177,7 @@ class RedisBackend(QueueBackend):
         self.url, url_prefix = _split_prefix(url)
         self.prefix = prefix or url_prefix or "tourno"
         self._local = threading.local()
+        self._heard = HeardDue()
         self.handoff = Handoff(self)
         scratch = redislib.Redis()  # only to build Script objects; never connects
         lib = script_source("lib")
@@ -366,7 +372,7 @@ class RedisBackend(QueueBackend):
         pubsub = getattr(self._local, "pubsub", None)
         if pubsub is None:
             pubsub = self.client().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self.key("notify"))
+            pubsub.subscribe(self.key("notify"), self.key("due"))
             self._local.pubsub = pubsub
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
@@ -375,15 +381,44 @@ class RedisBackend(QueueBackend):
             time.sleep(max(timeout, 0))
             return set()
         queues: set[str] = set()
+        due_channel = self.key("due")
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             left = deadline - time.monotonic()
             msg = pubsub.get_message(timeout=max(left, 0) if not queues else 0)
             if msg is not None and msg.get("type") == "message":
-                queues.add(_text(msg["data"]))
+                if _text(msg["channel"]) == due_channel:
+                    self._heard.hear(_text(msg["data"]))
+                else:
+                    queues.add(_text(msg["data"]))
                 continue
             if queues or left <= 0:
                 return queues
+
+    def heard_due(self) -> dict[str, float]:
+        return self._heard.take()
+
+    def next_due(self, queues: list[str]) -> float | None:
+        # The delayed set's first score per queue (a job ready already is
+        # due now), read with the server's clock in one pipelined round trip.
+        if not queues:
+            return None
+        pipe = self.client().pipeline(transaction=False)
+        pipe.time()
+        for queue in queues:
+            pipe.exists(self.key("q", queue, "ready"))
+            pipe.zrange(self.key("q", queue, "delayed"), 0, 0, withscores=True)
+        (secs, micros), *rest = pipe.execute()
+        now_ms = secs * 1000 + micros / 1000
+        firsts = []
+        for ready, delayed in zip(rest[::2], rest[1::2], strict=True):
+            if ready:
+                return 0.0
+            if delayed:
+                firsts.append(float(delayed[0][1]))
+        if not firsts:
+            return None
+        return max((min(firsts) - now_ms) / 1000, 0.0)
 
     # -- operations ----------------------------------------------------------------------
 
