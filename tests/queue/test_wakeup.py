@@ -1,5 +1,8 @@
 """Idle workers wake when there is something to do, not at their next poll.
 
+* On SQLite, a dispatch from any process wakes an idle worker through a
+  Unix datagram socket beside the database file (``tourno.queue.wakeup``);
+  sockets left by dead processes are removed and never break a dispatch.
 * A delayed job (dispatched with a delay, or released with a backoff) starts
   when it is due: an idle worker sleeps until the first waiting job of its
   queues is due, and a delayed dispatch made while it sleeps announces its
@@ -14,7 +17,13 @@ where the poll alone would take up to 30 s. Latency figures are in
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +31,7 @@ from tests.queue import test_queue_contract as contract
 from tests.queue.test_worker_processes import Procs, wait_for
 from tests.support.drivers import Driver
 from tests.support.jobs import Stamped
+from tourno.queue import wakeup
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +65,6 @@ def stamp(driver: Driver, key: str, n: int, procs: Procs, worker) -> float:
 
 def test_a_delayed_job_starts_when_due_not_at_the_next_poll(any_driver, procs):
     driver = any_driver
-    if driver.kind == "sqlite":
-        pytest.skip("SQLite wake-ups come with tourno.queue.wakeup")
     worker = idle_worker(driver, procs)
     # Let the worker settle into its 30 s wait: the job is announced while it sleeps.
     time.sleep(0.5)
@@ -76,3 +84,69 @@ def test_a_backed_off_job_is_retried_when_its_backoff_ends(any_driver, procs):
     assert second - first >= 2.0
     assert second - first < 2.0 + LATE, procs.logs()
     assert driver.failed() == []
+
+
+# -- SQLite: datagrams beside the database file -----------------------------------------
+
+
+def _wake_dir(driver: Driver) -> Path:
+    folder = wakeup.wake_dir(driver.qdb.url[len("sqlite:///") :])
+    assert folder is not None
+    return folder
+
+
+def _dispatch_from_another_process(driver: Driver, key: str) -> float:
+    """``tourno queue dispatch`` in a process of its own; returns when it was run."""
+    sent = time.time()
+    result = driver.cli("queue", "dispatch", "Stamped", "--args", json.dumps({"key": key}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return sent
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sqlite_a_dispatch_from_another_process_wakes_an_idle_worker(sqlite, procs):
+    driver = Driver("sqlite", sqlite, contract.backends.current())
+    worker = idle_worker(driver, procs)
+    folder = _wake_dir(driver)
+    assert [n for n in os.listdir(folder) if n.startswith(f"{worker.pid}")] == [f"{worker.pid}.sock"]
+    time.sleep(0.5)  # into its 30 s wait
+    sent = _dispatch_from_another_process(driver, "woken")
+    started = stamp(driver, "woken", 1, procs, worker)
+    assert started - sent < LATE, procs.logs()
+
+
+def test_sqlite_stale_sockets_are_removed_and_do_not_break_a_dispatch(sqlite, procs):
+    driver = Driver("sqlite", sqlite, contract.backends.current())
+    worker = idle_worker(driver, procs)
+    folder = _wake_dir(driver)
+    # A socket file whose process died without removing it: it refuses datagrams.
+    dead = _dead_pid()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    os.chdir(folder)  # a short relative path, whatever the length of the test's folder
+    try:
+        stale.bind(f"{dead}.sock")
+    finally:
+        os.chdir(Path(__file__).resolve().parents[2])
+    stale.close()
+    # And a file that is no socket at all, with a name like one.
+    (folder / "junk.sock").write_text("not a socket")
+    assert (folder / f"{dead}.sock").exists()
+
+    sent = _dispatch_from_another_process(driver, "despite-stale")
+    started = stamp(driver, "despite-stale", 1, procs, worker)
+    assert started - sent < LATE, procs.logs()
+    assert not (folder / f"{dead}.sock").exists()
+    assert (folder / f"{worker.pid}.sock").exists()
+    # In this process too: the dispatch returns its ids, the worker runs the job.
+    sent = time.time()
+    assert Stamped(key="in-process").dispatch() is not None
+    assert stamp(driver, "in-process", 1, procs, worker) - sent < LATE
+    # A worker that stops removes its socket.
+    worker.terminate()
+    assert procs.wait_exit(worker, 20) == 0
+    assert not (folder / f"{worker.pid}.sock").exists()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import logging
 import select
+import threading
 import time
 import weakref
 from typing import Any
@@ -28,7 +30,7 @@ from tourno.db import (
     parse_timestamp,
     peewee_errors,
 )
-from tourno.queue import failed
+from tourno.queue import failed, wakeup
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
     WORKER_ROW_TTL,
@@ -39,6 +41,8 @@ from tourno.queue.backends.base import (
     WorkerInfo,
 )
 from tourno.queue.job import PendingJob
+
+log = logging.getLogger(__name__)
 
 #: One channel for every queue; the payload names the queue.
 CHANNEL = "tourno_jobs"
@@ -558,8 +562,42 @@ class PostgresBackend(DatabaseBackend):
 
 class SqliteBackend(DatabaseBackend):
     """SQLite, for one machine: the same semantics with a database-wide write
-    lock (BEGIN IMMEDIATE) in place of row locks, and polling in place of
-    NOTIFY. Times are UTC text in one sortable format, computed here."""
+    lock (BEGIN IMMEDIATE) in place of row locks, and datagrams on Unix
+    sockets beside the database file in place of NOTIFY (``queue/wakeup.py``;
+    the poll is the fallback). Times are UTC text in one sortable format,
+    computed here."""
+
+    _local = threading.local()  # the monitor thread's wake-up socket
+    _heard = HeardDue()
+    _listen_failed = False
+
+    @staticmethod
+    def _announce(
+        ready: set[str] | frozenset[str] = frozenset(), due: dict[str, float] | None = None
+    ) -> None:
+        """After the commit of the write in progress (at once outside a
+        transaction), wake the idle workers on this database: ``ready``
+        queues got jobs, ``due`` queues got delayed ones (epoch seconds)."""
+        folder = wakeup.wake_dir(getattr(database.obj, "database", "") or "")
+        if folder is None or not (ready or due):
+            return
+        lines = [f"ready {q}" for q in sorted(ready)]
+        lines += [f"due {q} {at!r}" for q, at in sorted((due or {}).items())]
+
+        def send() -> None:
+            wakeup.send(folder, lines)
+
+        try:
+            database.after_commit(send)
+        except ValueError:  # manual_commit(): no commit to wait for
+            send()
+
+    def close_thread_connection(self) -> None:
+        listener = getattr(self._local, "listener", None)
+        if listener is not None:
+            self._local.listener = None
+            listener.close()
+        super().close_thread_connection()
 
     @staticmethod
     def _now(offset: float = 0.0) -> str:
@@ -592,6 +630,12 @@ class SqliteBackend(DatabaseBackend):
                     "RETURNING id, json_extract(payload, '$.uuid')"
                 )
                 ids.update((uuid, job_id) for job_id, uuid in _rows(sql, params))
+        due: dict[str, float] = {}
+        for p in jobs:
+            if p.delay > 0:
+                at = now.timestamp() + p.delay
+                due[p.queue] = min(due.get(p.queue, at), at)
+        self._announce({p.queue for p in jobs if p.delay <= 0}, due)
         return [ids.get(p.uuid) for p in jobs]
 
     _CLAIM = """
@@ -657,14 +701,17 @@ class SqliteBackend(DatabaseBackend):
             return self._delete(worker_id, ids)
 
     def release(self, worker_id: int, job_id: Any, delay: float, attempts: int | None = None) -> bool:
-        return bool(
-            _rowcount(
-                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
-                "WHERE id = ? AND reserved_by = ?",
-                (self._now(delay), attempts, job_id, worker_id),
-            )
+        rows = _rows(
+            "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+            "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
+            "WHERE id = ? AND reserved_by = ? RETURNING queue",
+            (self._now(delay), attempts, job_id, worker_id),
         )
+        if rows and delay > 0:
+            self._announce(due={rows[0][0]: time.time() + delay})
+        elif rows:
+            self._announce({rows[0][0]})
+        return bool(rows)
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -678,11 +725,13 @@ class SqliteBackend(DatabaseBackend):
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        return _rowcount(
+        rows = _rows(
             "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL "
-            f"WHERE id IN ({marks}) AND reserved_by = ?",
+            f"WHERE id IN ({marks}) AND reserved_by = ? RETURNING queue",
             [*ids, worker_id],
         )
+        self._announce({r[0] for r in rows})
+        return len(rows)
 
     def release_unheld(self, worker_id: int, held: list[Any]) -> int:
         # PostgresBackend._RELEASE_UNHELD explains the heads; the held ids are
@@ -703,12 +752,14 @@ class SqliteBackend(DatabaseBackend):
             head_ids = [h[1] for h in heads.values()]
             ids = [r[0] for r in stray]
             marks, head_marks = ",".join("?" * len(ids)), ",".join("?" * len(head_ids))
-            return _rowcount(
+            rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
                 f"attempts = max(attempts - CASE WHEN id IN ({head_marks}) THEN 1 ELSE 0 END, 0) "
-                f"WHERE id IN ({marks}) AND reserved_by = ?",
+                f"WHERE id IN ({marks}) AND reserved_by = ? RETURNING queue",
                 [*head_ids, *ids, worker_id],
             )
+            self._announce({r[0] for r in rows})
+        return len(rows)
 
     def fail(self, worker_id: int, job: ClaimedJob, uuid: str, exception: str) -> bool:
         with database.atomic("IMMEDIATE"):
@@ -767,7 +818,7 @@ class SqliteBackend(DatabaseBackend):
         with database.atomic("IMMEDIATE"):
             # RETURNING would give reserved_by after the update (NULL): read
             # the owners first; the write lock keeps the set unchanged.
-            rows = _rows(f"SELECT id, reserved_by FROM jobs WHERE {cond}", params)
+            rows = _rows(f"SELECT id, reserved_by, queue FROM jobs WHERE {cond}", params)
             if rows:
                 database.execute_sql(
                     "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
@@ -775,6 +826,7 @@ class SqliteBackend(DatabaseBackend):
                     (now, *params),
                 )
             database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
+            self._announce({r[2] for r in rows})
         return [(r[0], r[1]) for r in rows]
 
     def next_due(self, queues: list[str]) -> float | None:
@@ -794,11 +846,35 @@ class SqliteBackend(DatabaseBackend):
         return max((min(firsts) - dt.datetime.now(UTC)).total_seconds(), 0.0)
 
     def listen(self) -> None:
-        pass
+        if getattr(self._local, "listener", None) is not None:
+            return
+        folder = wakeup.wake_dir(getattr(database.obj, "database", "") or "")
+        if folder is None:
+            return
+        try:
+            self._local.listener = wakeup.Listener(folder)
+        except OSError as exc:
+            # A folder we may not write to: poll, as before (logged once per process).
+            if not SqliteBackend._listen_failed:
+                SqliteBackend._listen_failed = True
+                log.warning("no wake-up socket in %s (%s): idle workers poll every --sleep", folder, exc)
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
-        time.sleep(max(timeout, 0))
-        return set()
+        listener = getattr(self._local, "listener", None)
+        if listener is None:
+            time.sleep(max(timeout, 0))
+            return set()
+        queues: set[str] = set()
+        for line in listener.wait(timeout):
+            kind, _, rest = line.partition(" ")
+            if kind == "ready":
+                queues.add(rest)
+            elif kind == "due":
+                self._heard.hear(rest)
+        return queues
+
+    def heard_due(self) -> dict[str, float]:
+        return self._heard.take()
 
     def stats(self) -> list[QueueStats]:
         now = self._now()
