@@ -153,51 +153,62 @@ def _sending_socket() -> socket.socket:
         return _sender
 
 
-# folder -> (its mtime, the socket names in it): a stat instead of a listing
-# per dispatch while no worker comes or goes.
-_listings: dict[Path, tuple[int, list[str]]] = {}
+class _Targets:
+    """The sockets of one folder as a sender sees them: (name, address)
+    pairs, listed again only when the folder's mtime changes (a worker came,
+    left or was cleaned up), so that a dispatch costs a stat, not a listing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.mtime = -1
+        self.pairs: list[tuple[str, str]] = []
+        self._dir = _Dir(folder)  # its descriptor stays open for long paths
+
+    def current(self) -> list[tuple[str, str]]:
+        try:
+            mtime = os.stat(self.folder).st_mtime_ns
+            if mtime != self.mtime:
+                names = sorted(n for n in os.listdir(self.folder) if n.endswith(".sock"))
+                self.pairs = [(n, self._dir.address(n)) for n in names]
+                self.mtime = mtime
+        except OSError:
+            # No folder: no SQLite worker has listened here yet.
+            self.mtime, self.pairs = -1, []
+            self._dir.close()
+        return self.pairs
 
 
-def _socket_names(folder: Path) -> list[str]:
-    try:
-        mtime = os.stat(folder).st_mtime_ns
-        cached = _listings.get(folder)
-        if cached is not None and cached[0] == mtime:
-            return cached[1]
-        names = [n for n in os.listdir(folder) if n.endswith(".sock")]
-    except OSError:
-        return []  # no folder: no SQLite worker has listened here yet
-    _listings[folder] = (mtime, names)
-    return names
+_targets: dict[Path, _Targets] = {}
+_targets_lock = threading.Lock()
 
 
 def send(folder: Path, lines: list[str]) -> int:
     """Send ``lines`` as one datagram to every socket in ``folder``, without
     blocking; remove the files of sockets whose process is gone. Returns how
     many sockets took it. Never raises: a wake-up is a hint."""
-    names = _socket_names(folder)
-    if not names:
+    with _targets_lock:
+        targets = _targets.get(folder)
+        if targets is None:
+            targets = _targets[folder] = _Targets(folder)
+        pairs = targets.current()
+    if not pairs:
         return 0
     data = "\n".join(lines).encode()[:MAX_DATAGRAM]
     sock = _sending_socket()
-    target = _Dir(folder)
     sent = 0
-    try:
-        for name in names:
-            try:
-                sock.sendto(data, target.address(name))
-                sent += 1
-            except (BlockingIOError, InterruptedError):
-                pass  # its buffer is full: a wake-up is pending there already
-            except (ConnectionRefusedError, FileNotFoundError):
-                pid = _pid_of(name)
-                if pid is not None and not _alive(pid):
-                    try:
-                        (folder / name).unlink(missing_ok=True)
-                    except OSError:
-                        pass
-            except OSError as exc:
-                log.debug("wake-up to %s failed: %s", folder / name, exc)
-    finally:
-        target.close()
+    for name, address in pairs:
+        try:
+            sock.sendto(data, address)
+            sent += 1
+        except (BlockingIOError, InterruptedError):
+            pass  # its queue is full: a wake-up is pending there already
+        except (ConnectionRefusedError, FileNotFoundError):
+            pid = _pid_of(name)
+            if pid is not None and not _alive(pid):
+                try:
+                    (folder / name).unlink(missing_ok=True)
+                except OSError:
+                    pass
+        except OSError as exc:
+            log.debug("wake-up to %s failed: %s", folder / name, exc)
     return sent
