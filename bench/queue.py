@@ -13,11 +13,18 @@ runs of each figure:
 * dispatch-to-start latency with one idle worker (and for the baseline);
 * dispatch rate, one job per call and batched;
 * drain throughput on SQLite;
-* a worker's memory over a long drain;
 * the cost of persisted metrics and lifecycle events: PostgreSQL drains with
   1 and 4 workers with ``TOURNO_QUEUE_METRICS=0`` and no subscriber ("off"),
   and with metrics on and one trivial subscriber (``bench/bench_events.py``,
-  "on"), alternating in each run; the ratio on / off is the figure.
+  "on"), alternating in each run; the ratio on / off is the figure (``--only
+  metrics`` runs just these);
+* a worker's memory over a long drain;
+* wake-ups (``--part wakeup`` runs only these): how late a job dispatched
+  with ``delay=1`` starts with ``--sleep 3`` (PostgreSQL, and Redis with
+  ``--driver redis/both``), dispatch-to-start on SQLite with ``--sleep 3``,
+  what the SQLite wake-up adds to a dispatch, and the dispatch rates without
+  the ``jobs_due_idx`` index. ``--before REV`` runs the same workers from
+  another commit's code too (``git archive REV``), side by side.
 
 With ``--driver redis`` (only the Redis driver) or ``--driver both`` (the
 database figures above and the Redis ones, side by side), it also measures
@@ -93,6 +100,7 @@ class Sizes:
     sqlite_jobs: int
     memory_jobs: int
     memory_warmup: int
+    late_samples: int = 40  # per lateness figure; each waits LATE_DELAY, spaced up to LATE_GAP
 
 
 FULL = Sizes(
@@ -105,6 +113,7 @@ FULL = Sizes(
     sqlite_jobs=20_000,
     memory_jobs=100_000,
     memory_warmup=5_000,
+    late_samples=60,
 )
 QUICK = Sizes(
     drain_jobs=8_000,
@@ -116,6 +125,7 @@ QUICK = Sizes(
     sqlite_jobs=8_000,
     memory_jobs=25_000,
     memory_warmup=5_000,
+    late_samples=30,
 )
 
 
@@ -164,13 +174,25 @@ FIGURES = [
     Figure("mem_growth", "Worker RSS growth (end - warm-up)", "MiB", 1, "<=", 5),
     Figure("mem_peak", "Worker peak RSS (VmHWM)", "MiB", 1, "<=", 60),
     Figure("mem_rate", "PG drain of the memory run, 1 worker (info)", "jobs/s"),
+    Figure("dl_p50", "Delayed lateness (delay=1, --sleep 3), p50", "ms", 1),
+    Figure("dl_p95", "Delayed lateness (delay=1, --sleep 3), p95", "ms", 1, "<=", 100),
+    Figure("dl_b_p50", "  the same, --before code, p50", "ms", 0),
+    Figure("dl_b_p95", "  the same, --before code, p95", "ms", 0),
+    Figure("sqw_p50", "SQLite dispatch->start (--sleep 3), p50", "ms", 2),
+    Figure("sqw_p95", "SQLite dispatch->start (--sleep 3), p95", "ms", 2, "<=", 20),
+    Figure("sqw_b_p50", "  the same, --before code, p50", "ms", 0),
+    Figure("sqw_b_p95", "  the same, --before code, p95", "ms", 0),
+    Figure("sq_disp_wake", "SQLite dispatch() with its wake-up, median", "us", 0),
+    Figure("sq_disp_nowake", "SQLite dispatch() without the wake-up, median", "us", 0),
+    Figure("disp_1_noidx", "Dispatch, one per call, without jobs_due_idx", "jobs/s", 0),
+    Figure("disp_n_noidx", "Dispatch, batch, without jobs_due_idx", "jobs/s", 0),
+    Figure("pg_rtt", "Context: PG round trip (SELECT 1), median", "us"),
     Figure("mo_off1", "PG drain, metrics+events off, 1 worker", "jobs/s"),
     Figure("mo_on1", "PG drain, metrics+events on, 1 worker", "jobs/s"),
     Figure("mo_ratio1", "Metrics+events on / off, 1 worker", "x", 2, ">=", 0.90),
     Figure("mo_off4", "PG drain, metrics+events off, 4 workers", "jobs/s"),
     Figure("mo_on4", "PG drain, metrics+events on, 4 workers", "jobs/s"),
     Figure("mo_ratio4", "Metrics+events on / off, 4 workers", "x", 2, ">=", 0.90),
-    Figure("pg_rtt", "Context: PG round trip (SELECT 1), median", "us"),
     Figure("pg_commit", "Context: PG 1-row INSERT + commit, median", "us"),
 ]
 
@@ -186,6 +208,10 @@ REDIS_FIGURES = [
     Figure("rd_disp_1", "Redis dispatch, one Job.dispatch() per job", "jobs/s", driver="redis"),
     Figure("rd_disp_n", "Redis dispatch, dispatch_many batch", "jobs/s", driver="redis"),
     Figure("rd_rtt", "Context: Redis round trip (PING), median", "us", driver="redis"),
+    Figure("rd_dl_p50", "Redis delayed lateness (delay=1), p50", "ms", 1, driver="redis"),
+    Figure("rd_dl_p95", "Redis delayed lateness (delay=1), p95", "ms", 1, driver="redis"),
+    Figure("rd_dl_b_p50", "  Redis, --before code, p50", "ms", 0, driver="redis"),
+    Figure("rd_dl_b_p95", "  Redis, --before code, p95", "ms", 0, driver="redis"),
 ]
 REDIS_AFTER = {
     "rd_t1": "pg_t1",
@@ -197,7 +223,35 @@ REDIS_AFTER = {
     "rd_disp_1": "disp_1",
     "rd_disp_n": "disp_n",
     "rd_rtt": "pg_commit",
+    "rd_dl_p50": "dl_b_p95",
+    "rd_dl_p95": "dl_b_p95",
+    "rd_dl_b_p50": "dl_b_p95",
+    "rd_dl_b_p95": "dl_b_p95",
 }
+#: The figures of ``--part wakeup``.
+WAKEUP_FIGURES = {
+    "dl_p50",
+    "dl_p95",
+    "dl_b_p50",
+    "dl_b_p95",
+    "sqw_p50",
+    "sqw_p95",
+    "sqw_b_p50",
+    "sqw_b_p95",
+    "sq_disp_wake",
+    "sq_disp_nowake",
+    "disp_1",
+    "disp_n",
+    "disp_1_noidx",
+    "disp_n_noidx",
+    "rd_dl_p50",
+    "rd_dl_p95",
+    "rd_dl_b_p50",
+    "rd_dl_b_p95",
+}
+#: The delay of the lateness samples, and the longest random pause between two.
+LATE_DELAY = 1.0
+LATE_GAP = 0.35
 
 
 def figures_for(driver: str) -> list[Figure]:
@@ -245,12 +299,12 @@ class Processes:
         self.live: list[Proc] = []
         self.problems: list[str] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: str = ROOT) -> Proc:
         log = self.logdir / f"{name}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -439,17 +493,30 @@ def laravel_payload(n: int, sent: float | None = None) -> str:
 
 class Bench:
     def __init__(
-        self, sizes: Sizes, runs: int, workdir: Path, driver: str = "database", only: str = "all"
+        self,
+        sizes: Sizes,
+        runs: int,
+        workdir: Path,
+        driver: str = "database",
+        part: str = "all",
+        before: str | None = None,
+        only: str = "all",
     ) -> None:
+        self.part = part
+        #: "metrics": only the metrics and events on/off drains (PostgreSQL).
+        self.only = only
+        #: The --before revision, and a checkout of its code (made in create_databases).
+        self.before = before
+        self.before_root: str | None = None
         self.sizes = sizes
         self.runs = runs
         self.workdir = workdir
         self.driver = driver
-        #: "metrics": only the metrics and events on/off drains (PostgreSQL).
-        self.only = only
         self.sqlite_url = f"sqlite:///{workdir / 'bench.db'}"
         self.procs = Processes(workdir)
         self.figures = figures_for(driver)
+        if part == "wakeup":
+            self.figures = [f for f in self.figures if f.key in WAKEUP_FIGURES]
         if only == "metrics":
             self.figures = [f for f in self.figures if f.key.startswith("mo_")]
         self.results: dict[str, list[float]] = {f.key: [] for f in self.figures}
@@ -541,8 +608,13 @@ class Bench:
         lite.connect()
         try:
             migrations.migrate(lite)
+            lite.execute_sql(
+                "CREATE TABLE bench_latency (id integer PRIMARY KEY, kind text NOT NULL, seconds real NOT NULL)"
+            )
         finally:
             lite.close()
+        if self.before is not None:
+            self.before_root = self.checkout_of(self.before)
         return f"{full.split(',')[0]}; {settings}"
 
     def drop_databases(self) -> None:
@@ -556,6 +628,19 @@ class Bench:
             print(f"warning: could not drop {BENCH_DB}: {exc}", file=sys.stderr)
         finally:
             admin.close()
+
+    def checkout_of(self, rev: str) -> str:
+        """``tourno/`` and ``bench/`` as they are at ``rev``, in a folder of
+        the work directory (``git archive``: the repository is not touched)."""
+        target = self.workdir / f"before-{re.sub(r'[^A-Za-z0-9_.-]', '_', rev)}"
+        target.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", ROOT, "archive", "--format=tar", rev, "tourno", "bench"],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+        return str(target)
 
     def redis_client(self):
         from tourno.queue import backends
@@ -620,10 +705,14 @@ class Bench:
         tag: str,
         sleep: float = SLEEP,
         redis: bool = False,
+        root: str | None = None,
         env_extra: dict[str, str] | None = None,
         imports: tuple[str, ...] = (),
     ) -> list[Proc]:
+        """``n`` workers; with ``root``, running the code checked out there."""
         env = {**self.worker_env(url, redis), **(env_extra or {})}
+        if root is not None:
+            env["PYTHONPATH"] = root
         procs = []
         for i in range(n):
             name = self._name(f"{tag}-w{i}")
@@ -632,7 +721,7 @@ class Bench:
             for module in ("bench.bench_jobs", *imports):
                 argv += ["--import", module]
             argv += ["--name", name]
-            procs.append(self.procs.start(name, argv, env))
+            procs.append(self.procs.start(name, argv, env, cwd=root or ROOT))
         return procs
 
     def wait_tourno_idle(self, procs: list[Proc], timeout: float = 60.0) -> None:
@@ -956,6 +1045,89 @@ class Bench:
         ms = [r[0] * 1000 for r in self.rows("SELECT seconds FROM bench_latency WHERE kind = 'tourno'")]
         return ms, calls
 
+    def wait_idle(self, procs: list[Proc], redis: bool) -> None:
+        if redis:
+            self.wait_redis_idle(procs)
+        else:
+            self.wait_tourno_idle(procs)
+
+    def delayed_lateness(
+        self, samples: int, url: str = PG_URL, redis: bool = False, root: str | None = None
+    ) -> list[float]:
+        """How late (ms after it was due) each of ``samples`` jobs dispatched
+        with delay=1 starts, one idle worker at --sleep 3; the dispatches come
+        at random moments, so they fall at every phase of the worker's poll."""
+        from bench.bench_jobs import BenchLatency
+
+        self.execute("DELETE FROM bench_latency")
+        tag = ("redis-" if redis else "") + ("late-before" if root else "late")
+        procs = self.start_tourno(url, 1, tag, redis=redis, root=root)
+        try:
+            self.wait_idle(procs, redis)
+            for _ in range(samples):
+                time.sleep(random.uniform(0.05, LATE_GAP))
+                BenchLatency(sent=time.time() + LATE_DELAY).dispatch(delay=LATE_DELAY)
+            self.wait_latency_rows("tourno", samples, procs, timeout=LATE_DELAY + SLEEP + 30)
+        finally:
+            self.stop_tourno(procs, samples)
+        return [r[0] * 1000 for r in self.rows("SELECT seconds FROM bench_latency WHERE kind = 'tourno'")]
+
+    def sqlite_wake_latency(self, samples: int, root: str | None = None) -> list[float]:
+        """Dispatch->start (ms) on SQLite, one idle worker at --sleep 3, the
+        dispatches at random moments, from this process (not the worker's)."""
+        from bench.bench_jobs import BenchLatency
+
+        self.execute("DELETE FROM bench_latency")
+        tag = "sqlite-wake-before" if root else "sqlite-wake"
+        procs = self.start_tourno(self.sqlite_url, 1, tag, root=root)
+        try:
+            self.wait_idle(procs, False)
+            for _ in range(samples):
+                time.sleep(random.uniform(0.05, LATE_GAP))
+                BenchLatency(sent=time.time()).dispatch()
+            self.wait_latency_rows("tourno", samples, procs, timeout=SLEEP + 30)
+        finally:
+            self.stop_tourno(procs, samples)
+        return [r[0] * 1000 for r in self.rows("SELECT seconds FROM bench_latency WHERE kind = 'tourno'")]
+
+    def sqlite_dispatch_cost(self, n: int) -> tuple[float, float]:
+        """The median dispatch() on SQLite (us) with one worker listening: as
+        shipped, and with the wake-up switched off in this process, in
+        alternating blocks so that noise falls on both. The jobs are delayed
+        an hour: the worker has no reason to wake, so only sending is measured
+        (no claim competes for the write lock)."""
+        from bench.bench_jobs import BenchNoop
+        from tourno.queue.backends import database as dbq
+
+        procs = self.start_tourno(self.sqlite_url, 1, "sqlite-disp")
+        announce = dbq.SqliteBackend.__dict__["_announce"]
+        silent = staticmethod(lambda *args, **kwargs: None)
+        times: dict[bool, list[float]] = {True: [], False: []}
+        try:
+            self.wait_idle(procs, False)
+            for block in range(10):
+                wake = block % 2 == 0
+                setattr(dbq.SqliteBackend, "_announce", announce if wake else silent)  # noqa: B010
+                for i in range(n // 10):
+                    t0 = time.perf_counter()
+                    BenchNoop(n=i).dispatch(delay=3600)
+                    times[wake].append((time.perf_counter() - t0) * 1e6)
+        finally:
+            setattr(dbq.SqliteBackend, "_announce", announce)  # noqa: B010
+            self.stop_tourno(procs, 0)
+            self.execute("DELETE FROM jobs")
+        return statistics.median(times[True]), statistics.median(times[False])
+
+    def dispatch_rates_without_due_index(self, single: int, batch: int) -> tuple[float, float]:
+        """dispatch_rates() with jobs_due_idx dropped (it is put back after)."""
+        self.execute("DROP INDEX jobs_due_idx")
+        try:
+            return self.dispatch_rates(single, batch)
+        finally:
+            self.execute(
+                "CREATE INDEX IF NOT EXISTS jobs_due_idx ON jobs (queue, available_at) WHERE reserved_at IS NULL"
+            )
+
     def baseline_latency(self, samples: int) -> list[float]:
         self.execute("DELETE FROM bench_latency")
         procs = self.start_baseline(1, "baseline-latency")
@@ -1087,10 +1259,74 @@ class Bench:
             with self.use(PG_URL):
                 self.metrics_drains({})
             return
-        if self.driver in ("database", "both"):
+        if self.part == "all" and self.driver in ("database", "both"):
             self.run_database()
-        if self.driver in ("redis", "both"):
+        if self.part == "all" and self.driver in ("redis", "both"):
             self.run_redis()
+        self.run_wakeup()
+
+    def run_wakeup(self) -> None:
+        """The wake-up figures: delayed lateness (and with the --before code),
+        SQLite dispatch->start, and what the wake-ups cost a dispatch."""
+        s = self.sizes
+        n = s.late_samples
+        variants = [("", None)] + ([("_b", self.before_root)] if self.before_root else [])
+        if self.driver in ("database", "both"):
+            with self.use(PG_URL):
+                for suffix, root in variants:
+
+                    def late(suffix: str = suffix, root: str | None = root) -> None:
+                        ms = self.delayed_lateness(n, root=root)
+                        self.record(f"dl{suffix}_p50", percentile(ms, 50))
+                        self.record(f"dl{suffix}_p95", percentile(ms, 95))
+
+                    self.step(f"delayed lateness{' (before)' if root else ''}", late)
+
+                def rates() -> None:
+                    # With and without the index in turn (medians of three
+                    # each), so that the machine's noise falls on both.
+                    one: dict[bool, list[float]] = {True: [], False: []}
+                    many: dict[bool, list[float]] = {True: [], False: []}
+                    for i in range(6):
+                        indexed = i % 2 == 0
+                        measure = self.dispatch_rates if indexed else self.dispatch_rates_without_due_index
+                        a, b = measure(s.single_dispatch // 2, s.batch_dispatch)
+                        one[indexed].append(a)
+                        many[indexed].append(b)
+                    # The full run has its own disp_1 and disp_n already.
+                    if self.part == "wakeup":
+                        self.record("disp_1", statistics.median(one[True]))
+                        self.record("disp_n", statistics.median(many[True]))
+                    self.record("disp_1_noidx", statistics.median(one[False]))
+                    self.record("disp_n_noidx", statistics.median(many[False]))
+
+                self.step("dispatch rate without jobs_due_idx", rates)
+            with self.use(self.sqlite_url):
+                for suffix, root in variants:
+
+                    def wake(suffix: str = suffix, root: str | None = root) -> None:
+                        ms = self.sqlite_wake_latency(n, root=root)
+                        self.record(f"sqw{suffix}_p50", percentile(ms, 50))
+                        self.record(f"sqw{suffix}_p95", percentile(ms, 95))
+
+                    self.step(f"SQLite dispatch->start{' (before)' if root else ''}", wake)
+
+                def cost() -> None:
+                    with_wake, without = self.sqlite_dispatch_cost(s.single_dispatch)
+                    self.record("sq_disp_wake", with_wake)
+                    self.record("sq_disp_nowake", without)
+
+                self.step("SQLite dispatch cost of the wake-up", cost)
+        if self.driver in ("redis", "both"):
+            with self.use(PG_URL, redis=True):
+                for suffix, root in variants:
+
+                    def rlate(suffix: str = suffix, root: str | None = root) -> None:
+                        ms = self.delayed_lateness(n, redis=True, root=root)
+                        self.record(f"rd_dl{suffix}_p50", percentile(ms, 50))
+                        self.record(f"rd_dl{suffix}_p95", percentile(ms, 95))
+
+                    self.step(f"Redis delayed lateness{' (before)' if root else ''}", rlate)
 
     def run_redis(self) -> None:
         s = self.sizes
@@ -1348,6 +1584,18 @@ def main(argv: list[str] | None = None) -> int:
         help="queue driver(s) to measure (default database; redis and both need a Redis server)",
     )
     parser.add_argument(
+        "--part",
+        choices=("all", "wakeup"),
+        default="all",
+        help="all figures (default), or only the wake-up ones (delayed lateness, SQLite wake-ups)",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        default=None,
+        help="also run the wake-up figures' workers on the code of git revision REV, side by side",
+    )
+    parser.add_argument(
         "--only",
         choices=("all", "metrics"),
         default="all",
@@ -1366,13 +1614,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tourno-bench-"))
-    bench = Bench(sizes, runs, workdir, args.driver, args.only)
+    bench = Bench(sizes, runs, workdir, args.driver, args.part, args.before, args.only)
     keep = False
     try:
         pg_version = bench.create_databases()
         commit = checkout()
         redis_info = bench.redis_server_info() if args.driver != "database" else None
         header(pg_version, sizes, runs, args.quick, commit, redis_info)
+        if args.part == "wakeup" or args.before:
+            print(
+                f"  wake-ups    {sizes.late_samples} samples per figure, one idle worker at --sleep {SLEEP:g}, "
+                f"dispatched {0.05 * 1000:.0f}-{LATE_GAP * 1000:.0f} ms apart at random; lateness = start - due "
+                f"for delay={LATE_DELAY:g}; before = {args.before or '-'}",
+                flush=True,
+            )
         for index in range(runs):
             print(f"run {index + 1}/{runs}", flush=True)
             bench.run_once(index)

@@ -39,6 +39,7 @@ ALL = [
     "0008_queue_pauses",
     "0009_queue_metrics",
     "0010_buckets_and_locks",
+    "0011_jobs_due_idx",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS
 

@@ -163,3 +163,19 @@ class UniqueJob(Job):
 
     def handle(self) -> None:
         record(self.key)
+
+
+@dataclass
+class Stamped(Job):
+    """Marks when each of its runs started (``stamp:KEY:N`` = epoch seconds
+    by the worker's clock), and fails its first ``fail_times`` runs."""
+
+    key: str
+    fail_times: int = 0
+
+    def handle(self) -> None:
+        record(self.key)
+        n = runs(self.key)
+        mark(f"stamp:{self.key}:{n}", repr(time.time()))
+        if n <= self.fail_times:
+            raise RuntimeError(f"stamped {self.key} failing on purpose")

@@ -117,6 +117,8 @@ class ClaimBatch:
         self._cancelled: set[Any] = set()
         #: When the jobs in the batch were claimed (time.monotonic()).
         self.claimed_at = 0.0
+        # Taken out by release_held while its round trip runs: still held.
+        self._in_flight: list[Any] = []
 
     @property
     def running(self) -> RunningJob | None:
@@ -208,6 +210,15 @@ class ClaimBatch:
             self._cancelled.clear()
         return done, pending
 
+    def held_ids(self) -> list[Any]:
+        """Every job the batch holds reserved: running, claimed, finished but
+        not yet deleted, and those release_held is writing right now."""
+        with self.lock:
+            held = [j.id for j in self._pending] + self._done + self._in_flight
+            if self._running is not None:
+                held.append(self._running.claimed.id)
+        return held
+
     def release_held(
         self, now: float, backend: QueueBackend, worker_id: int, metrics: MetricsBuffer | None = None
     ) -> int:
@@ -235,6 +246,7 @@ class ClaimBatch:
                 self._pending.clear()
                 # Handed back with their flag set: the sweep deletes them.
                 self._cancelled.clear()
+                self._in_flight = done + [j.id for j in pending]
         rows: list[MetricRow] = []
         try:
             if charge is not None:
@@ -252,6 +264,9 @@ class ClaimBatch:
                 self._done[:0] = done
                 self._pending.extendleft(reversed(pending))
             raise
+        finally:
+            with self.lock:
+                self._in_flight = []
         return len(pending)
 
     def hand_back_queues(self, queues: Collection[str], backend: QueueBackend, worker_id: int) -> int:
@@ -364,6 +379,16 @@ class PendingOps:
 
     def add(self, op: FinishOp) -> None:
         self._ops.append(op)
+
+    def job_ids(self) -> list[Any]:
+        """The jobs the waiting operations name: still reserved by the worker."""
+        ids: list[Any] = []
+        for op in self._ops:
+            if isinstance(op, Complete):
+                ids += op.ids
+            else:
+                ids.append(op.job_id)
+        return ids
 
     def flush(
         self,

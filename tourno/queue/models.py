@@ -42,6 +42,14 @@ JobRecord.add_index(
     where=JobRecord.reserved_at.is_null(),
     name="jobs_ready_idx",
 )
+# An idle worker sleeps until the first waiting job of its queues is due
+# (QueueBackend.next_due): one probe per queue, however many jobs are delayed.
+JobRecord.add_index(
+    JobRecord.queue,
+    JobRecord.available_at,
+    where=JobRecord.reserved_at.is_null(),
+    name="jobs_due_idx",
+)
 # Unique jobs: a second dispatch with the same key is ON CONFLICT DO NOTHING.
 JobRecord.add_index(
     JobRecord.unique_key,

@@ -15,6 +15,9 @@ public surface only:
   ``pauses.RELOAD_EVERY`` seconds, and at once on a ``PAUSES_CHANGED``
   notification), and ``worker.active_queues()``, whose notifications wake
   the worker;
+* ``worker.release_unheld(wait=False)`` after each reconnect but the first;
+* ``worker.due_heard(due)`` with the earliest delayed job heard of on one of
+  ``worker.active_queues()``;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
   ``release_held`` and ``hand_back_queues`` it calls, with ``worker.metrics``:
   the completions it writes carry the counts) and the read-only ``worker_id``,
@@ -66,6 +69,7 @@ class Monitor(threading.Thread):
         # Workers started together prune at different moments.
         self._next_prune = time.monotonic() + random.uniform(0, self.PRUNE_EVERY)  # noqa: S311
         self._vacuumed_at = 0
+        self._connects = 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -90,6 +94,9 @@ class Monitor(threading.Thread):
                     # to nobody: at start (the main loop's first claim runs
                     # before this) as after an outage. Make the loop look again.
                     w.wake()
+                    if self._connects:
+                        self.after_reconnect()
+                    self._connects += 1
                     failures = 0
                 if self._hard_stop is not None:
                     w.hard_stop(self._hard_stop)
@@ -101,6 +108,7 @@ class Monitor(threading.Thread):
                     w.wake()
                 if cancel_notice(w.worker_id) in noticed:
                     self.check_cancels()
+                self.pass_due_heard()
             except Exception as exc:  # noqa: BLE001 - the monitor must outlive outages
                 failures += 1
                 if failures == 1:
@@ -156,6 +164,25 @@ class Monitor(threading.Thread):
         handed_back = w.batch.hand_back_queues(paused, w.backend, w.worker_id)
         if handed_back:
             w.log.info("handed back %d prefetched job(s) of paused queues", handed_back)
+
+    def pass_due_heard(self) -> None:
+        """Tell the worker of the earliest delayed job heard of on its active
+        queues, so that an idle worker wakes when it is due."""
+        w = self.worker
+        heard = w.backend.heard_due()
+        if heard:
+            active = set(w.active_queues())
+            due = [at for queue, at in heard.items() if queue in active]
+            if due:
+                w.due_heard(min(due))
+
+    def after_reconnect(self) -> None:
+        """The connections broke and ours is back: whatever broke them may
+        have lost a claim's reply too. The worker's main thread checks after
+        its own reconnect; this covers a break it has not run into yet. If
+        the main thread is busy, the check waits for its next step
+        (``Worker.release_unheld``)."""
+        self.worker.release_unheld(wait=False)
 
     def heartbeat(self) -> None:
         w = self.worker

@@ -45,7 +45,6 @@ from typing import Any, NoReturn
 
 from tourno.db import (
     OUTAGE_ERRORS,
-    DatabaseUnavailable,
     connection_in_transaction,
     database,
     open_connection,
@@ -84,6 +83,8 @@ EXIT_ERROR = 1
 EXIT_MEMORY = 12
 #: A job ignored its timeout and did not unwind within the grace period.
 EXIT_TIMEOUT = 13
+#: The shortest idle wait (seconds) when a waiting job is due already.
+MIN_IDLE_WAIT = 0.005
 
 
 def rss_mb() -> float:
@@ -117,10 +118,6 @@ class Worker:
         self.options = options
         # The backend's own outage errors (e.g. Redis) are handled like the database's.
         self._outage_errors = OUTAGE_ERRORS + tuple(backend.connection_errors)
-        self._reconnect_errors: tuple[type[BaseException], ...] = (
-            DatabaseUnavailable,
-            *backend.connection_errors,
-        )
         # Lifecycle hooks, e.g. for systemd's sd_notify: called once the worker
         # is registered and about to take jobs, and once it starts to stop.
         self.on_ready = on_ready
@@ -155,6 +152,14 @@ class Worker:
         self._keys_left_held = False
         #: The queues of ours that are paused (set by the monitor; replaced, never mutated).
         self._paused: frozenset[str] = frozenset()
+        # Held by the main thread through each run_once (re-entrant: its
+        # _recover may run inside): while it is free, the batch and the
+        # pending operations are at rest and no claim is in flight.
+        self._busy = threading.RLock()
+        # A reconnect asked for release_unheld; it is done when it succeeds.
+        self._unheld_check = False
+        # While idle: when the wait ends (time.monotonic()); read by the monitor.
+        self._wake_at: float | None = None
 
     # -- public ----------------------------------------------------------------
 
@@ -236,13 +241,16 @@ class Worker:
         at (default: the current time). A lost database connection raises one
         of the outage errors; the loop reconnects and carries on."""
         self.register()
-        self._flush_ops()
-        running = self._next_job()
-        if running is None:
-            return False
-        self._process(running, now)
-        self.jobs_processed += 1
-        return True
+        with self._busy:
+            if self._unheld_check:
+                self.release_unheld()
+            self._flush_ops()
+            running = self._next_job()
+            if running is None:
+                return False
+            self._process(running, now)
+            self.jobs_processed += 1
+            return True
 
     def summary(self) -> str:
         """What the stop line says: jobs finished, not attempts."""
@@ -283,7 +291,7 @@ class Worker:
             if code is not None:
                 return code
             if not worked:
-                self._wait(opts.sleep)
+                self._idle_wait(opts.sleep)
 
     def _stop_check(self, idle: bool, start: float) -> int | None:
         """Laravel's order: signal, memory, restart, empty, max time, max jobs."""
@@ -573,15 +581,76 @@ class Worker:
                 open_connection()
                 self.backend.ping()
                 self.log.info("connection restored")
+                self.release_unheld()
                 return
-            except self._reconnect_errors as again:
-                self.log.debug("still unavailable: %s", again)
+            except self._outage_errors as again:
+                self.log.debug("still unavailable: %s", first_line(again))
                 delay = min(delay * 2, 10.0)
+
+    def release_unheld(self, *, wait: bool = True) -> bool:
+        """After a reconnect (ours, or the monitor's): hand back the jobs
+        reserved under this worker that it does not hold. A claim that
+        committed on the server while its reply was lost leaves such jobs,
+        and our heartbeat would keep the rescue off them until their lease
+        ends (an hour and more at a long --timeout). The claim's unused
+        attempt is given back with them (``QueueBackend.release_unheld``).
+
+        It runs only while the main thread is outside ``run_once`` or is the
+        caller, so that nothing is claimed meanwhile and the held set is
+        complete. With ``wait=False`` (the monitor) a busy main thread is not
+        waited for: the check is left to the start of its next ``run_once``.
+        Returns whether the check ran; an outage error propagates, and the
+        check stays due."""
+        self._unheld_check = True
+        if not self._busy.acquire(blocking=wait):
+            return False
+        try:
+            assert self.worker_id is not None
+            held = self.batch.held_ids() + self._ops.job_ids()
+            released = self.backend.release_unheld(self.worker_id, held)
+            self._unheld_check = False
+        finally:
+            self._busy.release()
+        if released:
+            self.log.warning(
+                "handed back %d job(s) reserved under this worker that it never received "
+                "(a claim's reply was lost with the connection)",
+                released,
+            )
+        return True
 
     # -- waiting, signals, timeouts ---------------------------------------------------
 
     def _wait(self, seconds: float) -> None:
         self._waker.wait(seconds)
+
+    def _idle_wait(self, sleep: float) -> None:
+        """Nothing to claim: sleep until the poll (``--sleep``), a wake-up, or
+        the moment the first waiting job of our queues is due, whichever
+        comes first, so that a delayed or backed-off job starts on time. One
+        indexed look-up per idle spell, never on the claim path; a delayed
+        job announced while we sleep (``due_heard``) shortens the wait."""
+        # Set before the look-up: a job announced meanwhile still wakes us.
+        self._wake_at = time.monotonic() + sleep
+        try:
+            due = self.backend.next_due(self.active_queues())
+        except self._outage_errors:
+            due = None  # the next claim meets the outage and recovers
+        # At least a few milliseconds: a job due now that the claim did not
+        # get (another worker took it) must not make us spin.
+        seconds = sleep if due is None else min(sleep, max(due, MIN_IDLE_WAIT))
+        try:
+            self._wait(seconds)
+        finally:
+            self._wake_at = None
+
+    def due_heard(self, due: float) -> None:
+        """From the monitor: a job of one of our active queues is due at
+        ``due`` (epoch seconds). Wake an idle wait that would end later, so
+        that it looks again."""
+        wake_at = self._wake_at
+        if wake_at is not None and time.monotonic() + (due - time.time()) < wake_at - MIN_IDLE_WAIT:
+            self.wake()
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop_signal is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,33 @@ WORKER_ROW_TTL = 3600
 #: resumed, so that every worker's monitor reloads the paused set at once. A
 #: queue of this name could never be served: ``--queue`` splits on commas.
 PAUSES_CHANGED = "pauses,changed"
+
+
+class HeardDue:
+    """What a thread's notification connection heard of delayed jobs: the
+    earliest due time per queue, from payloads ``"QUEUE EPOCH"`` (the queue
+    name, a space, the due time in epoch seconds). A payload that does not
+    parse is ignored: a notification is a hint, the store has the truth."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def hear(self, payload: str) -> None:
+        queue, _, when = payload.rpartition(" ")
+        try:
+            due = float(when)
+        except ValueError:
+            return
+        heard: dict[str, float] | None = getattr(self._local, "heard", None)
+        if heard is None:
+            heard = self._local.heard = {}
+        if queue and (queue not in heard or due < heard[queue]):
+            heard[queue] = due
+
+    def take(self) -> dict[str, float]:
+        heard: dict[str, float] = getattr(self._local, "heard", None) or {}
+        self._local.heard = {}
+        return heard
 
 
 @dataclass
@@ -183,6 +211,22 @@ class QueueBackend(abc.ABC):
         """Return claimed-but-never-started jobs (the claim did not charge them)."""
 
     @abc.abstractmethod
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        """After a reconnect: make every job reserved by ``worker_id`` that is
+        not in ``held`` ready again, and return how many there were.
+
+        Such jobs come from a claim that committed on the server while its
+        reply was lost with the connection (a proxy restart, a NAT timeout,
+        Redis killed between executing and replying): the worker never saw
+        them, and its heartbeat keeps the rescue away until their lease ends.
+        The claim charged an attempt to its first job (in priority, id order)
+        that no one used: it is given back. The caller guarantees that no
+        claim of this worker is in flight and that ``held`` names every job
+        it still holds (running, claimed, finished but not yet deleted, or
+        waiting in its pending operations), so at most one claim's jobs are
+        found; the database groups them by their claim time all the same."""
+
+    @abc.abstractmethod
     def fail(
         self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
     ) -> bool:
@@ -231,6 +275,22 @@ class QueueBackend(abc.ABC):
     def wait_for_notifications(self, timeout: float) -> set[str]:
         """Block up to ``timeout`` seconds; return the queues that got jobs,
         and :func:`cancel_notice` of each worker a cancel concerned."""
+
+    @abc.abstractmethod
+    def next_due(self, queues: list[str]) -> float | None:
+        """Seconds until the earliest waiting job of ``queues`` is available
+        (0 when one already is), by the store's clock; None when they hold no
+        waiting job. An idle worker sleeps until then instead of a whole
+        ``--sleep``: one cheap indexed look-up per queue, never a scan."""
+
+    def heard_due(self) -> dict[str, float]:
+        """The delayed jobs (dispatched or released with a delay) announced
+        on this thread's notification connection since the last call: queue
+        -> the earliest due time heard of, in epoch seconds by the store's
+        clock. The monitor passes them to an idle worker, which then looks
+        again with :meth:`next_due` if one is due before it would wake. The
+        default hears nothing."""
+        return {}
 
     def vacuum(self) -> bool:
         """Reclaim the space of finished jobs now, if the store needs it and

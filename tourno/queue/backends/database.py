@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+import logging
 import select
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -33,7 +35,7 @@ from tourno.db import (
     tuples,
     write_transaction,
 )
-from tourno.queue import failed
+from tourno.queue import failed, wakeup
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
     PAUSES_CHANGED,
@@ -41,6 +43,7 @@ from tourno.queue.backends.base import (
     BucketState,
     CancelledJob,
     ClaimedJob,
+    HeardDue,
     QueueBackend,
     QueueStats,
     WorkerInfo,
@@ -49,10 +52,16 @@ from tourno.queue.backends.base import (
 from tourno.queue.job import PendingJob
 from tourno.queue.metrics import COLUMNS, COUNTERS, MAXIMA, SUMS, TOTALS_MINUTE, Counts, MetricRow
 
+log = logging.getLogger(__name__)
+
 #: One channel for every queue; the payload names the queue.
 CHANNEL = "tourno_jobs"
 #: Cancel notices; the payload is the id of the worker holding the job.
 CONTROL_CHANNEL = "tourno_control"
+#: Delayed jobs (dispatched or released with a delay): the payload is the
+#: queue, a space and the due time in epoch seconds (base.HeardDue), so that
+#: an idle worker wakes when the job is due, not at its next --sleep poll.
+DUE_CHANNEL = "tourno_due"
 #: Rows per INSERT statement in a batched dispatch (SQLite binds six
 #: parameters a row and allows 32,766 per statement).
 PUSH_CHUNK = 20_000
@@ -343,7 +352,7 @@ class PostgresBackend(DatabaseBackend):
 
     # The INSERT and the NOTIFY travel in one statement. The notification is
     # transactional: inside db.atomic() it is sent at COMMIT, or never.
-    # Delayed jobs send none; workers find them on their --sleep poll.
+    # A delayed job announces its due time on DUE_CHANNEL instead.
     # A single job is one VALUES row (the cheapest statement for the common
     # case); a batch passes one array per column through unnest(), which costs
     # a few microseconds a row instead of a parameter list of five per row;
@@ -360,9 +369,12 @@ class PostgresBackend(DatabaseBackend):
             INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
             VALUES ($1, $2, $3, 0, now() + $4 * interval '1 second', $5, now())
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, queue, available_at <= now() AS ready
+            RETURNING id, queue, available_at, available_at <= now() AS ready
         )
-        SELECT id, CASE WHEN ready THEN pg_notify('{CHANNEL}', queue) END FROM ins
+        SELECT id, CASE WHEN ready THEN pg_notify('{CHANNEL}', queue)
+                        ELSE pg_notify('{DUE_CHANNEL}', queue || ' ' || extract(epoch FROM available_at))
+                   END
+        FROM ins
     """
     #: Connections on which the statement above is prepared (PREPARE is not
     #: undone by a rollback, so this stays true for the connection's life).
@@ -373,11 +385,14 @@ class PostgresBackend(DatabaseBackend):
             SELECT t.q, t.p::jsonb, t.pr, 0, now() + t.d * interval '1 second', t.u, now()
             FROM unnest(%s::text[], %s::text[], %s::int[], %s::float8[], %s::text[]) AS t(q, p, pr, d, u)
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, payload ->> 'uuid' AS uuid, queue, available_at <= now() AS ready
+            RETURNING id, payload ->> 'uuid' AS uuid, queue, available_at,
+                      available_at <= now() AS ready
         )
         SELECT ins.id, ins.uuid,
                (SELECT count(pg_notify('{CHANNEL}', s.q))
-                FROM (SELECT DISTINCT queue AS q FROM ins WHERE ready) s)
+                FROM (SELECT DISTINCT queue AS q FROM ins WHERE ready) s),
+               (SELECT count(pg_notify('{DUE_CHANNEL}', d.q || ' ' || extract(epoch FROM d.at)))
+                FROM (SELECT queue AS q, min(available_at) AS at FROM ins WHERE NOT ready GROUP BY queue) d)
         FROM ins
     """
 
@@ -421,7 +436,7 @@ class PostgresBackend(DatabaseBackend):
                     [p.delay for p in chunk],
                     [p.unique_key for p in chunk],
                 )
-                ids.update((uuid, job_id) for job_id, uuid, _ in _rows(self._PUSH_MANY, params))
+                ids.update((uuid, job_id) for job_id, uuid, *_ in _rows(self._PUSH_MANY, params))
         return [ids.get(p.uuid) for p in jobs]
 
     def _push_copy(self, jobs: list[PendingJob]) -> list[Any]:
@@ -438,10 +453,13 @@ class PostgresBackend(DatabaseBackend):
             now, ids = row[0], row[1]
             lines = []
             ready: set[str] = set()
+            due: dict[str, float] = {}
             stamp = now.isoformat()
             for job_id, p in zip(ids, jobs, strict=True):
                 if p.delay:
-                    available = (now + dt.timedelta(seconds=p.delay)).isoformat()
+                    at = now + dt.timedelta(seconds=p.delay)
+                    available = at.isoformat()
+                    due[p.queue] = min(due.get(p.queue, at.timestamp()), at.timestamp())
                 else:
                     available = stamp
                     ready.add(p.queue)
@@ -458,6 +476,8 @@ class PostgresBackend(DatabaseBackend):
                 )
             for queue in sorted(ready):
                 database.execute_sql("SELECT pg_notify(%s, %s)", (CHANNEL, queue))
+            for queue, at in sorted(due.items()):
+                database.execute_sql("SELECT pg_notify(%s, %s)", (DUE_CHANNEL, f"{queue} {at!r}"))
         return list(ids)
 
     # -- worker: claim and finish ------------------------------------------------
@@ -589,10 +609,12 @@ class PostgresBackend(DatabaseBackend):
                 available_at = now() + %(delay)s * interval '1 second',
                 attempts = GREATEST(attempts, %(attempts)s::int)
             WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue
+            RETURNING queue, available_at
         )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM r
-    """.replace("{channel}", CHANNEL)
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
+                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
+        FROM r
+    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
 
     def release(
         self,
@@ -648,6 +670,36 @@ class PostgresBackend(DatabaseBackend):
         if not ids:
             return 0
         return _rows(self._HAND_BACK, (list(ids), worker_id))[0][0]
+
+    # Jobs reserved under this worker that it does not hold: a claim whose
+    # reply was lost with the connection (QueueBackend.release_unheld). The
+    # rows of one claim share its reserved_at (now() is the statement's
+    # transaction time), and the claim charged an attempt to the first of
+    # them in (priority, id) order: each group's head gets it back.
+    _RELEASE_UNHELD = """
+        WITH stray AS (
+            SELECT id, priority, reserved_at FROM jobs
+            WHERE reserved_by = %(worker)s AND reserved_at IS NOT NULL
+              AND NOT (id = ANY(%(held)s::bigint[]))
+            FOR UPDATE
+        ), heads AS (
+            SELECT DISTINCT ON (reserved_at) id FROM stray ORDER BY reserved_at, priority, id
+        ), r AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
+                attempts = GREATEST(jobs.attempts
+                    - CASE WHEN jobs.id IN (SELECT id FROM heads) THEN 1 ELSE 0 END, 0)
+            FROM stray
+            WHERE jobs.id = stray.id AND jobs.reserved_by = %(worker)s
+            RETURNING jobs.queue
+        ), notified AS (
+            SELECT pg_notify('{channel}', q) FROM (SELECT DISTINCT queue AS q FROM r) s
+        )
+        SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified)
+    """.replace("{channel}", CHANNEL)
+
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        return _rows(self._RELEASE_UNHELD, {"worker": worker_id, "held": list(held)})[0][0]
 
     # The fast path of failed.record(): the delete and the failed_jobs upsert
     # are one statement (one round trip), so the job is either still queued
@@ -760,7 +812,7 @@ class PostgresBackend(DatabaseBackend):
         return True
 
     def listen(self) -> None:
-        database.execute_sql(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}")
+        database.execute_sql(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}; LISTEN {DUE_CHANNEL}")
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
         conn = database.connection()
@@ -770,9 +822,38 @@ class PostgresBackend(DatabaseBackend):
             if ready:
                 conn.poll()
         for note in conn.notifies:
-            queues.add(cancel_notice(note.payload) if note.channel == CONTROL_CHANNEL else note.payload)
+            if note.channel == DUE_CHANNEL:
+                self._heard.hear(note.payload)
+            elif note.channel == CONTROL_CHANNEL:
+                queues.add(cancel_notice(note.payload))
+            else:
+                queues.add(note.payload)
         conn.notifies.clear()
         return queues
+
+    _heard = HeardDue()
+
+    def heard_due(self) -> dict[str, float]:
+        return self._heard.take()
+
+    # The first waiting job of each queue by available_at, through
+    # jobs_due_idx (queue, available_at, unreserved rows only): one index
+    # probe per queue however many jobs wait, and the server's clock.
+    _NEXT_DUE = """
+        SELECT extract(epoch FROM min(t.at) - now())
+        FROM unnest(%s::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT available_at AS at FROM jobs
+            WHERE queue = q.name AND reserved_at IS NULL
+            ORDER BY available_at LIMIT 1
+        ) t
+    """
+
+    def next_due(self, queues: list[str]) -> float | None:
+        if not queues:
+            return None
+        value = _rows(self._NEXT_DUE, (list(queues),))[0][0]
+        return None if value is None else max(float(value), 0.0)
 
     # -- operations -----------------------------------------------------------------
 
@@ -856,8 +937,42 @@ class PostgresBackend(DatabaseBackend):
 
 class SqliteBackend(DatabaseBackend):
     """SQLite, for one machine: the same semantics with a database-wide write
-    lock (BEGIN IMMEDIATE) in place of row locks, and polling in place of
-    NOTIFY. Times are UTC text in one sortable format, computed here."""
+    lock (BEGIN IMMEDIATE) in place of row locks, and datagrams on Unix
+    sockets beside the database file in place of NOTIFY (``queue/wakeup.py``;
+    the poll is the fallback). Times are UTC text in one sortable format,
+    computed here."""
+
+    _local = threading.local()  # the monitor thread's wake-up socket
+    _heard = HeardDue()
+    _listen_failed = False
+
+    @staticmethod
+    def _announce(
+        ready: set[str] | frozenset[str] = frozenset(), due: dict[str, float] | None = None
+    ) -> None:
+        """After the commit of the write in progress (at once outside a
+        transaction), wake the idle workers on this database: ``ready``
+        queues got jobs, ``due`` queues got delayed ones (epoch seconds)."""
+        folder = wakeup.wake_dir(getattr(database.obj, "database", "") or "")
+        if folder is None or not (ready or due):
+            return
+        lines = [f"ready {q}" for q in sorted(ready)]
+        lines += [f"due {q} {at!r}" for q, at in sorted((due or {}).items())]
+
+        def send() -> None:
+            wakeup.send(folder, lines)
+
+        try:
+            database.after_commit(send)
+        except ValueError:  # manual_commit(): no commit to wait for
+            send()
+
+    def close_thread_connection(self) -> None:
+        listener = getattr(self._local, "listener", None)
+        if listener is not None:
+            self._local.listener = None
+            listener.close()
+        super().close_thread_connection()
 
     @staticmethod
     def _now(offset: float = 0.0) -> str:
@@ -890,6 +1005,12 @@ class SqliteBackend(DatabaseBackend):
                     "RETURNING id, json_extract(payload, '$.uuid')"
                 )
                 ids.update((uuid, job_id) for job_id, uuid in _rows(sql, params))
+        due: dict[str, float] = {}
+        for p in jobs:
+            if p.delay > 0:
+                at = now.timestamp() + p.delay
+                due[p.queue] = min(due.get(p.queue, at), at)
+        self._announce({p.queue for p in jobs if p.delay <= 0}, due)
         return [ids.get(p.uuid) for p in jobs]
 
     _CLAIM = """
@@ -996,14 +1117,17 @@ class SqliteBackend(DatabaseBackend):
         with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
             if metrics:
                 self._upsert_metrics(metrics)
-            return bool(
-                _rowcount(
-                    "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                    "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
-                    "WHERE id = ? AND reserved_by = ?",
-                    (self._now(delay), attempts, job_id, worker_id),
-                )
+            rows = _rows(
+                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
+                "WHERE id = ? AND reserved_by = ? RETURNING queue",
+                (self._now(delay), attempts, job_id, worker_id),
             )
+        if rows and delay > 0:
+            self._announce(due={rows[0][0]: time.time() + delay})
+        elif rows:
+            self._announce({rows[0][0]})
+        return bool(rows)
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -1027,11 +1151,41 @@ class SqliteBackend(DatabaseBackend):
         if not ids:
             return 0
         marks = ",".join("?" * len(ids))
-        return _rowcount(
+        rows = _rows(
             "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL "
-            f"WHERE id IN ({marks}) AND reserved_by = ?",
+            f"WHERE id IN ({marks}) AND reserved_by = ? RETURNING queue",
             [*ids, worker_id],
         )
+        self._announce({r[0] for r in rows})
+        return len(rows)
+
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        # PostgresBackend._RELEASE_UNHELD explains the heads; the held ids are
+        # left out here rather than in SQL (no array type to bind them as).
+        keep = set(held)
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "SELECT id, priority, reserved_at FROM jobs WHERE reserved_by = ? AND reserved_at IS NOT NULL",
+                (worker_id,),
+            )
+            stray = [r for r in rows if r[0] not in keep]
+            if not stray:
+                return 0
+            heads: dict[Any, tuple[int, Any]] = {}
+            for job_id, priority, reserved_at in stray:
+                if reserved_at not in heads or (priority, job_id) < heads[reserved_at]:
+                    heads[reserved_at] = (priority, job_id)
+            head_ids = [h[1] for h in heads.values()]
+            ids = [r[0] for r in stray]
+            marks, head_marks = ",".join("?" * len(ids)), ",".join("?" * len(head_ids))
+            rows = _rows(
+                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                f"attempts = max(attempts - CASE WHEN id IN ({head_marks}) THEN 1 ELSE 0 END, 0) "
+                f"WHERE id IN ({marks}) AND reserved_by = ? RETURNING queue",
+                [*head_ids, *ids, worker_id],
+            )
+            self._announce({r[0] for r in rows})
+        return len(rows)
 
     def fail(
         self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
@@ -1094,7 +1248,7 @@ class SqliteBackend(DatabaseBackend):
         with database.atomic("IMMEDIATE"):
             # RETURNING would give reserved_by after the update (NULL): read
             # the owners first; the write lock keeps the set unchanged.
-            rows = _rows(f"SELECT id, reserved_by FROM jobs WHERE {cond}", params)
+            rows = _rows(f"SELECT id, reserved_by, queue FROM jobs WHERE {cond}", params)
             if rows:
                 database.execute_sql(
                     "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
@@ -1102,14 +1256,55 @@ class SqliteBackend(DatabaseBackend):
                     (now, *params),
                 )
             database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
+            self._announce({r[2] for r in rows})
         return [(r[0], r[1]) for r in rows]
 
+    def next_due(self, queues: list[str]) -> float | None:
+        # As PostgresBackend's, through jobs_due_idx; the times are ours (the
+        # claim compares available_at with this process's clock too).
+        firsts = []
+        for queue in queues:
+            rows = _rows(
+                "SELECT available_at FROM jobs WHERE queue = ? AND reserved_at IS NULL "
+                "ORDER BY available_at LIMIT 1",
+                (queue,),
+            )
+            if rows:
+                firsts.append(parse_timestamp(rows[0][0]))
+        if not firsts:
+            return None
+        return max((min(firsts) - dt.datetime.now(UTC)).total_seconds(), 0.0)
+
     def listen(self) -> None:
-        pass
+        if getattr(self._local, "listener", None) is not None:
+            return
+        folder = wakeup.wake_dir(getattr(database.obj, "database", "") or "")
+        if folder is None:
+            return
+        try:
+            self._local.listener = wakeup.Listener(folder)
+        except OSError as exc:
+            # A folder we may not write to: poll, as before (logged once per process).
+            if not SqliteBackend._listen_failed:
+                SqliteBackend._listen_failed = True
+                log.warning("no wake-up socket in %s (%s): idle workers poll every --sleep", folder, exc)
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
-        time.sleep(max(timeout, 0))
-        return set()
+        listener = getattr(self._local, "listener", None)
+        if listener is None:
+            time.sleep(max(timeout, 0))
+            return set()
+        queues: set[str] = set()
+        for line in listener.wait(timeout):
+            kind, _, rest = line.partition(" ")
+            if kind == "ready":
+                queues.add(rest)
+            elif kind == "due":
+                self._heard.hear(rest)
+        return queues
+
+    def heard_due(self) -> dict[str, float]:
+        return self._heard.take()
 
     def stats(self) -> list[QueueStats]:
         now = self._now()

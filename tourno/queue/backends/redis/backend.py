@@ -60,6 +60,10 @@ equal scores sort by id):
 ``P:control``
     the pub/sub channel of cancel notices; messages are the id of the
     worker holding a cancelled job.
+``P:due``
+    the pub/sub channel of delayed jobs (push or release with a delay):
+    ``"QUEUE EPOCH_SECONDS"``, the queue and when its job is due, so that an
+    idle worker wakes then (``base.HeardDue``).
 
 Every change that touches more than one key is one Lua script (``scripts/``,
 each prefixed with ``scripts/lib.lua``), so no job is lost or runs twice
@@ -96,6 +100,8 @@ from importlib import resources
 from typing import Any
 
 import redis as redislib
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tourno import db as tdb
 from tourno.db import UTC, database, open_connection
@@ -107,6 +113,7 @@ from tourno.queue.backends.base import (
     BucketState,
     CancelledJob,
     ClaimedJob,
+    HeardDue,
     QueueBackend,
     QueueStats,
     WorkerInfo,
@@ -133,6 +140,7 @@ SCRIPTS = (
     "snooze",
     "count_attempt",
     "hand_back",
+    "release_unheld",
     "fail_begin",
     "fail_end",
     "rescue",
@@ -201,6 +209,7 @@ class RedisBackend(QueueBackend):
         self._local = threading.local()
         #: How long the per-minute metrics hashes live (the totals hash stays).
         self.metrics_ttl = max(int(metrics_retention_days * 86400), 60)
+        self._heard = HeardDue()
         self.handoff = Handoff(self)
         scratch = redislib.Redis()  # only to build Script objects; never connects
         lib = script_source("lib")
@@ -214,8 +223,17 @@ class RedisBackend(QueueBackend):
         """This thread's client."""
         client: redislib.Redis | None = getattr(self._local, "client", None)
         if client is None:
+            # No retries inside the client: redis-py sends a command again
+            # after a lost reply by default, and a script that ran (a claim,
+            # a push) would run twice, its first result lost. A connection
+            # error reaches the worker instead, which reconnects and hands
+            # back what a lost claim reserved (release_unheld).
             client = redislib.Redis.from_url(
-                self.url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+                self.url,
+                socket_connect_timeout=5,
+                socket_timeout=30,
+                health_check_interval=30,
+                retry=Retry(NoBackoff(), 0),
             )
             self._local.client = client
         return client
@@ -382,6 +400,9 @@ class RedisBackend(QueueBackend):
             return 0
         return int(self._run("hand_back", worker_id, *[_pad(i) for i in ids]))
 
+    def release_unheld(self, worker_id: int, held: list[Any]) -> int:
+        return int(self._run("release_unheld", worker_id, *[_pad(i) for i in held]))
+
     def fail(
         self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
     ) -> bool:
@@ -482,7 +503,7 @@ class RedisBackend(QueueBackend):
         pubsub = getattr(self._local, "pubsub", None)
         if pubsub is None:
             pubsub = self.client().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self.key("notify"), self.key("control"))
+            pubsub.subscribe(self.key("notify"), self.key("control"), self.key("due"))
             self._local.pubsub = pubsub
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
@@ -492,16 +513,46 @@ class RedisBackend(QueueBackend):
             return set()
         queues: set[str] = set()
         control = self.key("control")
+        due_channel = self.key("due")
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             left = deadline - time.monotonic()
             msg = pubsub.get_message(timeout=max(left, 0) if not queues else 0)
             if msg is not None and msg.get("type") == "message":
                 data = _text(msg["data"])
-                queues.add(cancel_notice(data) if _text(msg["channel"]) == control else data)
+                channel = _text(msg["channel"])
+                if channel == due_channel:
+                    self._heard.hear(data)
+                else:
+                    queues.add(cancel_notice(data) if channel == control else data)
                 continue
             if queues or left <= 0:
                 return queues
+
+    def heard_due(self) -> dict[str, float]:
+        return self._heard.take()
+
+    def next_due(self, queues: list[str]) -> float | None:
+        # The delayed set's first score per queue (a job ready already is
+        # due now), read with the server's clock in one pipelined round trip.
+        if not queues:
+            return None
+        pipe = self.client().pipeline(transaction=False)
+        pipe.time()
+        for queue in queues:
+            pipe.exists(self.key("q", queue, "ready"))
+            pipe.zrange(self.key("q", queue, "delayed"), 0, 0, withscores=True)
+        (secs, micros), *rest = pipe.execute()
+        now_ms = secs * 1000 + micros / 1000
+        firsts = []
+        for ready, delayed in zip(rest[::2], rest[1::2], strict=True):
+            if ready:
+                return 0.0
+            if delayed:
+                firsts.append(float(delayed[0][1]))
+        if not firsts:
+            return None
+        return max((min(firsts) - now_ms) / 1000, 0.0)
 
     # -- operations ----------------------------------------------------------------------
 

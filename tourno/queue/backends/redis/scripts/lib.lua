@@ -8,6 +8,10 @@ end
 local function jkey(id) return P .. ':job:' .. id end
 local function ready_key(q) return P .. ':q:' .. q .. ':ready' end
 local function delayed_key(q) return P .. ':q:' .. q .. ':delayed' end
+-- announce a delayed job: "QUEUE EPOCH_SECONDS" on P:due (base.HeardDue)
+local function publish_due(q, at_ms)
+  redis.call('PUBLISH', P .. ':due', q .. ' ' .. string.format('%.3f', at_ms / 1000))
+end
 -- put a job (state reserved/failing) back in its queue; returns the queue
 local function unreserve(id, owner, at)
   local k = jkey(id)

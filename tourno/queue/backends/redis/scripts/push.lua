@@ -16,6 +16,7 @@ local hk = P .. ':handed'
 if handed then redis.call('ZREMRANGEBYSCORE', hk, '-inf', now - tonumber(ARGV[3])) end
 local out = {}
 local woke = {}
+local due = {}
 for i = 0, n - 1 do
   local b = 4 + i * 8
   local num = tonumber(ARGV[b])
@@ -50,6 +51,7 @@ for i = 0, n - 1 do
       redis.call('HSET', k, 'queue', q, 'payload', payload, 'priority', pr, 'attempts', 0,
                  'state', 'delayed', 'owner', '', 'unique', ukey, 'at', now + delay)
       redis.call('ZADD', delayed_key(q), now + delay, id)
+      if not due[q] or now + delay < due[q] then due[q] = now + delay end
     else
       redis.call('HSET', k, 'queue', q, 'payload', payload, 'priority', pr, 'attempts', 0,
                  'state', 'ready', 'owner', '', 'unique', ukey, 'at', now)
@@ -60,4 +62,5 @@ for i = 0, n - 1 do
   out[#out + 1] = result
 end
 for q, _ in pairs(woke) do redis.call('PUBLISH', P .. ':notify', q) end
+for q, at in pairs(due) do publish_due(q, at) end
 return out

@@ -14,6 +14,7 @@ if delay > 0 then
   redis.call('SREM', P .. ':held:' .. worker, id)
   redis.call('HSET', k, 'state', 'delayed', 'owner', '', 'at', now + delay)
   redis.call('ZADD', delayed_key(q), now + delay, id)
+  publish_due(q, now + delay)
 else
   local q = unreserve(id, worker, now)
   redis.call('PUBLISH', P .. ':notify', q)
