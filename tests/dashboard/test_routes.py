@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 
 import pytest
 
@@ -171,7 +170,9 @@ def test_the_session_cookie_is_httponly_strict_scoped_and_expiring(app, tokens):
     assert "path=/admin" in parts
     assert "secure" not in parts
     expires = next(p for p in parts if p.startswith("expires="))
-    when = dt.datetime.strptime(expires[len("expires=") :], "%a, %d %b %Y %H:%M:%S gmt").replace(tzinfo=dt.UTC)
+    when = dt.datetime.strptime(expires[len("expires=") :], "%a, %d %b %Y %H:%M:%S gmt").replace(
+        tzinfo=dt.UTC
+    )
     assert dt.timedelta(hours=11) < when - dt.datetime.now(dt.UTC) <= dt.timedelta(hours=12, minutes=1)
 
 
@@ -296,7 +297,9 @@ def test_the_failed_list_and_one_job_show_the_whole_traceback(admin_client):
 def test_retry_one_puts_the_job_back(admin_client):
     make_failed_job()
     (rec,) = list(failed.newest())
-    response = admin_client.post(f"/admin/failed/{rec.id}/retry", data={"csrf_token": page_csrf(admin_client)})
+    response = admin_client.post(
+        f"/admin/failed/{rec.id}/retry", data={"csrf_token": page_csrf(admin_client)}
+    )
     assert response.status_code == 302
     assert failed.count() == 0
     (job,) = JobRecord.select()
@@ -400,7 +403,10 @@ def test_jobs_by_state_search_and_keyset_pages(admin_client, monkeypatch):
 
 def test_workers_schedule_and_mail_pages_show_their_snapshots(admin_client):
     EmailOutbox.create(
-        dedupe_key="k1", to_email="gone@example.com", template="match_ready", status=EmailStatus.DEAD,
+        dedupe_key="k1",
+        to_email="gone@example.com",
+        template="match_ready",
+        status=EmailStatus.DEAD,
         last_error="550 no such user",
     )
     EmailSuppression.create(address="gone@example.com", reason="hard_bounce", detail="550")
@@ -416,10 +422,12 @@ def test_tournaments_list_filters_and_a_double_elimination_bracket(admin_client)
     from tests.conftest import make_players
 
     org = services.create_user("org2@example.com", "Org", role=Role.ORGANIZER)
-    t = services.create_tournament(org, name="Winter Cup", game="Chess", format="double_elimination", capacity=8)
+    t = services.create_tournament(
+        org, name="Winter Cup", game="Chess", format="double_elimination", capacity=8
+    )
     services.create_tournament(org, name="Go League", game="Go", format="round_robin", capacity=8)
     t = services.publish(t, org)
-    for user in make_players(6):
+    for user in make_players(6, prefix="rp"):
         services.register(t, user)
     services.start_tournament(t.id, org)
     listing = text(admin_client.get("/admin/tournaments?format=double_elimination"))

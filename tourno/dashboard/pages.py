@@ -20,6 +20,8 @@ from tourno.scheduler.tasks import task_table
 
 #: Rows the mail page lists of each kind.
 MAIL_ROWS = 50
+#: How often the overview's script re-reads its JSON.
+POLL_MS = 5000
 
 
 def _settings() -> Settings:
@@ -75,7 +77,7 @@ def overview_data() -> dict[str, Any]:
 
 @bp.get("")
 def overview() -> str:
-    return render_template("dashboard/overview.html", data=overview_data())
+    return render_template("dashboard/overview.html", data=overview_data(), poll_ms=POLL_MS)
 
 
 @bp.get("/overview.json")

@@ -4,7 +4,6 @@
 "use strict";
 
 (function () {
-  var POLL_MS = 5000;
 
   function duration(seconds) {
     var s = Math.floor(Math.abs(seconds));
@@ -114,6 +113,7 @@
     var state = document.getElementById("live-state");
     var source = live.getAttribute("data-source");
     var lastOk = Date.now();
+    var every = parseInt(live.getAttribute("data-poll-ms"), 10) || 5000;
 
     function mark(ok, text) {
       live.classList.toggle("stale", !ok);
@@ -141,7 +141,7 @@
         });
     }
 
-    setInterval(poll, POLL_MS);
+    setInterval(poll, every);
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -1,0 +1,273 @@
+"""The dashboard in a real headless Chromium (Debian's ``chromium`` package,
+driven by Playwright for Python; no browser is downloaded). The app runs on
+a loopback port in a server thread of this process, on the test's real
+PostgreSQL database; a real ``tourno work`` subprocess runs a retried job.
+
+Each test saves screenshots of its pages to ``build/screenshots/`` (the
+README names the folder) for a reviewer to look at.
+
+Without /usr/bin/chromium (or the playwright package) these tests are
+skipped, except under CI=true, where that is an error: ``.ci/run`` installs
+the package when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from tests.conftest import ROOT, make_players, tourno_cmd
+from tests.dashboard.conftest import make_failed_job
+from tests.support.jobs import Noop, runs
+from tourno.accounts.models import Role
+from tourno.queue import failed
+from tourno.queue.models import JobRecord
+from tourno.tournaments import services
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "build" / "screenshots"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Generous: a page and its poll on a loaded two-core machine.
+WAIT_MS = 20_000
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"{CHROMIUM} is missing (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        return f"playwright is not installed ({exc}); pip install -e '.[test]'"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    problem = _missing()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests must run in CI: {problem}")
+        pytest.skip(problem)
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Server:
+    """The app on 127.0.0.1 and a free port, in a thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="dashboard-server", daemon=True)
+        self.thread.start()
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join(10)
+
+
+@pytest.fixture
+def server(app, monkeypatch) -> Iterator[Server]:
+    from tourno.dashboard import pages
+
+    # The overview re-reads its JSON twice a second, so a test sees it change quickly.
+    monkeypatch.setattr(pages, "POLL_MS", 500)
+    running = Server(app)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def page(browser, server) -> Iterator[Any]:
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    # A blocked inline script or style, or a failed asset, shows up here.
+    tab.problems = []
+    tab.on("console", lambda m: m.type == "error" and tab.problems.append(m.text))
+    tab.on("pageerror", lambda e: tab.problems.append(str(e)))
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Any, token: str) -> None:
+    page.goto("/admin/login")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Log in").click()
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_admin_logs_in_and_the_overview_refreshes_itself(page, server, tokens):
+    from playwright.sync_api import expect
+
+    log_in(page, tokens["admin"])
+    expect(page).to_have_url(f"{server.url}/admin")
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.locator("#live-state")).to_have_text("live")
+    # A job dispatched now appears without a reload.
+    Noop(n=1).dispatch()
+    expect(page.locator("#queues tbody tr").first).to_contain_text("default")
+    expect(page.locator("#queues tbody tr").first.locator("td").nth(1)).to_have_text("1")
+    shot(page, "overview")
+    assert page.problems == []
+    # The server goes away: the page says its data is stale.
+    server.stop()
+    expect(page.locator("#live-state")).to_contain_text("server unreachable")
+    expect(page.locator("#live")).to_have_class("live stale")
+    shot(page, "overview-stale")
+
+
+def test_a_failed_job_is_retried_leaves_the_list_and_runs(page, server, tokens, pg, tmp_path):
+    from playwright.sync_api import expect
+
+    key = make_failed_job()
+    (rec,) = list(failed.newest())
+    log_in(page, tokens["admin"])
+    page.get_by_role("link", name="Failed", exact=True).click()
+    row = page.locator(f'#failed tr[data-id="{rec.id}"]')
+    expect(row).to_contain_text("RuntimeError: flaky")
+    shot(page, "failed-list")
+    row.get_by_role("link", name=str(rec.id)).click()
+    expect(page.locator("#traceback")).to_contain_text("Traceback (most recent call last)")
+    expect(page.locator("#traceback")).to_contain_text(f"flaky {key} failing on purpose")
+    expect(page.locator("#payload")).to_contain_text(rec.uuid)
+    shot(page, "failed-job")
+    page.get_by_role("button", name="Retry").click()
+    expect(page.locator(".flash.ok")).to_contain_text("Retried 1 job")
+    expect(page.locator(f'#failed tr[data-id="{rec.id}"]')).to_have_count(0)
+    shot(page, "failed-after-retry")
+    assert failed.count() == 0
+    # A real worker process picks the job up and this time it succeeds.
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            tourno_cmd("work", "--stop-when-empty", "--sleep", "0.1"),
+            env=pg.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        assert worker.wait(60) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert runs(key) == 2
+    assert JobRecord.select().count() == 0
+    assert failed.count() == 0
+    page.get_by_role("link", name="Overview").click()
+    expect(page.locator("#failed")).to_have_text("0")
+    assert page.problems == []
+
+
+def test_a_double_elimination_bracket_is_drawn(page, tokens):
+    from playwright.sync_api import expect
+
+    org = services.create_user("org-b@example.com", "Org", role=Role.ORGANIZER)
+    t = services.create_tournament(
+        org, name="Winter Cup", game="Chess", format="double_elimination", capacity=8
+    )
+    t = services.publish(t, org)
+    for user in make_players(6, prefix="bp"):
+        services.register(t, user)
+    services.start_tournament(t.id, org)
+    log_in(page, tokens["admin"])
+    page.get_by_role("link", name="Tournaments").click()
+    page.get_by_role("link", name="Winter Cup").click()
+    for bracket in ("winners", "losers", "grand_final"):
+        expect(page.locator(f'.bracket[data-bracket="{bracket}"]')).to_be_visible()
+    winners = page.locator('.bracket[data-bracket="winners"] .round')
+    assert winners.count() == 3
+    # Rounds are columns left to right: each round sits to the right of the one before.
+    boxes = [winners.nth(i).bounding_box() for i in range(3)]
+    assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"]
+    expect(page.locator('.bracket[data-bracket="winners"] .match').first).to_contain_text("P")
+    expect(page.locator("#standings")).to_contain_text("P0")
+    shot(page, "bracket-double-elimination")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shot(page, "bracket-double-elimination-phone")
+    # The page is usable at phone width: the header does not push the page sideways.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390 + 1
+    assert page.problems == []
+
+
+def test_anonymous_and_non_admins_are_refused_and_a_post_without_csrf_too(page, server, tokens):
+    from playwright.sync_api import expect
+
+    page.goto("/admin/failed")
+    expect(page).to_have_url(f"{server.url}/admin/login?next=/admin/failed")
+    shot(page, "login")
+    log_in(page, tokens["player"])
+    expect(page.locator(".flash.error")).to_contain_text("Only admins")
+    page.goto("/admin")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+    make_failed_job()
+    log_in(page, tokens["admin"])
+    page.goto("/admin/failed")
+    # A forged request from the page itself, without the form's token.
+    status = page.evaluate(
+        """async () => (await fetch('/admin/failed/flush', {method: 'POST',
+            headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+            body: 'confirmed=yes'})).status"""
+    )
+    assert status == 400
+    # The retry form with its token removed is refused, and the job stays.
+    page.locator('#failed-form input[name="csrf_token"]').evaluate("node => node.remove()")
+    page.locator('#failed input[name="ids"]').first.check()
+    page.get_by_role("button", name="Retry selected").click()
+    expect(page.get_by_role("heading", name="Request refused")).to_be_visible()
+    expect(page.locator(".message")).to_contain_text("CSRF")
+    shot(page, "csrf-refused")
+    assert failed.count() == 1
+    # Logging out ends the session.
+    page.goto("/admin")
+    page.get_by_role("button", name="Log out").click()
+    page.goto("/admin/workers")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
