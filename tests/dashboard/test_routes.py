@@ -441,3 +441,77 @@ def test_tournaments_list_filters_and_a_double_elimination_bracket(admin_client)
         assert section in html
     assert "P0" in html and "Standings" in html
     assert admin_client.get("/admin/tournaments/999999").status_code == 404
+
+
+def _started_double_elimination(prefix: str):
+    from tests.conftest import make_players
+
+    org = services.create_user(f"{prefix}-org@example.com", "Org", role=Role.ORGANIZER)
+    t = services.create_tournament(
+        org, name="Spring Cup", game="Chess", format="double_elimination", capacity=8
+    )
+    t = services.publish(t, org)
+    for user in make_players(4, prefix=prefix):
+        services.register(t, user)
+    return services.start_tournament(t.id, org)
+
+
+def test_organizer_actions_ask_first_then_call_the_services(admin_client):
+    from tourno.tournaments.models import Match, MatchState, Tournament, TournamentState
+
+    t = _started_double_elimination("oa")
+    m = Match.select().where((Match.tournament == t.id) & (Match.state == MatchState.OPEN)).first()
+    token = page_csrf(admin_client, f"/admin/tournaments/{t.id}")
+    deadline = m.deadline_at
+    ask = admin_client.post(f"/admin/matches/{m.id}/deadline", data={"minutes": "90", "csrf_token": token})
+    assert ask.status_code == 200 and 'value="yes"' in text(ask)
+    assert Match.get_by_id(m.id).deadline_at == deadline
+    done = admin_client.post(
+        f"/admin/matches/{m.id}/deadline", data={"minutes": "90", "confirmed": "yes", "csrf_token": token}
+    )
+    assert done.status_code == 302
+    assert Match.get_by_id(m.id).deadline_at > deadline
+    # The rules' refusal is shown and nothing changes: a draw cannot decide an elimination match.
+    admin_client.post(
+        f"/admin/matches/{m.id}/resolve",
+        data={"player1_score": "1", "player2_score": "1", "confirmed": "yes", "csrf_token": token},
+    )
+    assert Match.get_by_id(m.id).state == MatchState.OPEN
+    assert "Not decided" in text(admin_client.get(f"/admin/tournaments/{t.id}"))
+    admin_client.post(
+        f"/admin/matches/{m.id}/resolve",
+        data={"player1_score": "2", "player2_score": "0", "confirmed": "yes", "csrf_token": token},
+    )
+    decided = Match.get_by_id(m.id)
+    assert decided.state == MatchState.COMPLETE and decided.winner_id == decided.player1_id
+    # Cancel asks first, then cancels.
+    assert (
+        admin_client.post(f"/admin/tournaments/{t.id}/cancel", data={"csrf_token": token}).status_code == 200
+    )
+    assert Tournament.get_by_id(t.id).state == TournamentState.UNDERWAY
+    admin_client.post(f"/admin/tournaments/{t.id}/cancel", data={"confirmed": "yes", "csrf_token": token})
+    assert Tournament.get_by_id(t.id).state == TournamentState.CANCELLED
+    # Without the CSRF token nothing happens.
+    other = Match.select().where((Match.tournament == t.id) & (Match.id != m.id)).first()
+    before = Match.get_by_id(other.id).deadline_at
+    refused = admin_client.post(
+        f"/admin/matches/{other.id}/deadline", data={"minutes": "90", "confirmed": "yes"}
+    )
+    assert refused.status_code == 400
+    assert Match.get_by_id(other.id).deadline_at == before
+    assert admin_client.post("/admin/matches/999999/resolve", data={"csrf_token": token}).status_code == 404
+
+
+def test_stored_text_is_escaped_not_run(admin_client):
+    failed.record(
+        "00000000-0000-0000-0000-000000000001",
+        "database",
+        "<b>q</b>",
+        '{"job": "<script>alert(1)</script>", "uuid": "00000000-0000-0000-0000-000000000001"}',
+        'Traceback (most recent call last):\n  File "x.py", line 1, in f\nValueError: <img src=x onerror=alert(1)>',
+    )
+    (rec,) = list(failed.newest())
+    for path in ("/admin/failed", f"/admin/failed/{rec.id}"):
+        html = text(admin_client.get(path))
+        assert "<script>alert" not in html and "<img src=x" not in html and "<b>q</b>" not in html
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html

@@ -49,6 +49,26 @@ def message(title: str, text: str, status: int) -> tuple[str, int]:
     return render_template("dashboard/message.html", title=title, text=text), status
 
 
+def confirmed() -> bool:
+    """Whether a destructive POST has been confirmed (see :func:`confirm`)."""
+    return request.form.get("confirmed") == "yes"
+
+
+def confirm(title: str, text: str, action: str, button: str, fields: dict[str, str], back: str) -> str:
+    """The question a destructive action asks first: a page whose form posts
+    ``fields`` again with ``confirmed=yes``. Asked by the server, it works
+    with or without JavaScript, and nothing changes until it is answered."""
+    return render_template(
+        "dashboard/confirm.html",
+        title=title,
+        text=text,
+        action=action,
+        button=button,
+        fields=fields,
+        back=back,
+    )
+
+
 @bp.before_request
 def guard() -> Any:
     if request.endpoint == "dashboard.static":

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import flash, redirect, render_template, request, url_for
 
-from tourno.dashboard.blueprint import bp, message
+from tourno.dashboard.blueprint import bp, confirm, confirmed, message
 from tourno.queue import failed as store
 
 #: Rows on the list page (newest first, on the failed_at index).
@@ -22,19 +22,7 @@ PAGE_ROWS = 100
 
 
 def _confirm(title: str, text: str, action: str, button: str, fields: dict[str, str]) -> str:
-    return render_template(
-        "dashboard/confirm.html",
-        title=title,
-        text=text,
-        action=action,
-        button=button,
-        fields=fields,
-        back=url_for("dashboard.failed_list"),
-    )
-
-
-def _confirmed() -> bool:
-    return request.form.get("confirmed") == "yes"
+    return confirm(title, text, action, button, fields, url_for("dashboard.failed_list"))
 
 
 def _report(result: store.RetryResult) -> None:
@@ -106,7 +94,7 @@ def failed_retry_selected() -> Any:
 @bp.post("/failed/retry-all")
 def failed_retry_all() -> Any:
     queue = request.form.get("queue", "").strip()
-    if not _confirmed():
+    if not confirmed():
         scope = f"queue {queue!r}" if queue else "every queue"
         return _confirm(
             "Retry all failed jobs?",
@@ -121,7 +109,7 @@ def failed_retry_all() -> Any:
 
 @bp.post("/failed/<id:fid>/forget")
 def failed_forget(fid: int) -> Any:
-    if not _confirmed():
+    if not confirmed():
         return _confirm(
             f"Forget failed job {fid}?",
             "Its record and traceback are deleted; the job does not run again.",
@@ -148,7 +136,7 @@ def failed_flush() -> Any:
         if not 0 < hours < 1e6:
             flash(f"Hours must be a number greater than 0, not {raw!r}.", "error")
             return redirect(url_for("dashboard.failed_list"))
-    if not _confirmed():
+    if not confirmed():
         scope = f"that failed at least {hours:g} hours ago" if hours else f"({store.count()})"
         return _confirm(
             "Flush failed jobs?",
