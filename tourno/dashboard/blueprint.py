@@ -12,9 +12,11 @@ import datetime as dt
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
+from markupsafe import Markup, escape
 
 from tourno.accounts.models import User
 from tourno.dashboard import security, timefmt
+from tourno.db import parse_timestamp
 
 bp = Blueprint(
     "dashboard",
@@ -94,6 +96,21 @@ def guard() -> Any:
             status, text = problem
             return message("Request refused", text, status)
     return None
+
+
+@bp.app_template_filter("when")
+def _when(value: Any) -> Markup:
+    """A time in UTC and relative to now; the script keeps the relative part
+    current. A filter, not a macro: the lists show hundreds of times."""
+    when = parse_timestamp(value)
+    if when is None:
+        return Markup('<span class="none">never</span>')
+    # Markup.format is several times slower; the parts are escaped by hand.
+    iso = escape(timefmt.iso(when))
+    return Markup(
+        f'<time datetime="{iso}">{escape(timefmt.utc_text(when))}</time> '
+        f'<span class="rel" data-since="{iso}">{escape(timefmt.relative(when, now()))}</span>'
+    )
 
 
 @bp.app_template_filter("utc")

@@ -14,6 +14,7 @@ from tourno.dashboard.blueprint import bp, now
 from tourno.db import parse_timestamp
 from tourno.mail import store as mail_store
 from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
+from tourno.queue import backends
 from tourno.queue import status as queue_status
 from tourno.scheduler import status as schedule_status
 from tourno.scheduler.tasks import task_table
@@ -87,10 +88,11 @@ def overview_json() -> Any:
 
 @bp.get("/workers")
 def workers() -> str:
-    snap = queue_status.snapshot(_settings())
-    return render_template(
-        "dashboard/workers.html", workers=snap["workers"], stale_after=_settings().worker_stale_after
-    )
+    # The backend's own list, as the snapshot reads it, without the snapshot's
+    # queue sizes and failed count (whole-table counts this page does not show).
+    stale_after = _settings().worker_stale_after
+    rows = backends.current().workers(stale_after)
+    return render_template("dashboard/workers.html", workers=rows, stale_after=stale_after)
 
 
 @bp.get("/schedule")
