@@ -271,3 +271,53 @@ def test_anonymous_and_non_admins_are_refused_and_a_post_without_csrf_too(page, 
     page.get_by_role("button", name="Log out").click()
     page.goto("/admin/workers")
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def test_every_page_renders_without_a_blocked_script_or_style(page, tokens):
+    """A screenshot of each page for the reviewer; a violation of the
+    Content-Security-Policy (an inline script or style) would be a console error."""
+    from playwright.sync_api import expect
+
+    from tourno.mail.models import EmailOutbox, EmailStatus
+
+    make_failed_job()
+    for n in range(3):
+        Noop(n=n).dispatch()
+    Noop(n=9).dispatch(delay=600)
+    EmailOutbox.create(
+        dedupe_key="b1",
+        to_email="gone@example.com",
+        template="match_ready",
+        status=EmailStatus.DEAD,
+        last_error="550 5.1.1 no such user",
+    )
+    org = services.create_user("org-rr@example.com", "Org", role=Role.ORGANIZER)
+    league = services.create_tournament(
+        org, name="Autumn League", game="Go", format="round_robin", capacity=8
+    )
+    league = services.publish(league, org)
+    for user in make_players(5, prefix="rr"):
+        services.register(league, user)
+    services.start_tournament(league.id, org)
+    log_in(page, tokens["admin"])
+    (job,) = JobRecord.select().where(JobRecord.available_at > JobRecord.created_at).limit(1)
+    for name, path, heading in [
+        ("workers", "/admin/workers", "Workers"),
+        ("schedule", "/admin/schedule", "Schedule"),
+        ("mail", "/admin/mail", "Mail"),
+        ("jobs", "/admin/jobs?queue=default&state=ready", "Jobs"),
+        ("job", f"/admin/jobs/{job.id}", f"Job {job.id}"),
+        ("tournaments", "/admin/tournaments", "Tournaments"),
+        ("round-robin", f"/admin/tournaments/{league.id}", "Autumn League"),
+    ]:
+        page.goto(path)
+        expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
+        shot(page, name)
+    # A destructive action asks first.
+    page.goto("/admin/failed")
+    page.get_by_role("button", name="Flush…").click()
+    expect(page.get_by_role("heading", name="Flush failed jobs?")).to_be_visible()
+    shot(page, "confirm-flush")
+    page.get_by_role("link", name="Cancel").click()
+    assert failed.count() == 1
+    assert page.problems == []

@@ -515,3 +515,32 @@ def test_stored_text_is_escaped_not_run(admin_client):
         html = text(admin_client.get(path))
         assert "<script>alert" not in html and "<img src=x" not in html and "<b>q</b>" not in html
         assert "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_every_page_on_sqlite(sqlite):
+    """The embedded default (``tourno up``): the same pages on an SQLite file."""
+    import tourno
+
+    tourno.import_modules(["tourno.jobs"])
+    app = create_app(dataclasses.replace(sqlite.settings, secret_key=SECRET), init_database=False)
+    admin = services.create_user("admin@example.com", "Admin", role=Role.ADMIN)
+    client = app.test_client()
+    assert log_in(client, issue_token(admin)).headers["Location"] == "/admin"
+    t = _started_double_elimination("sq")
+    make_failed_job()
+    Noop(n=1).dispatch()
+    (job,) = JobRecord.select()
+    (rec,) = list(failed.newest())
+    for path in [
+        *PAGES,
+        f"/admin/failed/{rec.id}",
+        f"/admin/jobs/{job.id}",
+        f"/admin/jobs?state=ready&q={job.payload['uuid']}",
+        f"/admin/tournaments/{t.id}",
+    ]:
+        response = client.get(path)
+        assert response.status_code == 200, (path, text(response)[:500])
+    assert f'href="/admin/jobs/{job.id}"' in text(
+        client.get(f"/admin/jobs?state=ready&q={job.payload['uuid']}")
+    )
+    assert 'data-bracket="losers"' in text(client.get(f"/admin/tournaments/{t.id}"))
