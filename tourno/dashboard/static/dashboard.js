@@ -120,8 +120,21 @@
       state.textContent = text;
     }
 
+    var inFlight = false;
+
     function poll() {
-      fetch(source, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
+      // One request at a time, and a server that accepts but never answers
+      // counts as unreachable after two intervals.
+      if (inFlight) return;
+      inFlight = true;
+      var controller = new AbortController();
+      var timer = setTimeout(function () { controller.abort(); }, Math.max(2 * every, 4000));
+      fetch(source, {
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+        signal: controller.signal
+      })
         .then(function (response) {
           if (response.status === 401) {
             mark(false, "stale: logged out; reload the page to log in again");
@@ -138,6 +151,10 @@
         })
         .catch(function () {
           mark(false, "stale: server unreachable (last update " + duration((Date.now() - lastOk) / 1000) + " ago)");
+        })
+        .then(function () {
+          clearTimeout(timer);
+          inFlight = false;
         });
     }
 
