@@ -415,6 +415,8 @@ def test_workers_schedule_and_mail_pages_show_their_snapshots(admin_client):
     schedule = text(admin_client.get("/admin/schedule"))
     for task in ("AutoStartTournamentsJob", "SendBulkEmailsJob", "CheckMatchDeadlinesJob"):
         assert task in schedule
+    # Never dispatched: each task's current slot is due.
+    assert schedule.count("due now") == 5
     assert "No live workers" in text(admin_client.get("/admin/workers"))
 
 

@@ -97,8 +97,9 @@ def workers() -> str:
 
 @bp.get("/schedule")
 def schedule() -> str:
-    tasks, problem = schedule_rows(now())
-    return render_template("dashboard/schedule.html", tasks=tasks, problem=problem)
+    at = now()
+    tasks, problem = schedule_rows(at)
+    return render_template("dashboard/schedule.html", tasks=tasks, problem=problem, now=at)
 
 
 @bp.get("/mail")
