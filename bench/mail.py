@@ -35,12 +35,10 @@ sys.path.insert(0, ROOT)
 from bench._net import free_port, wait_for_port  # noqa: E402
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
+from tourno.buckets import RateBucket  # noqa: E402
 from tourno.config import Settings  # noqa: E402
 from tourno.mail.drain import drain  # noqa: E402
-from tourno.mail.models import (
-    EmailOutbox,
-    MailRate,  # noqa: E402
-)
+from tourno.mail.models import EmailOutbox  # noqa: E402
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 BENCH_DB = "tourno_bench_mail"
@@ -82,7 +80,7 @@ def seed(n: int, tag: str) -> None:
 
 def reset() -> None:
     EmailOutbox.delete().execute()
-    MailRate.delete().execute()
+    RateBucket.delete().execute()
 
 
 def max_in_window(times: list[float], window: float = 1.0) -> int:

@@ -67,8 +67,8 @@ from bench import _seed_scale as seeding  # noqa: E402
 from bench._net import free_port, wait_for_port  # noqa: E402
 from tourno import db as tdb  # noqa: E402
 from tourno import migrations  # noqa: E402
+from tourno.buckets import bucket_capacity  # noqa: E402
 from tourno.config import Settings  # noqa: E402
-from tourno.mail.bucket import bucket_capacity  # noqa: E402
 
 PG_SERVER = os.environ.get("TOURNO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
 BENCH_DB = "tourno_bench_scale"
@@ -745,7 +745,7 @@ class Scale:
                 "WHERE status = 'pending' AND available_at <= now() AND NOT id = ANY(%s)",
                 (keep,),
             )
-            tdb.database.execute_sql("DELETE FROM mail_rate")  # a full bucket, as after a quiet minute
+            tdb.database.execute_sql("DELETE FROM rate_buckets")  # a full bucket, as after a quiet minute
         templates = rows(
             "SELECT template, count(*) FROM email_outbox WHERE id = ANY(%s) GROUP BY 1 ORDER BY 2 DESC",
             (keep,),

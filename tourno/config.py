@@ -115,6 +115,7 @@ def _bind(name: str, raw: str) -> str:
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgres+pool", "postgresql+pool")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 MAIL_TRANSPORTS = ("smtp", "console", "file")
 # "tls" is implicit TLS (usually port 465); "ssl" is accepted as another name for it.
 MAIL_SECURITY_MODES = ("none", "starttls", "tls", "ssl")
@@ -138,6 +139,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "REDIS_URL": lambda n, r: _url(n, r, ("redis", "rediss", "unix")),
     "IMPORTS": _modules,
     "LOG_LEVEL": lambda n, r: _choice(n, r, LOG_LEVELS),
+    "LOG_FORMAT": lambda n, r: _choice(n, r, LOG_FORMATS),
     "HEARTBEAT_INTERVAL": _positive_number,
     "WORKER_STALE_AFTER": _positive_number,
     "MAIL_TRANSPORT": lambda n, r: _choice(n, r, MAIL_TRANSPORTS),
@@ -174,6 +176,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     imports: tuple[str, ...] = ()
     log_level: str = "info"
+    # "text" for people, "json" (one object a line) for log shippers.
+    log_format: str = "text"
     # A worker writes its heartbeat this often...
     heartbeat_interval: float = 5.0
     # ...and is presumed dead, its jobs released, when the last beat is older.

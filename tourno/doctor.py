@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tourno.config import ConfigError, Settings, mask_password
 from tourno.db import utcnow
+from tourno.errors import first_line
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -25,6 +26,8 @@ WAITING_TOO_LONG = dt.timedelta(minutes=5)
 SCHEDULER_SILENT = dt.timedelta(minutes=10)
 #: Jobs committed this long ago and not yet handed to Redis mean no worker relays them.
 HANDOFF_LATE = dt.timedelta(minutes=1)
+#: A queue paused this long was probably forgotten: its jobs pile up unrun.
+PAUSED_TOO_LONG = dt.timedelta(hours=1)
 #: Outbox rows due this long and still pending mean mail is not going out.
 MAIL_LATE = dt.timedelta(minutes=15)
 #: Where the doctor looks for the process managers' settings (the repo's
@@ -65,7 +68,7 @@ def run_checks(environ: dict[str, str], *, search_dir: Path | None = None) -> li
         return checks
     import peewee
 
-    for check in (_migrations, _queue, _workers, _waiting, _failed, _scheduler, _outbox):
+    for check in (_migrations, _queue, _workers, _paused, _waiting, _failed, _scheduler, _outbox):
         try:
             result = check(settings)
         except peewee.DatabaseError as exc:  # reported; the doctor goes on with the next check
@@ -142,14 +145,41 @@ def _workers(settings: Settings) -> Check:
     return Check("workers", OK, f"{len(workers)} alive ({per_host})")
 
 
+def _paused(settings: Settings) -> Check:
+    from tourno.queue import backends, pauses
+
+    try:
+        paused = pauses.paused()
+    except backends.current().connection_errors as exc:
+        return Check("paused queues", FAIL, first_line(exc), "is Redis running?")
+    now = utcnow()
+    if not paused:
+        return Check("paused queues", OK, "none")
+    old = [(q, now - at) for q, at in paused.items() if now - at > PAUSED_TOO_LONG]
+    if old:
+        listed = ", ".join(f"{q} ({age.total_seconds() / 3600:.1f} h)" for q, age in old)
+        return Check(
+            "paused queues",
+            WARN,
+            f"paused for over an hour: {listed}",
+            "no worker runs their jobs; `tourno queue resume QUEUE` when that was not meant to last",
+        )
+    return Check("paused queues", OK, f"{', '.join(sorted(paused))} paused (under an hour)")
+
+
 def _waiting(settings: Settings) -> Check:
     from tourno.queue import backends
 
+    backend = backends.current()
     now = utcnow()
+    # A paused queue's jobs wait on purpose: the paused-queues check covers them.
+    paused = backend.paused()
     late = [
         (s.queue, now - s.oldest_ready_at)
-        for s in backends.current().stats()
-        if s.oldest_ready_at is not None and now - s.oldest_ready_at > WAITING_TOO_LONG
+        for s in backend.stats()
+        if s.oldest_ready_at is not None
+        and now - s.oldest_ready_at > WAITING_TOO_LONG
+        and s.queue not in paused
     ]
     if late:
         worst = ", ".join(f"{q} ({age.total_seconds() / 60:.0f} min)" for q, age in late)

@@ -653,6 +653,26 @@ def test_admin_views(api):
     assert api.get("/admin/jobs/runs", player).status_code == 403
 
 
+def test_admin_queue_shows_paused_queues(api):
+    from tests.support.jobs import Noop
+    from tourno.queue import pauses
+
+    _, admin = user_with_token("admin@example.com", Role.ADMIN)
+    Noop().dispatch()
+    pauses.pause(["default", "mail"])
+    data = api.get("/admin/queue", admin).get_json()
+    assert [p["queue"] for p in data["paused"]] == ["default", "mail"]
+    at = data["paused"][0]["paused_at"]
+    assert at.endswith("Z") and dt.datetime.fromisoformat(at)
+    # A paused queue is listed even when it holds no job.
+    rows = {q["queue"]: q for q in data["queues"]}
+    assert rows["default"]["ready"] == 1 and rows["default"]["paused_at"] == at
+    assert rows["mail"]["ready"] == 0 and rows["mail"]["paused_at"] is not None
+    pauses.resume(["default", "mail"])
+    data = api.get("/admin/queue", admin).get_json()
+    assert data["paused"] == [] and [q["paused_at"] for q in data["queues"]] == [None]
+
+
 # -- the OpenAPI document --------------------------------------------------------------------------
 
 

@@ -177,6 +177,8 @@ def test_the_walk_finds_every_command():
         "queue monitor",
         "queue restart",
         "queue dispatch",
+        "queue pause",
+        "queue resume",
     }
     assert expected <= names
 
@@ -222,12 +224,13 @@ def test_commands_on_an_empty_queue(qdb, cli):
 
     status = cli("queue", "status")
     assert status.exit_code == 0, status.output
-    assert table_rows(status.stdout) == [["(empty)", "0", "0", "0", "-"]]
+    assert table_rows(status.stdout) == [["(empty)", "0", "0", "0", "-", "-"]]
     assert "No live workers." in status.stdout
     assert status.stdout.rstrip().endswith("Failed jobs: 0")
     assert json.loads(cli("queue", "status", "--json").stdout) == {
         "connection": "database",
         "queues": [],
+        "paused": [],
         "workers": [],
         "failed": 0,
     }
@@ -511,6 +514,7 @@ def test_status_and_size(qdb, cli):
             {"queue": "default", "ready": 2, "delayed": 1, "reserved": 0},
             {"queue": "mail", "ready": 1, "delayed": 0, "reserved": 1},
         ]
+        assert [q["paused_at"] for q in data["queues"]] == [None, None] and data["paused"] == []
         oldest = dt.datetime.fromisoformat(data["queues"][0]["oldest_ready_at"])
         assert 0 <= (tdb.utcnow() - oldest).total_seconds() < 60
         (worker,) = data["workers"]
@@ -528,9 +532,10 @@ def test_status_and_size(qdb, cli):
         out = table.stdout
         assert "Queues" in out and "Workers" in out
         rows = table_rows(out)
-        queue_rows = [r for r in rows if len(r) == 5]
+        queue_rows = [r for r in rows if len(r) == 6]
         assert [r[:4] for r in queue_rows] == [["default", "2", "1", "0"], ["mail", "1", "0", "1"]]
         assert re.fullmatch(r"\d+s", queue_rows[0][4])
+        assert [r[5] for r in queue_rows] == ["-", "-"]  # neither is paused
         (worker_row,) = [r for r in rows if len(r) == 7]
         assert worker_row[:6] == [f"cli-test#{worker_id}", "testhost", "4242", "mail", "-", "0"]
         assert re.fullmatch(r"\d+s ago", worker_row[6])

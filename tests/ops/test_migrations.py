@@ -20,6 +20,7 @@ from playhouse.schema_diff import diff_models
 from tests.conftest import PG_SERVER, _admin, drop_pg
 from tourno import db as tdb
 from tourno import migrations
+from tourno.buckets import MODELS as BUCKET_MODELS
 from tourno.cli import main
 from tourno.mail.models import MODELS as MAIL_MODELS
 from tourno.queue.models import MODELS as QUEUE_MODELS
@@ -27,8 +28,18 @@ from tourno.scheduler.models import MODELS as SCHEDULER_MODELS
 from tourno.tournaments import models as tmodels
 
 FIRST = "0001_queue"
-ALL = [FIRST, "0002_tournaments", "0003_mail", "0004_scheduler", "0005_redis_outbox", "0006_scan_indexes"]
-MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + SCHEDULER_MODELS
+ALL = [
+    FIRST,
+    "0002_tournaments",
+    "0003_mail",
+    "0004_scheduler",
+    "0005_redis_outbox",
+    "0006_scan_indexes",
+    "0007_queue_control",
+    "0008_queue_pauses",
+    "0010_buckets_and_locks",
+]
+MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS
 
 
 # -- fresh, empty databases ----------------------------------------------------------

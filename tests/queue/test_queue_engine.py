@@ -23,7 +23,17 @@ import psycopg2
 import pytest
 
 from tests.conftest import run_worker
-from tests.support.jobs import Boom, BoomThrice, Flaky, Noop, RecordRun, ShortTimeout, Sleepy, UniqueJob
+from tests.support.jobs import (
+    Boom,
+    BoomThrice,
+    Flaky,
+    Noop,
+    RecordRun,
+    ShortTimeout,
+    Sleepy,
+    TimeoutIsFatal,
+    UniqueJob,
+)
 from tests.support.jobs_engine import (
     EngArgs,
     EngBackoffList,
@@ -1110,6 +1120,16 @@ def test_job_timeout_releases_then_fails_and_the_worker_continues(qdb):
     assert qdb.scalar("SELECT count(*) FROM jobs") == 0
     # Two 3-second sleeps were cut short (generous bound: 6 s if not).
     assert elapsed < 5.5
+
+
+def test_fail_on_timeout_fails_the_job_at_its_first_timeout(qdb):
+    TimeoutIsFatal(key="fatal").dispatch()
+    code, _ = run_worker(tries=5)
+    assert code == 0
+    assert runs(qdb, "fatal") == 1  # tries = 5, but the timeout was fatal
+    (record,) = failed(qdb)
+    assert "JobTimeout" in record[4] and "has timed out after 0.5 s" in record[4]
+    assert qdb.scalar("SELECT count(*) FROM jobs") == 0
 
 
 # -- 11. the worker's parts: run_once, the claim batch, its operations, the monitor -------------

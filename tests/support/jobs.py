@@ -138,6 +138,21 @@ class ShortTimeout(Job):
 
 
 @dataclass
+class TimeoutIsFatal(Job):
+    """Times out on its first attempt, which is then its last."""
+
+    timeout = 0.5
+    tries = 5
+    fail_on_timeout = True
+
+    key: str
+
+    def handle(self) -> None:
+        record(self.key)
+        time.sleep(3)
+
+
+@dataclass
 class UniqueJob(Job):
     unique_for = 3600
 

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 
 from tests.support.jobs import is_marked, mark, record, runs
-from tourno.queue import Job, JobTimeout
+from tourno.db import database, is_postgres
+from tourno.queue import Job, JobTimeout, Snooze, control
 
 
 @dataclass
@@ -102,3 +103,91 @@ class ProcUntilMarked(Job):
             time.sleep(0.05)
         time.sleep(self.linger)
         mark(f"finished:{self.key}", str(os.getpid()))
+
+
+# -- snooze and cancel (tests/queue/test_control.py) --------------------------------------
+
+
+def marked_value(key: str) -> str | None:
+    sql = "SELECT value FROM test_marks WHERE key = %s"
+    row = database.execute_sql(sql if is_postgres() else sql.replace("%s", "?"), (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+@dataclass
+class ProcSnoozer(Job):
+    """One try only, yet snoozes ``times`` times before it succeeds: each
+    snooze must give its attempt back."""
+
+    tries = 1
+
+    key: str
+    times: int = 3
+    seconds: float = 0.0
+
+    def handle(self) -> None:
+        record(self.key)
+        if runs(self.key) <= self.times:
+            raise Snooze(self.seconds)
+        mark(f"finished:{self.key}", str(os.getpid()))
+
+
+@dataclass
+class ProcSnoozeOnce(Job):
+    """Snoozes ``seconds`` on its first run, marking when (epoch seconds);
+    its second run marks when it started."""
+
+    tries = 1
+
+    key: str
+    seconds: float = 1.0
+
+    def handle(self) -> None:
+        record(self.key)
+        if runs(self.key) == 1:
+            mark(f"snoozed:{self.key}", repr(time.time()))
+            raise Snooze(self.seconds)
+        mark(f"ran:{self.key}", repr(time.time()))
+
+
+@dataclass
+class ProcUntilCancelled(Job):
+    """Loops until ``cancel_requested()`` (at most a minute), marks
+    ``noticed:<key>``, then returns or, with ``then="raise"``, raises: with
+    tries left, a raise would be retried, were it not cancelled."""
+
+    tries = 3
+
+    key: str
+    then: str = "return"
+    #: Cancel itself first, by the id the test marked as ``target:<key>``.
+    cancel_self: bool = False
+
+    def handle(self) -> None:
+        record(self.key)
+        if self.cancel_self:
+            control.cancel([marked_value(f"target:{self.key}") or ""])
+        deadline = time.monotonic() + 60
+        while not self.cancel_requested():
+            if time.monotonic() > deadline:
+                mark(f"gave-up:{self.key}")
+                return
+            time.sleep(0.02)
+        mark(f"noticed:{self.key}", str(os.getpid()))
+        if self.then == "raise":
+            raise RuntimeError(f"{self.key} stopping on its cancel")
+
+
+@dataclass
+class ProcCancels(Job):
+    """Cancels the job whose id the test marked as ``target:<key>`` (itself,
+    or a job prefetched behind it), through the same function the CLI calls."""
+
+    key: str
+
+    def handle(self) -> None:
+        record(self.key)
+        target = marked_value(f"target:{self.key}")
+        assert target is not None
+        result = control.cancel([target])
+        mark(f"cancelled:{self.key}", str(result.count))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import peewee
 import pytest
 
+from tourno import buckets
 from tourno.accounts import models as account_models
 from tourno.accounts.models import User
 from tourno.mail import models as mail_models
@@ -98,9 +99,9 @@ def test_every_declared_check_constraint_exists_on_postgres(pg):
             "SELECT conname FROM pg_constraint WHERE contype = 'c' AND connamespace = 'public'::regnamespace"
         )
     }
-    assert names == set(m.CHECKS) | set(mail_models.CHECKS) | set(account_models.CHECKS) | {
-        "jobs_attempts_check"
-    }
+    assert names == set(m.CHECKS) | set(mail_models.CHECKS) | set(account_models.CHECKS) | set(
+        buckets.CHECKS
+    ) | {"jobs_attempts_check"}
 
 
 BAD_UPDATES = [

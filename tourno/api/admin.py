@@ -32,14 +32,16 @@ class JobRunsQuery(Paging):
 
 
 @bp.get("/admin/queue")
-@documented("Queue sizes, live workers, failed count", response=schemas.QueueStatus, auth=True)
+@documented("Queue sizes, paused queues, live workers, failed count", response=schemas.QueueStatus, auth=True)
 def queue_status() -> Response:
     from tourno.queue.status import snapshot
 
     require_role(Role.ADMIN)
     data = snapshot(current_app.config["TOURNO_SETTINGS"])
     for q in data["queues"]:
-        q["oldest_ready_at"] = when(q["oldest_ready_at"])
+        q["oldest_ready_at"], q["paused_at"] = when(q["oldest_ready_at"]), when(q["paused_at"])
+    for p in data["paused"]:
+        p["paused_at"] = when(p["paused_at"])
     for w in data["workers"]:
         w["started_at"], w["heartbeat_at"] = when(w["started_at"]), when(w["heartbeat_at"])
         w["current_job_id"] = None if w["current_job_id"] is None else str(w["current_job_id"])

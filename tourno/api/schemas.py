@@ -218,6 +218,7 @@ class Readiness(Output):
 class QueueStatus(Output):
     connection: str
     queues: list[dict[str, Any]]
+    paused: list[dict[str, Any]]  # queue, paused_at: `tourno queue pause`
     workers: list[dict[str, Any]]
     failed: int
     waiting_for_redis: int = optional()  # the Redis driver only: jobs committed while Redis was away

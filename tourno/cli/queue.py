@@ -203,7 +203,7 @@ def _jsonable(value: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_obj
 def status_command(app: AppContext, as_json: bool) -> None:
-    """Queue sizes, live workers and the failed-job count."""
+    """Queue sizes, paused queues, live workers and the failed-job count."""
     app.setup()
     from tourno.queue.status import snapshot
 
@@ -211,14 +211,22 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, default=_jsonable))
         return
-    queues = Table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", title="Queues")
+    queues = Table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", "Paused", title="Queues")
     for q in data["queues"]:
         queues.add_row(
-            q["queue"], str(q["ready"]), str(q["delayed"]), str(q["reserved"]), _age(q["oldest_ready_at"])
+            q["queue"],
+            str(q["ready"]),
+            str(q["delayed"]),
+            str(q["reserved"]),
+            _age(q["oldest_ready_at"]),
+            "-" if q["paused_at"] is None else f"[yellow]since {_when(q['paused_at'])}[/yellow]",
         )
     if not data["queues"]:
-        queues.add_row("(empty)", "0", "0", "0", "-")
+        queues.add_row("(empty)", "0", "0", "0", "-", "-")
     app.console.print(queues)
+    if data["paused"]:
+        names = ", ".join(p["queue"] for p in data["paused"])
+        app.console.print(f"Paused: {names} (no worker claims from them; `tourno queue resume QUEUE`)")
     workers = Table(
         "Worker", "Host", "PID", "Queues", "Current job", "Jobs done", "Heartbeat", title="Workers"
     )
@@ -292,6 +300,81 @@ def restart_command(app: AppContext) -> None:
     app.setup()
     when = backends.current().signal_restart()
     app.console.print(f"Restart signal sent at {_when(when)} UTC; workers exit after their current job.")
+
+
+@queue_group.command("cancel")
+@click.argument("idents", nargs=-1, required=True, metavar="ID|UUID...")
+@click.pass_obj
+def cancel_command(app: AppContext, idents: tuple[str, ...]) -> None:
+    """Cancel jobs by the id `dispatch()` returned (the worker's log shows
+    it) or by uuid.
+
+    A waiting or delayed job is deleted now. A running job is asked to stop:
+    its `cancel_requested()` turns true, and when it returns or raises it is
+    deleted instead of retried. Exit 1 if any ID matched no job.
+    """
+    from tourno.queue import control
+
+    app.setup()
+    result = control.cancel(idents)
+    for ident in result.unknown:
+        app.console.print(f"[red]No waiting or running job matches {ident}.[/red]")
+    app.console.print(f"Cancelled {result.count} job(s).")
+    if result.flagged:
+        shown = ", ".join(f"#{job.id}" for job in result.flagged)
+        app.console.print(f"Running, deleted when their attempt ends: {shown}.")
+    if result.unknown:
+        raise SystemExit(1)
+
+
+def _queue_names(queues: tuple[str, ...]) -> list[str]:
+    """QUEUE arguments, each a name or a comma list as ``--queue`` takes."""
+    names = [q.strip() for arg in queues for q in arg.split(",")]
+    if any(not q for q in names):
+        fail("empty queue name; give names like `default` or `high,default`", code=2)
+    return list(dict.fromkeys(names))
+
+
+@queue_group.command("pause")
+@click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
+@click.pass_obj
+def pause_command(app: AppContext, queues: tuple[str, ...]) -> None:
+    """Stop every worker claiming from QUEUE (e.g. `pause mail` or `pause mail,low`).
+
+    The queue still takes dispatches; its jobs wait. Workers on every host
+    stop claiming from it within about a second; running jobs finish.
+    `tourno queue resume QUEUE` lets them run again.
+    """
+    from tourno.queue import pauses
+
+    app.setup()
+    names = _queue_names(queues)
+    changed = set(pauses.pause(names))
+    since = pauses.paused() if len(changed) < len(names) else {}
+    for name in names:
+        if name in changed:
+            app.console.print(f"Paused {name}: no worker claims from it until `tourno queue resume {name}`.")
+        else:
+            app.console.print(
+                f"{name} is already paused (since {_when(since.get(name))} UTC); nothing to do."
+            )
+
+
+@queue_group.command("resume")
+@click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
+@click.pass_obj
+def resume_command(app: AppContext, queues: tuple[str, ...]) -> None:
+    """Let workers claim from paused QUEUE again; idle workers wake at once."""
+    from tourno.queue import pauses
+
+    app.setup()
+    names = _queue_names(queues)
+    changed = set(pauses.resume(names))
+    for name in names:
+        if name in changed:
+            app.console.print(f"Resumed {name}: workers claim from it again.")
+        else:
+            app.console.print(f"{name} is not paused; nothing to do.")
 
 
 @queue_group.command("dispatch")

@@ -33,9 +33,9 @@ from email.message import EmailMessage
 from typing import Any
 
 from tourno import db as tdb
+from tourno.buckets import TokenBucket
 from tourno.config import Settings
 from tourno.mail import store
-from tourno.mail.bucket import TokenBucket
 from tourno.mail.message import build_message
 from tourno.mail.models import EmailStatus, SuppressionReason
 from tourno.mail.store import MAIL_BUCKET, REAP_AFTER, Claimed

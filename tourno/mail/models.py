@@ -1,5 +1,6 @@
-"""The mail package's tables: the outbox every change writes its mail to, suppressed
-addresses and the global token bucket."""
+"""The mail package's tables: the outbox every change writes its mail to and
+suppressed addresses (the drains' token bucket is a row of
+``tourno.buckets``)."""
 
 from __future__ import annotations
 
@@ -49,21 +50,6 @@ class EmailSuppression(BaseModel):
         table_name = "email_suppressions"
 
 
-class MailRate(BaseModel):
-    """One token bucket per row, shared by every drain on every server.
-
-    ``tokens`` is what was left at ``updated_at``; a drain refills it for the
-    time since, takes what it needs and writes both back under the row lock.
-    """
-
-    name = peewee.CharField(max_length=64, primary_key=True)
-    tokens = peewee.DoubleField()
-    updated_at = TimestampField()
-
-    class Meta:
-        table_name = "mail_rate"
-
-
 class EmailOutbox(BaseModel):
     """One email to send, written in the transaction of the change that causes
     it. ``dedupe_key`` makes writing it idempotent (``ON CONFLICT DO NOTHING``);
@@ -108,7 +94,7 @@ EmailOutbox.add_index(
 )
 
 
-MODELS = [EmailOutbox, EmailSuppression, MailRate]
+MODELS = [EmailOutbox, EmailSuppression]
 
 # CHECK constraints of the PostgreSQL schema; the migration keeps a frozen copy.
 CHECKS: dict[str, tuple[str, str]] = {
@@ -116,7 +102,6 @@ CHECKS: dict[str, tuple[str, str]] = {
         "email_suppressions",
         f"reason IN ({', '.join(repr(r.value) for r in SuppressionReason)})",
     ),
-    "mail_rate_tokens_check": ("mail_rate", "tokens >= 0"),
     "email_outbox_status_check": (
         "email_outbox",
         f"status IN ({', '.join(repr(s.value) for s in EmailStatus)})",

@@ -19,9 +19,9 @@ import peewee
 
 from tourno import db as tdb
 from tourno.accounts.models import User
+from tourno.buckets import TokenBucket
 from tourno.config import Settings
 from tourno.db import database
-from tourno.mail.bucket import TokenBucket
 from tourno.mail.models import EmailOutbox, EmailPriority, EmailStatus, EmailSuppression, SuppressionReason
 from tourno.mail.templates import is_bulk
 from tourno.mail.unsubscribe import normalize_address

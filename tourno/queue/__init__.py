@@ -8,6 +8,7 @@ from tourno.queue.exceptions import (
     MaxAttemptsExceeded,
     QueueError,
     RetryDeadlinePassed,
+    Snooze,
 )
 from tourno.queue.job import Job, PendingJob, dispatch_many, registered
 
@@ -20,6 +21,7 @@ __all__ = [
     "PendingJob",
     "QueueError",
     "RetryDeadlinePassed",
+    "Snooze",
     "dispatch_many",
     "events",
     "registered",

@@ -7,10 +7,10 @@ claimed jobs not yet started, the finished jobs not yet deleted, and the job
 running now. The worker's main thread and its monitor thread both touch it,
 so every change happens under its lock.
 
-Finishing a job (delete, release, fail) is a typed operation
-(:class:`Complete`, :class:`Release`, :class:`Fail`) kept in
-:class:`PendingOps` until the backend has taken it: nothing queued is lost
-while the database is down.
+Finishing a job (delete, release, snooze, cancel, fail) is a typed operation
+(:class:`Complete`, :class:`Release`, :class:`Snooze`, :class:`Cancel`,
+:class:`Fail`) kept in :class:`PendingOps` until the backend has taken it:
+nothing queued is lost while the database is down.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
 from tourno.queue.exceptions import MaxAttemptsExceeded, QueueError, RetryDeadlinePassed
-from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, retry_deadline
+from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, request_cancel, retry_deadline
 
 
 @dataclasses.dataclass
@@ -43,6 +43,9 @@ class RunningJob:
     #: Whether the database counts this attempt yet (the claim counts only
     #: the batch's first job).
     attempt_saved: bool = True
+    #: Set (by the monitor thread) when ``tourno queue cancel`` flagged the
+    #: job: it is not retried, and not started if it has not started yet.
+    cancel_requested: bool = False
 
     @property
     def label(self) -> str:
@@ -79,6 +82,11 @@ class RunningJob:
             return now >= self.deadline
         return self.max_tries > 0 and self.claimed.attempts >= self.max_tries
 
+    @property
+    def fails_on_timeout(self) -> bool:
+        """The job's ``fail_on_timeout``: a timed-out attempt is its last."""
+        return bool(self.job is not None and self.job.fail_on_timeout)
+
     def retry_delay(self) -> float:
         return backoff_delay(self.backoff, self.claimed.attempts)
 
@@ -94,6 +102,8 @@ class ClaimBatch:
         self._pending: collections.deque[ClaimedJob] = collections.deque()
         self._done: list[Any] = []
         self._running: RunningJob | None = None
+        #: Ids of prefetched jobs that were cancelled before they started.
+        self._cancelled: set[Any] = set()
         #: When the jobs in the batch were claimed (time.monotonic()).
         self.claimed_at = 0.0
 
@@ -101,15 +111,21 @@ class ClaimBatch:
     def running(self) -> RunningJob | None:
         return self._running
 
-    def take_next(self) -> RunningJob | None:
-        """Start the next prefetched job, if any. The claim did not charge it
-        an attempt: it is counted here and written later, if it matters."""
+    def take_next(self, skip: Collection[str] = ()) -> RunningJob | None:
+        """Start the next prefetched job, if any, leaving those of the queues
+        in ``skip`` (paused since the claim: the monitor hands them back).
+        The claim did not charge it an attempt: it is counted here and
+        written later, if it matters."""
         with self.lock:
-            if not self._pending:
+            claimed = next((j for j in self._pending if j.queue not in skip), None)
+            if claimed is None:
                 return None
-            claimed = self._pending.popleft()
+            self._pending.remove(claimed)
             claimed.attempts += 1
             self._running = RunningJob(claimed, time.monotonic(), attempt_saved=False)
+            if self._cancelled:
+                self._running.cancel_requested = claimed.id in self._cancelled
+                self._cancelled.discard(claimed.id)
             return self._running
 
     def take_done(self) -> list[Any]:
@@ -148,6 +164,29 @@ class ClaimBatch:
         with self.lock:
             self._running = None
 
+    def request_cancel(self, ids: list[Any]) -> list[Any]:
+        """Called by the monitor: ``tourno queue cancel`` flagged these jobs.
+        The running one is told (its ``cancel_requested()`` turns true); a
+        prefetched one will not be started. Returns the ids this batch holds
+        that it had not heard of yet."""
+        with self.lock:
+            new: list[Any] = []
+            running = self._running
+            pending = {j.id for j in self._pending}
+            for job_id in ids:
+                if running is not None and running.claimed.id == job_id:
+                    if not running.cancel_requested:
+                        running.cancel_requested = True
+                        new.append(job_id)
+                    # The job may still be loading: then the worker sees the
+                    # flag on RunningJob before it calls handle().
+                    if running.job is not None:
+                        request_cancel(running.job)
+                elif job_id in pending and job_id not in self._cancelled:
+                    self._cancelled.add(job_id)
+                    new.append(job_id)
+            return new
+
     def drain(self) -> tuple[list[Any], list[Any]]:
         """Take what is left, for leaving: the ids of finished jobs not yet
         deleted, and of claimed jobs never started."""
@@ -155,6 +194,7 @@ class ClaimBatch:
             done, self._done = self._done, []
             pending = [j.id for j in self._pending]
             self._pending.clear()
+            self._cancelled.clear()
         return done, pending
 
     def release_held(self, now: float, backend: QueueBackend, worker_id: int) -> int:
@@ -179,6 +219,8 @@ class ClaimBatch:
                 done, self._done = self._done, []
                 pending = list(self._pending)
                 self._pending.clear()
+                # Handed back with their flag set: the sweep deletes them.
+                self._cancelled.clear()
         try:
             if charge is not None:
                 backend.count_attempt(worker_id, charge.id, charge.attempts)
@@ -193,6 +235,25 @@ class ClaimBatch:
                 self._pending.extendleft(reversed(pending))
             raise
         return len(pending)
+
+    def hand_back_queues(self, queues: Collection[str], backend: QueueBackend, worker_id: int) -> int:
+        """Called by the monitor when ``queues`` are paused: hand back the
+        prefetched jobs of those queues, which must not run here now. Returns
+        how many; on an error they stay in the batch (and are not started)."""
+        if not queues:
+            return 0
+        with self.lock:
+            give = [j for j in self._pending if j.queue in queues]
+            if not give:
+                return 0
+            self._pending = collections.deque(j for j in self._pending if j.queue not in queues)
+        try:
+            backend.hand_back(worker_id, [j.id for j in give])
+        except BaseException:
+            with self.lock:
+                self._pending.extendleft(reversed(give))
+            raise
+        return len(give)
 
 
 # -- finishing a job: operations that must reach the backend ---------------------------
@@ -239,7 +300,35 @@ class Fail:
         return backend.fail(worker_id, self.job, self.uuid, self.exception)
 
 
-FinishOp = Complete | Release | Fail
+@dataclasses.dataclass(frozen=True)
+class Snooze:
+    """Make a job available again after ``delay`` seconds with exactly
+    ``attempts`` used: the snoozed attempt is given back."""
+
+    job_id: Any
+    delay: float
+    attempts: int
+
+    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+        """False when the job was taken back (rescued) while it ran."""
+        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """Delete a cancelled job this worker holds, at once (not batched with
+    the next claim as a success is): it is neither retried nor failed."""
+
+    job_id: Any
+
+    def apply(self, backend: QueueBackend, worker_id: int) -> bool:
+        """False when the job was taken back (rescued) while it ran."""
+        return backend.complete(worker_id, [self.job_id]) > 0
+
+
+FinishOp = Complete | Release | Snooze | Cancel | Fail
+#: The operations on one job that the backend can refuse (the job was taken back).
+JobOp = Release | Snooze | Cancel | Fail
 
 
 class PendingOps:
@@ -254,12 +343,10 @@ class PendingOps:
     def add(self, op: FinishOp) -> None:
         self._ops.append(op)
 
-    def flush(
-        self, backend: QueueBackend, worker_id: int, on_refused: Callable[[Release | Fail], None]
-    ) -> None:
+    def flush(self, backend: QueueBackend, worker_id: int, on_refused: Callable[[JobOp], None]) -> None:
         """Apply every operation in order. An outage error propagates with
-        the failed operation still first in line. ``on_refused`` hears of a
-        release or failure the backend refused (its job was taken back)."""
+        the failed operation still first in line. ``on_refused`` hears of an
+        operation on one job that the backend refused (its job was taken back)."""
         while self._ops:
             op = self._ops[0]
             if not op.apply(backend, worker_id) and not isinstance(op, Complete):

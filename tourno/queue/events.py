@@ -29,10 +29,16 @@ The events, one per transition:
   (``job.failed`` or ``job.released``) follows it.
 * ``job.rescued``: a worker's monitor handed back a job whose worker stopped
   heartbeating; ``worker_id`` is that dead worker's id.
+* ``job.snoozed``: the job raised ``Snooze``; it runs again after ``delay``
+  seconds, and the attempt was not spent (``attempt`` is the one that snoozed).
+* ``job.cancelled``: ``tourno queue cancel`` took the job away: fired by the
+  cancelling code for a waiting or delayed job (in the process that
+  cancelled; no ``attempt``), by the worker when a running job's attempt ends
+  (with ``duration``, and ``exception`` if it raised) or a prefetched one
+  is dropped unstarted, and by a monitor's sweep for a cancelled job that
+  had gone back to the queue.
 * ``worker.started``: the worker registered and is about to take jobs.
 * ``worker.stopping``: its loop ended and it is about to leave.
-* ``job.snoozed`` and ``job.cancelled`` are declared for snooze and cancel,
-  which are not built yet: they do not fire.
 """
 
 from __future__ import annotations
@@ -88,7 +94,7 @@ class Event:
     #: Seconds the attempt ran (succeeded, failed, released, timed_out).
     duration: float | None = None
     exception: BaseException | None = None
-    #: Seconds until a released job is retried.
+    #: Seconds until a released or snoozed job runs again.
     delay: float | None = None
     #: The worker the event happened in (for ``job.rescued``: the dead one).
     worker: str | None = None

@@ -27,11 +27,14 @@ import datetime as dt
 import json
 import math
 import uuid as uuidlib
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tourno.queue import events
 from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
+
+if TYPE_CHECKING:
+    from tourno.queue.middleware import Middleware
 
 _registry: dict[str, type[Job]] = {}
 
@@ -67,11 +70,16 @@ class Job:
     backoff: ClassVar[float | list[float] | None] = None
     #: Keep retrying (ignoring ``tries``) until this many seconds after dispatch.
     retry_until: ClassVar[float | None] = None
+    #: A timed-out attempt fails the job for good instead of being retried.
+    fail_on_timeout: ClassVar[bool] = False
     #: Make the job unique: a dispatch while one with the same key is pending
     #: or running is a no-op. ``unique_key`` may be a string or a method;
     #: ``unique_for`` (seconds) bounds how long the key is held.
     unique_key: ClassVar[Any] = None
     unique_for: ClassVar[float | None] = None
+    # Set on the instance by the worker's monitor (request_cancel()); a class
+    # default, so that it is no dataclass field and costs nothing per job.
+    _cancel_requested: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -92,6 +100,17 @@ class Job:
 
     def failed(self, exc: BaseException) -> None:
         """Called once, in the worker, after the job has failed for good."""
+
+    def middleware(self) -> Sequence[Middleware]:
+        """Layers around ``handle``, outermost first (``tourno.queue.middleware``)."""
+        return ()
+
+    def cancel_requested(self) -> bool:
+        """Whether ``tourno queue cancel`` asked for this job while it runs.
+        A long job checks it now and then and returns (or raises) early;
+        either way the worker deletes the job instead of retrying it. Always
+        False outside a worker."""
+        return self._cancel_requested
 
     # -- dispatching ---------------------------------------------------------
 
@@ -220,6 +239,14 @@ def _dispatched(pending: list[PendingJob], ids: list[Any]) -> None:
             events.emit(
                 "job.dispatched", job=p.payload.get("job"), uuid=p.uuid, id=job_id, queue=p.queue, attempt=0
             )
+
+
+def request_cancel(job: Job) -> None:
+    """Make ``job.cancel_requested()`` true (the worker's monitor calls it
+    from its own thread; a bool is written at once). Works on frozen and
+    slotted dataclasses alike: ``Job`` itself has no slots, so every job
+    instance has a ``__dict__``."""
+    object.__setattr__(job, "_cancel_requested", True)
 
 
 def _qualified(cls: type) -> str:

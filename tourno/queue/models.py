@@ -26,6 +26,8 @@ class JobRecord(BaseModel):
     lease_expires_at = TimestampField(null=True)
     unique_key = peewee.TextField(null=True)
     created_at = TimestampField()
+    #: Set by ``tourno queue cancel`` on a running job (``queue/control.py``).
+    cancel_requested_at = TimestampField(null=True)
 
     class Meta:
         table_name = "jobs"
@@ -52,6 +54,12 @@ JobRecord.add_index(
     JobRecord.reserved_by,
     where=JobRecord.reserved_at.is_null(False),
     name="jobs_reserved_idx",
+)
+# Cancelled jobs waiting for their worker or for the sweep: normally none.
+JobRecord.add_index(
+    JobRecord.id,
+    where=JobRecord.cancel_requested_at.is_null(False),
+    name="jobs_cancel_requested_idx",
 )
 
 
@@ -96,6 +104,17 @@ class QueueSignal(BaseModel):
         table_name = "queue_signals"
 
 
+class QueuePause(BaseModel):
+    """A paused queue: it keeps taking dispatches, and no worker claims from
+    it until ``tourno queue resume`` deletes the row (``queue/pauses.py``)."""
+
+    queue = peewee.CharField(max_length=255, primary_key=True)
+    paused_at = TimestampField()
+
+    class Meta:
+        table_name = "queue_pauses"
+
+
 class OutboxRecord(BaseModel):
     """A job dispatched to Redis inside a database transaction, not yet
     handed to Redis: written with the caller's rows, deleted once pushed
@@ -117,4 +136,22 @@ class OutboxRecord(BaseModel):
         table_name = "queue_outbox"
 
 
-MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal, OutboxRecord]
+class LockRecord(BaseModel):
+    """A key held by a running job (``WithoutOverlapping``): one row per key.
+
+    The holder is a worker id. A row whose worker stopped heartbeating, or
+    whose ``expires_at`` passed, is free: the next taker overwrites it, so a
+    key held by a dead worker frees itself when its heartbeat goes stale.
+    """
+
+    key = peewee.TextField(primary_key=True)
+    worker_id = peewee.BigIntegerField()
+    job_id = peewee.TextField(null=True)
+    acquired_at = TimestampField()
+    expires_at = TimestampField(null=True)
+
+    class Meta:
+        table_name = "queue_locks"
+
+
+MODELS = [JobRecord, FailedJobRecord, WorkerRecord, QueueSignal, OutboxRecord, LockRecord, QueuePause]

@@ -9,8 +9,14 @@ public surface only:
 * ``worker.hard_stop(running)``, the callback for a job that ignored its
   timeout: it records the failure on the calling (monitor) thread's
   connection and ends the process;
+* ``worker.request_cancel(ids)``, when jobs it holds were cancelled (a
+  notice, or the check each heartbeat interval);
+* ``worker.update_paused(queues)``, the paused set it reloads (at most every
+  ``pauses.RELOAD_EVERY`` seconds, and at once on a ``PAUSES_CHANGED``
+  notification), and ``worker.active_queues()``, whose notifications wake
+  the worker;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
-  ``release_held`` it calls) and the read-only ``worker_id``,
+  ``release_held`` and ``hand_back_queues`` it calls) and the read-only ``worker_id``,
   ``started_at``, ``jobs_processed``, ``options``, ``backend`` and ``log``.
 
 ``Worker.monitor_class`` names the class, so a test can subclass it.
@@ -24,8 +30,10 @@ from typing import TYPE_CHECKING
 
 from tourno.db import open_connection
 from tourno.errors import first_line
-from tourno.queue import events
+from tourno.queue import control, events
+from tourno.queue.backends.base import cancel_notice
 from tourno.queue.batch import RunningJob
+from tourno.queue.pauses import PAUSES_CHANGED, RELOAD_EVERY
 
 if TYPE_CHECKING:
     from tourno.queue.worker import Worker
@@ -38,7 +46,7 @@ WATCHDOG_SLACK = 5.0
 
 class Monitor(threading.Thread):
     """Heartbeat, rescue of dead workers' jobs (and the backend's upkeep),
-    notifications, and the watch over the running job."""
+    notifications, cancel requests, and the watch over the running job."""
 
     #: Seconds between two rounds (the longest a notification waits).
     TICK = 0.25
@@ -50,6 +58,7 @@ class Monitor(threading.Thread):
         self._hard_stop: RunningJob | None = None
         self._next_beat = 0.0
         self._next_rescue = 0.0
+        self._next_pauses = 0.0
         self._vacuumed_at = 0
 
     def stop(self) -> None:
@@ -63,7 +72,6 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         w = self.worker
         backend = w.backend
-        queues = set(w.options.queues)
         connected = False
         failures = 0
         while not self._stopping.is_set():
@@ -80,8 +88,13 @@ class Monitor(threading.Thread):
                 if self._hard_stop is not None:
                     w.hard_stop(self._hard_stop)
                 self.round(time.monotonic())
-                if backend.wait_for_notifications(self.TICK) & queues:
+                noticed = backend.wait_for_notifications(self.TICK)
+                if PAUSES_CHANGED in noticed:
+                    self.reload_paused(time.monotonic())
+                if noticed & set(w.active_queues()):
                     w.wake()
+                if cancel_notice(w.worker_id) in noticed:
+                    self.check_cancels()
             except Exception as exc:  # noqa: BLE001 - the monitor must outlive outages
                 failures += 1
                 if failures == 1:
@@ -97,6 +110,8 @@ class Monitor(threading.Thread):
         opts = w.options
         if now >= self._next_beat:
             self.heartbeat()
+            # The fallback for a missed notice (SQLite has none).
+            self.check_cancels()
             self._next_beat = now + opts.heartbeat_interval
         if now >= self._next_rescue:
             for job_id, owner in w.backend.rescue(opts.stale_after):
@@ -104,7 +119,10 @@ class Monitor(threading.Thread):
                 # The rescue returns ids only: the job's name, uuid and queue are not known here.
                 events.emit("job.rescued", id=job_id, worker_id=owner)
             w.backend.maintain()
+            self.sweep_cancelled()
             self._next_rescue = now + opts.heartbeat_interval
+        if now >= self._next_pauses:
+            self.reload_paused(now)
         assert w.worker_id is not None
         running = w.batch.running
         handed_back = w.batch.release_held(now, w.backend, w.worker_id)
@@ -117,6 +135,17 @@ class Monitor(threading.Thread):
             if w.backend.vacuum():
                 w.log.debug("vacuumed jobs in %.0f ms", (time.monotonic() - started) * 1000)
 
+    def reload_paused(self, now: float) -> None:
+        """Read the paused queues, tell the worker, and hand back the jobs it
+        prefetched from one of them: a pause stops them too."""
+        w = self.worker
+        assert w.worker_id is not None
+        self._next_pauses = now + RELOAD_EVERY
+        paused = w.update_paused(w.backend.paused())
+        handed_back = w.batch.hand_back_queues(paused, w.backend, w.worker_id)
+        if handed_back:
+            w.log.info("handed back %d prefetched job(s) of paused queues", handed_back)
+
     def heartbeat(self) -> None:
         w = self.worker
         assert w.worker_id is not None
@@ -126,6 +155,23 @@ class Monitor(threading.Thread):
                 w.log.info("restart signal received; stopping after the current job")
             w.restart_requested.set()
             w.wake()
+
+    def check_cancels(self) -> None:
+        """Ask the backend which jobs we hold were cancelled and tell the
+        worker (one statement, on a notice or each heartbeat interval; never
+        per job)."""
+        w = self.worker
+        assert w.worker_id is not None
+        ids = w.backend.cancel_requests(w.worker_id)
+        if ids:
+            w.request_cancel(ids)
+
+    def sweep_cancelled(self) -> None:
+        """Delete the cancelled jobs that went back to the queue before their
+        worker heard of it (released, handed back, rescued)."""
+        for job in self.worker.backend.sweep_cancelled():
+            self.worker.log.info("job #%s cancelled (it was no longer running)", job.id)
+            control.emit_cancelled(job, worker_id=self.worker.worker_id)
 
     def watchdog(self, now: float) -> None:
         """A job far past timeout + grace means the main thread is stuck

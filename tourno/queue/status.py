@@ -1,12 +1,14 @@
 """The queue's state at a glance, as ``tourno queue status`` and the admin
-API show it: sizes per queue, live workers, the failed count and, on the
-Redis driver, jobs still waiting in ``queue_outbox`` to be handed over."""
+API show it: sizes per queue, paused queues, live workers, the failed count
+and, on the Redis driver, jobs still waiting in ``queue_outbox`` to be handed
+over."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from tourno.config import Settings
+from tourno.queue.backends.base import QueueStats
 
 
 def snapshot(settings: Settings) -> dict[str, Any]:
@@ -14,6 +16,11 @@ def snapshot(settings: Settings) -> dict[str, Any]:
     from tourno.queue import backends, failed
 
     backend = backends.current()
+    paused = backend.paused()
+    stats = {s.queue: s for s in backend.stats()}
+    # A paused queue is listed even when it holds no job: the pause is news.
+    for queue in paused.keys() - stats.keys():
+        stats[queue] = QueueStats(queue, 0, 0, 0, None)
     data: dict[str, Any] = {
         "connection": backend.connection_name,
         "queues": [
@@ -23,9 +30,11 @@ def snapshot(settings: Settings) -> dict[str, Any]:
                 "delayed": s.delayed,
                 "reserved": s.reserved,
                 "oldest_ready_at": s.oldest_ready_at,
+                "paused_at": paused.get(s.queue),
             }
-            for s in backend.stats()
+            for _, s in sorted(stats.items())
         ],
+        "paused": [{"queue": q, "paused_at": at} for q, at in sorted(paused.items())],
         "workers": [
             {
                 "id": w.id,

@@ -34,7 +34,8 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, MutableMapping
+from collections import Counter
+from collections.abc import Callable, Collection, MutableMapping
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -47,11 +48,22 @@ from tourno.db import (
     reset_transaction_state,
 )
 from tourno.errors import first_line
-from tourno.queue import events
+from tourno.queue import events, middleware
 from tourno.queue.backends.base import QueueBackend
-from tourno.queue.batch import ClaimBatch, Complete, Fail, FinishOp, PendingOps, Release, RunningJob
-from tourno.queue.exceptions import InvalidPayload, JobTimeout, WorkerAborted
-from tourno.queue.job import payload_uuid
+from tourno.queue.batch import (
+    Cancel,
+    ClaimBatch,
+    Complete,
+    Fail,
+    FinishOp,
+    JobOp,
+    PendingOps,
+    Release,
+    RunningJob,
+)
+from tourno.queue.batch import Snooze as SnoozeOp
+from tourno.queue.exceptions import InvalidPayload, JobTimeout, Snooze, WorkerAborted
+from tourno.queue.job import Job, payload_uuid
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
 from tourno.signals import Waker, installed
@@ -111,6 +123,9 @@ class Worker:
         self.worker_id: int | None = None
         self.started_at: dt.datetime | None = None
         self.jobs_processed = 0
+        #: Finished jobs by outcome (succeeded, failed) and retries (released):
+        #: jobs, not attempts, for the stop line.
+        self.outcomes: Counter[str] = Counter()
         self.stop_reason: str | None = None
         self.log: logging.LoggerAdapter[logging.Logger] = _Prefixed(log, {"prefix": "[worker]"})
         #: Set by the monitor when ``tourno queue restart`` was signalled after we started.
@@ -127,6 +142,10 @@ class Worker:
         self._monitor: Monitor | None = None
         self._owns_connection = False
         self._stopping_emitted = False
+        # A middleware key the worker could not let go of (connection lost).
+        self._keys_left_held = False
+        #: The queues of ours that are paused (set by the monitor; replaced, never mutated).
+        self._paused: frozenset[str] = frozenset()
 
     # -- public ----------------------------------------------------------------
 
@@ -175,7 +194,7 @@ class Worker:
                 )
         finally:
             self.close()
-        self.log.info("stopped (%s), %d jobs processed", self.stop_reason, self.jobs_processed)
+        self.log.info("stopped (%s): %s", self.stop_reason, self.summary())
         return code
 
     def register(self) -> None:
@@ -188,8 +207,17 @@ class Worker:
         self.worker_id, self.started_at = self.backend.register_worker(
             self.options.name, self.hostname, self.pid, self.options.queues
         )
-        self.log = _Prefixed(log, {"prefix": f"[{self.options.name}#{self.worker_id} pid {self.pid}]"})
+        self.log = _Prefixed(
+            log,
+            {
+                "prefix": f"[{self.options.name}#{self.worker_id} pid {self.pid}]",
+                "worker": self.options.name,
+                "worker_id": self.worker_id,
+            },
+        )
         self.log.info("processing queues %s", ",".join(self.options.queues))
+        # Before the first claim: the monitor's first reload comes later.
+        self.update_paused(self.backend.paused())
         self._emit_worker("worker.started")
 
     def run_once(self, now: dt.datetime | None = None) -> bool:
@@ -206,6 +234,22 @@ class Worker:
         self._process(running, now)
         self.jobs_processed += 1
         return True
+
+    def summary(self) -> str:
+        """What the stop line says: jobs finished, not attempts."""
+        done = self.outcomes
+        # Released and snoozed jobs come back: they are not finished.
+        later = ("released", "snoozed")
+        finished = sum(n for outcome, n in done.items() if outcome not in later)
+        parts = [f"{done[o]} {o}" for o in sorted(done) if o not in later and done[o]]
+        text = f"{finished} job(s) finished"
+        if parts:
+            text += f" ({', '.join(parts)})"
+        if done["released"]:
+            text += f", {done['released']} retried later"
+        if done["snoozed"]:
+            text += f", {done['snoozed']} snoozed"
+        return text
 
     def wake(self) -> None:
         """Interrupt an idle wait (safe from signal handlers and other threads)."""
@@ -268,7 +312,7 @@ class Worker:
         return rss_mb() >= self.options.memory
 
     def _next_job(self) -> RunningJob | None:
-        running = self.batch.take_next()
+        running = self.batch.take_next(skip=self._paused)
         if running is not None:
             return running
         done = self.batch.take_done()
@@ -277,12 +321,18 @@ class Worker:
             return None
         assert self.worker_id is not None
         opts = self.options
+        queues = self.active_queues()
+        if not queues:
+            # Every queue we serve is paused: no claim to carry the deletions.
+            if done:
+                self._queue_op(Complete(done))
+            return None
         limit = self._claim_size()
         if opts.max_jobs:
             limit = max(1, min(limit, opts.max_jobs - self.jobs_processed))
         jobs = []
         try:
-            for rank, queue in enumerate(opts.queues):
+            for rank, queue in enumerate(queues):
                 # Batches come from the first queue only: a lower queue's jobs
                 # are claimed one at a time, so the higher queues are looked
                 # at again before each of them (--queue is a strict order).
@@ -315,8 +365,11 @@ class Worker:
         try:
             job = running.load(opts.tries, opts.timeout, opts.backoff)
         except InvalidPayload as exc:
-            self.log.error("job #%s has a bad payload: %s", claimed.id, exc)
             self._finish_failed(running, exc)
+            return
+        if running.cancel_requested:
+            # Cancelled while it waited in the batch: not run at all.
+            self._finish_cancelled(running)
             return
         refusal = running.refusal(now or dt.datetime.now(dt.UTC))
         if refusal is not None:
@@ -330,7 +383,7 @@ class Worker:
         self._arm(running.timeout)
         try:
             self._in_job = True
-            job.handle()
+            self._handle(job, running)
             self._in_job = False
         except Exception as exc:  # noqa: BLE001 - any job error is recorded, never fatal
             self._in_job = False
@@ -341,52 +394,114 @@ class Worker:
             self._end_job_transaction(running)
         ran = time.monotonic() - running.started
         self._avg_run = ran if self._avg_run is None else 0.8 * self._avg_run + 0.2 * ran
-        if error is None and self._timed_out:
-            # The job caught JobTimeout and returned: it still timed out.
+        if self._timed_out and (error is None or isinstance(error, Snooze)):
+            # The job caught JobTimeout and returned (or snoozed): it still timed out.
             error = JobTimeout(f"{running.label} has timed out after {running.timeout:g} s")
         duration = time.monotonic() - running.started
         if self._timed_out:
             self._emit_job("job.timed_out", running, duration=duration, exception=error)
-        if error is None:
+        if running.cancel_requested:
+            self._finish_cancelled(running, duration, error)
+        elif error is None:
             self._finish_ok(running, duration)
+        elif isinstance(error, Snooze):
+            self._finish_snoozed(running, error, duration)
         else:
             self._finish_error(running, error, duration, now)
 
+    def _handle(self, job: Job, running: RunningJob) -> None:
+        layers = job.middleware()
+        if not layers:
+            job.handle()
+            return
+        assert self.worker_id is not None
+        claimed = running.claimed
+        context = middleware.JobContext(
+            self.backend,
+            self.worker_id,
+            claimed.id,
+            claimed.queue,
+            claimed.attempts,
+            self.options.stale_after,
+        )
+        try:
+            middleware.run(job, layers, context)
+        finally:
+            if context.keys_left_held:
+                self._keys_left_held = True
+
     def _finish_ok(self, running: RunningJob, duration: float) -> None:
-        self.log.debug("%s done in %.1f ms", running.label, duration * 1000)
         # A long job's completion is written at once, not batched.
         done = self.batch.finish(running.claimed.id, write_now=duration >= self.options.hold)
         if done:
             self._queue_op(Complete(done))
-            if duration >= 1.0:
-                self.log.info("%s done in %.2f s", running.label, duration)
+        self._job_line(logging.INFO, running, "succeeded", duration, "DONE")
         self._emit_job("job.succeeded", running, duration=duration)
 
     def _finish_error(
         self, running: RunningJob, exc: BaseException, duration: float, now: dt.datetime | None
     ) -> None:
         attempts = running.claimed.attempts
-        if running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
-            self.log.error("%s failed after %d attempt(s): %s", running.label, attempts, first_line(exc))
+        timed_out_for_good = self._timed_out and running.fails_on_timeout
+        if timed_out_for_good or running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
             self._finish_failed(running, exc, duration)
             return
         delay = running.retry_delay()
-        self.log.warning(
-            "%s raised %s (attempt %d); retrying in %g s",
-            running.label,
-            first_line(exc),
-            attempts,
-            delay,
+        self._job_line(
+            logging.WARNING,
+            running,
+            "released",
+            duration,
+            f"RETRY in {delay:g} s (attempt {attempts}): {first_line(exc)}",
         )
         self.batch.stop_running()
         self._queue_op(Release(running.claimed.id, delay, attempts))
         self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
 
+    def _finish_snoozed(self, running: RunningJob, snooze: Snooze, duration: float) -> None:
+        """The job raised Snooze: run it again after the delay, giving back
+        the attempt it was charged (at claim, or at start for a prefetched
+        job; ``attempts - 1`` is right whether or not the database counted it
+        yet). Not a failure: neither tries nor retry_until are consulted."""
+        delay = snooze.seconds
+        self._job_line(
+            logging.INFO,
+            running,
+            "snoozed",
+            duration,
+            f"SNOOZED for {delay:g} s (attempt {running.claimed.attempts} not counted)",
+        )
+        self.batch.stop_running()
+        self._queue_op(SnoozeOp(running.claimed.id, delay, running.claimed.attempts - 1))
+        self._emit_job("job.snoozed", running, duration=duration, delay=delay)
+
+    def _finish_cancelled(
+        self, running: RunningJob, duration: float | None = None, error: BaseException | None = None
+    ) -> None:
+        """``tourno queue cancel`` flagged the job: whatever the attempt's
+        outcome, delete it (it is neither retried nor filed as failed)."""
+        text = "CANCELLED before it started" if duration is None else "CANCELLED"
+        self._job_line(logging.INFO, running, "cancelled", duration, text)
+        self.batch.stop_running()
+        self._queue_op(Cancel(running.claimed.id))
+        self._emit_job("job.cancelled", running, duration=duration, exception=error)
+
     def _finish_failed(self, running: RunningJob, exc: BaseException, duration: float | None = None) -> None:
         claimed = running.claimed
         text = "".join(traceback.format_exception(exc)).strip()
+        uuid = payload_uuid(claimed.payload)
+        # The failed job is stored under the payload's uuid, which `retry` takes.
+        self._job_line(
+            logging.ERROR,
+            running,
+            "failed",
+            duration,
+            f"FAILED after {claimed.attempts} attempt(s): {first_line(exc)}; "
+            f"retry with: tourno queue retry {uuid}",
+            uuid,
+        )
         self.batch.stop_running()
-        self._queue_op(Fail(claimed, payload_uuid(claimed.payload), text))
+        self._queue_op(Fail(claimed, uuid, text))
         if running.job is not None:
             try:
                 running.job.failed(exc)
@@ -421,10 +536,16 @@ class Worker:
         if self._ops:
             assert self.worker_id is not None
             self._ops.flush(self.backend, self.worker_id, self._taken_back)
+        if self._keys_left_held:
+            # Between jobs this worker holds no key: let go of what a lost
+            # connection kept it from letting go of.
+            assert self.worker_id is not None
+            self.backend.release_locks(self.worker_id)
+            self._keys_left_held = False
 
-    def _taken_back(self, op: Release | Fail) -> None:
-        verb = "releasing" if isinstance(op, Release) else "failing"
-        self.log.warning("job #%s was taken back while it ran; not %s it", op.job_id, verb)
+    def _taken_back(self, op: JobOp) -> None:
+        verbs = {Release: "releasing", SnoozeOp: "snoozing", Cancel: "deleting", Fail: "failing"}
+        self.log.warning("job #%s was taken back while it ran; not %s it", op.job_id, verbs[type(op)])
 
     def _recover(self, exc: BaseException) -> None:
         """The database went away: reconnect with backoff until it is back or
@@ -497,14 +618,25 @@ class Worker:
         duration = time.monotonic() - running.started
         self._emit_job("job.timed_out", running, duration=duration, exception=exc)
         try:
-            if running.max_tries > 0 and attempts >= running.max_tries:
-                self.backend.fail(
-                    self.worker_id, running.claimed, payload_uuid(running.claimed.payload), text
+            if running.fails_on_timeout or (running.max_tries > 0 and attempts >= running.max_tries):
+                uuid = payload_uuid(running.claimed.payload)
+                self.backend.fail(self.worker_id, running.claimed, uuid, text)
+                self._job_line(
+                    logging.ERROR,
+                    running,
+                    "failed",
+                    duration,
+                    f"TIMED OUT and FAILED after {attempts} attempt(s); "
+                    f"retry with: tourno queue retry {uuid}",
+                    uuid,
                 )
                 self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
                 delay = running.retry_delay()
                 self.backend.release(self.worker_id, running.claimed.id, delay, attempts)
+                self._job_line(
+                    logging.ERROR, running, "released", duration, f"TIMED OUT; RETRY in {delay:g} s"
+                )
                 self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
             done, pending = self.batch.drain()
             self.backend.complete(self.worker_id, done)
@@ -534,6 +666,8 @@ class Worker:
             self._safe("flush finished jobs", self._flush_ops)
             self._safe("delete finished jobs", self.backend.complete, self.worker_id, done)
             self._safe("hand back claimed jobs", self.backend.hand_back, self.worker_id, pending)
+            if self._keys_left_held:
+                self._safe("let go of middleware keys", self.backend.release_locks, self.worker_id)
             self._safe("remove worker row", self.backend.unregister_worker, self.worker_id)
         if self._owns_connection:
             self.backend.close_thread_connection()
@@ -546,7 +680,40 @@ class Worker:
             self.log.warning("could not %s: %s", what, first_line(exc))
             return None
 
-    # -- lifecycle events ------------------------------------------------------------
+    # -- logs and lifecycle events ---------------------------------------------------
+
+    def _job_line(
+        self,
+        level: int,
+        running: RunningJob,
+        outcome: str,
+        duration: float | None,
+        text: str,
+        uuid: str | None = None,
+    ) -> None:
+        """One line per finished attempt (Laravel's ``RUNNING … DONE``), whose
+        job fields are keys of their own in JSON logs."""
+        self.outcomes[outcome] += 1
+        if not self.log.isEnabledFor(level):
+            return
+        payload = running.payload or {}
+        ms = None if duration is None else round(duration * 1000, 3)
+        self.log.log(
+            level,
+            "%s %s%s",
+            running.label,
+            text,
+            "" if ms is None else f" ({_duration(ms)})",
+            extra={
+                "job": payload.get("job"),
+                "uuid": uuid or payload.get("uuid"),
+                "id": running.claimed.id,
+                "queue": running.claimed.queue,
+                "attempt": running.claimed.attempts,
+                "outcome": outcome,
+                "duration_ms": ms,
+            },
+        )
 
     def _emit_job(self, name: str, running: RunningJob, **fields: Any) -> None:
         # Checked first: with nobody subscribed the hot path builds nothing.
@@ -570,7 +737,38 @@ class Worker:
         if events.wanted(name):
             events.emit(name, worker=self.options.name, worker_id=self.worker_id, pid=self.pid)
 
+    # -- paused queues (queue/pauses.py) -------------------------------------------------
+
+    def active_queues(self) -> list[str]:
+        """The queues to claim from now, in ``--queue`` order: ours without
+        the paused ones. The claim loop asks this, and so should anything
+        that decides what wakes an idle worker: a paused queue's jobs must not."""
+        paused = self._paused
+        return [q for q in self.options.queues if q not in paused]
+
+    def update_paused(self, paused: Collection[str]) -> frozenset[str]:
+        """Take the paused set as the store has it now (the monitor reloads
+        it). Logs each queue of ours that got paused or resumed, wakes an idle
+        wait when one resumed, and returns our paused queues."""
+        ours = frozenset(paused) & frozenset(self.options.queues)
+        before, self._paused = self._paused, ours
+        # The queue is a key of its own in JSON logs.
+        for queue in sorted(ours - before):
+            self.log.info("queue %s is paused: claiming no jobs from it", queue, extra={"queue": queue})
+        resumed = before - ours
+        for queue in sorted(resumed):
+            self.log.info("queue %s resumed", queue, extra={"queue": queue})
+        if resumed:
+            self.wake()
+        return ours
+
     # -- read by the monitor thread ---------------------------------------------------
+
+    def request_cancel(self, ids: list[Any]) -> None:
+        """From the monitor: these jobs we hold were cancelled. The running
+        one's ``cancel_requested()`` turns true; a prefetched one is not run."""
+        for job_id in self.batch.request_cancel(ids):
+            self.log.debug("job #%s: cancel requested", job_id)
 
     def heartbeat_info(self) -> dict[str, Any]:
         running = self.batch.running
@@ -585,9 +783,17 @@ class Worker:
         }
 
 
+def _duration(ms: float) -> str:
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
 class _Prefixed(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every message with the worker's name, id and pid."""
+    """Prefixes every message with the worker's name, id and pid, and adds
+    the worker's name and id to the record (keys of their own in JSON logs)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         assert self.extra is not None
+        fields = {k: v for k, v in self.extra.items() if k != "prefix"}
+        if fields:
+            kwargs["extra"] = {**fields, **kwargs.get("extra", {})}
         return f"{self.extra['prefix']} {msg}", kwargs

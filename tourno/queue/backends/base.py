@@ -21,6 +21,10 @@ from tourno.queue.job import PendingJob
 LEASE_MARGIN = 120.0
 #: Dead workers' rows are kept this long (seconds) for ``queue status``, then pruned.
 WORKER_ROW_TTL = 3600
+#: The notification sent on the dispatch channel when a queue is paused or
+#: resumed, so that every worker's monitor reloads the paused set at once. A
+#: queue of this name could never be served: ``--queue`` splits on commas.
+PAUSES_CHANGED = "pauses,changed"
 
 
 @dataclass
@@ -32,6 +36,38 @@ class ClaimedJob:
     payload: str
     attempts: int
     priority: int = 0
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A token bucket after one operation (``QueueBackend.bucket``)."""
+
+    #: Whether the operation took a token (only ``take`` does).
+    granted: bool
+    #: Tokens left after the operation.
+    tokens: float
+    #: Seconds until a whole token is there (0 when one is).
+    wait: float
+
+
+@dataclass
+class CancelledJob:
+    """A job that ``cancel`` found (or the sweep deleted): the row as it was."""
+
+    id: Any
+    queue: str
+    payload: str
+    #: True: it was running, and its worker was asked to stop it; False: it
+    #: was waiting or delayed, and is gone.
+    running: bool = False
+
+
+def cancel_notice(worker_id: Any) -> str:
+    """What :meth:`QueueBackend.wait_for_notifications` puts in its answer
+    when a job worker ``worker_id`` holds was cancelled. No queue name holds
+    a NUL (neither PostgreSQL text nor a NOTIFY payload can), so it never
+    matches a queue."""
+    return f"\0cancel:{worker_id}"
 
 
 @dataclass
@@ -109,6 +145,14 @@ class QueueBackend(abc.ABC):
         recording that it has used ``attempts`` attempts when given."""
 
     @abc.abstractmethod
+    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+        """Make a job this worker holds available again after ``delay``
+        seconds, recording exactly ``attempts`` (unlike :meth:`release`,
+        which never lowers the count): the worker passes the claimed attempts
+        minus one, so the snoozed attempt is not spent. False when the job
+        was taken back."""
+
+    @abc.abstractmethod
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         """Record that a prefetched job this worker holds has used ``attempts``."""
 
@@ -134,12 +178,24 @@ class QueueBackend(abc.ABC):
         return None
 
     @abc.abstractmethod
+    def cancel_requests(self, worker_id: int) -> list[Any]:
+        """The ids of the jobs this worker holds that ``cancel`` flagged."""
+
+    @abc.abstractmethod
+    def sweep_cancelled(self) -> list[CancelledJob]:
+        """Delete flagged jobs that are no longer reserved (released, handed
+        back or rescued before their worker heard of the cancel; claims skip
+        them) and return them. Run by every monitor, each heartbeat interval."""
+
+    @abc.abstractmethod
     def listen(self) -> None:
-        """Start receiving dispatch notifications on this thread's connection."""
+        """Start receiving dispatch notifications (and cancel notices) on
+        this thread's connection."""
 
     @abc.abstractmethod
     def wait_for_notifications(self, timeout: float) -> set[str]:
-        """Block up to ``timeout`` seconds; return the queues that got jobs."""
+        """Block up to ``timeout`` seconds; return the queues that got jobs,
+        and :func:`cancel_notice` of each worker a cancel concerned."""
 
     def vacuum(self) -> bool:
         """Reclaim the space of finished jobs now, if the store needs it and
@@ -154,6 +210,27 @@ class QueueBackend(abc.ABC):
     @abc.abstractmethod
     def close_thread_connection(self) -> None:
         """Close the calling thread's connection, ignoring errors."""
+
+    # -- middleware stores (tourno.queue.middleware) ----------------------------
+
+    @abc.abstractmethod
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        """The token bucket ``name`` (``rate`` tokens a second, at most
+        ``burst``), shared by every worker on every host: ``op`` is ``take``
+        (one token, if there is one), ``peek`` or ``fill`` (to ``burst``)."""
+
+    @abc.abstractmethod
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        """Hold ``key`` for this worker unless another live worker holds it.
+        A holder whose heartbeat is older than ``stale_after`` seconds (a
+        dead worker), or whose hold is older than ``expire_after``, holds
+        nothing: its key is taken over."""
+
+    @abc.abstractmethod
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        """Let go of ``key`` (or of every key) this worker holds; returns how many."""
 
     # -- operations ------------------------------------------------------------
 
@@ -170,3 +247,28 @@ class QueueBackend(abc.ABC):
 
     @abc.abstractmethod
     def signal_restart(self) -> dt.datetime: ...
+
+    @abc.abstractmethod
+    def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:
+        """Cancel the jobs with these ids or payload uuids, atomically per job:
+        a waiting or delayed one is deleted; a reserved one is flagged (its
+        worker stops it when its attempt ends, and is notified where the
+        backend can). Returns each job found, once; a job found twice (by id
+        and uuid) is one entry."""
+
+    # -- pauses (``tourno queue pause``; ``queue/pauses.py`` is the entry point) -----
+
+    @abc.abstractmethod
+    def pause(self, queues: list[str]) -> list[str]:
+        """Stop workers claiming from ``queues`` (dispatches still go in);
+        returns the queues that were not paused already. Sends
+        :data:`PAUSES_CHANGED` when it paused any."""
+
+    @abc.abstractmethod
+    def resume(self, queues: list[str]) -> list[str]:
+        """Let workers claim from ``queues`` again; returns the queues that
+        were paused. Sends :data:`PAUSES_CHANGED` when it resumed any."""
+
+    @abc.abstractmethod
+    def paused(self) -> dict[str, dt.datetime]:
+        """Every paused queue and when it was paused, by the store's clock."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import peewee
 
+from tourno.buckets import TokenBucket
 from tourno.db import (
     SQLITE_TIME_FORMAT,
     UTC,
@@ -27,20 +28,29 @@ from tourno.db import (
     open_connection,
     parse_timestamp,
     peewee_errors,
+    sql,
+    tuples,
+    write_transaction,
 )
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
+    BucketState,
+    CancelledJob,
     ClaimedJob,
     QueueBackend,
     QueueStats,
     WorkerInfo,
+    cancel_notice,
 )
 from tourno.queue.job import PendingJob
 
 #: One channel for every queue; the payload names the queue.
 CHANNEL = "tourno_jobs"
+#: Cancel notices; the payload is the id of the worker holding the job.
+CONTROL_CHANNEL = "tourno_control"
 #: Rows per INSERT statement in a batched dispatch (SQLite binds six
 #: parameters a row and allows 32,766 per statement).
 PUSH_CHUNK = 20_000
@@ -61,6 +71,12 @@ def _claimed(rows: list[tuple]) -> list[ClaimedJob]:
 
 def _rowcount(sql: str, params: Any = ()) -> int:
     return database.execute_sql(sql, params).rowcount
+
+
+def _in_order(queues: list[str], rows: list[tuple]) -> list[str]:
+    """The queues a pause or resume statement returned, in the order asked."""
+    changed = {r[0] for r in rows}
+    return [q for q in queues if q in changed]
 
 
 class DatabaseBackend(QueueBackend):
@@ -98,6 +114,147 @@ class DatabaseBackend(QueueBackend):
         from tourno.queue.models import WorkerRecord
 
         WorkerRecord.delete().where(WorkerRecord.id == worker_id).execute()
+
+    # -- middleware stores: rows of rate_buckets and queue_locks ---------------------
+
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        if database.is_closed():
+            open_connection()
+        tb = TokenBucket(name, rate, burst)
+        now = dt.datetime.now(UTC)
+        if op == "take":
+            granted, wait = tb.take(1, now)
+            left = tb.peek(None)
+            return BucketState(bool(granted), burst if left is None else left, wait)
+        if op == "fill":
+            tb.fill(now)
+            return BucketState(False, burst, 0.0)
+        if op != "peek":
+            raise ValueError(f"unknown bucket operation {op!r}")
+        tokens = tb.peek(now)
+        tokens = burst if tokens is None else tokens
+        return BucketState(False, tokens, 0.0 if tokens + 1e-9 >= 1 else (1 - tokens) / rate)
+
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        from tourno.queue.models import LockRecord, WorkerRecord
+
+        if database.is_closed():
+            open_connection()
+        now = dt.datetime.now(UTC)
+        expires = None if expire_after is None else now + dt.timedelta(seconds=expire_after)
+        holder_alive = peewee.fn.EXISTS(
+            WorkerRecord.select(peewee.SQL("1")).where(
+                (WorkerRecord.id == LockRecord.worker_id)
+                & (WorkerRecord.heartbeat_at > now - dt.timedelta(seconds=stale_after))
+            )
+        )
+        # One statement: insert the key, or take it over from a holder that
+        # is this worker, expired or dead; RETURNING says whether we hold it.
+        query = (
+            LockRecord.insert(
+                key=key, worker_id=worker_id, job_id=str(job_id), acquired_at=now, expires_at=expires
+            )
+            .on_conflict(
+                conflict_target=[LockRecord.key],
+                update={
+                    LockRecord.worker_id: worker_id,
+                    LockRecord.job_id: str(job_id),
+                    LockRecord.acquired_at: now,
+                    LockRecord.expires_at: expires,
+                },
+                where=(
+                    (LockRecord.worker_id == worker_id)
+                    | (LockRecord.expires_at.is_null(False) & (LockRecord.expires_at < now))
+                    | ~holder_alive
+                ),
+            )
+            .returning(LockRecord.key)
+        )
+        return bool(list(query.execute()))
+
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        from tourno.queue.models import LockRecord
+
+        if database.is_closed():
+            open_connection()
+        query = LockRecord.delete().where(LockRecord.worker_id == worker_id)
+        if key is not None:
+            query = query.where(LockRecord.key == key)
+        return int(query.execute())
+
+    # -- cancel: the parts PostgreSQL and SQLite share ----------------------------------
+
+    def cancel_requests(self, worker_id: int) -> list[Any]:
+        # jobs_reserved_idx: only this worker's reserved rows are read.
+        return [
+            r[0]
+            for r in _rows(
+                sql(
+                    "SELECT id FROM jobs WHERE reserved_by = %s AND reserved_at IS NOT NULL "
+                    "AND cancel_requested_at IS NOT NULL"
+                ),
+                (worker_id,),
+            )
+        ]
+
+    #: The payload column as text (PostgreSQL stores jsonb).
+    _PAYLOAD_TEXT = "payload"
+
+    def sweep_cancelled(self) -> list[CancelledJob]:
+        # jobs_cancel_requested_idx holds only flagged rows, normally none.
+        # Looked at first without a write: on SQLite a DELETE takes the
+        # database's write lock even when it deletes nothing.
+        if not _rows(
+            "SELECT 1 FROM jobs WHERE cancel_requested_at IS NOT NULL AND reserved_at IS NULL LIMIT 1"
+        ):
+            return []
+        with write_transaction():
+            rows = _rows(
+                "DELETE FROM jobs WHERE cancel_requested_at IS NOT NULL AND reserved_at IS NULL "
+                f"RETURNING id, queue, {self._PAYLOAD_TEXT}"
+            )
+        return [CancelledJob(r[0], r[1], r[2]) for r in rows]
+
+    def _cancel_found(self, found: list[tuple[Any, bool]]) -> list[CancelledJob]:
+        """Inside the caller's write transaction, with the ``found`` rows
+        (id, reserved) locked: delete the waiting ones, flag the reserved
+        ones and tell their workers. Returns them all, in id order."""
+        waiting = [r[0] for r in found if not r[1]]
+        running = [r[0] for r in found if r[1]]
+        out: list[CancelledJob] = []
+        if waiting:
+            marks = ", ".join(["%s"] * len(waiting))
+            rows = _rows(
+                sql(f"DELETE FROM jobs WHERE id IN ({marks}) RETURNING id, queue, {self._PAYLOAD_TEXT}"),
+                waiting,
+            )
+            out += [CancelledJob(r[0], r[1], r[2]) for r in rows]
+        if running:
+            marks = ", ".join(["%s"] * len(running))
+            rows = _rows(
+                sql(
+                    "UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, %s) "
+                    f"WHERE id IN ({marks}) RETURNING id, queue, {self._PAYLOAD_TEXT}, reserved_by"
+                ),
+                [self._cancel_stamp(), *running],
+            )
+            out += [CancelledJob(r[0], r[1], r[2], running=True) for r in rows]
+            self._notify_cancel(sorted({r[3] for r in rows}))
+        return sorted(out, key=lambda j: j.id)
+
+    def _cancel_stamp(self) -> Any:
+        return dt.datetime.now(UTC)
+
+    def _notify_cancel(self, workers: list[Any]) -> None:
+        """Tell these workers' monitors at once (where the database can)."""
+
+    def paused(self) -> dict[str, dt.datetime]:
+        from tourno.queue.models import QueuePause
+
+        query = QueuePause.select(QueuePause.queue, QueuePause.paused_at).order_by(QueuePause.queue)
+        return {queue: parse_timestamp(at) for queue, at in tuples(query)}
 
 
 class PostgresBackend(DatabaseBackend):
@@ -232,7 +389,9 @@ class PostgresBackend(DatabaseBackend):
     # workers off each other's rows and stops the planner from updating more
     # rows than the LIMIT. The attempt of the first job, which starts at once,
     # is counted here; the worker counts the others' when they start, so a
-    # crash never charges the jobs that had not started. The lease is the
+    # crash never charges the jobs that had not started. A cancelled job
+    # that went back to the queue is skipped (sweep_cancelled deletes it),
+    # so a cancel is final even if its worker never heard of it. The lease is the
     # job's own timeout when its payload has a numeric one (read defensively, a
     # malformed payload must not break the claim), else the worker's.
     _CLAIM = """
@@ -241,6 +400,7 @@ class PostgresBackend(DatabaseBackend):
         ), c AS (
             SELECT id, priority FROM jobs
             WHERE queue = %(queue)s AND reserved_at IS NULL AND available_at <= now()
+              AND cancel_requested_at IS NULL
             ORDER BY priority, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -310,6 +470,25 @@ class PostgresBackend(DatabaseBackend):
                 (attempts, job_id, worker_id),
             )
         )
+
+    # A release that sets the attempts instead of raising them: the snoozed
+    # attempt was charged (at claim, or by the monitor for a prefetched job)
+    # and is given back, so a job with tries = 1 can snooze forever.
+    _SNOOZE = """
+        WITH s AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
+                available_at = now() + %(delay)s * interval '1 second',
+                attempts = GREATEST(%(attempts)s::int, 0)
+            WHERE id = %(id)s AND reserved_by = %(worker)s
+            RETURNING queue
+        )
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM s
+    """.replace("{channel}", CHANNEL)
+
+    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+        params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": int(attempts)}
+        return bool(_rows(self._SNOOZE, params))
 
     _HAND_BACK = """
         WITH h AS (
@@ -440,7 +619,7 @@ class PostgresBackend(DatabaseBackend):
         return True
 
     def listen(self) -> None:
-        database.execute_sql(f"LISTEN {CHANNEL}")
+        database.execute_sql(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}")
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
         conn = database.connection()
@@ -450,7 +629,7 @@ class PostgresBackend(DatabaseBackend):
             if ready:
                 conn.poll()
         for note in conn.notifies:
-            queues.add(note.payload)
+            queues.add(cancel_notice(note.payload) if note.channel == CONTROL_CHANNEL else note.payload)
         conn.notifies.clear()
         return queues
 
@@ -479,6 +658,59 @@ class PostgresBackend(DatabaseBackend):
             "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value RETURNING value"
         )[0]
         return parse_timestamp(row[0])
+
+    # -- cancel ----------------------------------------------------------------------
+
+    _PAYLOAD_TEXT = "payload::text"
+
+    def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:
+        # The rows are locked first, so none changes state (claimed, released,
+        # finished) between the look and the delete or flag. There is no
+        # index on the payload's uuid: finding by uuid reads the table, which
+        # an operator's command may do; by id it is the primary key.
+        where = []
+        if ids:
+            where.append("id = ANY(%(ids)s::bigint[])")
+        if uuids:
+            where.append("payload ->> 'uuid' = ANY(%(uuids)s::text[])")
+        if not where:
+            return []
+        with write_transaction():
+            found = _rows(
+                f"SELECT id, reserved_at IS NOT NULL FROM jobs WHERE {' OR '.join(where)} FOR UPDATE",
+                {"ids": list(ids), "uuids": list(uuids)},
+            )
+            return self._cancel_found([(r[0], bool(r[1])) for r in found])
+
+    def _notify_cancel(self, workers: list[Any]) -> None:
+        # Sent at commit, with the flag.
+        for worker in workers:
+            database.execute_sql("SELECT pg_notify(%s, %s)", (CONTROL_CHANNEL, str(worker)))
+
+    # A pause is a row. ON CONFLICT makes pausing a paused queue (or two
+    # operators at once) a no-op that RETURNING reports; the NOTIFY goes out
+    # at commit, once the row is visible to the workers that reload on it.
+    _PAUSE = """
+        WITH p AS (
+            INSERT INTO queue_pauses (queue, paused_at)
+            SELECT q, now() FROM unnest(%s::text[]) AS q
+            ON CONFLICT (queue) DO NOTHING
+            RETURNING queue
+        )
+        SELECT queue, pg_notify('{channel}', '{changed}') FROM p
+    """.replace("{channel}", CHANNEL).replace("{changed}", PAUSES_CHANGED)
+    _RESUME = """
+        WITH r AS (DELETE FROM queue_pauses WHERE queue = ANY(%s::text[]) RETURNING queue)
+        SELECT queue, pg_notify('{channel}', '{changed}') FROM r
+    """.replace("{channel}", CHANNEL).replace("{changed}", PAUSES_CHANGED)
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return _in_order(asked, _rows(self._PAUSE, (asked,))) if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return _in_order(asked, _rows(self._RESUME, (asked,))) if asked else []
 
 
 class SqliteBackend(DatabaseBackend):
@@ -534,6 +766,7 @@ class SqliteBackend(DatabaseBackend):
         WHERE id IN (
             SELECT id FROM jobs
             WHERE queue = :queue AND reserved_at IS NULL AND available_at <= :now
+              AND cancel_requested_at IS NULL
             ORDER BY priority, id LIMIT :limit)
         RETURNING id, queue, payload, attempts, priority
     """
@@ -541,6 +774,7 @@ class SqliteBackend(DatabaseBackend):
     _HEAD = """
         SELECT id FROM jobs
         WHERE queue = :queue AND reserved_at IS NULL AND available_at <= :now
+          AND cancel_requested_at IS NULL
         ORDER BY priority, id LIMIT 1
     """
 
@@ -596,6 +830,16 @@ class SqliteBackend(DatabaseBackend):
             _rowcount(
                 "UPDATE jobs SET attempts = max(attempts, ?) WHERE id = ? AND reserved_by = ?",
                 (attempts, job_id, worker_id),
+            )
+        )
+
+    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+        # PostgresBackend._SNOOZE says why the attempts are set, not raised.
+        return bool(
+            _rowcount(
+                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
+                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ?",
+                (self._now(delay), int(attempts), job_id, worker_id),
             )
         )
 
@@ -710,6 +954,54 @@ class SqliteBackend(DatabaseBackend):
             (now,),
         )
         return parse_timestamp(now)
+
+    def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:
+        # The write lock (BEGIN IMMEDIATE) keeps every row as found until the
+        # delete or flag. A payload that is not JSON has no uuid (and must
+        # not make json_extract raise).
+        where: list[str] = []
+        params: list[Any] = []
+        if ids:
+            where.append(f"id IN ({', '.join('?' * len(ids))})")
+            params += ids
+        if uuids:
+            where.append(
+                f"(json_valid(payload) AND json_extract(payload, '$.uuid') IN ({', '.join('?' * len(uuids))}))"
+            )
+            params += uuids
+        if not where:
+            return []
+        with write_transaction():
+            found = _rows(f"SELECT id, reserved_at IS NOT NULL FROM jobs WHERE {' OR '.join(where)}", params)
+            return self._cancel_found([(r[0], bool(r[1])) for r in found])
+
+    def _cancel_stamp(self) -> Any:
+        return self._now()
+
+    # No NOTIFY on SQLite: workers see a pause or resume on their next reload
+    # of the paused set (the monitor's poll, every half second).
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        if not asked:
+            return []
+        now = self._now()
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(
+                "INSERT INTO queue_pauses (queue, paused_at) VALUES "
+                + ",".join(["(?, ?)"] * len(asked))
+                + " ON CONFLICT (queue) DO NOTHING RETURNING queue",
+                [v for q in asked for v in (q, now)],
+            )
+        return _in_order(asked, rows)
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        if not asked:
+            return []
+        marks = ",".join("?" * len(asked))
+        with database.atomic("IMMEDIATE"):
+            rows = _rows(f"DELETE FROM queue_pauses WHERE queue IN ({marks}) RETURNING queue", asked)
+        return _in_order(asked, rows)
 
 
 def _copy_text(value: str) -> str:

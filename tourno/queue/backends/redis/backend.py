@@ -38,12 +38,24 @@ equal scores sort by id):
     cleared.
 ``P:restart``
     the last restart signal (epoch ms).
+``P:cancel``
+    set of the reserved jobs ``cancel`` flagged (their hash has ``cancel``
+    = 1 too, which the claim reads to skip one that went back to a queue);
+    ``sweep_cancelled`` deletes those no longer reserved.
+``P:paused``
+    hash of the paused queues: field = queue, value = when it was paused
+    (epoch ms). The claim script does not read it: workers keep the set in
+    memory and skip those queues (``queue/pauses.py``).
 ``P:handed``
     sorted set of the uuids of jobs handed over from ``queue_outbox``,
     score = when (epoch ms): the hand-off's idempotency keys.
 ``P:notify``
     the pub/sub channel; messages name the queue that got ready jobs (push,
-    release without delay, hand-back, rescue).
+    release without delay, hand-back, rescue), or are ``PAUSES_CHANGED``
+    (pause, resume).
+``P:control``
+    the pub/sub channel of cancel notices; messages are the id of the
+    worker holding a cancelled job.
 
 Every change that touches more than one key is one Lua script (``scripts/``,
 each prefixed with ``scripts/lib.lua``), so no job is lost or runs twice
@@ -85,14 +97,18 @@ from tourno.db import UTC, database, open_connection
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
+    PAUSES_CHANGED,
     WORKER_ROW_TTL,
+    BucketState,
+    CancelledJob,
     ClaimedJob,
     QueueBackend,
     QueueStats,
     WorkerInfo,
+    cancel_notice,
 )
 from tourno.queue.handoff import Handoff
-from tourno.queue.job import PendingJob
+from tourno.queue.job import PendingJob, payload_uuid
 
 #: Delayed jobs moved into the ready set per claim, at most.
 MIGRATE_BATCH = 1000
@@ -108,6 +124,7 @@ SCRIPTS = (
     "claim",
     "complete",
     "release",
+    "snooze",
     "count_attempt",
     "hand_back",
     "fail_begin",
@@ -118,6 +135,13 @@ SCRIPTS = (
     "clear",
     "stats",
     "signal_restart",
+    "bucket",
+    "lock",
+    "unlock",
+    "cancel",
+    "sweep_cancelled",
+    "pause",
+    "resume",
 )
 
 
@@ -293,6 +317,10 @@ class RedisBackend(QueueBackend):
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
 
+    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+        ms = int(round(float(delay) * 1000))
+        return bool(self._run("snooze", worker_id, _pad(job_id), ms, int(attempts)))
+
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
             return 0
@@ -337,6 +365,23 @@ class RedisBackend(QueueBackend):
     def unregister_worker(self, worker_id: int) -> None:
         self._run("unregister", worker_id)
 
+    # -- middleware stores ------------------------------------------------------
+
+    def bucket(self, name: str, rate: float, burst: float, op: str) -> BucketState:
+        if op not in ("take", "peek", "fill"):
+            raise ValueError(f"unknown bucket operation {op!r}")
+        granted, tokens, wait = self._run("bucket", name, repr(float(rate)), repr(float(burst)), op)
+        return BucketState(granted == b"1", float(tokens), float(wait))
+
+    def acquire_lock(
+        self, key: str, worker_id: int, job_id: Any, stale_after: float, expire_after: float | None
+    ) -> bool:
+        expire_ms = 0 if expire_after is None else max(1, int(expire_after * 1000))
+        return bool(self._run("lock", key, worker_id, str(job_id), int(stale_after * 1000), expire_ms))
+
+    def release_locks(self, worker_id: int, key: str | None = None) -> int:
+        return int(self._run("unlock", worker_id, "" if key is None else key))
+
     def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
         rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_ROW_TTL * 1000)
         out: list[tuple[Any, Any]] = []
@@ -351,7 +396,7 @@ class RedisBackend(QueueBackend):
         pubsub = getattr(self._local, "pubsub", None)
         if pubsub is None:
             pubsub = self.client().pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(self.key("notify"))
+            pubsub.subscribe(self.key("notify"), self.key("control"))
             self._local.pubsub = pubsub
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
@@ -360,12 +405,14 @@ class RedisBackend(QueueBackend):
             time.sleep(max(timeout, 0))
             return set()
         queues: set[str] = set()
+        control = self.key("control")
         deadline = time.monotonic() + max(timeout, 0)
         while True:
             left = deadline - time.monotonic()
             msg = pubsub.get_message(timeout=max(left, 0) if not queues else 0)
             if msg is not None and msg.get("type") == "message":
-                queues.add(_text(msg["data"]))
+                data = _text(msg["data"])
+                queues.add(cancel_notice(data) if _text(msg["channel"]) == control else data)
                 continue
             if queues or left <= 0:
                 return queues
@@ -419,3 +466,64 @@ class RedisBackend(QueueBackend):
 
     def signal_restart(self) -> dt.datetime:
         return _instant(self._run("signal_restart"))
+
+    # -- cancel ----------------------------------------------------------------------
+
+    def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:
+        wanted = {_pad(i) for i in ids} | set(self._ids_by_uuid(uuids))
+        if not wanted:
+            return []
+        rows = self._run("cancel", *sorted(wanted))
+        return [CancelledJob(int(r[0]), _text(r[1]), _text(r[2]), running=bool(int(r[3]))) for r in rows]
+
+    def _ids_by_uuid(self, uuids: list[str]) -> list[str]:
+        """The ids (padded) of the jobs whose payload has one of these uuids.
+        Nothing indexes a payload's uuid (that would cost every job two more
+        writes), so this reads every job's payload, a page at a time: an
+        operator's command may, the worker never does."""
+        if not uuids:
+            return []
+        wanted = set(uuids)
+        client = self.client()
+        found: list[str] = []
+        keys: list[Any] = []
+
+        def check() -> None:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hget(key, "payload")
+            for key, raw in zip(keys, pipe.execute(), strict=True):
+                text = _text(raw) if raw is not None else ""
+                if any(u in text for u in wanted):
+                    uuid = payload_uuid(text)
+                    if uuid in wanted:
+                        found.append(_text(key).rsplit(":", 1)[1])
+            keys.clear()
+
+        for key in client.scan_iter(match=self.key("job", "*"), count=1000):
+            keys.append(key)
+            if len(keys) >= 1000:
+                check()
+        check()
+        return found
+
+    def cancel_requests(self, worker_id: int) -> list[Any]:
+        held = self.client().sinter(self.key("cancel"), self.key("held", str(worker_id)))
+        return sorted(int(_text(i)) for i in held)
+
+    def sweep_cancelled(self) -> list[CancelledJob]:
+        return [CancelledJob(int(r[0]), _text(r[1]), _text(r[2])) for r in self._run("sweep_cancelled")]
+
+    # -- pauses ----------------------------------------------------------------------------
+
+    def pause(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("pause", PAUSES_CHANGED, *asked)] if asked else []
+
+    def resume(self, queues: list[str]) -> list[str]:
+        asked = list(dict.fromkeys(queues))
+        return [_text(q) for q in self._run("resume", PAUSES_CHANGED, *asked)] if asked else []
+
+    def paused(self) -> dict[str, dt.datetime]:
+        raw = self.client().hgetall(self.key("paused"))
+        return {_text(q): _instant(at) for q, at in sorted(raw.items())}

@@ -18,13 +18,14 @@ end
 local rk = ready_key(q)
 local ids = redis.call('ZRANGE', rk, 0, limit - 1)
 local out = {}
-for i, id in ipairs(ids) do
+for _, id in ipairs(ids) do
   redis.call('ZREM', rk, id)
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'payload', 'attempts', 'priority')
-  if f[1] then
+  local f = redis.call('HMGET', k, 'payload', 'attempts', 'priority', 'cancel')
+  -- A cancelled job that went back to the queue is left for sweep_cancelled.
+  if f[1] and not f[4] then
     local attempts = tonumber(f[2]) or 0
-    if i == 1 then attempts = attempts + 1 end
+    if #out == 0 then attempts = attempts + 1 end
     local timeout = default_timeout
     local okj, decoded = pcall(cjson.decode, f[1])
     if okj and type(decoded) == 'table' and type(decoded['timeout']) == 'number' then

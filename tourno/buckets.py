@@ -5,18 +5,44 @@ it holds). Its row stores what was left at ``updated_at``; taking refills it
 for the time since and writes both back under the row's lock (``FOR UPDATE``
 on PostgreSQL, the write lock of ``BEGIN IMMEDIATE`` on SQLite), so processes
 that share the database share the rate. The mail drain paces with the bucket
-named ``mail``; any other name is another, independent bucket.
+named ``mail``; the queue's ``RateLimited`` and ``ThrottlesExceptions``
+middleware use buckets named after their keys (with the database driver;
+the Redis driver keeps its buckets in Redis, in a Lua script of the same
+arithmetic). Any other name is another, independent bucket.
 
-The rows live in the ``mail_rate`` table (named when the drain was its only
-user; a later migration may give it a neutral name).
+The rows live in the ``rate_buckets`` table (``mail_rate`` until migration
+0010 gave it a neutral name, when the queue became its second user).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+import peewee
+
 from tourno import db as tdb
-from tourno.mail.models import MailRate
+from tourno.db import BaseModel, TimestampField
+
+
+class RateBucket(BaseModel):
+    """One token bucket per row, shared by every process on every server.
+
+    ``tokens`` is what was left at ``updated_at``; a taker refills it for the
+    time since, takes what it needs and writes both back under the row lock.
+    """
+
+    name = peewee.CharField(max_length=64, primary_key=True)
+    tokens = peewee.DoubleField()
+    updated_at = TimestampField()
+
+    class Meta:
+        table_name = "rate_buckets"
+
+
+MODELS = [RateBucket]
+
+# CHECK constraints of the PostgreSQL schema; the migrations keep frozen copies.
+CHECKS: dict[str, tuple[str, str]] = {"rate_buckets_tokens_check": ("rate_buckets", "tokens >= 0")}
 
 # Floating-point slack when turning a refilled bucket into whole tokens.
 _EPS = 1e-9
@@ -56,15 +82,15 @@ class TokenBucket:
         self.rate = rate
         self.burst = bucket_capacity(rate) if burst is None else burst
 
-    def lock(self, now: dt.datetime) -> MailRate:
+    def lock(self, now: dt.datetime) -> RateBucket:
         """The bucket's row, locked until the caller's transaction ends; created
         full on first use. Other takers of this bucket wait meanwhile, which
         also makes the lock a mutex for work paced by the bucket."""
-        MailRate.insert(name=self.name, tokens=self.burst, updated_at=now).on_conflict_ignore().execute()
-        query = MailRate.select().where(MailRate.name == self.name)
+        RateBucket.insert(name=self.name, tokens=self.burst, updated_at=now).on_conflict_ignore().execute()
+        query = RateBucket.select().where(RateBucket.name == self.name)
         if tdb.is_postgres():
             query = query.for_update()
-        row: MailRate = query.get()
+        row: RateBucket = query.get()
         return row
 
     def take(self, want: int, now: dt.datetime) -> tuple[int, float]:
@@ -88,10 +114,16 @@ class TokenBucket:
             tokens, stamp = refill(row.tokens, row.updated_at, now, self.rate, self.burst)
             self._store(min(self.burst, tokens + n), stamp)
 
+    def fill(self, now: dt.datetime) -> None:
+        """Refill the bucket to its burst at once (a throttle that is reset)."""
+        with tdb.write_transaction():
+            self.lock(now)
+            self._store(self.burst, now)
+
     def peek(self, now: dt.datetime | None) -> float | None:
         """The tokens the bucket would hold at ``now`` (as last stored when
         ``now`` is None), without taking any or locking; None before its first use."""
-        row = MailRate.get_or_none(MailRate.name == self.name)
+        row = RateBucket.get_or_none(RateBucket.name == self.name)
         if row is None:
             return None
         if now is None:
@@ -99,4 +131,4 @@ class TokenBucket:
         return refill(row.tokens, row.updated_at, now, self.rate, self.burst)[0]
 
     def _store(self, tokens: float, updated_at: dt.datetime) -> None:
-        MailRate.update(tokens=tokens, updated_at=updated_at).where(MailRate.name == self.name).execute()
+        RateBucket.update(tokens=tokens, updated_at=updated_at).where(RateBucket.name == self.name).execute()
