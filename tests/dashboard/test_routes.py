@@ -16,7 +16,7 @@ from tourno.accounts.models import Role, User
 from tourno.api import create_app
 from tourno.api.auth import issue_token
 from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
-from tourno.queue import failed
+from tourno.queue import failed, pauses
 from tourno.queue.models import FailedJobRecord, JobRecord
 from tourno.tournaments import services
 
@@ -31,8 +31,12 @@ PAGES = [
     "/admin/jobs?state=delayed",
     "/admin/jobs?state=reserved",
     "/admin/tournaments",
+    "/admin/queues",
 ]
 POSTS = [
+    "/admin/queues/pause",
+    "/admin/queues/resume",
+    "/admin/jobs/1/cancel",
     "/admin/logout",
     "/admin/failed/retry",
     "/admin/failed/retry-all",
@@ -69,10 +73,13 @@ def test_anonymous_poll_hears_401(app):
 @pytest.mark.parametrize("path", POSTS)
 def test_anonymous_posts_change_nothing(app, pg, path):
     make_failed_job()
-    response = app.test_client().post(path, data={"confirmed": "yes", "ids": "1"})
+    Noop(n=1).dispatch(delay=600)
+    response = app.test_client().post(path, data={"confirmed": "yes", "ids": "1", "queue": "default"})
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/admin/login")
     assert failed.count() == 1
+    assert JobRecord.select().count() == 1
+    assert pauses.paused() == {}
 
 
 @pytest.mark.parametrize("role", ["player", "organizer"])
@@ -546,3 +553,40 @@ def test_every_page_on_sqlite(sqlite):
         client.get(f"/admin/jobs?state=ready&q={job.payload['uuid']}")
     )
     assert 'data-bracket="losers"' in text(client.get(f"/admin/tournaments/{t.id}"))
+
+
+def test_pause_and_resume_a_queue(admin_client):
+    Noop(n=1).dispatch()
+    token = page_csrf(admin_client, "/admin/queues")
+    refused = admin_client.post("/admin/queues/pause", data={"queue": "default"})
+    assert refused.status_code == 400
+    assert pauses.paused() == {}
+    admin_client.post("/admin/queues/pause", data={"queue": "default", "csrf_token": token})
+    assert set(pauses.paused()) == {"default"}
+    page = text(admin_client.get("/admin/queues"))
+    assert "Paused default" in page and "Resume default" in page
+    (row,) = [
+        q for q in admin_client.get("/admin/overview.json").get_json()["queues"] if q["queue"] == "default"
+    ]
+    assert row["paused_at"]
+    # A queue with no job can be paused by name, and is listed while paused.
+    admin_client.post("/admin/queues/pause", data={"queue": "mail", "csrf_token": token})
+    assert 'data-queue="mail"' in text(admin_client.get("/admin/queues"))
+    admin_client.post("/admin/queues/pause", data={"queue": "", "csrf_token": token})
+    assert "Name the queue" in text(admin_client.get("/admin/queues"))
+    admin_client.post("/admin/queues/resume", data={"queue": "default", "csrf_token": token})
+    assert set(pauses.paused()) == {"mail"}
+
+
+def test_cancel_a_delayed_job_asks_first(admin_client):
+    jid = Noop(n=1).dispatch(delay=3600)
+    token = page_csrf(admin_client, f"/admin/jobs/{jid}")
+    assert "Cancel job" in text(admin_client.get(f"/admin/jobs/{jid}"))
+    assert admin_client.post(f"/admin/jobs/{jid}/cancel").status_code == 400
+    ask = admin_client.post(f"/admin/jobs/{jid}/cancel", data={"csrf_token": token})
+    assert ask.status_code == 200 and 'value="yes"' in text(ask)
+    assert JobRecord.select().count() == 1
+    done = admin_client.post(f"/admin/jobs/{jid}/cancel", data={"confirmed": "yes", "csrf_token": token})
+    assert done.status_code == 302
+    assert JobRecord.select().count() == 0
+    assert admin_client.post(f"/admin/jobs/{jid}/cancel", data={"csrf_token": token}).status_code == 404

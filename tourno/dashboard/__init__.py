@@ -26,7 +26,7 @@ def register(app: Flask, settings: Settings, user_for_token: Callable[[str], Use
     under Flask's debug mode (``tourno serve --dev``), where a key made for
     this process signs the sessions (they end when it restarts)."""
     # Each view module adds its views to the blueprint as it is imported.
-    from tourno.dashboard import blueprint, failed, jobs, login, pages, security, tournaments  # noqa: F401
+    from tourno.dashboard import blueprint, failed, jobs, login, pages, queues, security, tournaments  # noqa: F401
 
     security.configure_session(
         app,

@@ -1,6 +1,8 @@
 """Jobs waiting, delayed or running, on the database driver: a list per
 queue and state in dispatch order (keyset pages on the primary key), a
-search by job name or uuid, and one job's page.
+search by job name or uuid, one job's page, and cancel (through
+:func:`tourno.queue.control.cancel`, as ``tourno queue cancel``: a waiting
+job is deleted, a running one is flagged and its worker stops it).
 
 The Redis driver keeps its jobs in Redis; these pages say so instead.
 """
@@ -11,11 +13,11 @@ import json
 from typing import Any
 
 import peewee
-from flask import render_template, request
+from flask import flash, redirect, render_template, request, url_for
 
 from tourno import db
-from tourno.dashboard.blueprint import bp, message, now
-from tourno.queue import backends
+from tourno.dashboard.blueprint import bp, confirm, confirmed, message, now
+from tourno.queue import backends, control
 from tourno.queue.models import JobRecord, WorkerRecord
 
 PAGE_ROWS = 50
@@ -105,4 +107,34 @@ def job(jid: int) -> Any:
         name=_name(rec.payload),
         payload=json.dumps(rec.payload, indent=2, sort_keys=True),
         holder=holder,
+    )
+
+
+@bp.post("/jobs/<id:jid>/cancel")
+def job_cancel(jid: int) -> Any:
+    rec = JobRecord.get_or_none(JobRecord.id == jid)
+    if rec is None:
+        return message(
+            "Not found", f"There is no job {jid} waiting or running (finished jobs are deleted).", 404
+        )
+    name = _name(rec.payload)
+    if not confirmed():
+        running = "It is running: its worker stops it when the attempt ends." if rec.reserved_at else ""
+        return confirm(
+            f"Cancel job {jid} ({name})?",
+            f"It will not run (again). {running}".strip(),
+            url_for("dashboard.job_cancel", jid=jid),
+            "Cancel the job",
+            {},
+            url_for("dashboard.job", jid=jid),
+        )
+    result = control.cancel([str(jid)])
+    if result.removed:
+        flash(f"Cancelled job {jid} ({name}).", "ok")
+    elif result.flagged:
+        flash(f"Job {jid} ({name}) is running; its worker stops it when the attempt ends.", "ok")
+    else:
+        flash(f"Job {jid} had already finished or gone.", "error")
+    return redirect(
+        url_for("dashboard.jobs", queue=rec.queue, state="reserved" if result.flagged else "ready")
     )

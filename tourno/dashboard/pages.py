@@ -55,6 +55,7 @@ def overview_data() -> dict[str, Any]:
                 "reserved": q["reserved"],
                 "oldest_ready_at": timefmt.iso(oldest),
                 "oldest_ready_age": timefmt.duration_text((at - oldest).total_seconds()) if oldest else "",
+                "paused_at": timefmt.iso(q.get("paused_at")),
             }
         )
     tasks, schedule_problem = schedule_rows(at)

@@ -60,7 +60,7 @@
       if (!data.queues.length) {
         var empty = document.createElement("tr");
         empty.className = "empty";
-        cell(empty, "No jobs waiting on any queue.").colSpan = 5;
+        cell(empty, "No jobs waiting on any queue.").colSpan = 6;
         body.appendChild(empty);
       }
       data.queues.forEach(function (q) {
@@ -75,6 +75,13 @@
         cell(tr, String(q.delayed));
         cell(tr, String(q.reserved));
         cell(tr, q.oldest_ready_age);
+        var paused = cell(tr, "");
+        if (q.paused_at) {
+          var tag = document.createElement("span");
+          tag.className = "tag failed";
+          tag.textContent = "paused";
+          paused.appendChild(tag);
+        }
         body.appendChild(tr);
       });
     }
