@@ -331,3 +331,67 @@ def test_every_page_renders_without_a_blocked_script_or_style(page, tokens):
     page.get_by_role("link", name="Cancel").click()
     assert failed.count() == 1
     assert page.problems == []
+
+
+def test_pause_stops_a_worker_claiming_resume_restarts_it_and_a_delayed_job_is_cancelled(
+    page, tokens, pg, tmp_path
+):
+    """A real worker: it runs a job, stops claiming once the queue is paused
+    from the page, and claims again on resume. The pause takes effect within
+    about half a second (tourno.queue.pauses); the test allows 2 s of
+    not-running as its evidence, and up to 30 s for the resumed run."""
+    from playwright.sync_api import expect
+
+    from tests.support.jobs import RecordRun
+
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(
+            tourno_cmd("work", "--sleep", "0.2"),
+            env=pg.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        RecordRun(key="before").dispatch()
+        wait_until(lambda: runs("before") == 1, "the worker to run a job")
+        log_in(page, tokens["admin"])
+        page.get_by_role("link", name="Queues").click()
+        page.get_by_label("Queue").fill("default")
+        page.get_by_role("button", name="Pause", exact=True).click()
+        expect(page.locator(".flash.ok")).to_contain_text("Paused default")
+        expect(page.locator('tr[data-queue="default"]')).to_contain_text("paused")
+        RecordRun(key="during").dispatch()
+        time.sleep(2.0)
+        assert runs("during") == 0, log.read_text()
+        assert worker.poll() is None
+        shot(page, "queues-paused")
+        page.get_by_role("button", name="Resume default").click()
+        expect(page.locator(".flash.ok")).to_contain_text("Resumed default")
+        wait_until(lambda: runs("during") == 1, "the worker to claim again after resume")
+        shot(page, "queues-resumed")
+
+        # A delayed job, cancelled from its page, never runs.
+        jid = RecordRun(key="delayed").dispatch(delay=3600)
+        page.goto("/admin/jobs?queue=default&state=delayed")
+        page.get_by_role("link", name=str(jid), exact=True).click()
+        expect(page.locator("#payload")).to_contain_text('"delayed"')
+        page.get_by_role("button", name="Cancel job…").click()
+        expect(page.get_by_role("heading", level=1)).to_contain_text(f"Cancel job {jid}")
+        page.get_by_role("button", name="Cancel the job").click()
+        expect(page.locator(".flash.ok")).to_contain_text(f"Cancelled job {jid}")
+        shot(page, "job-cancelled")
+        assert JobRecord.get_or_none(JobRecord.id == jid) is None
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+    assert worker.returncode == 0, log.read_text()
+    assert runs("delayed") == 0
+    assert page.problems == []
