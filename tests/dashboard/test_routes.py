@@ -34,6 +34,7 @@ PAGES = [
     "/admin/queues",
 ]
 POSTS = [
+    "/admin/schedule/run",
     "/admin/queues/pause",
     "/admin/queues/resume",
     "/admin/jobs/1/cancel",
@@ -590,3 +591,16 @@ def test_cancel_a_delayed_job_asks_first(admin_client):
     assert done.status_code == 302
     assert JobRecord.select().count() == 0
     assert admin_client.post(f"/admin/jobs/{jid}/cancel", data={"csrf_token": token}).status_code == 404
+
+
+def test_run_a_task_now(admin_client):
+    token = page_csrf(admin_client, "/admin/schedule")
+    assert admin_client.post("/admin/schedule/run", data={"task": "SendBulkEmailsJob"}).status_code == 400
+    assert JobRecord.select().count() == 0
+    admin_client.post("/admin/schedule/run", data={"task": "SendBulkEmailsJob", "csrf_token": token})
+    (job,) = JobRecord.select()
+    assert job.payload["job"] == "SendBulkEmailsJob"
+    assert "Dispatched SendBulkEmailsJob as job" in text(admin_client.get("/admin/schedule"))
+    admin_client.post("/admin/schedule/run", data={"task": "NoSuchJob", "csrf_token": token})
+    assert "unknown task" in text(admin_client.get("/admin/schedule"))
+    assert JobRecord.select().count() == 1

@@ -1,12 +1,13 @@
 """The overview (with its JSON for the page's polling), workers, schedule
-and mail: each reads the snapshot the CLI and the JSON admin API read."""
+(with "run now", as ``tourno schedule run``) and mail: each reads the
+snapshot the CLI and the JSON admin API read."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from flask import current_app, jsonify, render_template
+from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from tourno.config import ConfigError, Settings
 from tourno.dashboard import timefmt
@@ -17,7 +18,8 @@ from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
 from tourno.queue import backends
 from tourno.queue import status as queue_status
 from tourno.scheduler import status as schedule_status
-from tourno.scheduler.tasks import task_table
+from tourno.scheduler.loop import dispatch_now
+from tourno.scheduler.tasks import find_task, task_table
 
 #: Rows the mail page lists of each kind.
 MAIL_ROWS = 50
@@ -116,3 +118,22 @@ def mail() -> str:
     return render_template(
         "dashboard/mail.html", summary=summary, troubled=list(troubled), suppressions=list(suppressions)
     )
+
+
+@bp.post("/schedule/run")
+def schedule_run() -> Any:
+    """Dispatch one task now, outside its slots, as ``tourno schedule run``."""
+    try:
+        task = find_task(request.form.get("task", ""), task_table(_settings()))
+    except (RuntimeError, ConfigError) as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("dashboard.schedule"))
+    except KeyError as exc:
+        flash(str(exc.args[0]), "error")
+        return redirect(url_for("dashboard.schedule"))
+    result = dispatch_now(task)
+    if result.job_id is None:
+        flash(f"{task.name} is already pending; not dispatched again.", "ok")
+    else:
+        flash(f"Dispatched {task.name} as job {result.job_id}.", "ok")
+    return redirect(url_for("dashboard.schedule"))
