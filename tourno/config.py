@@ -221,7 +221,8 @@ class Settings:
     mail_file_dir: str = "tourno-mail"
     # Base of the links in emails.
     app_url: str = "http://localhost:8000"
-    # Signs unsubscribe links (HMAC-SHA256); without it bulk mail has no unsubscribe link.
+    # Signs unsubscribe links (HMAC-SHA256) and the dashboard's session cookie;
+    # without it bulk mail has no unsubscribe link and /admin is disabled.
     secret_key: str | None = None
     # The scheduler (tourno.scheduler): per-task frequency overrides, "Task=minutes".
     schedule_frequencies: tuple[str, ...] = ()

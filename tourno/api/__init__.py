@@ -49,8 +49,10 @@ def create_app(
     """The API application. ``init_database=False`` keeps the database binding
     the caller already made (tests bind a fresh database per test)."""
     import tourno
+    from tourno import dashboard
     from tourno.api import (
         admin,
+        auth,
         errors,
         health,
         matches,
@@ -87,6 +89,8 @@ def create_app(
     app.register_blueprint(openapi.bp, url_prefix=API_PREFIX)
     for module in (users, tournaments, participants, matches, admin):
         app.register_blueprint(module.bp, url_prefix=API_PREFIX)
+    # The operator's pages at /admin; the API's token lookup is the one its login uses.
+    dashboard.register(app, app.config["TOURNO_SETTINGS"], auth.user_for_token)
     return app
 
 
