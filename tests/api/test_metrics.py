@@ -18,7 +18,7 @@ from tests.support.drivers import Driver
 from tests.support.jobs import Boom, Flaky, Noop, RecordRun
 from tourno.api import create_app
 from tourno.mail.models import EmailStatus
-from tourno.queue import dispatch_many
+from tourno.queue import dispatch_many, pauses
 from tourno.scheduler.models import ScheduleRun
 
 driver = contract.driver
@@ -99,6 +99,11 @@ def test_metrics_equal_the_jobs_run_and_carry_every_family(driver: Driver):
     assert values[("tourno_queue_oldest_ready_age_seconds", q)] == 0
     assert values[("tourno_queue_paused", q)] == 0
     assert values[("tourno_failed_jobs", ())] == 1
+    # A paused queue reads 1, even one that holds no job.
+    pauses.pause(["mail"])
+    again = samples(scrape(driver)[2])
+    assert again[("tourno_queue_paused", (("queue", "mail"),))] == 1
+    assert again[("tourno_queue_paused", q)] == 0
     assert values[("tourno_workers", (("hostname", "host-a"),))] == 1, [
         k for k in values if k[0] == "tourno_workers"
     ]

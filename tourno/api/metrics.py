@@ -90,15 +90,14 @@ class TournoCollector(Collector):
             "Age of the oldest job ready to run (0 when none is waiting)",
             labels=["queue"],
         )
-        # The pause feature is built on another branch; until it lands no
-        # queue can be paused, and this reads 0 for every queue.
+        # The snapshot lists a paused queue even when it holds no job.
         paused = GaugeMetricFamily("tourno_queue_paused", "1 while the queue is paused", labels=["queue"])
         for q in data["queues"]:
             for state in ("ready", "delayed", "reserved"):
                 jobs.add_metric([q["queue"], state], q[state])
             at = q["oldest_ready_at"]
             oldest.add_metric([q["queue"]], max((now - at).total_seconds(), 0.0) if at else 0.0)
-            paused.add_metric([q["queue"]], 0)
+            paused.add_metric([q["queue"]], 1 if q["paused_at"] is not None else 0)
         yield jobs
         yield oldest
         yield paused
