@@ -187,7 +187,7 @@ def test_four_workers_drain_2000_emails_and_a_sigkill_loses_none(pg, smtp_ids, w
     def others_done() -> bool:
         return count(pg, "status = 'pending'") == 0 and count(pg, "status = 'sending'") == held
 
-    wait_for(others_done, "the live workers to drain the rest", workers)
+    wait_for(others_done, "the live workers to drain the rest", workers, timeout=90)
     assert count(pg, f"status = 'sending' AND {mine}", victim_lock) == held
     assert count(pg, "status = 'sent'") == ROWS - held
 

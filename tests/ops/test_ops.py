@@ -270,7 +270,8 @@ class Supervisor:
             ok = all(st.get(w, ("", None))[0] == "RUNNING" and st[w][1] not in exclude for w in WORKERS)
             return {w: st[w][1] for w in WORKERS} if ok else None
 
-        return wait_for(running, "all workers RUNNING", logs=self.logs)
+        # Generous: a loaded 2-core machine takes seconds to start each worker.
+        return wait_for(running, "all workers RUNNING", logs=self.logs, timeout=90)
 
     def logs(self) -> str:
         parts = [f"--- supervisord rc={self.proc.poll()}\n", self.output.read_text(errors="replace")[-3000:]]
