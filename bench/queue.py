@@ -819,11 +819,13 @@ class Bench:
                 self.problems.append(f"{p.name}: {line.strip()[:300]}")
             if len(bad) > 5:
                 self.problems.append(f"{p.name}: ... {len(bad) - 5} more such lines in {p.log}")
-            m = re.search(r"stopped \((\w+)\), (\d+) jobs processed", text)
+            # "stopped (empty): 8000 job(s) finished (...)"; a --before
+            # checkout may print the older "stopped (empty), 8000 jobs processed".
+            m = re.search(r"stopped \((\w+)\)(?:, (\d+) jobs processed|: (\d+) job\(s\) finished)", text)
             if m is None:
                 self.problems.append(f"{p.name}: no 'stopped' line in its log")
             else:
-                processed += int(m.group(2))
+                processed += int(m.group(2) or m.group(3))
         if expect_jobs is not None and processed != expect_jobs:
             self.problems.append(
                 f"{', '.join(p.name for p in procs)}: processed {processed} jobs, expected {expect_jobs}"

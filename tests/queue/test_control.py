@@ -11,17 +11,17 @@ its delay.
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import run_worker
+from tests.queue import test_events
 from tests.queue import test_queue_contract as contract
 from tests.queue.test_queue_contract import start_workers, stop
 from tests.queue.test_worker_processes import wait_for
 from tests.support.jobs import Noop, RecordRun, mark
 from tests.support.jobs_proc import ProcCancels, ProcSnoozeOnce, ProcSnoozer, ProcUntilCancelled
-from tourno.queue import Event, Snooze, control, events
+from tourno.queue import Snooze, control
 from tourno.queue.monitor import Monitor
 from tourno.queue.worker import Worker, WorkerOptions
 
@@ -30,33 +30,8 @@ driver = contract.driver
 procs = contract.procs
 
 
-class Recorder:
-    """Subscribed to every event; keeps what it heard, in order."""
-
-    def __init__(self) -> None:
-        self.heard: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.heard.append(event)
-
-    def transitions(self, job_id: object) -> str:
-        """What happened to job ``job_id``, e.g. "dispatched started snoozed"."""
-        return " ".join(e.name.removeprefix("job.") for e in self.heard if e.id == job_id)
-
-    def of(self, name: str) -> list[Event]:
-        return [e for e in self.heard if e.name == name]
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    rec = Recorder()
-    for name in events.EVENT_NAMES:
-        events.subscribe(name, rec)
-    try:
-        yield rec
-    finally:
-        for name in events.EVENT_NAMES:
-            events.unsubscribe(name, rec)
+# The events suite's recorder: subscribed to every event, in order.
+recorder = test_events.recorder
 
 
 # -- Snooze ------------------------------------------------------------------------------

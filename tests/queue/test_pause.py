@@ -18,12 +18,13 @@ import time
 import pytest
 
 from tests.ops.test_doctor import by_name, doctor
-from tests.queue.test_queue_contract import redis_driver, start_workers, stop
+from tests.queue import test_queue_contract as contract
+from tests.queue.test_queue_contract import start_workers, stop
 from tests.queue.test_worker_processes import Procs, wait_for
 from tests.support.drivers import Driver
 from tests.support.jobs import RecordRun
 from tourno.db import SQLITE_TIME_FORMAT, utcnow
-from tourno.queue import backends, dispatch_many, pauses
+from tourno.queue import dispatch_many, pauses
 
 pytestmark = pytest.mark.slow
 
@@ -33,23 +34,9 @@ PAUSE_BOUND = 3.0
 RESUME_BOUND = 5.0
 
 
-@pytest.fixture(params=["postgres", "sqlite", "redis"])
-def driver(request):
-    if request.param != "redis":
-        qdb = request.getfixturevalue("pg" if request.param == "postgres" else "sqlite")
-        yield Driver(request.param, qdb, backends.current())
-        return
-    with redis_driver(request.getfixturevalue("pg")) as driver:
-        yield driver
-
-
-@pytest.fixture
-def procs(tmp_path):
-    manager = Procs(tmp_path)
-    try:
-        yield manager
-    finally:
-        manager.kill_all()
+# The contract suite's fixtures: every test here runs on PostgreSQL, SQLite and Redis.
+driver = contract.driver
+procs = contract.procs
 
 
 def runs(driver: Driver) -> int:
