@@ -121,7 +121,7 @@ from tourno.queue.backends.base import (
 )
 from tourno.queue.handoff import Handoff
 from tourno.queue.job import PendingJob, payload_uuid
-from tourno.queue.metrics import COLUMNS, COUNTERS, TOTALS_MINUTE, Counts, MetricRow, parse_field
+from tourno.queue.metrics import COLUMNS, COUNTERS, MAXIMA, TOTALS_MINUTE, Counts, MetricRow, parse_field
 
 #: Delayed jobs moved into the ready set per claim, at most.
 MIGRATE_BATCH = 1000
@@ -442,6 +442,31 @@ class RedisBackend(QueueBackend):
         start = TOTALS_MINUTE if since is None else since
         rows = [MetricRow(start, *parse_field(f), Counts.of(dict(v))) for f, v in values.items()]
         return sorted(rows, key=lambda r: (r.queue, r.job))
+
+    def read_metric_minutes(self, first: int, last: int, queue: str | None = None) -> dict[int, Counts]:
+        # One pipeline of HGETALLs, one per minute (a day is 1440 small
+        # hashes); the fields are "JSON [queue, job]|column" (lib.lua).
+        pipe = self.client().pipeline(transaction=False)
+        minutes = range(first // 60 * 60, last + 1, 60)
+        for minute in minutes:
+            pipe.hgetall(self.key("metrics", "m", str(minute)))
+        out: dict[int, Counts] = {}
+        for minute, raw in zip(minutes, pipe.execute(), strict=True):
+            if not raw:
+                continue
+            values: dict[str, float] = {}
+            for k, v in raw.items():
+                field, _, column = _text(k).rpartition("|")
+                if queue is not None and parse_field(field)[0] != queue:
+                    continue
+                number = float(v)
+                if column in MAXIMA:
+                    values[column] = max(values.get(column, 0.0), number)
+                else:
+                    values[column] = values.get(column, 0.0) + number
+            if values:
+                out[minute] = Counts.of(dict(values))
+        return out
 
     # -- worker: liveness --------------------------------------------------------------
 
