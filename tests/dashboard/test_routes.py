@@ -430,7 +430,8 @@ def test_chart_geometry_puts_the_peak_at_the_top_and_zero_at_the_bottom():
     c = charts.chart(charts.Window("t", "Test", 4, 1), buckets)
     assert c["rate"]["top"] == "10"  # 7 per minute, on a scale to 10
     xs_ys = [tuple(map(float, p.split(","))) for p in c["rate"]["processed"].split()]
-    assert [x for x, _ in xs_ys] == [charts.LEFT, 229.3, 410.7, charts.WIDTH - charts.RIGHT]
+    width = charts.WIDTH - charts.RIGHT - charts.LEFT
+    assert [x for x, _ in xs_ys] == [pytest.approx(charts.LEFT + i * width / 3, abs=0.1) for i in range(4)]
     bottom, top = charts.HEIGHT - charts.BOTTOM, charts.TOP
     assert [y for _, y in xs_ys] == [
         bottom,

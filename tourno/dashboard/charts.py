@@ -23,8 +23,8 @@ from tourno.queue import backends, metrics
 
 #: The viewBox of every chart, and the plot area inside it (room on the
 #: left for the scale, below for the time labels).
-WIDTH, HEIGHT = 600, 160
-LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 22
+WIDTH, HEIGHT = 400, 150
+LEFT, RIGHT, TOP, BOTTOM = 44, 6, 10, 22
 
 
 @dataclasses.dataclass(frozen=True)
