@@ -423,6 +423,13 @@ def test_the_overview_charts_the_jobs_processed_and_failed_from_the_persisted_me
     assert (hour["totals"]["processed"], hour["totals"]["failed"]) == (3, 1)
     assert hour["rate"]["processed"] == hour_line.group(1)
 
+    # More jobs: the next poll's hour has them; the day is the read of less
+    # than a minute ago, reused (it is re-read once a minute).
+    Noop(n=7).dispatch()
+    assert run_worker()[0] == 0
+    hour, day = admin_client.get("/admin/overview.json").get_json()["charts"]
+    assert (hour["totals"]["processed"], day["totals"]["processed"]) == (4, 3)
+
 
 def test_chart_geometry_puts_the_peak_at_the_top_and_zero_at_the_bottom():
     buckets = [metrics.Bucket(60 * i) for i in range(4)]
