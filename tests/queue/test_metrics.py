@@ -346,5 +346,10 @@ def test_the_series_sums_minutes_into_steps_per_queue_inside_its_window(driver: 
     assert sum(b.succeeded for b in day) == 2 + 4 + 7
     assert (day[-1].succeeded, day[-1].failed, day[-2].succeeded, day[-2].failed) == (6, 1, 7, 2)
     assert len(metrics.series(backend, 24 * 60, 30, now=now)) == 48
+    # A queue whose name starts with another's is not counted in that one's series.
+    backend.complete(1, [], [row(5, "lowest", 9, 0, 1.0)])
+    low = metrics.series(backend, 60, 1, queue="low", now=now)
+    assert [(b.start, b.succeeded) for b in low if b.runs] == [(now - 300, 1)]
+    assert sum(b.succeeded for b in metrics.series(backend, 60, 1, queue="lowest", now=now)) == 9
     with pytest.raises(ValueError):
         metrics.series(backend, 0)

@@ -144,8 +144,8 @@ class DatabaseBackend(QueueBackend):
         ]
 
     def read_metric_minutes(self, first: int, last: int, queue: str | None = None) -> dict[int, Counts]:
-        # One GROUP BY over the (minute, queue, job, shard) key index's range;
-        # the epoch totals row is never in it (first > 0).
+        # One GROUP BY over a range of the (minute, queue, job, shard) key
+        # index; the epoch totals row is kept out even of a window reaching 1970.
         from peewee import fn
 
         from tourno.queue.models import QueueMetric as M
