@@ -161,6 +161,37 @@ def test_admin_logs_in_and_the_overview_refreshes_itself(page, server, tokens):
     shot(page, "overview-stale")
 
 
+def test_the_overview_charts_are_drawn_and_their_totals_refresh(page, server, tokens):
+    from playwright.sync_api import expect
+
+    from tests.conftest import run_worker
+
+    for n in range(3):
+        Noop(n=n).dispatch()
+    assert run_worker()[0] == 0
+    log_in(page, tokens["admin"])
+    chart = page.locator("#chart-hour-rate svg")
+    expect(chart).to_be_visible()
+    box = chart.bounding_box()
+    assert box and box["width"] > 200 and box["height"] > 40
+    # The processed line is drawn (a line of 60 points has a width), and
+    # styled by the stylesheet, not by inline style.
+    line = page.locator('[data-line="hour-processed"]')
+    line_box = line.bounding_box()
+    assert line_box and line_box["width"] > 100
+    assert line.evaluate("e => getComputedStyle(e).fill") == "none"
+    expect(page.locator('#totals-hour [data-total="processed"]')).to_have_text("3")
+    expect(page.locator('#totals-day [data-total="processed"]')).to_have_text("3")
+    # More jobs run: the next poll carries the new counts, without a reload.
+    for n in range(2):
+        Noop(n=10 + n).dispatch()
+    assert run_worker()[0] == 0
+    expect(page.locator('#totals-hour [data-total="processed"]')).to_have_text("5")
+    expect(page.locator("#chart-hour-rate desc")).to_contain_text("5 jobs processed")
+    shot(page, "overview-charts")
+    assert page.problems == []
+
+
 def test_a_failed_job_is_retried_leaves_the_list_and_runs(page, server, tokens, pg, tmp_path):
     from playwright.sync_api import expect
 

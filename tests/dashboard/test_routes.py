@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 
 import pytest
 
+from tests.conftest import run_worker
 from tests.dashboard.conftest import SECRET, csrf_of, log_in, make_failed_job
-from tests.support.jobs import Noop
+from tests.support.jobs import Boom, Noop
 from tourno.accounts.models import Role, User
 from tourno.api import create_app
 from tourno.api.auth import issue_token
+from tourno.dashboard import charts
 from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
-from tourno.queue import failed, pauses
+from tourno.queue import failed, metrics, pauses
 from tourno.queue.models import FailedJobRecord, JobRecord
 from tourno.tournaments import services
 
@@ -378,6 +381,73 @@ def test_the_overview_and_its_json_count_the_queues(admin_client):
     assert set(data["mail"]) == {s.value for s in EmailStatus}
     html = text(admin_client.get("/admin"))
     assert 'id="live"' in html and "overview.json" in html
+
+
+def _totals(html: str, chart: str) -> dict[str, str]:
+    block = html[html.index(f'id="totals-{chart}"') :]
+    block = block[: block.index("</dl>")]
+    return dict(re.findall(r'data-total="(\w+)">([^<]*)<', block))
+
+
+def test_the_overview_charts_the_jobs_processed_and_failed_from_the_persisted_metrics(admin_client):
+    for n in range(3):
+        Noop(n=n).dispatch()
+    Boom(key="chart").dispatch()
+    code, _ = run_worker(tries=1)
+    assert code == 0
+
+    html = text(admin_client.get("/admin"))
+    # Two windows, each a rate chart and a wait chart, drawn as SVG with a
+    # title and a text summary, and no inline style (the CSP forbids it).
+    assert html.count("<svg ") == 4 and html.count("<title id=") == 4
+    for kind in ("hour-rate", "hour-wait", "day-rate", "day-wait"):
+        assert f'id="chart-{kind}"' in html
+    assert "Jobs per minute, last 60 minutes (1 min steps)" in html
+    assert "Mean wait, last 24 hours (30 min steps)" in html
+    assert "style=" not in html and "<script>" not in html
+    for chart in ("hour", "day"):
+        totals = _totals(html, chart)
+        assert (totals["processed"], totals["failed"], totals["released"]) == ("3", "1", "0")
+        assert totals["mean_wait"].endswith(" s")
+    assert "Last 60 minutes: 3 jobs processed, 1 failed" in html
+    # 60 points on the hour's lines, 48 on the day's.
+    hour_line = re.search(r'data-line="hour-processed" points="([^"]*)"', html)
+    assert hour_line and len(hour_line.group(1).split()) == 60
+    day_line = re.search(r'data-line="day-failed" points="([^"]*)"', html)
+    assert day_line and len(day_line.group(1).split()) == 48
+
+    # The polling JSON carries the same numbers, for the script to refresh them.
+    data = admin_client.get("/admin/overview.json").get_json()
+    hour, day = data["charts"]
+    assert (hour["id"], day["id"]) == ("hour", "day")
+    assert (hour["totals"]["processed"], hour["totals"]["failed"]) == (3, 1)
+    assert hour["rate"]["processed"] == hour_line.group(1)
+
+    # More jobs: the next poll's hour has them; the day is the read of less
+    # than a minute ago, reused (it is re-read once a minute).
+    Noop(n=7).dispatch()
+    assert run_worker()[0] == 0
+    hour, day = admin_client.get("/admin/overview.json").get_json()["charts"]
+    assert (hour["totals"]["processed"], day["totals"]["processed"]) == (4, 3)
+
+
+def test_chart_geometry_puts_the_peak_at_the_top_and_zero_at_the_bottom():
+    buckets = [metrics.Bucket(60 * i) for i in range(4)]
+    buckets[2].succeeded, buckets[2].runs, buckets[2].wait_sum = 7, 7, 14.0
+    c = charts.chart(charts.Window("t", "Test", 4, 1), buckets)
+    assert c["rate"]["top"] == "10"  # 7 per minute, on a scale to 10
+    xs_ys = [tuple(map(float, p.split(","))) for p in c["rate"]["processed"].split()]
+    width = charts.WIDTH - charts.RIGHT - charts.LEFT
+    assert [x for x, _ in xs_ys] == [pytest.approx(charts.LEFT + i * width / 3, abs=0.1) for i in range(4)]
+    bottom, top = charts.HEIGHT - charts.BOTTOM, charts.TOP
+    assert [y for _, y in xs_ys] == [
+        bottom,
+        bottom,
+        pytest.approx(bottom - 0.7 * (bottom - top), abs=0.1),
+        bottom,
+    ]
+    assert c["wait"]["top"] == "2.0 s" and c["totals"]["mean_wait"] == "2.0 s"
+    assert [charts.nice_ceiling(v) for v in (0, 1, 1.5, 3, 7, 10, 11, 450)] == [1, 1, 2, 5, 10, 10, 20, 500]
 
 
 def test_jobs_by_state_search_and_keyset_pages(admin_client, monkeypatch):

@@ -270,3 +270,86 @@ def test_queue_stats_shows_throughput_failures_and_wait_per_queue(driver: Driver
     assert empty.returncode == 0
     bad = driver.cli("queue", "stats", "--minutes", "0")
     assert bad.returncode == 2
+
+
+# -- the per-minute series (the dashboard's charts) ------------------------------------------------
+
+
+def test_the_series_puts_a_drain_in_the_current_minute_and_zeros_elsewhere(driver: Driver):
+    before = int(time.time() // 60) * 60
+    dispatch_many(Noop(n=i) for i in range(4))
+    Boom(key="boom").dispatch()  # released once, then failed
+    code, _ = run_worker(tries=2, backoff=[0])
+    assert code == 0 and driver.size() == 0
+    after = int(time.time() // 60) * 60
+
+    hour = metrics.series(driver.backend, 60)
+    assert len(hour) == 60
+    assert [b.start for b in hour] == list(range(after - 59 * 60, after + 1, 60))
+    # Every count is in the minutes the drain ran in (one, unless it crossed a
+    # minute's end); every other bucket is there, as zeros.
+    busy = [b for b in hour if b.start >= before]
+    assert all(
+        (b.succeeded, b.failed, b.released, b.runs, b.wait_sum) == (0, 0, 0, 0, 0.0)
+        for b in hour[: -len(busy)]
+    )
+    assert sum(b.succeeded for b in busy) == 4
+    assert sum(b.failed for b in busy) == 1
+    assert sum(b.released for b in busy) == 1
+    assert sum(b.runs for b in busy) == 6
+    if before == after:
+        assert (hour[-1].succeeded, hour[-1].failed, hour[-1].runs) == (4, 1, 6)
+        assert 0 <= hour[-1].mean_wait <= hour[-1].wait_max
+    # A queue nothing ran on has an empty series of the same shape.
+    other = metrics.series(driver.backend, 60, queue="low", now=after)
+    assert len(other) == 60 and sum(b.runs for b in other) == 0
+
+
+def test_the_series_sums_minutes_into_steps_per_queue_inside_its_window(driver: Driver):
+    backend = driver.backend
+    now = 1_800_000_000.0  # an hour boundary: 2027-01-15 08:00 UTC
+    assert now % 3600 == 0
+
+    def row(minutes_ago: int, queue: str, succeeded: int, failed: int, wait: float) -> MetricRow:
+        counts = Counts(
+            succeeded=succeeded, failed=failed, runs=succeeded, wait_sum=wait * succeeded, wait_max=wait
+        )
+        return MetricRow(int(now) - minutes_ago * 60, queue, "Noop", counts)
+
+    backend.complete(
+        1,
+        [],
+        [
+            row(0, "default", 2, 0, 1.0),  # the current minute
+            row(5, "default", 3, 1, 2.0),
+            row(5, "low", 1, 0, 4.0),  # the same minute, another queue
+            row(90, "default", 7, 2, 3.0),  # 1.5 hours ago
+            row(24 * 60, "default", 100, 0, 9.0),  # one minute before the day's window
+        ],
+    )
+    hour = metrics.series(backend, 60, 1, now=now)
+    assert len(hour) == 60 and hour[-1].start == now
+    assert (hour[-1].succeeded, hour[-1].runs, hour[-1].wait_max) == (2, 2, 1.0)
+    five = hour[-6]
+    assert (five.start, five.succeeded, five.failed, five.runs) == (now - 300, 4, 1, 4)
+    assert five.wait_sum == pytest.approx(10.0) and five.wait_max == 4.0
+    assert five.mean_wait == pytest.approx(2.5)
+    assert sum(b.succeeded for b in hour) == 6  # 90 minutes ago is outside
+
+    low = metrics.series(backend, 60, 1, queue="low", now=now)
+    assert [(b.start, b.succeeded) for b in low if b.runs] == [(now - 300, 1)]
+
+    # The day in hour steps, the last one ending with the current minute; the
+    # minute 24 hours ago is one before the window.
+    day = metrics.series(backend, 24 * 60, 60, now=now)
+    assert len(day) == 24 and day[-1].start == now - 59 * 60 and day[0].start == now - (24 * 60 - 1) * 60
+    assert sum(b.succeeded for b in day) == 2 + 4 + 7
+    assert (day[-1].succeeded, day[-1].failed, day[-2].succeeded, day[-2].failed) == (6, 1, 7, 2)
+    assert len(metrics.series(backend, 24 * 60, 30, now=now)) == 48
+    # A queue whose name starts with another's is not counted in that one's series.
+    backend.complete(1, [], [row(5, "lowest", 9, 0, 1.0)])
+    low = metrics.series(backend, 60, 1, queue="low", now=now)
+    assert [(b.start, b.succeeded) for b in low if b.runs] == [(now - 300, 1)]
+    assert sum(b.succeeded for b in metrics.series(backend, 60, 1, queue="lowest", now=now)) == 9
+    with pytest.raises(ValueError):
+        metrics.series(backend, 0)

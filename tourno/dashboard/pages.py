@@ -10,7 +10,7 @@ from typing import Any
 from flask import current_app, flash, jsonify, redirect, render_template, request, url_for
 
 from tourno.config import ConfigError, Settings
-from tourno.dashboard import timefmt
+from tourno.dashboard import charts, timefmt
 from tourno.dashboard.blueprint import bp, now
 from tourno.db import parse_timestamp
 from tourno.mail import store as mail_store
@@ -76,12 +76,15 @@ def overview_data() -> dict[str, Any]:
         else {"task": last.task, "slot": timefmt.iso(last.last_dispatched_slot)},
         "schedule_problem": schedule_problem,
         "mail": mail_store.outbox_status(),
+        "charts": charts.charts(at),
     }
 
 
 @bp.get("")
 def overview() -> str:
-    return render_template("dashboard/overview.html", data=overview_data(), poll_ms=POLL_MS)
+    box = {"width": charts.WIDTH, "height": charts.HEIGHT, "left": charts.LEFT}
+    box |= {"right": charts.WIDTH - charts.RIGHT, "top": charts.TOP, "bottom": charts.HEIGHT - charts.BOTTOM}
+    return render_template("dashboard/overview.html", data=overview_data(), poll_ms=POLL_MS, box=box)
 
 
 @bp.get("/overview.json")

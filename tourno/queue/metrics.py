@@ -226,3 +226,61 @@ def by_queue(rows: list[MetricRow]) -> dict[str, Counts]:
             out[row.queue] = held = Counts()
         held.merge(row.counts)
     return out
+
+
+# -- per-minute series (the dashboard's charts) ----------------------------------------
+
+
+@dataclasses.dataclass(slots=True)
+class Bucket:
+    """The counts of one step of a series, all jobs (of one queue, or all)."""
+
+    start: int  # epoch seconds of the step's first minute
+    succeeded: int = 0
+    failed: int = 0
+    released: int = 0
+    runs: int = 0
+    wait_sum: float = 0.0
+    wait_max: float = 0.0
+
+    @property
+    def mean_wait(self) -> float:
+        """Seconds an attempt waited on average (0 with no attempts)."""
+        return self.wait_sum / self.runs if self.runs else 0.0
+
+    def add(self, counts: Counts) -> None:
+        self.succeeded += counts.succeeded
+        self.failed += counts.failed
+        self.released += counts.released
+        self.runs += counts.runs
+        self.wait_sum += counts.wait_sum
+        self.wait_max = max(self.wait_max, counts.wait_max)
+
+
+def series(
+    backend: QueueBackend,
+    minutes: int,
+    step_minutes: int = 1,
+    queue: str | None = None,
+    now: float | None = None,
+) -> list[Bucket]:
+    """The last ``minutes`` (the current minute included) in steps of
+    ``step_minutes`` (rounded up to whole steps), oldest first, empty steps
+    included as zeros: a chart draws a gap as a zero, not as a missing
+    point. The last step ends with the current minute, so every step is
+    whole (the current minute is partial, as it always is). One read of the
+    store: the backend returns only the minutes that hold counts.
+
+    ``now`` defaults to this process's clock, the clock the workers key
+    their minutes by (``MetricsBuffer.count``)."""
+    if minutes < 1 or step_minutes < 1:
+        raise ValueError("minutes and step_minutes must be at least 1")
+    steps = -(-minutes // step_minutes)
+    step = step_minutes * 60
+    current = int((time.time() if now is None else now) // 60) * 60
+    first = current - (steps * step_minutes - 1) * 60
+    buckets = [Bucket(first + i * step) for i in range(steps)]
+    for minute, counts in backend.read_metric_minutes(first, current, queue).items():
+        if first <= minute <= current:
+            buckets[(minute - first) // step].add(counts)
+    return buckets

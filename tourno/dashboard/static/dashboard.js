@@ -53,6 +53,31 @@
     if (node) node.textContent = text;
   }
 
+  // The charts' geometry comes drawn by the server (tourno/dashboard/charts.py):
+  // a refresh only moves the lines and replaces the texts.
+  function renderCharts(charts) {
+    (charts || []).forEach(function (c) {
+      function attr(selector, name, value) {
+        var node = document.querySelector(selector);
+        if (node) node.setAttribute(name, value);
+      }
+      function text(selector, value) {
+        var nodes = document.querySelectorAll(selector);
+        for (var i = 0; i < nodes.length; i++) nodes[i].textContent = value;
+      }
+      attr('[data-line="' + c.id + '-processed"]', "points", c.rate.processed);
+      attr('[data-line="' + c.id + '-failed"]', "points", c.rate.failed);
+      attr('[data-line="' + c.id + '-mean"]', "points", c.wait.mean);
+      text('[data-top="' + c.id + '-rate"]', c.rate.top + "/min");
+      text('[data-top="' + c.id + '-wait"]', c.wait.top);
+      text('[data-from="' + c.id + '"]', utc(c.from));
+      text('[data-summary="' + c.id + '"]', c.summary);
+      Object.keys(c.totals).forEach(function (name) {
+        text("#totals-" + c.id + ' [data-total="' + name + '"]', String(c.totals[name]));
+      });
+    });
+  }
+
   function render(data) {
     var body = document.querySelector("#queues tbody");
     if (body) {
@@ -113,6 +138,7 @@
       at.setAttribute("datetime", data.generated_at);
       at.textContent = utc(data.generated_at);
     }
+    renderCharts(data.charts);
     refreshRelative(document);
   }
 

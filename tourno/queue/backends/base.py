@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourno.queue.job import PendingJob
-from tourno.queue.metrics import MetricRow
+from tourno.queue.metrics import Counts, MetricRow
 
 #: The lease backstop: a reserved job whose worker still heartbeats is only
 #: taken back this long after its timeout (the worker's own watchdog acts first).
@@ -236,6 +236,13 @@ class QueueBackend(abc.ABC):
     def read_metrics(self, since: int | None) -> list[MetricRow]:
         """The persisted counts summed per (queue, job): from minute ``since``
         (epoch seconds) on, or all time (the pruned totals included) for None."""
+
+    @abc.abstractmethod
+    def read_metric_minutes(self, first: int, last: int, queue: str | None = None) -> dict[int, Counts]:
+        """The persisted counts summed per minute over every job (of
+        ``queue``, or of all queues), for the minutes ``first`` to ``last``
+        (epoch seconds, both included), in one round trip. Minutes with no
+        counts are left out; ``metrics.series`` fills them in."""
 
     def prune_metrics(self, retention_days: float) -> int:
         """Fold the minutes older than the retention into the totals; returns
