@@ -368,6 +368,16 @@ def test_supervisorctl_restart_and_queue_restart_cycle_workers(supervisor, pg):
     restarted = supervisor.ctl("restart", "tourno:*")
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
     second = supervisor.wait_running(exclude=set(first.values()))
+    # A worker heeds only a restart signalled after it started. supervisord
+    # calls a process RUNNING after one second, which on a loaded machine
+    # comes before the worker has registered: wait for that.
+    workers = {pid for name, pid in second.items() if "worker" in name}
+    wait_for(
+        lambda: {r[0] for r in pg.rows("SELECT pid FROM workers")} >= workers,
+        "the new workers to register",
+        timeout=90,
+        logs=supervisor.logs,
+    )
 
     # `tourno queue restart`: every worker exits 0 after its current job and
     # supervisord (autorestart=true) starts a new one.
