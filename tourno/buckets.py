@@ -96,6 +96,11 @@ class TokenBucket:
     def take(self, want: int, now: dt.datetime) -> tuple[int, float]:
         """Take up to ``want`` tokens; returns (granted, seconds until the next
         whole token when none is left)."""
+        granted, _, wait = self.take_counted(want, now)
+        return granted, wait
+
+    def take_counted(self, want: int, now: dt.datetime) -> tuple[int, float, float]:
+        """:meth:`take`, also saying how many tokens are left: (granted, left, wait)."""
         with tdb.write_transaction():
             row = self.lock(now)
             tokens, stamp = refill(row.tokens, row.updated_at, now, self.rate, self.burst)
@@ -103,7 +108,7 @@ class TokenBucket:
             left = max(0.0, tokens - granted)
             self._store(left, stamp)
         wait = 0.0 if left + _EPS >= 1 else (1 - left) / self.rate
-        return granted, wait
+        return granted, left, wait
 
     def give_back(self, n: int, now: dt.datetime) -> None:
         """Return tokens taken but not used (the taker stopped early)."""

@@ -236,9 +236,9 @@ class DatabaseBackend(QueueBackend):
         tb = TokenBucket(name, rate, burst)
         now = dt.datetime.now(UTC)
         if op == "take":
-            granted, wait = tb.take(1, now)
-            left = tb.peek(None)
-            return BucketState(bool(granted), burst if left is None else left, wait)
+            # One transaction: the tokens left come with the take.
+            granted, left, wait = tb.take_counted(1, now)
+            return BucketState(bool(granted), left, wait)
         if op == "fill":
             tb.fill(now)
             return BucketState(False, burst, 0.0)
