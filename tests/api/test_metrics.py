@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import signal
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import run_worker
 from tests.queue import test_queue_contract as contract
-from tests.queue.test_worker_processes import wait_for
+from tests.queue.test_metrics import drain_with_a_worker_killed
 from tests.support.drivers import Driver
 from tests.support.jobs import Boom, Flaky, Noop, RecordRun
 from tourno.api import create_app
@@ -116,29 +115,12 @@ def test_metrics_equal_the_jobs_run_and_carry_every_family(driver: Driver):
 
 def test_metrics_after_a_drain_with_a_worker_killed_mid_way(driver: Driver, procs):
     n = 200
-    a, b = contract.start_workers(driver, procs, "--tries", "3", n=2)
-    dispatch_many(RecordRun(key=f"k{i}", sleep=0.003) for i in range(n))
-    wait_for(
-        lambda: driver.qdb.scalar("SELECT count(*) FROM test_runs WHERE pid = %s", (a.pid,)) >= 20,
-        "worker A to be mid-drain",
-        procs,
-        alive=(a, b),
-    )
-    a.send_signal(signal.SIGKILL)
-    assert procs.wait_exit(a, 10) == -signal.SIGKILL
-    wait_for(
-        lambda: driver.qdb.scalar("SELECT count(DISTINCT key) FROM test_runs") == n and driver.size() == 0,
-        f"{n} jobs to be drained",
-        procs,
-        timeout=90,
-        alive=(b,),
-    )
-    assert contract.stop(procs, b) == 0
+    runs = drain_with_a_worker_killed(driver, procs, n)
     status, _, text = scrape(driver)
     assert status == 200
     done = processed(samples(text), "default", "RecordRun", "succeeded")
     # At least once: never fewer than the jobs, never more than the runs.
-    assert n <= done <= driver.qdb.scalar("SELECT count(*) FROM test_runs")
+    assert n <= done <= runs
 
 
 @pytest.mark.parametrize(

@@ -119,8 +119,9 @@ def test_metrics_off_writes_nothing(driver: Driver):
 # -- at-least-once across a crash ------------------------------------------------------------------
 
 
-def test_a_worker_killed_mid_drain_never_leaves_fewer_counts_than_jobs(driver: Driver, procs):
-    n = 300
+def drain_with_a_worker_killed(driver: Driver, procs, n: int) -> int:
+    """Two real workers drain ``n`` short jobs; one is SIGKILLed mid-drain
+    and the other drains the rest. Returns how many runs there were."""
     # --tries 3: the job A was running when it died runs again on B.
     a, b = start_workers(driver, procs, "--tries", "3", n=2)
     # A few milliseconds a job, so that both workers are mid-batch when A dies.
@@ -142,7 +143,12 @@ def test_a_worker_killed_mid_drain_never_leaves_fewer_counts_than_jobs(driver: D
         alive=(b,),
     )
     assert stop(procs, b) == 0
-    runs = driver.qdb.scalar("SELECT count(*) FROM test_runs")
+    return driver.qdb.scalar("SELECT count(*) FROM test_runs")
+
+
+def test_a_worker_killed_mid_drain_never_leaves_fewer_counts_than_jobs(driver: Driver, procs):
+    n = 300
+    runs = drain_with_a_worker_killed(driver, procs, n)
     (counts,) = by_job(metrics.totals(driver.backend)).values()
     # Every job that ran to completion and was deleted was counted; a job A
     # finished but never deleted ran again on B and was counted again.
