@@ -147,6 +147,46 @@ def wait_until(condition, what: str, timeout: float = 20.0):
         time.sleep(0.05)
 
 
+# -- a rescue announces before it lets go ------------------------------------------------------
+
+
+def test_a_rescue_announces_its_jobs_before_any_claim_can_take_them(driver):
+    """``announce`` runs while the rescued jobs are still out of every
+    claim's reach, so ``job.rescued`` always comes before the next start."""
+    job_id = RecordRun(key="orphan").dispatch()
+    backend = driver.backend
+    dead, _ = backend.register_worker("dead", "host", os.getpid(), ["default"])
+    backend.claim(dead, "default", 1, [], 60)
+    time.sleep(0.05)
+    claimer, _ = backend.register_worker("claimer", "host", os.getpid(), ["default"])
+    stale_after = 0.025  # the dead worker's one heartbeat is older, the claimer's newer
+    during: dict = {}
+
+    def announce(pairs):
+        during["pairs"] = list(pairs)
+        # A claim on another connection, while the announcement runs: on
+        # PostgreSQL and Redis it finds nothing; on SQLite it waits for the
+        # rescue's write lock. Either way it must not have the job yet.
+        box: dict = {}
+        thread = threading.Thread(
+            target=lambda: box.setdefault("got", in_thread(backend.claim, claimer, "default", 1, [], 60))
+        )
+        thread.start()
+        thread.join(1.0)
+        during["claimed"] = [j.id for j in box.get("got", [])]
+        during["thread"] = thread
+
+    assert backend.rescue(stale_after, announce=announce) == [(job_id, dead)]
+    assert during["pairs"] == [(job_id, dead)] and during["claimed"] == []
+    during["thread"].join(60)
+    # Once the rescue is over, the job is claimable (the waiting claim may have it already).
+    late = backend.claim(claimer, "default", 1, [], 60)
+    assert driver.counts() == {"default": (0, 0, 1)}
+    assert [j.id for j in late] in ([job_id], [])
+    assert backend.rescue(30, announce=announce) == []  # nothing left to announce
+    assert during["pairs"] == [(job_id, dead)]
+
+
 # -- claims never duplicate -----------------------------------------------------------------------
 
 

@@ -235,6 +235,26 @@ def test_rescue_returns_a_dead_workers_jobs_with_their_attempts(rb):
     assert [w.id for w in rb.workers(30)] == [live]
 
 
+def test_a_rescuer_that_dies_before_handing_back_leaves_the_jobs_to_the_lease(rb):
+    """The first half of an announced rescue takes the jobs over under the
+    caller's token; if the caller never runs the second half, the jobs are
+    out of reach only for the lease, then the next rescue frees them."""
+    (job_id,) = rb.push([job()])
+    dead = worker(rb, "dead")
+    rb.claim(dead, "default", 1, [], 60)
+    rb.client().zadd(rb.key("workers"), {str(dead): 1})  # its last heartbeat was long ago
+    taken = rb._run("rescue", 300, 60_000, "rescue:dead-caller")
+    assert [int(i) for i, _ in taken] == [job_id]
+    assert job_hash(rb, job_id)["owner"] == "rescue:dead-caller"
+    live = worker(rb, "live")
+    assert rb.claim(live, "default", 1, [], 60) == []  # still taken over
+    time.sleep(0.4)  # the lease of 300 ms runs out
+    assert rb.rescue(0.3) == [(job_id, None)]  # the token is no worker id
+    (claimed,) = rb.claim(live, "default", 1, [], 60)
+    assert claimed.id == job_id and claimed.attempts == 2
+    assert not rb.client().exists(rb.key("held", "rescue:dead-caller"))
+
+
 def test_rescue_takes_back_an_expired_lease(rb):
     (job_id,) = rb.push([job()])
     w = worker(rb)

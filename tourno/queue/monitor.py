@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tourno.db import open_connection
 from tourno.errors import first_line
@@ -118,6 +118,14 @@ class Monitor(threading.Thread):
                 self._stopping.wait(min(0.5 * 2**failures, 10.0))
         backend.close_thread_connection()
 
+    def rescued(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Log and announce the jobs a rescue takes back; the backend calls
+        this before any of them can be claimed again."""
+        for job_id, owner in pairs:
+            self.worker.log.warning("released job #%s: its worker #%s stopped heartbeating", job_id, owner)
+            # The rescue returns ids only: the job's name, uuid and queue are not known here.
+            events.emit("job.rescued", id=job_id, worker_id=owner)
+
     def round(self, now: float) -> None:
         """One pass over everything the monitor does, at ``now`` (monotonic)."""
         w = self.worker
@@ -128,10 +136,7 @@ class Monitor(threading.Thread):
             self.check_cancels()
             self._next_beat = now + opts.heartbeat_interval
         if now >= self._next_rescue:
-            for job_id, owner in w.backend.rescue(opts.stale_after):
-                w.log.warning("released job #%s: its worker #%s stopped heartbeating", job_id, owner)
-                # The rescue returns ids only: the job's name, uuid and queue are not known here.
-                events.emit("job.rescued", id=job_id, worker_id=owner)
+            w.backend.rescue(opts.stale_after, announce=self.rescued)
             w.backend.maintain()
             self.sweep_cancelled()
             self._next_rescue = now + opts.heartbeat_interval

@@ -12,12 +12,15 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tourno.queue.job import PendingJob
 from tourno.queue.metrics import Counts, MetricRow
+
+#: What :meth:`Backend.rescue` hands its ``announce``: (job id, former worker id) pairs.
+RescueAnnounce = Callable[[list[tuple[Any, Any]]], None]
 
 #: The lease backstop: a reserved job whose worker still heartbeats is only
 #: taken back this long after its timeout (the worker's own watchdog acts first).
@@ -251,9 +254,16 @@ class QueueBackend(abc.ABC):
         return 0
 
     @abc.abstractmethod
-    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
+    def rescue(self, stale_after: float, announce: RescueAnnounce | None = None) -> list[tuple[Any, Any]]:
         """Release jobs held by workers whose heartbeat is stale (or whose lease
-        ran out); returns (job id, former worker id) pairs."""
+        ran out); returns (job id, former worker id) pairs.
+
+        ``announce``, when given, is called with those pairs *before* any of
+        the jobs can be claimed again (inside the rescue's transaction on the
+        database drivers, between the take-over and the hand-back on Redis),
+        so that ``job.rescued`` comes before the next ``job.started`` of the
+        same job, as ``job.dispatched`` comes before the first. It must be
+        quick: the rescued rows stay locked while it runs."""
 
     def maintain(self) -> None:
         """Housekeeping of the backend's own, called by every worker's monitor

@@ -46,6 +46,7 @@ from tourno.queue.backends.base import (
     HeardDue,
     QueueBackend,
     QueueStats,
+    RescueAnnounce,
     WorkerInfo,
     cancel_notice,
 )
@@ -815,10 +816,18 @@ class PostgresBackend(DatabaseBackend):
         SELECT r.id, r.reserved_by FROM r, (SELECT count(*) FROM notified) n
     """.replace("{channel}", CHANNEL)
 
-    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
-        return [
-            (r[0], r[1]) for r in _rows(self._RESCUE, {"stale": float(stale_after), "ttl": WORKER_ROW_TTL})
-        ]
+    def rescue(self, stale_after: float, announce: RescueAnnounce | None = None) -> list[tuple[Any, Any]]:
+        # One transaction, so that the announcement comes while the rescued
+        # rows are still locked and out of every claim's reach (the NOTIFY
+        # goes out at the commit too).
+        with database.atomic():
+            pairs = [
+                (r[0], r[1])
+                for r in _rows(self._RESCUE, {"stale": float(stale_after), "ttl": WORKER_ROW_TTL})
+            ]
+            if pairs and announce is not None:
+                announce(pairs)
+        return pairs
 
     # Every claim leaves a dead entry at the head of jobs_ready_idx, and a
     # burst of jobs outruns autovacuum (which visits a database at most once a
@@ -1263,7 +1272,7 @@ class SqliteBackend(DatabaseBackend):
         rows = _rows("SELECT value FROM queue_signals WHERE name = 'restart'")
         return parse_timestamp(rows[0][0]) if rows else None
 
-    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
+    def rescue(self, stale_after: float, announce: RescueAnnounce | None = None) -> list[tuple[Any, Any]]:
         now = self._now()
         cond = (
             "reserved_at IS NOT NULL AND (lease_expires_at < ? OR NOT EXISTS ("
@@ -1281,8 +1290,11 @@ class SqliteBackend(DatabaseBackend):
                     (now, *params),
                 )
             database.execute_sql("DELETE FROM workers WHERE heartbeat_at < ?", (self._now(-WORKER_ROW_TTL),))
+            pairs = [(r[0], r[1]) for r in rows]
+            if pairs and announce is not None:
+                announce(pairs)  # the write lock keeps every claim out until the commit
             self._announce({r[2] for r in rows})
-        return [(r[0], r[1]) for r in rows]
+        return pairs
 
     def next_due(self, queues: list[str]) -> float | None:
         # As PostgresBackend's, through jobs_due_idx; the times are ours (the

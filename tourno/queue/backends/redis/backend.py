@@ -96,6 +96,7 @@ import json
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -117,6 +118,7 @@ from tourno.queue.backends.base import (
     HeardDue,
     QueueBackend,
     QueueStats,
+    RescueAnnounce,
     WorkerInfo,
     cancel_notice,
 )
@@ -147,6 +149,7 @@ SCRIPTS = (
     "fail_begin",
     "fail_end",
     "rescue",
+    "rescue_finish",
     "heartbeat",
     "unregister",
     "clear",
@@ -522,12 +525,21 @@ class RedisBackend(QueueBackend):
     def release_locks(self, worker_id: int, key: str | None = None) -> int:
         return int(self._run("unlock", worker_id, "" if key is None else key))
 
-    def rescue(self, stale_after: float) -> list[tuple[Any, Any]]:
-        rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_ROW_TTL * 1000)
+    def rescue(self, stale_after: float, announce: RescueAnnounce | None = None) -> list[tuple[Any, Any]]:
+        # With an announcement to make, in two steps: take the jobs over under
+        # a token of this call's (out of every claim's reach), announce, hand
+        # them back. A process that dies in between leaves them to the lease.
+        taker = () if announce is None else (f"rescue:{uuid.uuid4().hex}",)
+        rows = self._run("rescue", int(float(stale_after) * 1000), WORKER_ROW_TTL * 1000, *taker)
         out: list[tuple[Any, Any]] = []
         for job_id, owner in rows:
             owner = _text(owner)
             out.append((int(job_id), int(owner) if owner.isdigit() else None))
+        if out and announce is not None:
+            try:
+                announce(out)
+            finally:
+                self._run("rescue_finish", *taker, *[_text(job_id) for job_id, _ in rows])
         return out
 
     # -- notifications -----------------------------------------------------------------
