@@ -114,6 +114,17 @@ def _bind(name: str, raw: str) -> str:
 
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgres+pool", "postgresql+pool")
+POSTGRES_SCHEMES = DATABASE_SCHEMES[1:]
+
+
+def _dead_after(name: str, raw: str) -> float:
+    # Below 2 s a busy server's slow reply could pass for a dead one.
+    value = _positive_number(name, raw)
+    if value < 2:
+        raise ConfigError(f"{name}: must be at least 2 seconds, got {raw!r}")
+    return value
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MAIL_TRANSPORTS = ("smtp", "console", "file")
@@ -161,6 +172,8 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "LOG_FORMAT": lambda n, r: _choice(n, r, LOG_FORMATS),
     "HEARTBEAT_INTERVAL": _positive_number,
     "WORKER_STALE_AFTER": _positive_number,
+    "LISTEN_URL": lambda n, r: _url(n, r, POSTGRES_SCHEMES),
+    "DB_DEAD_AFTER": _dead_after,
     "MAIL_TRANSPORT": lambda n, r: _choice(n, r, MAIL_TRANSPORTS),
     "MAIL_HOST": _stripped,
     "MAIL_PORT": lambda n, r: _int_between(n, r, 1, 65535),
@@ -204,6 +217,11 @@ class Settings:
     heartbeat_interval: float = 5.0
     # ...and is presumed dead, its jobs released, when the last beat is older.
     worker_stale_after: float = 30.0
+    # Several servers: where LISTEN goes when the database URL is a pooler
+    # in transaction mode (None: the database URL), and the seconds after
+    # which a silent connection (PostgreSQL, Redis) counts as lost.
+    listen_url: str | None = None
+    db_dead_after: float = 10.0
     # Mail (tourno.mail): transport, SMTP server, pacing.
     mail_transport: str = "console"
     mail_host: str = "127.0.0.1"

@@ -28,6 +28,7 @@ from tourno.db import (
     UTC,
     database,
     discard_connection,
+    listen_url,
     open_connection,
     parse_timestamp,
     peewee_errors,
@@ -35,6 +36,7 @@ from tourno.db import (
     tuples,
     write_transaction,
 )
+from tourno.db import connect as connect_database
 from tourno.queue import failed, wakeup
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
@@ -402,9 +404,30 @@ class PostgresBackend(DatabaseBackend):
                    END
         FROM ins
     """
-    #: Connections on which the statement above is prepared (PREPARE is not
-    #: undone by a rollback, so this stays true for the connection's life).
+    #: The same statement unprepared, for a connection through a pooler.
+    _PUSH_ONE_PLAIN = (
+        _PUSH_ONE.split(" AS\n", 1)[1]
+        .replace("$1", "%s::text")
+        .replace("$2", "%s::jsonb")
+        .replace("$3", "%s::int")
+        .replace("$4", "%s::float8")
+        .replace("$5", "%s::text")
+    )
+    #: Per connection: True once the statement above is prepared on it
+    #: (PREPARE is not undone by a rollback, so this stays true for the
+    #: connection's life), False when the connection goes through a pooler
+    #: (_direct), where a prepared statement lives on whichever server
+    #: connection ran the PREPARE and the next transaction may get another.
     _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _direct(conn: Any) -> bool:
+        """Whether ``conn`` reaches a PostgreSQL backend of its own. A pooler
+        (PgBouncer) answers the startup with a cancel key of its own making,
+        so the backend pid the driver was told is not the server's."""
+        told = getattr(getattr(conn, "info", None), "backend_pid", None)
+        return told is not None and told == _rows("SELECT pg_backend_pid()")[0][0]
+
     _PUSH_MANY = f"""
         WITH ins AS (
             INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
@@ -444,13 +467,17 @@ class PostgresBackend(DatabaseBackend):
             if len(jobs) == 1:
                 p = jobs[0]
                 conn = database.connection()
-                if conn not in self._prepared:
-                    database.execute_sql(self._PUSH_ONE)
-                    self._prepared[conn] = True
-                rows = _rows(
-                    f"EXECUTE {self._PUSH_ONE_NAME} (%s, %s, %s, %s, %s)",
-                    (p.queue, p.payload_json, p.priority, p.delay, p.unique_key),
-                )
+                prepared = self._prepared.get(conn)
+                if prepared is None:
+                    prepared = self._direct(conn)
+                    if prepared:
+                        database.execute_sql(self._PUSH_ONE)
+                    self._prepared[conn] = prepared
+                args = (p.queue, p.payload_json, p.priority, p.delay, p.unique_key)
+                if prepared:
+                    rows = _rows(f"EXECUTE {self._PUSH_ONE_NAME} (%s, %s, %s, %s, %s)", args)
+                else:
+                    rows = _rows(self._PUSH_ONE_PLAIN, args)
                 return [rows[0][0] if rows else None]
             ids: dict[str, Any] = {}
             for start in range(0, len(jobs), PUSH_CHUNK):
@@ -832,24 +859,71 @@ class PostgresBackend(DatabaseBackend):
     # Every claim leaves a dead entry at the head of jobs_ready_idx, and a
     # burst of jobs outruns autovacuum (which visits a database at most once a
     # minute): the claim's index scan then grows with the burst. Workers vacuum
-    # the table themselves every few thousand jobs; the advisory lock makes
-    # sure only one of them does it at a time.
-    _VACUUM_LOCK = 0x70757271  # an arbitrary constant, shared by all workers
+    # the table themselves every few thousand jobs, one at a time. VACUUM
+    # cannot run inside a transaction, so no transaction-scoped lock can cover
+    # it, and a session advisory lock leaks behind a transaction-mode pooler
+    # (the unlock may reach another server connection than the lock): the
+    # turn is a lease in queue_signals instead, taken in one statement. The
+    # taker ends it when done; one that died mid-VACUUM leaves it to expire.
+    _VACUUM_TAKE = """
+        INSERT INTO queue_signals (name, value)
+        VALUES ('vacuum', now() + %(lease)s * interval '1 second')
+        ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE queue_signals.value < now()
+        RETURNING value
+    """
+    #: Seconds a vacuum's turn lasts at most (far above what VACUUM jobs takes).
+    VACUUM_LEASE = 600.0
 
     def vacuum(self) -> bool:
-        if not _rows("SELECT pg_try_advisory_lock(%s)", (self._VACUUM_LOCK,))[0][0]:
+        taken = _rows(self._VACUUM_TAKE, {"lease": self.VACUUM_LEASE})
+        if not taken:
             return False
         try:
             database.execute_sql("VACUUM jobs")
         finally:
-            database.execute_sql("SELECT pg_advisory_unlock(%s)", (self._VACUUM_LOCK,))
+            # Only our own lease: its value is the instant we wrote.
+            database.execute_sql(
+                "UPDATE queue_signals SET value = now() WHERE name = 'vacuum' AND value = %s",
+                (taken[0][0],),
+            )
         return True
 
+    # LISTEN goes to TOURNO_LISTEN_URL when that is set (db.listen_url()): a
+    # direct connection, since a transaction-mode pooler may run the LISTEN
+    # on one server connection and hand that connection to another client
+    # (whose commit then discards it), and delivers nothing to us. That
+    # connection is this thread's own, beside its pooled one; the wait
+    # selects on it. Without the setting, the thread's connection listens.
+    _listening = threading.local()
+
+    def _listener(self) -> Any:
+        """This thread's listening driver connection."""
+        own = getattr(self._listening, "db", None)
+        return own.connection() if own is not None else database.connection()
+
     def listen(self) -> None:
-        database.execute_sql(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}; LISTEN {DUE_CHANNEL}")
+        statement = f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}; LISTEN {DUE_CHANNEL}"
+        url = listen_url()
+        if url is None:
+            database.execute_sql(statement)
+            return
+        own = getattr(self._listening, "db", None)
+        if own is None:
+            own = connect_database(url)
+            self._listening.db = own
+        open_connection(own)
+        own.execute_sql(statement)
+
+    def close_thread_connection(self) -> None:
+        own = getattr(self._listening, "db", None)
+        if own is not None:
+            self._listening.db = None
+            with contextlib.suppress(Exception):
+                own.close()
+        super().close_thread_connection()
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
-        conn = database.connection()
+        conn = self._listener()
         queues: set[str] = set()
         if not conn.notifies:
             ready, _, _ = select.select([conn], [], [], max(timeout, 0))

@@ -93,6 +93,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -106,7 +107,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tourno import db as tdb
-from tourno.db import UTC, database, open_connection
+from tourno.db import DEFAULT_DEAD_AFTER, UTC, database, liveness_parameters, open_connection
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
@@ -179,6 +180,19 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix or None
 
 
+def _keepalive_options(dead_after: float) -> dict[int, int]:
+    """The TCP options that match libpq's liveness parameters (db.py), as
+    redis-py's ``socket_keepalive_options`` (where the platform has them)."""
+    params = liveness_parameters(dead_after)
+    wanted = {
+        "TCP_KEEPIDLE": params["keepalives_idle"],
+        "TCP_KEEPINTVL": params["keepalives_interval"],
+        "TCP_KEEPCNT": params["keepalives_count"],
+        "TCP_USER_TIMEOUT": params["tcp_user_timeout"],
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
 def _pad(job_id: Any) -> str:
     return f"{int(job_id):016d}"
 
@@ -209,8 +223,15 @@ class RedisBackend(QueueBackend):
     store_name = "Redis"
     store_errors: tuple[type[BaseException], ...] = (redislib.RedisError,)
 
-    def __init__(self, url: str, prefix: str | None = None, metrics_retention_days: float = 14.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str | None = None,
+        metrics_retention_days: float = 14.0,
+        dead_after: float = DEFAULT_DEAD_AFTER,
+    ) -> None:
         self.url, url_prefix = _split_prefix(url)
+        self.keepalive = _keepalive_options(dead_after)
         self.prefix = prefix or url_prefix or "tourno"
         self._local = threading.local()
         #: How long the per-minute metrics hashes live (the totals hash stays).
@@ -238,6 +259,10 @@ class RedisBackend(QueueBackend):
                 self.url,
                 socket_connect_timeout=5,
                 socket_timeout=30,
+                # A silent server (host cut off) fails the connection within
+                # TOURNO_DB_DEAD_AFTER, also the idle pub/sub one.
+                socket_keepalive=True,
+                socket_keepalive_options=self.keepalive,  # type: ignore[arg-type]  # the stubs say str keys; redis-py passes them to setsockopt
                 health_check_interval=30,
                 retry=Retry(NoBackoff(), 0),
             )
