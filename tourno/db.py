@@ -80,7 +80,8 @@ def liveness_parameters(dead_after: float) -> dict[str, int]:
     long query on a healthy connection is never cut. Unix sockets ignore them."""
     seconds = max(float(dead_after), 2.0)
     idle = max(1, int(seconds // 2))
-    count = 3
+    # Up to three probes in what is left (libpq counts whole seconds).
+    count = max(1, min(3, int(seconds - idle)))
     interval = max(1, int((seconds - idle) // count))
     return {
         "keepalives": 1,
