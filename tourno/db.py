@@ -215,8 +215,10 @@ def connection_in_transaction(db: peewee.Database | None = None) -> bool:
     if conn is None:
         return False
     status = getattr(conn, "get_transaction_status", None)
-    if status is not None:  # psycopg2: 0 is idle
-        return bool(status() != 0)
+    if status is not None:
+        # psycopg2: 1 active, 2 in a transaction, 3 in a failed one; 0 is
+        # idle and 4 a broken connection, which has nothing to roll back.
+        return bool(status() in (1, 2, 3))
     return bool(getattr(conn, "in_transaction", False))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import dataclass
 
 from tests.support.jobs import record, runs
@@ -54,3 +55,21 @@ class FenceDeaf(Job):
                 except JobLeaseLost:
                     pass
         _ended(self.key)
+
+
+@dataclass
+class NetJob(Job):
+    """Records its start, sleeps ``seconds``, then inserts one mark per
+    finished run, ``net:<key>:<pid>:<n>`` with the server's clock (the
+    network-namespace test counts finishes with it)."""
+
+    key: str
+    seconds: float = 0.25
+
+    def handle(self) -> None:
+        record(self.key)
+        time.sleep(self.seconds)
+        database.execute_sql(
+            "INSERT INTO test_marks (key, value) VALUES (%s, clock_timestamp()::text)",
+            (f"net:{self.key}:{os.getpid()}:{uuid.uuid4().hex}",),
+        )
