@@ -138,3 +138,37 @@ def test_job_that_ignores_the_fence_ends_its_worker_before_the_rescue(pg, procs)
     assert "did not stop after its lease was lost" in procs.output(a)
     assert count(pg, "jobs") == 0
     assert stop(procs, b) == 0
+
+
+def test_completion_of_a_job_taken_meanwhile_is_logged_as_a_warning(pg, procs):  # noqa: F811
+    # A misconfigured pair: B presumes workers dead after 1.5 s, A fences
+    # itself only at 0.8 of 6 s. While A's heartbeat waits on the lock, B
+    # rescues A's job and runs it; A's run finishes afterwards and finds
+    # the job gone.
+    a = procs.start(
+        pg.env(TOURNO_IMPORTS=FENCE_IMPORTS, TOURNO_WORKER_STALE_AFTER="6"), "work", "--tries", "3"
+    )
+    wait_registered(pg, procs, a)
+    FenceSleeper(key="slow", first=4).dispatch()
+    wait_for(lambda: run_pids(pg, "slow") == [a.pid], "the job to start on A", procs, alive=(a,))
+    b = procs.start(
+        pg.env(TOURNO_IMPORTS=FENCE_IMPORTS, TOURNO_WORKER_STALE_AFTER="1.5"), "work", "--tries", "3"
+    )
+    wait_registered(pg, procs, b)
+    lock = RowLock(pg, a.pid)
+    try:
+        wait_for(lambda: b.pid in _ended(pg, "slow"), "B to rescue and run the job", procs, alive=(a, b))
+    finally:
+        lock.release()
+    wait_for(lambda: a.pid in _ended(pg, "slow"), "A's run to end", procs, alive=(a, b))
+    wait_for(
+        lambda: "it may have run on another worker too" in procs.output(a),
+        "A's warning",
+        procs,
+        timeout=10,
+        alive=(a, b),
+    )
+    assert "heartbeat not written" not in procs.output(a)  # never fenced: a pure late beat
+    assert count(pg, "jobs") == 0 and count(pg, "failed_jobs") == 0
+    assert stop(procs, a) == 0
+    assert stop(procs, b) == 0

@@ -261,6 +261,10 @@ class Monitor(threading.Thread):
             w.lease_doubted()
             raise
         w.lease_renewed(sent)
+        if time.monotonic() - sent > w.options.heartbeat_interval:
+            # Written, but late (a lock, a slow server): meanwhile a rescuer
+            # with a shorter stale window may have taken our job.
+            w.lease_doubted()
         if restart is not None and w.started_at is not None and restart > w.started_at:
             if not w.restart_requested.is_set():
                 w.log.info("restart signal received; stopping after the current job")
