@@ -94,6 +94,11 @@ class RunningJob:
         return self.max_tries > 0 and self.claimed.attempts >= self.max_tries
 
     @property
+    def max_exceptions(self) -> int | None:
+        """The job's ``max_exceptions`` (None: only ``tries`` counts)."""
+        return None if self.job is None else self.job.max_exceptions
+
+    @property
     def fails_on_timeout(self) -> bool:
         """The job's ``fail_on_timeout``: a timed-out attempt is its last."""
         return bool(self.job is not None and self.job.fail_on_timeout)
@@ -310,10 +315,12 @@ class Release:
     job_id: Any
     delay: float
     attempts: int
+    #: The attempt ended in an exception the job raised (``max_exceptions``).
+    exception: bool = False
 
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.release(worker_id, self.job_id, self.delay, self.attempts, metrics)
+        return backend.release(worker_id, self.job_id, self.delay, self.attempts, metrics, self.exception)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,6 +72,10 @@ class Job:
     retry_until: ClassVar[float | None] = None
     #: A timed-out attempt fails the job for good instead of being retried.
     fail_on_timeout: ClassVar[bool] = False
+    #: Fail for good at this many attempts that raised, whatever ``tries``
+    #: allows (None: no limit). Timeouts, snoozes and a worker that died do
+    #: not count: ``tries`` covers those.
+    max_exceptions: ClassVar[int | None] = None
     #: Make the job unique: a dispatch while one with the same key is pending
     #: or running is a no-op. ``unique_key`` may be a string or a method;
     #: ``unique_for`` (seconds) bounds how long the key is held.
@@ -299,6 +303,14 @@ def _template(cls: type[Job]) -> str:
             not isinstance(cls.tries, int) or isinstance(cls.tries, bool) or cls.tries < 0
         ):
             raise TypeError(f"{cls.__name__}.tries must be a whole number >= 0, got {cls.tries!r}")
+        if cls.max_exceptions is not None and (
+            not isinstance(cls.max_exceptions, int)
+            or isinstance(cls.max_exceptions, bool)
+            or cls.max_exceptions < 1
+        ):
+            raise TypeError(
+                f"{cls.__name__}.max_exceptions must be a whole number >= 1, got {cls.max_exceptions!r}"
+            )
         if cls.timeout is not None and not _is_seconds(cls.timeout):
             raise TypeError(
                 f"{cls.__name__}.timeout must be seconds between 0 and {MAX_SECONDS:g}, got {cls.timeout!r}"

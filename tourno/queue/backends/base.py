@@ -193,9 +193,18 @@ class QueueBackend(abc.ABC):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
         """Make a job this worker holds available again after ``delay`` seconds,
-        recording that it has used ``attempts`` attempts when given."""
+        recording that it has used ``attempts`` attempts when given, and with
+        ``exception`` that the attempt ended in an exception the job raised
+        (counted for :meth:`exceptions`)."""
+
+    @abc.abstractmethod
+    def exceptions(self, job_id: Any) -> int:
+        """How many of the job's attempts so far ended in an exception it
+        raised (its releases with ``exception``); 0 for an unknown job. Read
+        only for jobs that declare ``max_exceptions``, when one raises."""
 
     @abc.abstractmethod
     def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:

@@ -633,7 +633,8 @@ class PostgresBackend(DatabaseBackend):
             UPDATE jobs
             SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
                 available_at = now() + %(delay)s * interval '1 second',
-                attempts = GREATEST(attempts, %(attempts)s::int)
+                attempts = GREATEST(attempts, %(attempts)s::int),
+                exceptions = exceptions + %(exception)s
             WHERE id = %(id)s AND reserved_by = %(worker)s
             RETURNING queue, available_at
         )
@@ -649,9 +650,20 @@ class PostgresBackend(DatabaseBackend):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
-        params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": attempts}
+        params = {
+            "delay": float(delay),
+            "id": job_id,
+            "worker": worker_id,
+            "attempts": attempts,
+            "exception": int(exception),
+        }
         return bool(self._run(self._RELEASE, params, metrics).fetchall())
+
+    def exceptions(self, job_id: Any) -> int:
+        rows = _rows("SELECT exceptions FROM jobs WHERE id = %s", (job_id,))
+        return int(rows[0][0]) if rows else 0
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -1147,21 +1159,27 @@ class SqliteBackend(DatabaseBackend):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
         with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
             if metrics:
                 self._upsert_metrics(metrics)
             rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
+                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)), "
+                "exceptions = exceptions + ? "
                 "WHERE id = ? AND reserved_by = ? RETURNING queue",
-                (self._now(delay), attempts, job_id, worker_id),
+                (self._now(delay), attempts, int(exception), job_id, worker_id),
             )
         if rows and delay > 0:
             self._announce(due={rows[0][0]: time.time() + delay})
         elif rows:
             self._announce({rows[0][0]})
         return bool(rows)
+
+    def exceptions(self, job_id: Any) -> int:
+        rows = _rows("SELECT exceptions FROM jobs WHERE id = ?", (job_id,))
+        return int(rows[0][0]) if rows else 0
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(

@@ -381,6 +381,7 @@ class RedisBackend(QueueBackend):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
         ms = int(round(float(delay) * 1000))
         return bool(
@@ -390,9 +391,13 @@ class RedisBackend(QueueBackend):
                 _pad(job_id),
                 ms,
                 "" if attempts is None else attempts,
+                int(exception),
                 *self._metric_args(metrics),
             )
         )
+
+    def exceptions(self, job_id: Any) -> int:
+        return int(self.client().hget(self.key("job", _pad(job_id)), "exceptions") or 0)
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
