@@ -369,6 +369,12 @@ class QueueBackend(abc.ABC):
     @abc.abstractmethod
     def signal_restart(self) -> dt.datetime: ...
 
+    def write_metrics(self, metrics: Sequence[MetricRow]) -> None:
+        """Add counts that no job operation carries (a cancel from the CLI or
+        the dashboard) to the persisted metrics: a completion of no jobs."""
+        if metrics:
+            self.complete(0, [], metrics)
+
     @abc.abstractmethod
     def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:
         """Cancel the jobs with these ids or payload uuids, atomically per job:
