@@ -462,6 +462,19 @@ def test_large_batch_keeps_every_field_of_every_job(qdb):
         assert (55 <= wait <= 60.5) if p.delay else (wait <= 0.5)
     stats = {st.queue: (st.ready, st.delayed) for st in backend().stats()}
     assert stats == {"default": (200, 0), "mail": (200, 0), "later": (0, 200)}
+    # The dashboard's bounded counts: the same queues and figures under the cap...
+    capped = {st.queue: (st.ready, st.delayed, st.reserved) for st in backend().stats(cap=200)}
+    assert capped == {"default": (200, 0, 0), "mail": (200, 0, 0), "later": (0, 200, 0)}
+    # ...and past it an estimate on PostgreSQL (never under cap + 1), exact on SQLite.
+    over = {st.queue: st for st in backend().stats(cap=50)}
+    assert set(over) == {"default", "mail", "later"}
+    ready, delayed = over["default"].ready, over["later"].delayed
+    if qdb.kind == "postgres":
+        assert ready.estimated and ready >= 51 and delayed.estimated and delayed >= 51
+        assert not over["later"].ready.estimated and over["later"].ready == 0
+    else:
+        assert (ready, delayed) == (200, 200)
+    assert over["default"].oldest_ready_at is not None and over["later"].oldest_ready_at is None
 
     code, worker = run_worker(queues=["mail"])
     assert worker.jobs_processed == 200

@@ -356,7 +356,11 @@ class QueueBackend(abc.ABC):
     # -- operations ------------------------------------------------------------
 
     @abc.abstractmethod
-    def stats(self) -> list[QueueStats]: ...
+    def stats(self, cap: int | None = None) -> list[QueueStats]:
+        """Ready, delayed and reserved jobs and the oldest ready job, per
+        queue. With ``cap``, a store whose counts read the rows (PostgreSQL)
+        counts each up to the cap and estimates above it (``db.Count``), so
+        a page that refreshes every few seconds stays cheap at a million jobs."""
 
     @abc.abstractmethod
     def workers(self, stale_after: float) -> list[WorkerInfo]:

@@ -26,6 +26,7 @@ from tourno.buckets import TokenBucket
 from tourno.db import (
     SQLITE_TIME_FORMAT,
     UTC,
+    bounded_count,
     database,
     discard_connection,
     open_connection,
@@ -912,8 +913,41 @@ class PostgresBackend(DatabaseBackend):
         FROM jobs GROUP BY queue ORDER BY queue
     """
 
-    def stats(self) -> list[QueueStats]:
-        return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+    # The queues that hold jobs, without reading every row: a skip scan of
+    # jobs_ready_idx (one probe per queue) and the few reserved rows.
+    _QUEUES = """
+        WITH RECURSIVE q AS (
+            (SELECT queue FROM jobs WHERE reserved_at IS NULL ORDER BY queue LIMIT 1)
+            UNION ALL
+            SELECT (SELECT queue FROM jobs WHERE reserved_at IS NULL AND queue > q.queue
+                    ORDER BY queue LIMIT 1)
+            FROM q WHERE q.queue IS NOT NULL
+        )
+        SELECT queue FROM q WHERE queue IS NOT NULL
+        UNION
+        SELECT queue FROM jobs WHERE reserved_at IS NOT NULL
+        ORDER BY 1
+    """
+    _READY = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at <= now()"
+    _DELAYED = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at > now()"
+    _RESERVED = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NOT NULL"
+    _OLDEST = "SELECT min(available_at) FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at <= now()"
+
+    def stats(self, cap: int | None = None) -> list[QueueStats]:
+        if cap is None:
+            return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+        out = []
+        for (queue,) in _rows(self._QUEUES):
+            out.append(
+                QueueStats(
+                    queue,
+                    bounded_count(self._READY, (queue,), cap),
+                    bounded_count(self._DELAYED, (queue,), cap),
+                    bounded_count(self._RESERVED, (queue,), cap),
+                    parse_timestamp(_rows(self._OLDEST, (queue,))[0][0]),
+                )
+            )
+        return out
 
     def clear(self, queue: str | None) -> int:
         if queue is None:
@@ -1361,7 +1395,7 @@ class SqliteBackend(DatabaseBackend):
     def heard_due(self) -> dict[str, float]:
         return self._heard.take()
 
-    def stats(self) -> list[QueueStats]:
+    def stats(self, cap: int | None = None) -> list[QueueStats]:  # SQLite counts exactly
         now = self._now()
         rows = _rows(
             "SELECT queue, "
