@@ -349,13 +349,9 @@ class Snooze:
     delay: float
     attempts: int
 
-    #: The backend's snooze takes no counts: they wait for the next write.
-    carries_metrics = False
-
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        assert not metrics
-        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts)
+        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -411,7 +407,7 @@ class PendingOps:
         refused (its job was taken back)."""
         while self._ops:
             op = self._ops[0]
-            rows = take_metrics(metrics) if getattr(op, "carries_metrics", True) else []
+            rows = take_metrics(metrics)
             try:
                 applied = op.apply(backend, worker_id, rows)
             except BaseException:

@@ -207,12 +207,15 @@ class QueueBackend(abc.ABC):
         only for jobs that declare ``max_exceptions``, when one raises."""
 
     @abc.abstractmethod
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         """Make a job this worker holds available again after ``delay``
         seconds, recording exactly ``attempts`` (unlike :meth:`release`,
         which never lowers the count): the worker passes the claimed attempts
-        minus one, so the snoozed attempt is not spent. False when the job
-        was taken back."""
+        minus one, so the snoozed attempt is not spent. Announced like a
+        release (ready, or due at its time), and carries ``metrics`` like
+        one. False when the job was taken back."""
 
     @abc.abstractmethod
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:

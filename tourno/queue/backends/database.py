@@ -684,14 +684,18 @@ class PostgresBackend(DatabaseBackend):
                 available_at = now() + %(delay)s * interval '1 second',
                 attempts = GREATEST(%(attempts)s::int, 0)
             WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue
+            RETURNING queue, available_at
         )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM s
-    """.replace("{channel}", CHANNEL)
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
+                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
+        FROM s
+    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": int(attempts)}
-        return bool(_rows(self._SNOOZE, params))
+        return bool(self._run(self._SNOOZE, params, metrics).fetchall())
 
     _HAND_BACK = """
         WITH h AS (
@@ -1223,15 +1227,23 @@ class SqliteBackend(DatabaseBackend):
             )
         )
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         # PostgresBackend._SNOOZE says why the attempts are set, not raised.
-        return bool(
-            _rowcount(
+        with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
+            if metrics:
+                self._upsert_metrics(metrics)
+            rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ?",
+                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ? RETURNING queue",
                 (self._now(delay), int(attempts), job_id, worker_id),
             )
-        )
+        if rows and delay > 0:
+            self._announce(due={rows[0][0]: time.time() + delay})
+        elif rows:
+            self._announce({rows[0][0]})
+        return bool(rows)
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:

@@ -402,9 +402,13 @@ class RedisBackend(QueueBackend):
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         ms = int(round(float(delay) * 1000))
-        return bool(self._run("snooze", worker_id, _pad(job_id), ms, int(attempts)))
+        return bool(
+            self._run("snooze", worker_id, _pad(job_id), ms, int(attempts), *self._metric_args(metrics))
+        )
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
