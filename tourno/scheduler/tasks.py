@@ -11,7 +11,9 @@ after the job (so ``tourno schedule run CheckMatchDeadlinesJob`` and the
 
 The five built-in periodic jobs declare theirs the same way
 (:mod:`tourno.jobs.periodic`); a class in a module named by TOURNO_IMPORTS
-is picked up alike. TOURNO_SCHEDULE overrides an expression without code
+is picked up alike. ``cron`` counts only on the class that declares it, not
+on its subclasses; plain class attributes, not annotated ones (a dataclass
+would take an annotated name for a job argument). TOURNO_SCHEDULE overrides an expression without code
 (``Name=expr;Name=expr``); the older TOURNO_SCHEDULE_FREQUENCIES
 (``Name=minutes``) still works for minute counts cron can say.
 """
@@ -67,6 +69,13 @@ def _qualified(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _declares_cron(cls: type[Job]) -> bool:
+    # Only a class's own ``cron`` counts: a subclass of a periodic job (to
+    # change what it does, or in tests) is not scheduled a second time unless
+    # it says so. ``cron_timezone`` and ``cron_catch_up`` may be inherited.
+    return cls.__dict__.get("cron") is not None
+
+
 def _declared(cls: type[Job]) -> tuple[Any, Any, bool]:
     """(expression, timezone, catch_up) as the class declares them, checked for type."""
     where = _qualified(cls)
@@ -74,7 +83,7 @@ def _declared(cls: type[Job]) -> tuple[Any, Any, bool]:
     catch_up = getattr(cls, "cron_catch_up", True)
     if not isinstance(catch_up, bool):
         raise InvalidSchedule(f"{where}.cron_catch_up: expected True or False, got {catch_up!r}")
-    return getattr(cls, "cron", None), timezone, catch_up
+    return cls.__dict__["cron"], timezone, catch_up
 
 
 def _check_constructible(cls: type[Job]) -> None:
@@ -134,7 +143,7 @@ def task_table(settings: Settings | None = None) -> list[Task]:
             f"the periodic jobs {', '.join(missing)} are not registered: "
             "import tourno.jobs (tourno.setup() does) before building the task table"
         )
-    scheduled = {name: cls for name, cls in registered.items() if getattr(cls, "cron", None) is not None}
+    scheduled = {name: cls for name, cls in registered.items() if _declares_cron(cls)}
     unknown = sorted(set(overrides) - set(scheduled))
     if unknown:
         name = unknown[0]
