@@ -100,7 +100,7 @@ def _check_constructible(cls: type[Job]) -> None:
 def parse_schedule_setting(settings: Settings) -> dict[str, tuple[str, str]]:
     """Task name -> (expression, variable) from TOURNO_SCHEDULE, then from
     TOURNO_SCHEDULE_FREQUENCIES (minute counts cron can say: a divisor of 60,
-    or whole hours dividing 24). A task in both is refused."""
+    or whole hours dividing 24). For a task in both, TOURNO_SCHEDULE wins."""
     out: dict[str, tuple[str, str]] = {}
     schedule_var = PREFIX + "SCHEDULE"
     for pair in settings.schedule:
@@ -111,7 +111,7 @@ def parse_schedule_setting(settings: Settings) -> dict[str, tuple[str, str]]:
         name, _, text = pair.partition("=")
         minutes = int(text)
         if name in out:
-            raise InvalidSchedule(f"{freq_var}: {name} is also set in {schedule_var}; keep one")
+            continue  # the newer setting wins (``tourno up --demo`` sets the older one)
         if 60 % minutes == 0:
             expression = "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
         elif minutes % 60 == 0 and 24 % (minutes // 60) == 0:
