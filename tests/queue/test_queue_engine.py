@@ -18,6 +18,8 @@ import signal
 import threading
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
+from typing import ClassVar
 
 import psycopg2
 import pytest
@@ -48,7 +50,7 @@ from tests.support.jobs_engine import (
 )
 from tourno import db as tdb
 from tourno.db import SQLITE_TIME_FORMAT, parse_timestamp
-from tourno.queue import PendingJob, backends, dispatch_many
+from tourno.queue import Job, PendingJob, backends, dispatch_many
 from tourno.queue.backends.database import CHANNEL
 from tourno.queue.batch import ClaimBatch, Complete, Fail, PendingOps, Release
 from tourno.queue.job import build_job, parse_payload
@@ -413,6 +415,23 @@ def test_high_job_dispatched_mid_run_goes_before_remaining_default_jobs_with_pre
     # batch_seconds large: claim sizes are prefetch (the default), not timing-dependent.
     run_worker(queues=["high", "default"], batch_seconds=60)
     assert run_order(sqlite) == ["d0", "d0:high", "d1", "d1:high", "d2", "d2:high"]
+
+
+@dataclass
+class Tagged(Job):
+    """A dataclass job with a class variable (as ``cron`` is declared)."""
+
+    n: int
+    tag: ClassVar[str] = "not an argument"
+
+    def handle(self) -> None:
+        pass
+
+
+def test_class_variables_are_no_arguments(qdb):
+    job_id = Tagged(n=1).dispatch()
+    ((payload,),) = qdb.rows("SELECT payload FROM jobs WHERE id = %s", (job_id,))
+    assert as_json(payload)["args"] == {"n": 1}
 
 
 def test_dispatch_many_inserts_all_in_order(qdb):

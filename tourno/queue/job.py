@@ -176,10 +176,19 @@ class Job:
         return cls.job_name if key is None else f"{cls.job_name}:{key}"
 
     def args(self) -> dict[str, Any]:
-        names: dict[str, Any] | None = getattr(self, "__dataclass_fields__", None)
+        cls = type(self)
+        names = _arg_names.get(cls)
         if names is None:
-            raise TypeError(f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)")
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{cls.__name__} must be a dataclass (decorate it with @dataclass)")
+            # fields(), not __dataclass_fields__: a ClassVar annotation (say
+            # ``cron: ClassVar[str]``) is listed there too, and is no argument.
+            names = _arg_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
         return {name: getattr(self, name) for name in names}
+
+
+#: Each job class's argument names (its dataclass fields), worked out once.
+_arg_names: dict[type, tuple[str, ...]] = {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
