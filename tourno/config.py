@@ -97,6 +97,29 @@ def _frequencies(name: str, raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _schedule(name: str, raw: str) -> tuple[str, ...]:
+    """``Task=cron expr;Task=cron expr`` -> ("Task=expr", ...). Semicolons
+    separate the pairs, since expressions hold spaces and commas. The
+    expressions and task names are checked by the scheduler when it builds
+    its table (cronsim parses them; this module stays free of it)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in (p.strip() for p in raw.split(";")):
+        if not item:
+            continue
+        task, sep, expression = (s.strip() for s in item.partition("="))
+        if not sep or not task.isidentifier() or not expression:
+            raise ConfigError(
+                f"{name}: expected Task=cron expression pairs separated by ';', "
+                f"like AutoStartTournamentsJob=*/2 * * * *, got {item!r}"
+            )
+        if task in seen:
+            raise ConfigError(f"{name}: {task} is set twice")
+        seen.add(task)
+        out.append(f"{task}={' '.join(expression.split())}")
+    return tuple(out)
+
+
 def _secret(name: str, raw: str) -> str:
     value = raw.strip()
     # Short keys can be guessed offline from one signed link.
@@ -188,6 +211,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "MAIL_FILE_DIR": _stripped,
     "APP_URL": lambda n, r: _url(n, r, ("http", "https")).rstrip("/"),
     "SECRET_KEY": _secret,
+    "SCHEDULE": _schedule,
     "SCHEDULE_FREQUENCIES": _frequencies,
     "FULL_REMINDER_MINUTES": lambda n, r: _positive_number(n, r, "minutes"),
     "FULL_CANCEL_HOURS": lambda n, r: _positive_number(n, r, "hours"),
@@ -242,7 +266,10 @@ class Settings:
     # Signs unsubscribe links (HMAC-SHA256) and the dashboard's session cookie;
     # without it bulk mail has no unsubscribe link and /admin is disabled.
     secret_key: str | None = None
-    # The scheduler (tourno.scheduler): per-task frequency overrides, "Task=minutes".
+    # The scheduler (tourno.scheduler): per-task cron overrides, "Task=expr"
+    # (TOURNO_SCHEDULE, ';' between pairs), and the older minute counts,
+    # "Task=minutes" (TOURNO_SCHEDULE_FREQUENCIES).
+    schedule: tuple[str, ...] = ()
     schedule_frequencies: tuple[str, ...] = ()
     # CheckFullTournamentsJob: remind the organizer of a full, unstarted
     # tournament after this long, cancel it after that long.
@@ -298,7 +325,8 @@ class Settings:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, tuple):
-                value = ",".join(value)
+                # Cron expressions hold commas: TOURNO_SCHEDULE separates with ';'.
+                value = (";" if f.name == "schedule" else ",").join(value)
             text = str(value)
             if f.name.endswith("_url"):
                 text = mask_password(text)

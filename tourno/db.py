@@ -348,3 +348,49 @@ class BaseModel(peewee.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+
+# -- counts that do not scan a large table ------------------------------------------
+
+#: Exact up to this many rows; above it, PostgreSQL's planner estimate.
+COUNT_CAP = 10_000
+
+
+class Count(int):
+    """A row count that may be an estimate (``estimated``): an int, so sums
+    and comparisons work as before, shown with "≈" when it is one."""
+
+    estimated: bool
+
+    def __new__(cls, value: int, estimated: bool = False) -> Count:
+        count = super().__new__(cls, value)
+        count.estimated = estimated
+        return count
+
+    def __str__(self) -> str:
+        return f"≈{int(self):,}" if self.estimated else str(int(self))
+
+    __repr__ = __str__
+
+
+def bounded_count(query: Any, params: Any = (), cap: int | None = COUNT_CAP) -> Count:
+    """The rows of ``query`` (SQL text with ``params``, or a peewee query),
+    counted without reading more than ``cap + 1`` of them on PostgreSQL: a
+    page an operator keeps open must not scan a million-row table at every
+    refresh. Above the cap, the planner's estimate (from the table's
+    statistics: ANALYZE keeps it within the right order of magnitude), never
+    less than cap + 1. ``cap`` None, and SQLite (small, embedded
+    installations, and no estimates to ask for), count exactly."""
+    if not isinstance(query, str):
+        query, params = query.sql()
+    if cap is None or not is_postgres():
+        return Count(database.execute_sql(f"SELECT count(*) FROM ({query}) AS counted", params).fetchone()[0])
+    n = database.execute_sql(
+        f"SELECT count(*) FROM ({query} LIMIT {int(cap) + 1}) AS counted", params
+    ).fetchone()[0]
+    if n <= cap:
+        return Count(n)
+    plan = database.execute_sql(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return Count(max(int(plan[0]["Plan"]["Plan Rows"]), cap + 1), estimated=True)

@@ -401,7 +401,7 @@ def cancel_command(app: AppContext, idents: tuple[str, ...]) -> None:
     from tourno.queue import control
 
     app.setup()
-    result = control.cancel(idents)
+    result = control.cancel(idents, count_metrics=app.settings.queue_metrics)
     for ident in result.unknown:
         app.console.print(f"[red]No waiting or running job matches {ident}.[/red]")
     app.console.print(f"Cancelled {result.count} job(s).")

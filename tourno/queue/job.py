@@ -72,6 +72,10 @@ class Job:
     retry_until: ClassVar[float | None] = None
     #: A timed-out attempt fails the job for good instead of being retried.
     fail_on_timeout: ClassVar[bool] = False
+    #: Fail for good at this many attempts that raised, whatever ``tries``
+    #: allows (None: no limit). Timeouts, snoozes and a worker that died do
+    #: not count: ``tries`` covers those.
+    max_exceptions: ClassVar[int | None] = None
     #: Make the job unique: a dispatch while one with the same key is pending
     #: or running is a no-op. ``unique_key`` may be a string or a method;
     #: ``unique_for`` (seconds) bounds how long the key is held.
@@ -172,10 +176,19 @@ class Job:
         return cls.job_name if key is None else f"{cls.job_name}:{key}"
 
     def args(self) -> dict[str, Any]:
-        names: dict[str, Any] | None = getattr(self, "__dataclass_fields__", None)
+        cls = type(self)
+        names = _arg_names.get(cls)
         if names is None:
-            raise TypeError(f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)")
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{cls.__name__} must be a dataclass (decorate it with @dataclass)")
+            # fields(), not __dataclass_fields__: a ClassVar annotation (say
+            # ``cron: ClassVar[str]``) is listed there too, and is no argument.
+            names = _arg_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
         return {name: getattr(self, name) for name in names}
+
+
+#: Each job class's argument names (its dataclass fields), worked out once.
+_arg_names: dict[type, tuple[str, ...]] = {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -299,6 +312,14 @@ def _template(cls: type[Job]) -> str:
             not isinstance(cls.tries, int) or isinstance(cls.tries, bool) or cls.tries < 0
         ):
             raise TypeError(f"{cls.__name__}.tries must be a whole number >= 0, got {cls.tries!r}")
+        if cls.max_exceptions is not None and (
+            not isinstance(cls.max_exceptions, int)
+            or isinstance(cls.max_exceptions, bool)
+            or cls.max_exceptions < 1
+        ):
+            raise TypeError(
+                f"{cls.__name__}.max_exceptions must be a whole number >= 1, got {cls.max_exceptions!r}"
+            )
         if cls.timeout is not None and not _is_seconds(cls.timeout):
             raise TypeError(
                 f"{cls.__name__}.timeout must be seconds between 0 and {MAX_SECONDS:g}, got {cls.timeout!r}"

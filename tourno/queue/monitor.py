@@ -284,9 +284,12 @@ class Monitor(threading.Thread):
     def sweep_cancelled(self) -> None:
         """Delete the cancelled jobs that went back to the queue before their
         worker heard of it (released, handed back, rescued)."""
-        for job in self.worker.backend.sweep_cancelled():
-            self.worker.log.info("job #%s cancelled (it was no longer running)", job.id)
-            control.emit_cancelled(job, worker_id=self.worker.worker_id)
+        w = self.worker
+        for job in w.backend.sweep_cancelled():
+            w.log.info("job #%s cancelled (it was no longer running)", job.id)
+            if w.metrics is not None:
+                control.count_cancelled(w.metrics, job)  # written with the worker's next write
+            control.emit_cancelled(job, worker_id=w.worker_id)
 
     def watchdog(self, now: float) -> None:
         """A job far past timeout + grace means the main thread is stuck

@@ -514,6 +514,14 @@ class Worker:
         if timed_out_for_good or running.out_of_attempts(now or dt.datetime.now(dt.UTC)):
             self._finish_failed(running, exc, duration)
             return
+        # A timed-out attempt is no exception of the job's: tries (or
+        # fail_on_timeout) decide. The count is read only for jobs that declare
+        # max_exceptions, so plain retries cost no extra statement.
+        raised = not self._timed_out
+        limit = running.max_exceptions
+        if raised and limit and self.backend.exceptions(running.claimed.id) + 1 >= limit:
+            self._finish_failed(running, exc, duration)
+            return
         delay = running.retry_delay()
         self._job_line(
             logging.WARNING,
@@ -523,7 +531,7 @@ class Worker:
             f"RETRY in {delay:g} s (attempt {attempts}): {first_line(exc)}",
         )
         self.batch.stop_running()
-        self._queue_op(Release(running.claimed.id, delay, attempts))
+        self._queue_op(Release(running.claimed.id, delay, attempts, raised))
         self._emit_job("job.released", running, duration=duration, exception=exc, delay=delay)
 
     def _finish_snoozed(self, running: RunningJob, snooze: Snooze, duration: float) -> None:

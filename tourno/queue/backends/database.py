@@ -26,6 +26,7 @@ from tourno.buckets import TokenBucket
 from tourno.db import (
     SQLITE_TIME_FORMAT,
     UTC,
+    bounded_count,
     database,
     discard_connection,
     listen_url,
@@ -660,7 +661,8 @@ class PostgresBackend(DatabaseBackend):
             UPDATE jobs
             SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
                 available_at = now() + %(delay)s * interval '1 second',
-                attempts = GREATEST(attempts, %(attempts)s::int)
+                attempts = GREATEST(attempts, %(attempts)s::int),
+                exceptions = exceptions + %(exception)s
             WHERE id = %(id)s AND reserved_by = %(worker)s
             RETURNING queue, available_at
         )
@@ -676,9 +678,20 @@ class PostgresBackend(DatabaseBackend):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
-        params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": attempts}
+        params = {
+            "delay": float(delay),
+            "id": job_id,
+            "worker": worker_id,
+            "attempts": attempts,
+            "exception": int(exception),
+        }
         return bool(self._run(self._RELEASE, params, metrics).fetchall())
+
+    def exceptions(self, job_id: Any) -> int:
+        rows = _rows("SELECT exceptions FROM jobs WHERE id = %s", (job_id,))
+        return int(rows[0][0]) if rows else 0
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -698,14 +711,18 @@ class PostgresBackend(DatabaseBackend):
                 available_at = now() + %(delay)s * interval '1 second',
                 attempts = GREATEST(%(attempts)s::int, 0)
             WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue
+            RETURNING queue, available_at
         )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM s
-    """.replace("{channel}", CHANNEL)
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
+                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
+        FROM s
+    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": int(attempts)}
-        return bool(_rows(self._SNOOZE, params))
+        return bool(self._run(self._SNOOZE, params, metrics).fetchall())
 
     _HAND_BACK = """
         WITH h AS (
@@ -974,8 +991,41 @@ class PostgresBackend(DatabaseBackend):
         FROM jobs GROUP BY queue ORDER BY queue
     """
 
-    def stats(self) -> list[QueueStats]:
-        return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+    # The queues that hold jobs, without reading every row: a skip scan of
+    # jobs_ready_idx (one probe per queue) and the few reserved rows.
+    _QUEUES = """
+        WITH RECURSIVE q AS (
+            (SELECT queue FROM jobs WHERE reserved_at IS NULL ORDER BY queue LIMIT 1)
+            UNION ALL
+            SELECT (SELECT queue FROM jobs WHERE reserved_at IS NULL AND queue > q.queue
+                    ORDER BY queue LIMIT 1)
+            FROM q WHERE q.queue IS NOT NULL
+        )
+        SELECT queue FROM q WHERE queue IS NOT NULL
+        UNION
+        SELECT queue FROM jobs WHERE reserved_at IS NOT NULL
+        ORDER BY 1
+    """
+    _READY = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at <= now()"
+    _DELAYED = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at > now()"
+    _RESERVED = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NOT NULL"
+    _OLDEST = "SELECT min(available_at) FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at <= now()"
+
+    def stats(self, cap: int | None = None) -> list[QueueStats]:
+        if cap is None:
+            return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+        out = []
+        for (queue,) in _rows(self._QUEUES):
+            out.append(
+                QueueStats(
+                    queue,
+                    bounded_count(self._READY, (queue,), cap),
+                    bounded_count(self._DELAYED, (queue,), cap),
+                    bounded_count(self._RESERVED, (queue,), cap),
+                    parse_timestamp(_rows(self._OLDEST, (queue,))[0][0]),
+                )
+            )
+        return out
 
     def clear(self, queue: str | None) -> int:
         if queue is None:
@@ -1221,21 +1271,27 @@ class SqliteBackend(DatabaseBackend):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
         with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
             if metrics:
                 self._upsert_metrics(metrics)
             rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)) "
+                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)), "
+                "exceptions = exceptions + ? "
                 "WHERE id = ? AND reserved_by = ? RETURNING queue",
-                (self._now(delay), attempts, job_id, worker_id),
+                (self._now(delay), attempts, int(exception), job_id, worker_id),
             )
         if rows and delay > 0:
             self._announce(due={rows[0][0]: time.time() + delay})
         elif rows:
             self._announce({rows[0][0]})
         return bool(rows)
+
+    def exceptions(self, job_id: Any) -> int:
+        rows = _rows("SELECT exceptions FROM jobs WHERE id = ?", (job_id,))
+        return int(rows[0][0]) if rows else 0
 
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(
@@ -1245,15 +1301,23 @@ class SqliteBackend(DatabaseBackend):
             )
         )
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         # PostgresBackend._SNOOZE says why the attempts are set, not raised.
-        return bool(
-            _rowcount(
+        with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
+            if metrics:
+                self._upsert_metrics(metrics)
+            rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ?",
+                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ? RETURNING queue",
                 (self._now(delay), int(attempts), job_id, worker_id),
             )
-        )
+        if rows and delay > 0:
+            self._announce(due={rows[0][0]: time.time() + delay})
+        elif rows:
+            self._announce({rows[0][0]})
+        return bool(rows)
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
@@ -1417,7 +1481,7 @@ class SqliteBackend(DatabaseBackend):
     def heard_due(self) -> dict[str, float]:
         return self._heard.take()
 
-    def stats(self) -> list[QueueStats]:
+    def stats(self, cap: int | None = None) -> list[QueueStats]:  # SQLite counts exactly
         now = self._now()
         rows = _rows(
             "SELECT queue, "

@@ -406,6 +406,7 @@ class RedisBackend(QueueBackend):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
         ms = int(round(float(delay) * 1000))
         return bool(
@@ -415,16 +416,24 @@ class RedisBackend(QueueBackend):
                 _pad(job_id),
                 ms,
                 "" if attempts is None else attempts,
+                int(exception),
                 *self._metric_args(metrics),
             )
         )
 
+    def exceptions(self, job_id: Any) -> int:
+        return int(self.client().hget(self.key("job", _pad(job_id)), "exceptions") or 0)
+
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         ms = int(round(float(delay) * 1000))
-        return bool(self._run("snooze", worker_id, _pad(job_id), ms, int(attempts)))
+        return bool(
+            self._run("snooze", worker_id, _pad(job_id), ms, int(attempts), *self._metric_args(metrics))
+        )
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
@@ -626,7 +635,7 @@ class RedisBackend(QueueBackend):
 
     # -- operations ----------------------------------------------------------------------
 
-    def stats(self) -> list[QueueStats]:
+    def stats(self, cap: int | None = None) -> list[QueueStats]:  # counts are O(1) here: exact
         return [
             QueueStats(_text(q), int(r), int(d), int(res), _ms_to_dt(oldest))
             for q, r, d, res, oldest in self._run("stats")
