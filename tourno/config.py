@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "TOURNO_"
 DEFAULT_DATABASE_URL = "sqlite:///tourno.db"
@@ -49,6 +50,40 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
             f"{name}: expected a URL starting with one of "
             f"{', '.join(s + '://' for s in schemes)}, got {raw!r}"
         )
+    return value
+
+
+def _port_checked(name: str, value: str) -> str:
+    """``value`` if its port (if any) is a number from 1 to 65535: urllib and
+    the drivers raise a bare ValueError at connect time otherwise."""
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{name}: the port must be a number from 1 to 65535, in {mask_password(value)!r}")
+    return value
+
+
+def _database_url(name: str, raw: str) -> str:
+    return _port_checked(name, _url(name, raw, DATABASE_SCHEMES))
+
+
+def _redis_url(name: str, raw: str) -> str:
+    value = _url(name, raw, ("redis", "rediss", "unix"))
+    parts = urlsplit(value)
+    if parts.scheme != "unix":
+        _port_checked(name, value)
+    # redis-py reads the database number from the path (redis://host/2) or
+    # ?db=2 and silently uses db 0 when it is not a number.
+    dbs = [parts.path.strip("/")] if parts.scheme != "unix" and parts.path.strip("/") else []
+    dbs += parse_qs(parts.query).get("db", [])
+    for db in dbs:
+        if not db.isdigit():
+            raise ConfigError(
+                f"{name}: the database number must be a whole number (redis://host:6379/0), "
+                f"got {db!r} in {mask_password(value)!r}"
+            )
     return value
 
 
@@ -153,9 +188,9 @@ def _switch(name: str, raw: str) -> bool:
 #: :class:`Settings` is the lower-cased name. A parser takes the variable's
 #: full name (for the message) and its raw, non-empty value.
 PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "DATABASE_URL": lambda n, r: _url(n, r, DATABASE_SCHEMES),
+    "DATABASE_URL": _database_url,
     "QUEUE_CONNECTION": lambda n, r: _choice(n, r, ("database", "redis")),
-    "REDIS_URL": lambda n, r: _url(n, r, ("redis", "rediss", "unix")),
+    "REDIS_URL": _redis_url,
     "IMPORTS": _modules,
     "LOG_LEVEL": lambda n, r: _choice(n, r, LOG_LEVELS),
     "LOG_FORMAT": lambda n, r: _choice(n, r, LOG_FORMATS),

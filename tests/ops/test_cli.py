@@ -680,6 +680,84 @@ def test_dispatch_errors(qdb, cli):
     assert JobRecord.select().count() == 0
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--delay", "1e30"],
+        ["--delay", "nan"],
+        ["--delay", "inf"],
+        ["--args", '{"message": NaN}'],
+        ["--args", '{"message": Infinity}'],
+        ["--args", '{"message": "a\\u0000b"}'],
+        ["--args", '{"message": "ok", "seconds": -Infinity}'],
+    ],
+)
+def test_dispatch_refuses_values_no_driver_can_store(qdb, cli, options):
+    bad = cli("queue", "dispatch", "DemoJob", *options)
+    assert bad.exit_code == 2, (bad.output, bad.exception)
+    (line,) = bad.stderr.splitlines()
+    assert line.startswith("error: "), line
+    assert JobRecord.select().count() == 0
+
+
+def test_dispatch_accepts_an_escaped_backslash_before_u0000(qdb, cli):
+    # The text backslash-u-0000 is no NUL character and any driver stores it.
+    ok = cli("queue", "dispatch", "DemoJob", "--args", '{"message": "a\\\\u0000b"}')
+    assert ok.exit_code == 0, ok.output
+    (job,) = JobRecord.select()
+    assert job.payload["args"]["message"] == "a\\u0000b"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (float("nan"), "NaN or Infinity"),
+        (float("inf"), "NaN or Infinity"),
+        ("a\x00b", "NUL character"),
+        ({"k\x00": 1}, "NUL character"),
+    ],
+)
+def test_job_dispatch_refuses_arguments_no_driver_can_store(qdb, value, shown):
+    with pytest.raises(ValueError, match=shown):
+        Boom(key=value).dispatch()
+    with pytest.raises(ValueError, match="delay must be seconds between 0 and"):
+        Boom(key="fine").dispatch(delay=1e30)
+    with pytest.raises(ValueError, match="delay must be seconds between 0 and"):
+        Boom(key="fine").dispatch(delay=float("nan"))
+    assert JobRecord.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--sleep", "nan"],
+        ["--sleep", "inf"],
+        ["--timeout", "nan"],
+        ["--timeout", "1e30"],
+        ["--backoff", "nan"],
+        ["--backoff", "10,nan"],
+        ["--backoff", "inf"],
+        ["--max-time", "nan"],
+        ["--max-time", "inf"],
+        ["--rest", "nan"],
+        ["--memory", "nan"],
+    ],
+)
+def test_work_refuses_non_finite_seconds(tmp_path, options):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    result = invoke("work", "--once", *options, TOURNO_DATABASE_URL=url)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"'{options[0]}'" in result.stderr
+    assert not (tmp_path / "q.db").exists()
+
+
+def test_options_are_not_read_from_hidden_variables(qdb, cli):
+    # click's auto_envvar_prefix would read TOURNO_QUEUE_DISPATCH_COUNT.
+    result = cli("queue", "dispatch", "DemoJob", TOURNO_QUEUE_DISPATCH_COUNT="3")
+    assert result.exit_code == 0, result.output
+    assert JobRecord.select().count() == 1
+
+
 # -- configuration ------------------------------------------------------------------
 
 
@@ -751,11 +829,16 @@ def test_subprocess_end_to_end(sqlite, tmp_path):
         ("TOURNO_LOG_LEVEL", "loud"),
         ("TOURNO_IMPORTS", "no_such_module_for_tourno_tests"),
         ("TOURNO_WORKER_STALE_AFTER", "nan"),
+        ("TOURNO_DATABASE_URL", "postgresql://u@127.0.0.1:99999/db"),
+        ("TOURNO_DATABASE_URL", "postgresql://u@:::/db"),
+        ("TOURNO_REDIS_URL", "redis://127.0.0.1:6379/abc"),
     ],
 )
 @pytest.mark.parametrize("command", [["queue", "status"], ["work", "--once"]])
 def test_bad_setting_is_one_line_naming_the_variable(tmp_path, variable, value, command):
     env = {"TOURNO_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}", variable: value}
+    if variable == "TOURNO_REDIS_URL":
+        env["TOURNO_QUEUE_CONNECTION"] = "redis"
     result = invoke(*command, **env)
     assert result.exit_code == 2, (result.output, result.exception)
     lines = result.stderr.splitlines()

@@ -8,6 +8,7 @@ anywhere.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import sys
@@ -149,7 +150,50 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise SystemExit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "TOURNO"})
+class TournoGroup(click.Group):
+    """The ``tourno`` group: click's usage errors (a bad option value, a
+    missing argument) print in the same one-line ``error: ...`` style as
+    :func:`fail`, with exit code 2, instead of usage text plus ``Error:``."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            # Not standalone: click raises its exceptions to us instead of
+            # printing them; Exit comes back as its exit code.
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `tourno queue` alone: the group's help, as before
+            raise SystemExit(exc.exit_code) from None
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            fail(_one_line(exc.format_message()) + hint, code=exc.exit_code)
+        except click.ClickException as exc:
+            fail(_one_line(exc.format_message()), code=exc.exit_code)
+        except click.Abort:
+            fail("aborted", code=1)
+        except OSError as exc:
+            # A closed pipe (`tourno queue failed | head`) is no error of ours.
+            if exc.errno != errno.EPIPE:
+                raise
+            raise SystemExit(1) from None
+        raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+# No auto_envvar_prefix: it made every option settable from an undocumented
+# TOURNO_<COMMAND>_<OPTION> variable that `tourno config` never showed.
+@click.group(cls=TournoGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False),

@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from tourno.cli import AppContext, fail, format_age
+from tourno.cli.work import SECONDS
 
 
 @click.group("queue")
@@ -143,7 +144,7 @@ def forget_command(app: AppContext, ident: str) -> None:
     default=None,
     help="Only failed jobs that failed at least this many hours ago.",
 )
-@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
     """Delete all failed jobs (or the older ones)."""
@@ -164,7 +165,7 @@ def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
     show_default=True,
     help="Delete failed jobs older than this.",
 )
-@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
     """Delete failed jobs older than --hours (for a daily cron)."""
@@ -181,7 +182,7 @@ def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
 
 @queue_group.command("clear")
 @click.option("--queue", default=None, help="Only this queue (default: every queue).")
-@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
     """Delete waiting and delayed jobs. Running jobs finish."""
@@ -462,11 +463,16 @@ def resume_command(app: AppContext, queues: tuple[str, ...]) -> None:
             app.console.print(f"{name} is not paused; nothing to do.")
 
 
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; no other JSON reader does.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 @queue_group.command("dispatch")
 @click.argument("job")
 @click.option("--args", "args_json", default="{}", show_default=True, help="Job arguments as a JSON object.")
 @click.option("--queue", default=None, help="Queue (default: the job's own).")
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help="Seconds before it may run.")
+@click.option("--delay", type=SECONDS, default=0.0, help="Seconds before it may run.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Dispatch N copies.")
 @click.option(
     "--import", "imports", multiple=True, metavar="MODULE", help="Import MODULE to register its jobs."
@@ -491,12 +497,13 @@ def dispatch_command(
     except InvalidPayload:
         fail(f"unknown job {job!r}; registered jobs: {', '.join(sorted(registered())) or 'none'}", code=2)
     try:
-        args = json.loads(args_json)
+        args = json.loads(args_json, parse_constant=_not_json)
         if not isinstance(args, dict):
             raise ValueError("not a JSON object")
         instance = cls(**args)
+        pending = [instance.pending(delay=delay, queue=queue) for _ in range(count)]
     except (ValueError, TypeError) as exc:
         fail(f"--args do not fit {job}: {exc}", code=2)
-    ids = dispatch_many([instance.pending(delay=delay, queue=queue) for _ in range(count)])
+    ids = dispatch_many(pending)
     shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
     app.console.print(f"Dispatched {count} {job} job(s): {shown}")
