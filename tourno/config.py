@@ -345,6 +345,18 @@ def mask_password(url: str) -> str:
     return f"{scheme}://{rest}{sep}{query}"
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file an ``sqlite://`` database URL names (relative to the working
+    directory, as SQLite opens it), or None for other URLs and ``:memory:``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    name = parts.path[1:]
+    if not name or name == ":memory:":
+        return None
+    return Path(name)
+
+
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read ``KEY=VALUE`` lines (``#`` comments, optional ``export``, quotes)."""
     p = Path(path)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tourno.config import ConfigError, Settings, mask_password
+from tourno.config import ConfigError, Settings, mask_password, sqlite_file
 from tourno.db import utcnow
 from tourno.errors import first_line
 
@@ -84,6 +84,12 @@ def _database(settings: Settings) -> Check:
     import tourno
     from tourno.db import DatabaseUnavailable, open_connection
 
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.exists():
+        # Connecting would create it: the doctor writes nothing.
+        return Check(
+            "database", FAIL, f"no SQLite database at {path.absolute()}", "create it with `tourno db migrate`"
+        )
     try:
         tourno.setup(settings)
         open_connection()

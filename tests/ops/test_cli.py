@@ -884,10 +884,64 @@ def test_database_down(command):
 
 def test_sqlite_in_a_missing_directory_cannot_connect(tmp_path):
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'q.db'}"
-    result = invoke("queue", "status", TOURNO_DATABASE_URL=url)
+    result = invoke("db", "migrate", TOURNO_DATABASE_URL=url)
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: cannot connect to the database sqlite:///")
+
+
+READ_ONLY_COMMANDS = [
+    ["queue", "status"],
+    ["queue", "size"],
+    ["queue", "failed"],
+    ["queue", "stats"],
+    ["queue", "monitor"],
+    ["db", "status"],
+    ["schedule", "list"],
+    ["users", "list"],
+    ["mail", "status"],
+    ["work", "--once"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS)
+def test_a_missing_sqlite_file_is_one_line_and_is_not_created(tmp_path, command):
+    path = tmp_path / "q.db"
+    result = invoke(*command, TOURNO_DATABASE_URL=f"sqlite:///{path}")
+    assert result.exit_code == 1, (result.output, result.exception)
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"error: the database schema is not up to date: there is no SQLite database at {path} "
+        f"(TOURNO_DATABASE_URL=sqlite:///{path}); create it with `tourno db migrate`"
+    )
+    assert not path.exists()
+
+
+def test_an_operator_in_an_empty_directory(tmp_path):
+    """The default database is tourno.db in the working directory: the
+    read-only commands, run for real, leave nothing there; migrate creates it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
+    env["COLUMNS"] = WIDE
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            tourno_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    for command in (["queue", "status"], ["queue", "failed"], ["schedule", "list"], ["doctor"]):
+        result = run(*command)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        assert f"no SQLite database at {tmp_path / 'tourno.db'}" in result.stdout + result.stderr
+        assert "tourno db migrate" in result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert list(tmp_path.iterdir()) == [], command
+    config = run("config")
+    assert config.returncode == 0, config.stderr
+    assert list(tmp_path.iterdir()) == []
+    migrate = run("db", "migrate")
+    assert migrate.returncode == 0, migrate.stderr
+    assert (tmp_path / "tourno.db").is_file()
+    assert run("queue", "status").returncode == 0
 
 
 @pytest.mark.parametrize("command", [["queue", "status"], ["queue", "failed"], ["work", "--once"]])

@@ -44,7 +44,13 @@ def test_unreachable_database_and_pending_migrations(tmp_path, pg):
     env = pg.env(TOURNO_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nothing")
     code, report = doctor(env)
     assert code == 1 and by_name(report)["database"]["status"] == "fail"
+    # A missing SQLite file is reported, not created (connecting would create it).
     env = pg.env(TOURNO_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    code, report = doctor(env)
+    assert code == 1 and by_name(report)["database"]["status"] == "fail"
+    assert by_name(report)["database"]["hint"] == "create it with `tourno db migrate`"
+    assert not (tmp_path / "empty.db").exists()
+    (tmp_path / "empty.db").touch()
     code, report = doctor(env)
     checks = by_name(report)
     assert code == 1

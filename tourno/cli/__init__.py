@@ -12,13 +12,14 @@ import errno
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 
 import tourno
-from tourno.config import ConfigError, Settings, mask_password
+from tourno.config import ConfigError, Settings, mask_password, sqlite_file
 from tourno.db import DatabaseUnavailable, open_connection
 
 
@@ -55,8 +56,17 @@ class AppContext:
         return self._settings
 
     def setup(
-        self, *, connect: bool = True, imports: tuple[str, ...] = (), check_schema: bool = True
+        self,
+        *,
+        connect: bool = True,
+        imports: tuple[str, ...] = (),
+        check_schema: bool = True,
+        create_database: bool = False,
     ) -> Settings:
+        """Bind the database and the queue, and (``connect``) open and check
+        them. Only commands that build the schema pass ``create_database``:
+        SQLite creates a missing file on connect, and a read-only command
+        must not leave an empty database behind."""
         settings = self.settings
         configure_logging(settings.log_level, self.verbose, settings.log_format)
         try:
@@ -65,6 +75,9 @@ class AppContext:
         except ConfigError as exc:
             fail(str(exc), code=2)
         if connect:
+            path = sqlite_file(settings.database_url)
+            if path is not None and not create_database and not path.exists():
+                fail(missing_database_message(path, settings.database_url))
             try:
                 open_connection()
             except DatabaseUnavailable as exc:
@@ -80,6 +93,15 @@ class AppContext:
                 except backend.connection_errors as exc:
                     fail(f"cannot connect to the queue at {mask_password(settings.redis_url)}: {exc}")
         return settings
+
+
+def missing_database_message(path: Path, url: str) -> str:
+    # Worded like require_schema's message: for the operator it is the same
+    # situation (the schema is not there yet) with the same remedy.
+    return (
+        f"the database schema is not up to date: there is no SQLite database at {path.absolute()} "
+        f"(TOURNO_DATABASE_URL={url}); create it with `tourno db migrate`"
+    )
 
 
 def require_schema() -> None:

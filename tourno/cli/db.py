@@ -20,7 +20,7 @@ def migrate_command(app: AppContext) -> None:
     from tourno import migrations
     from tourno.db import database
 
-    app.setup(check_schema=False)
+    app.setup(check_schema=False, create_database=True)
     applied = migrations.migrate(database.obj)
     if applied:
         for name in applied:

@@ -117,7 +117,7 @@ def up_command(
         if key in env:
             os.environ[key] = env[key]
     app.reload_settings()  # with the values above
-    settings = app.setup(connect=True, check_schema=False)
+    settings = app.setup(connect=True, check_schema=False, create_database=True)
     from tourno import migrations
     from tourno.db import database
 
