@@ -316,13 +316,38 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, tuple):
                 value = ",".join(value)
-            text = str(value)
+            # An unset optional setting shows as empty, not as Python's "None".
+            text = "" if value is None else str(value)
+            if isinstance(value, bool):
+                text = "1" if value else "0"  # as the variable takes it
             if f.name.endswith("_url"):
                 text = mask_password(text)
             if f.name in ("mail_password", "secret_key", "metrics_token") and value:
                 text = "***"
             rows.append((PREFIX + f.name.upper(), text))
         return rows
+
+
+ENVIRONMENT, ENV_FILE, DEFAULT = "environment", "env file", "default"
+
+
+def sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each setting comes from: ``environment``, ``env file`` or
+    ``default``, read the way :meth:`Settings.from_env` reads them (the
+    environment wins over the file; a blank value counts as unset)."""
+    env = dict(os.environ if environ is None else environ)
+    env_file = env.get(PREFIX + "ENV_FILE")
+    from_file = read_env_file(env_file) if env_file else {}
+    out = {}
+    for key in PARSERS:
+        name = PREFIX + key
+        if name in env:
+            out[name] = ENVIRONMENT if env[name].strip() else DEFAULT
+        elif from_file.get(name, "").strip():
+            out[name] = ENV_FILE
+        else:
+            out[name] = DEFAULT
+    return out
 
 
 def mask_password(url: str) -> str:

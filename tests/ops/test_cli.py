@@ -202,6 +202,34 @@ def test_help_needs_no_database(path, cmd, flag):
     assert tdb.database.obj is bound
 
 
+GROUPS = [(path, cmd) for path, cmd in COMMANDS if isinstance(cmd, click.Group)]
+
+
+@pytest.mark.parametrize(("path", "group"), GROUPS, ids=[" ".join(p) or "tourno" for p, _ in GROUPS])
+def test_every_command_has_a_short_help_that_fits_a_command_list(path, group):
+    # click lists commands in 80 columns at most: 6 for the indents, the
+    # longest name, and the rest for the help; a longer first sentence is cut
+    # with "...", and "e.g." is taken for a sentence's end.
+    ctx = click.Context(group)
+    names = group.list_commands(ctx)
+    limit = 80 - 6 - max(len(n) for n in names)
+    for name in names:
+        short = group.get_command(ctx, name).get_short_help_str(limit=limit)
+        assert short, f"{' '.join((*path, name))} has no short help"
+        assert not short.endswith("..."), (name, short)
+        assert not short.endswith(("e.g.", "i.e.")), (name, short)
+
+
+def test_group_listings_at_80_columns_cut_nothing():
+    for path, cmd in COMMANDS:
+        if not isinstance(cmd, click.Group):
+            continue
+        result = invoke(*path, "--help", COLUMNS="80")
+        listed = result.stdout.split("Commands:", 1)[1].splitlines()
+        for line in listed:
+            assert not line.rstrip().endswith(("...", "e.g.", "(e.g.")), (path, line)
+
+
 def test_version():
     import tourno
 
@@ -543,6 +571,38 @@ def test_status_and_size(qdb, cli):
         assert out.rstrip().endswith("Failed jobs: 1")
 
 
+def test_tables_are_not_cut_off_a_terminal(sqlite):
+    """Piped output (cron mail, `ssh -T`) used to be cut to 80 columns:
+    both workers showed as `tourno-worke…`."""
+    fail_jobs({"a-very-long-queue-name-that-no-one-would-want-cut": ["x"]})
+    backend = backends.current()
+    long_names = [f"tourno-worker_{n:02d}-on-a-rather-long-host-name-for-this-test" for n in range(2)]
+    for name in long_names:
+        backend.register_worker(name, "worker-host-with-a-long-name.example.internal", 4242, ["default"])
+    env = sqlite.env()
+    env.pop("COLUMNS", None)
+    for args in (["queue", "status"], ["queue", "failed"]):
+        result = subprocess.run(tourno_cmd(*args), env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout, result.stdout
+        if args == ["queue", "status"]:
+            for name in long_names:
+                assert name in result.stdout
+        else:
+            assert "a-very-long-queue-name-that-no-one-would-want-cut" in result.stdout
+
+
+def test_on_a_narrow_terminal_cells_wrap_instead_of_being_cut(qdb, cli):
+    backend = backends.current()
+    worker_id, _ = backend.register_worker("tourno-worker_01", "host", 1, ["default"])
+    result = cli("queue", "status", COLUMNS="50")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    # The worker's name is folded over lines of its cell: put it back together.
+    workers_table = result.stdout.split("Workers", 1)[1]
+    assert "".join(cells[0] for cells in table_rows(workers_table)) == f"tourno-worker_01#{worker_id}"
+
+
 def test_an_exited_worker_is_not_shown_as_live(qdb, cli):
     import threading
 
@@ -765,7 +825,7 @@ def test_config_masks_the_password():
     result = invoke("config", TOURNO_DATABASE_URL="postgresql://u:secret@h/db", TOURNO_LOG_LEVEL="debug")
     assert result.exit_code == 0, result.output
     assert "secret" not in result.output
-    rows = dict(table_rows(result.stdout))
+    rows = {name: value for name, value, _ in table_rows(result.stdout)}
     assert rows["TOURNO_DATABASE_URL"] == "postgresql://u:***@h/db"
     assert rows["TOURNO_LOG_LEVEL"] == "debug"
     assert rows["TOURNO_QUEUE_CONNECTION"] == "database"
@@ -777,10 +837,47 @@ def test_config_reads_the_env_file_option(tmp_path):
     env_file.write_text("TOURNO_LOG_LEVEL=warning\nTOURNO_DATABASE_URL=postgresql://u:filesecret@h/db\n")
     result = invoke("--env-file", str(env_file), "config", TOURNO_LOG_LEVEL="error")
     assert result.exit_code == 0, result.output
-    rows = dict(table_rows(result.stdout))
-    assert rows["TOURNO_LOG_LEVEL"] == "error"  # the environment wins
-    assert rows["TOURNO_DATABASE_URL"] == "postgresql://u:***@h/db"
+    rows = {name: (value, source) for name, value, source in table_rows(result.stdout)}
+    assert rows["TOURNO_LOG_LEVEL"] == ("error", "environment")  # the environment wins
+    assert rows["TOURNO_DATABASE_URL"] == ("postgresql://u:***@h/db", f"env file ({env_file})")
+    assert rows["TOURNO_MAIL_RATE"] == ("10.0", "default")
     assert "filesecret" not in result.output
+
+
+def test_config_shows_no_python_values_and_has_json(tmp_path):
+    env_file = tmp_path / "tourno.env"
+    env_file.write_text("TOURNO_MAIL_RATE=5\nTOURNO_LOG_LEVEL=warning\n")
+    result = invoke(
+        "--env-file",
+        str(env_file),
+        "config",
+        TOURNO_MAIL_RATE="3",
+        TOURNO_SECRET_KEY="s" * 20,
+        TOURNO_IMPORTS="",
+    )
+    assert result.exit_code == 0, result.output
+    rows = {name: (value, source) for name, value, source in table_rows(result.stdout)}
+    assert "None" not in result.stdout and "True" not in result.stdout
+    assert rows["TOURNO_MAIL_USERNAME"] == ("(not set)", "default")
+    assert rows["TOURNO_IMPORTS"] == ("(not set)", "default")  # blank counts as unset
+    assert rows["TOURNO_QUEUE_METRICS"] == ("1", "default")
+    assert rows["TOURNO_SECRET_KEY"] == ("***", "environment")
+    assert rows["TOURNO_MAIL_RATE"] == ("3.0", "environment")
+    assert rows["TOURNO_LOG_LEVEL"] == ("warning", f"env file ({env_file})")
+
+    as_json = invoke(
+        "--env-file", str(env_file), "config", "--json", TOURNO_MAIL_RATE="3", TOURNO_SECRET_KEY="s" * 20
+    )
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["env_file"] == str(env_file)
+    settings = data["settings"]
+    assert set(settings) == {name for name, _ in Settings().describe()}
+    assert settings["TOURNO_MAIL_USERNAME"] == {"value": None, "source": "default"}
+    assert settings["TOURNO_MAIL_RATE"] == {"value": "3.0", "source": "environment"}
+    assert settings["TOURNO_LOG_LEVEL"] == {"value": "warning", "source": "env file"}
+    assert settings["TOURNO_SECRET_KEY"] == {"value": "***", "source": "environment"}
+    assert "s" * 20 not in as_json.stdout
 
 
 # -- a real process, end to end -------------------------------------------------------
@@ -941,6 +1038,9 @@ def test_an_operator_in_an_empty_directory(tmp_path):
     migrate = run("db", "migrate")
     assert migrate.returncode == 0, migrate.stderr
     assert (tmp_path / "tourno.db").is_file()
+    # Each migration is reported once (playhouse logs "up: NAME" only with -v).
+    for name in MIGRATIONS:
+        assert (migrate.stdout + migrate.stderr).count(name) == 1, (migrate.stdout, migrate.stderr)
     assert run("queue", "status").returncode == 0
 
 

@@ -8,9 +8,8 @@ import sys
 from typing import Any
 
 import click
-from rich.table import Table
 
-from tourno.cli import AppContext, fail, format_age
+from tourno.cli import AppContext, fail, format_age, new_table
 from tourno.cli.work import SECONDS
 
 
@@ -68,7 +67,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
                 )
             )
         return
-    table = Table("ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception", title="Failed jobs")
+    table = new_table("ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception", title="Failed jobs")
     n = 0
     for rec in rows:
         n += 1
@@ -86,7 +85,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
     app.console.print(table)
 
 
-@queue_group.command("retry")
+@queue_group.command("retry", short_help="Push failed jobs back onto the queue.")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--queue", default=None, help="With `all`: only failed jobs of this queue.")
 @click.pass_obj
@@ -200,7 +199,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-@queue_group.command("status")
+@queue_group.command("status", short_help="Queue sizes, live workers and failed jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_obj
 def status_command(app: AppContext, as_json: bool) -> None:
@@ -212,7 +211,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, default=_jsonable))
         return
-    queues = Table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", "Paused", title="Queues")
+    queues = new_table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", "Paused", title="Queues")
     for q in data["queues"]:
         queues.add_row(
             q["queue"],
@@ -228,7 +227,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if data["paused"]:
         names = ", ".join(p["queue"] for p in data["paused"])
         app.console.print(f"Paused: {names} (no worker claims from them; `tourno queue resume QUEUE`)")
-    workers = Table(
+    workers = new_table(
         "Worker", "Host", "PID", "Queues", "Current job", "Jobs done", "Heartbeat", title="Workers"
     )
     for w in data["workers"]:
@@ -266,7 +265,7 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-@queue_group.command("stats")
+@queue_group.command("stats", short_help="Throughput, failures and wait time per queue.")
 @click.option(
     "--minutes",
     type=click.IntRange(min=1, max=MAX_STATS_MINUTES),
@@ -312,7 +311,7 @@ def stats_command(app: AppContext, minutes: int, as_json: bool) -> None:
     if not rows:
         app.console.print(f"No jobs finished in the last {minutes} minutes.")
         return
-    table = Table(
+    table = new_table(
         "Queue",
         "Succeeded",
         "Per minute",
@@ -341,7 +340,7 @@ def stats_command(app: AppContext, minutes: int, as_json: bool) -> None:
     app.console.print(table)
 
 
-@queue_group.command("monitor")
+@queue_group.command("monitor", short_help="Exit 1 when a queue holds over --max waiting jobs.")
 @click.option("--queue", "queues", default=None, help="Comma list of queues to check (default: all).")
 @click.option(
     "--max",
@@ -368,7 +367,7 @@ def monitor_command(app: AppContext, queues: str | None, maximum: int, as_json: 
     if as_json:
         click.echo(json.dumps(rows))
     else:
-        table = Table("Queue", "Waiting", "Status", title=f"Queue sizes (max {maximum})")
+        table = new_table("Queue", "Waiting", "Status", title=f"Queue sizes (max {maximum})")
         for r in rows:
             table.add_row(r["queue"], str(r["size"]), "[red]ALERT[/red]" if r["alert"] else "OK")
         app.console.print(table)
@@ -376,7 +375,7 @@ def monitor_command(app: AppContext, queues: str | None, maximum: int, as_json: 
         raise SystemExit(1)
 
 
-@queue_group.command("restart")
+@queue_group.command("restart", short_help="Make every worker exit after its current job.")
 @click.pass_obj
 def restart_command(app: AppContext) -> None:
     """Make every worker exit after its current job (supervisord/systemd start
@@ -388,7 +387,7 @@ def restart_command(app: AppContext) -> None:
     app.console.print(f"Restart signal sent at {_when(when)} UTC; workers exit after their current job.")
 
 
-@queue_group.command("cancel")
+@queue_group.command("cancel", short_help="Cancel waiting or running jobs by id or uuid.")
 @click.argument("idents", nargs=-1, required=True, metavar="ID|UUID...")
 @click.pass_obj
 def cancel_command(app: AppContext, idents: tuple[str, ...]) -> None:
@@ -421,7 +420,7 @@ def _queue_names(queues: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-@queue_group.command("pause")
+@queue_group.command("pause", short_help="Stop every worker claiming from QUEUE.")
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
 @click.pass_obj
 def pause_command(app: AppContext, queues: tuple[str, ...]) -> None:
@@ -446,7 +445,7 @@ def pause_command(app: AppContext, queues: tuple[str, ...]) -> None:
             )
 
 
-@queue_group.command("resume")
+@queue_group.command("resume", short_help="Let workers claim from a paused QUEUE again.")
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
 @click.pass_obj
 def resume_command(app: AppContext, queues: tuple[str, ...]) -> None:
@@ -468,7 +467,7 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not a JSON value")
 
 
-@queue_group.command("dispatch")
+@queue_group.command("dispatch", short_help="Dispatch a registered job by name.")
 @click.argument("job")
 @click.option("--args", "args_json", default="{}", show_default=True, help="Job arguments as a JSON object.")
 @click.option("--queue", default=None, help="Queue (default: the job's own).")

@@ -72,7 +72,7 @@ stdout_logfile=/dev/stdout
 stdout_logfile_maxbytes=0"""
 
 
-@click.command("up")
+@click.command("up", short_help="Run API, workers and scheduler here, in the foreground.")
 @click.option(
     "--workers", type=click.IntRange(1, 32), default=2, show_default=True, help="Queue workers to run."
 )
