@@ -180,6 +180,7 @@ def test_the_walk_finds_every_command():
         "queue cancel",
         "queue pause",
         "queue resume",
+        "queue show",
     }
     assert expected <= names
 
@@ -228,6 +229,16 @@ def test_group_listings_at_80_columns_cut_nothing():
         listed = result.stdout.split("Commands:", 1)[1].splitlines()
         for line in listed:
             assert not line.rstrip().endswith(("...", "e.g.", "(e.g.")), (path, line)
+
+
+def test_shell_completion_as_the_readme_gives_it():
+    script = invoke(_TOURNO_COMPLETE="bash_source")
+    assert script.exit_code == 0, script.output
+    assert "_tourno_completion" in script.stdout
+    words = invoke(_TOURNO_COMPLETE="bash_complete", COMP_WORDS="tourno queue sh", COMP_CWORD="2")
+    assert words.exit_code == 0, words.output
+    assert "plain,show" in words.stdout.splitlines()
+    assert "_TOURNO_COMPLETE=bash_source tourno" in (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_version():
@@ -312,6 +323,40 @@ def test_failed_json_is_one_object_per_line(qdb, cli):
         assert obj["exception"].endswith(f"ValueError: boom {key}")
 
 
+def test_show_one_failed_job_by_id_or_uuid(qdb, cli):
+    ids = fail_jobs({"mail": ["[bold]m"]})
+    rec = FailedJobRecord.get_by_id(ids["[bold]m"])
+    for ident in (str(rec.id), rec.uuid):
+        result = cli("queue", "show", ident)
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        assert f"ID:         {rec.id}\n" in out
+        assert f"UUID:       {rec.uuid}\n" in out
+        assert "Job:        Boom\n" in out and "Queue:      mail\n" in out
+        assert "Connection: database\n" in out
+        assert f"Failed at:  {rec.failed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" in out
+        # The payload, as JSON, and the whole traceback (rich markup left alone).
+        payload = out.split("Payload:\n", 1)[1].split("\nException:\n", 1)[0]
+        assert json.loads(payload) == json.loads(rec.payload)
+        exception = out.split("\nException:\n", 1)[1].split("\n\nRetry it with:", 1)[0]
+        assert exception == rec.exception.rstrip()
+        assert exception.startswith("Traceback") and "ValueError: boom [bold]m" in exception
+        assert f"tourno queue retry {rec.id}" in out
+    as_json = cli("queue", "show", rec.uuid, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["payload"] == json.loads(rec.payload)
+    assert data["exception"] == rec.exception
+    assert (data["id"], data["queue"], data["job"]) == (rec.id, "mail", "Boom")
+
+    missing = cli("queue", "show", "999999")
+    assert missing.exit_code == 1
+    (line,) = missing.stderr.splitlines()
+    assert line == "error: no failed job matches 999999 (see `tourno queue failed`)"
+    listed = cli("queue", "failed")
+    assert "tourno queue show ID" in listed.stdout
+
+
 def test_unreadable_payload_is_listed_but_not_retried(qdb, cli):
     rec = FailedJobRecord.create(
         uuid="00000000-0000-0000-0000-000000000001",
@@ -329,6 +374,11 @@ def test_unreadable_payload_is_listed_but_not_retried(qdb, cli):
     assert "forget it instead" in result.stdout
     assert failed_ids() == {rec.id}
     assert JobRecord.select().count() == 0
+    # show prints such a payload as the text it is.
+    shown = cli("queue", "show", str(rec.id))
+    assert shown.exit_code == 0, shown.output
+    assert "Payload:\n{not json\n" in shown.stdout
+    assert json.loads(cli("queue", "show", str(rec.id), "--json").stdout)["payload"] == "{not json"
 
 
 def test_retry_one_keeps_the_uuid_and_resets_attempts(qdb, cli):

@@ -83,6 +83,60 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
         app.console.print("No failed jobs.")
         return
     app.console.print(table)
+    app.console.print("The whole traceback and payload of one: `tourno queue show ID`.")
+
+
+@queue_group.command("show", short_help="Show one failed job: payload and the whole traceback.")
+@click.argument("ident", metavar="ID|UUID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@click.pass_obj
+def show_command(app: AppContext, ident: str, as_json: bool) -> None:
+    """Show one failed job (by the ID `tourno queue failed` lists, or its
+    uuid): its job, queue, connection, when it failed, its payload, and the
+    whole traceback that `queue failed` cuts to one line. Exit 1 if no
+    failed job matches."""
+    from tourno.queue import failed
+
+    app.setup()
+    rec = failed.find(ident)
+    if rec is None:
+        fail(f"no failed job matches {ident} (see `tourno queue failed`)")
+    try:
+        payload: Any = json.loads(rec.payload)
+    except (TypeError, ValueError):
+        payload = None  # kept as text: it may be why the job failed
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "id": rec.id,
+                    "uuid": rec.uuid,
+                    "connection": rec.connection,
+                    "queue": rec.queue,
+                    "job": failed.job_name(rec),
+                    "failed_at": rec.failed_at.isoformat(),
+                    "payload": payload if payload is not None else rec.payload,
+                    "exception": rec.exception,
+                }
+            )
+        )
+        return
+    # click.echo, not rich: a traceback or payload may hold [brackets] that
+    # rich would read as markup, and must not be wrapped or cut.
+    for label, value in (
+        ("ID", str(rec.id)),
+        ("UUID", rec.uuid),
+        ("Job", failed.job_name(rec)),
+        ("Queue", rec.queue),
+        ("Connection", rec.connection),
+        ("Failed at", f"{_when(rec.failed_at)} UTC ({_age(rec.failed_at)} ago)"),
+    ):
+        click.echo(f"{label + ':':<12}{value}")
+    click.echo("\nPayload:")
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False) if payload is not None else rec.payload)
+    click.echo("\nException:")
+    click.echo(rec.exception.rstrip())
+    click.echo(f"\nRetry it with: tourno queue retry {rec.id}")
 
 
 @queue_group.command("retry", short_help="Push failed jobs back onto the queue.")
