@@ -40,6 +40,7 @@ ALL = [
     "0009_queue_metrics",
     "0010_buckets_and_locks",
     "0011_jobs_due_idx",
+    "0013_job_batches",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS
 
