@@ -3,13 +3,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sys
 
 import click
 from rich.table import Table
 
-from tourno.cli import AppContext, fail
-from tourno.cli.queue import _age, _confirm, _when, queue_group
+from tourno.cli import AppContext, fail, format_age
+from tourno.cli.queue import queue_group
+
+
+def _when(value: dt.datetime | None) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _age(value: dt.datetime) -> str:
+    return format_age(max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0))
+
+
+def _confirm(question: str, force: bool) -> None:
+    if force:
+        return
+    if not sys.stdin.isatty():
+        fail("refusing to delete without confirmation; pass --force", code=1)
+    if not click.confirm(question, default=False):
+        fail("cancelled", code=1)
 
 
 def _state(b: object) -> str:
@@ -123,6 +142,6 @@ def prune_batches_command(app: AppContext, hours: float, force: bool) -> None:
     from tourno.queue import workflows
 
     app.setup()
-    _confirm(app, f"Delete batches that finished more than {hours:g} hours ago?", force)
+    _confirm(f"Delete batches that finished more than {hours:g} hours ago?", force)
     n = workflows.prune(hours)
     app.console.print(f"Pruned {n} batch(es).")

@@ -54,7 +54,7 @@ from typing import Any
 
 from tourno.db import UTC, database, open_connection, write_transaction
 from tourno.queue import backends
-from tourno.queue.job import Job, PendingJob, _encode
+from tourno.queue.job import Job, PendingJob
 from tourno.queue.models import JobBatchRecord, JobFlowMark
 
 #: Payload keys: the remaining links of a chain, its catch job, the batch a
@@ -65,6 +65,9 @@ CHAIN_CATCH = "chain_catch"
 BATCH = "batch"
 BATCH_OF = "batch_of"
 RETRIES = "flow_retries"
+
+#: Compact JSON, as the payloads are written (``job.py``).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 #: ``job_batches.fired`` bits.
 FIRED_THEN = 1
