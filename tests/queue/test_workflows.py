@@ -251,7 +251,8 @@ def test_batch_of_500_on_four_workers_runs_then_once_after_the_last_job(driver, 
     workers = contract.start_workers(driver, procs, "--tries", "3", n=4)
     # One job hangs on its first run: its worker is killed (sigkill) and the
     # job is rescued and run again, to be counted once.
-    jobs = [FlowStep(key=f"b{i:03d}") for i in range(n - 1)] + [FlowStep(key="hang", sleep=60 if kill else 0)]
+    jobs = [FlowStep(key=f"b{i:03d}") for i in range(n - 1)]
+    jobs.insert(n // 2, FlowStep(key="hang", sleep=60 if kill else 0))
     b = batch(jobs, name="big").then(FlowStep(key="then")).finally_(FlowStep(key="fin")).dispatch()
     alive = list(workers)
     if kill:
