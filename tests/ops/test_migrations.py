@@ -41,6 +41,7 @@ ALL = [
     "0009_queue_metrics",
     "0010_buckets_and_locks",
     "0011_jobs_due_idx",
+    "0013_job_batches",
     "0014_job_exceptions",
     "0015_outbox_trouble_idx",
 ]

@@ -560,3 +560,6 @@ def dispatch_command(
     ids = dispatch_many(pending)
     shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
     app.console.print(f"Dispatched {count} {job} job(s): {shown}")
+
+
+from tourno.cli import batches as _batches  # noqa: E402, F401 - adds the batch commands to queue_group

@@ -36,6 +36,7 @@ from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
 
 if TYPE_CHECKING:
     from tourno.queue.middleware import Middleware
+    from tourno.queue.workflows import Batch
 
 _registry: dict[str, type[Job]] = {}
 
@@ -85,6 +86,9 @@ class Job:
     # Set on the instance by the worker's monitor (request_cancel()); a class
     # default, so that it is no dataclass field and costs nothing per job.
     _cancel_requested: ClassVar[bool] = False
+    # Set on the instance by the worker for a batch's job or callback
+    # (``workflows.attach``); a class default for the same reason.
+    _batch_id: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -116,6 +120,16 @@ class Job:
         either way the worker deletes the job instead of retrying it. Always
         False outside a worker."""
         return self._cancel_requested
+
+    @property
+    def batch(self) -> Batch | None:
+        """The batch this job runs in (or is a callback of), read now: its
+        progress, ``cancelled``, ``add()``. None outside a batch."""
+        if self._batch_id is None:
+            return None
+        from tourno.queue.workflows import Batch
+
+        return Batch.find(self._batch_id)
 
     # -- dispatching ---------------------------------------------------------
 
