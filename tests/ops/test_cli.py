@@ -1067,8 +1067,7 @@ def test_a_missing_sqlite_file_is_one_line_and_is_not_created(tmp_path, command)
 def test_an_operator_in_an_empty_directory(tmp_path):
     """The default database is tourno.db in the working directory: the
     read-only commands, run for real, leave nothing there; migrate creates it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
-    env["COLUMNS"] = WIDE
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_") and k != "COLUMNS"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -329,10 +329,12 @@ def _register() -> None:
     main.add_command(up_command)
     # tourno/cli/schedule.py is another helper's: its first sentences run past
     # a command list's width, so give them short helps here unless it has its own.
-    schedule_group.short_help = schedule_group.short_help or "Dispatch the periodic jobs on their slots."
+    schedule_group.short_help = (
+        schedule_group.short_help or "Dispatch the jobs that declare a cron expression."
+    )
     schedule_list = schedule_group.commands.get("list")
     if schedule_list is not None and not schedule_list.short_help:
-        schedule_list.short_help = "Each task's frequency, next due and last run."
+        schedule_list.short_help = "Each task's cron expression, next slot and last run."
 
 
 _register()

@@ -127,7 +127,7 @@ def batch_command(app: AppContext, batch_id: str, as_json: bool) -> None:
     app.console.print(table)
 
 
-@queue_group.command("prune-batches")
+@queue_group.command("prune-batches", short_help="Delete finished batches older than --hours (for cron).")
 @click.option(
     "--hours",
     type=click.FloatRange(min=0),
