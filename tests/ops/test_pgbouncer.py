@@ -34,7 +34,7 @@ from tests.queue.test_worker_processes import (
 )
 from tests.support.jobs import RecordRun
 from tourno import db as tdb
-from tourno.config import Settings
+from tourno.config import ConfigError, Settings
 from tourno.queue import backends, dispatch_many
 
 pytestmark = pytest.mark.slow
@@ -177,6 +177,39 @@ def pooled(pg, bouncer):
 
 def _env(pg, url: str, **extra: str) -> dict[str, str]:
     return pg.env(TOURNO_IMPORTS=IMPORTS, TOURNO_DATABASE_URL=url, TOURNO_LISTEN_URL=pg.url, **extra)
+
+
+def test_listen_and_liveness_settings_are_checked():
+    ok = Settings.from_mapping(
+        {
+            "TOURNO_DATABASE_URL": "postgresql://u@127.0.0.1:6432/db",
+            "TOURNO_LISTEN_URL": "postgresql://u@db:5432/db",
+            "TOURNO_DB_DEAD_AFTER": "4",
+        }
+    )
+    assert (ok.listen_url, ok.db_dead_after) == ("postgresql://u@db:5432/db", 4.0)
+    for env, words in [
+        ({"TOURNO_LISTEN_URL": "postgresql://u@db/db"}, "only for a PostgreSQL"),
+        ({"TOURNO_DATABASE_URL": "postgresql://u@h/db", "TOURNO_LISTEN_URL": "redis://h"}, "expected a URL"),
+        ({"TOURNO_DB_DEAD_AFTER": "1"}, "at least 2 seconds"),
+        ({"TOURNO_DB_DEAD_AFTER": "soon"}, "expected a number"),
+    ]:
+        with pytest.raises(ConfigError, match=words) as caught:
+            Settings.from_mapping(env)
+        assert "\n" not in str(caught.value)
+
+
+def test_connections_carry_the_liveness_parameters(pg):
+    conn = tdb.database.connection()
+    params = conn.get_dsn_parameters()
+    assert params.get("keepalives") == "1" and params.get("tcp_user_timeout") == "10000", params
+    # The URL's own choice wins.
+    own = tdb.connect(pg.url + "?keepalives_idle=7")
+    own.connect()
+    try:
+        assert own.connection().get_dsn_parameters()["keepalives_idle"] == "7"
+    finally:
+        own.close()
 
 
 def test_single_and_batch_dispatch_from_concurrent_clients(direct, bouncer, pooled):
