@@ -277,11 +277,12 @@ def test_idle_worker_is_woken_through_the_listen_url(direct, bouncer, pooled, pr
     for i in range(3):
         wait_for(lambda: count(pg, "jobs") == 0, "the worker to be idle", procs, alive=(w,))
         time.sleep(0.3)  # idle in its wait, not between two claims
-        started = time.monotonic()
+        created = pg.scalar("SELECT clock_timestamp()")
         RecordRun(key=f"ping{i}").dispatch()
         wait_for(lambda i=i: run_pids(pg, f"ping{i}"), f"ping{i} to run", procs, timeout=10, alive=(w,))
-        # Woken by the NOTIFY, not by its 30 s poll.
-        assert time.monotonic() - started < 1.0, procs.logs()
+        began = pg.scalar("SELECT min(at) FROM test_runs WHERE key = %s", (f"ping{i}",))
+        # Woken by the NOTIFY, not by its 30 s poll (both times are the server's).
+        assert (began - created).total_seconds() < 1.0, procs.logs()
     assert stop(procs, w) == 0
 
 
