@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "TOURNO_"
 DEFAULT_DATABASE_URL = "sqlite:///tourno.db"
@@ -49,6 +50,40 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
             f"{name}: expected a URL starting with one of "
             f"{', '.join(s + '://' for s in schemes)}, got {raw!r}"
         )
+    return value
+
+
+def _port_checked(name: str, value: str) -> str:
+    """``value`` if its port (if any) is a number from 1 to 65535: urllib and
+    the drivers raise a bare ValueError at connect time otherwise."""
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{name}: the port must be a number from 1 to 65535, in {mask_password(value)!r}")
+    return value
+
+
+def _database_url(name: str, raw: str) -> str:
+    return _port_checked(name, _url(name, raw, DATABASE_SCHEMES))
+
+
+def _redis_url(name: str, raw: str) -> str:
+    value = _url(name, raw, ("redis", "rediss", "unix"))
+    parts = urlsplit(value)
+    if parts.scheme != "unix":
+        _port_checked(name, value)
+    # redis-py reads the database number from the path (redis://host/2) or
+    # ?db=2 and silently uses db 0 when it is not a number.
+    dbs = [parts.path.strip("/")] if parts.scheme != "unix" and parts.path.strip("/") else []
+    dbs += parse_qs(parts.query).get("db", [])
+    for db in dbs:
+        if not db.isdigit():
+            raise ConfigError(
+                f"{name}: the database number must be a whole number (redis://host:6379/0), "
+                f"got {db!r} in {mask_password(value)!r}"
+            )
     return value
 
 
@@ -187,9 +222,9 @@ def _switch(name: str, raw: str) -> bool:
 #: :class:`Settings` is the lower-cased name. A parser takes the variable's
 #: full name (for the message) and its raw, non-empty value.
 PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "DATABASE_URL": lambda n, r: _url(n, r, DATABASE_SCHEMES),
+    "DATABASE_URL": _database_url,
     "QUEUE_CONNECTION": lambda n, r: _choice(n, r, ("database", "redis")),
-    "REDIS_URL": lambda n, r: _url(n, r, ("redis", "rediss", "unix")),
+    "REDIS_URL": _redis_url,
     "IMPORTS": _modules,
     "LOG_LEVEL": lambda n, r: _choice(n, r, LOG_LEVELS),
     "LOG_FORMAT": lambda n, r: _choice(n, r, LOG_FORMATS),
@@ -332,13 +367,38 @@ class Settings:
             if isinstance(value, tuple):
                 # Cron expressions hold commas: TOURNO_SCHEDULE separates with ';'.
                 value = (";" if f.name == "schedule" else ",").join(value)
-            text = str(value)
+            # An unset optional setting shows as empty, not as Python's "None".
+            text = "" if value is None else str(value)
+            if isinstance(value, bool):
+                text = "1" if value else "0"  # as the variable takes it
             if f.name.endswith("_url"):
                 text = mask_password(text)
             if f.name in ("mail_password", "secret_key", "metrics_token") and value:
                 text = "***"
             rows.append((PREFIX + f.name.upper(), text))
         return rows
+
+
+ENVIRONMENT, ENV_FILE, DEFAULT = "environment", "env file", "default"
+
+
+def sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each setting comes from: ``environment``, ``env file`` or
+    ``default``, read the way :meth:`Settings.from_env` reads them (the
+    environment wins over the file; a blank value counts as unset)."""
+    env = dict(os.environ if environ is None else environ)
+    env_file = env.get(PREFIX + "ENV_FILE")
+    from_file = read_env_file(env_file) if env_file else {}
+    out = {}
+    for key in PARSERS:
+        name = PREFIX + key
+        if name in env:
+            out[name] = ENVIRONMENT if env[name].strip() else DEFAULT
+        elif from_file.get(name, "").strip():
+            out[name] = ENV_FILE
+        else:
+            out[name] = DEFAULT
+    return out
 
 
 def mask_password(url: str) -> str:
@@ -359,6 +419,18 @@ def mask_password(url: str) -> str:
             for k, eq, v in (part.partition("=") for part in query.split("&"))
         )
     return f"{scheme}://{rest}{sep}{query}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file an ``sqlite://`` database URL names (relative to the working
+    directory, as SQLite opens it), or None for other URLs and ``:memory:``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    name = parts.path[1:]
+    if not name or name == ":memory:":
+        return None
+    return Path(name)
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:

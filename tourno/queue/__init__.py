@@ -1,5 +1,9 @@
 """Tourno's job-queue engine. It knows nothing about tournaments."""
 
+# The claim-batch module (``tourno.queue.batch``) is imported before the
+# workflows, so that the name ``batch`` here is the workflow function: a
+# submodule sets its attribute on the package only when it is first loaded.
+import tourno.queue.batch  # noqa: F401
 from tourno.queue import events
 from tourno.queue.events import Event
 from tourno.queue.exceptions import (
@@ -12,8 +16,10 @@ from tourno.queue.exceptions import (
     Snooze,
 )
 from tourno.queue.job import Job, PendingJob, dispatch_many, registered
+from tourno.queue.workflows import Batch, batch, chain
 
 __all__ = [
+    "Batch",
     "Event",
     "InvalidPayload",
     "Job",
@@ -24,6 +30,8 @@ __all__ = [
     "QueueError",
     "RetryDeadlinePassed",
     "Snooze",
+    "batch",
+    "chain",
     "dispatch_many",
     "events",
     "registered",

@@ -53,12 +53,13 @@ from tourno.db import (
     reset_transaction_state,
 )
 from tourno.errors import first_line
-from tourno.queue import events, middleware
+from tourno.queue import events, middleware, workflows
 from tourno.queue.backends.base import QueueBackend
 from tourno.queue.batch import (
     Cancel,
     ClaimBatch,
     Complete,
+    CompleteStep,
     Fail,
     FinishOp,
     JobOp,
@@ -427,6 +428,9 @@ class Worker:
             self._fenced_job = None
             self._finish_lease_lost(running, 0.0)
             return
+        # A batch's job (or callback) gets its batch; a cancelled batch's are skipped.
+        payload = running.payload or {}
+        skip = (workflows.BATCH in payload or workflows.BATCH_OF in payload) and self._attach(job, running)
         self.log.debug("%s running (attempt %d)", running.label, claimed.attempts)
         self._emit_job("job.started", running)
         error: BaseException | None = None
@@ -435,7 +439,8 @@ class Worker:
         self._arm(running.timeout)
         try:
             self._in_job = True
-            self._handle(job, running)
+            if not skip:
+                self._handle(job, running)
             self._in_job = False
         except Exception as exc:  # noqa: BLE001 - any job error is recorded, never fatal
             self._in_job = False
@@ -466,6 +471,19 @@ class Worker:
         else:
             self._finish_error(running, error, duration, now)
 
+    def _attach(self, job: Job, running: RunningJob) -> bool:
+        """``workflows.attach``: True when the job's batch was cancelled. If
+        the database cannot say, the job runs."""
+        assert running.payload is not None
+        try:
+            skip = workflows.attach(job, running.payload)
+        except self._outage_errors as exc:
+            self.log.warning("%s: could not read its batch: %s", running.label, first_line(exc))
+            return False
+        if skip:
+            self.log.info("%s skipped: its batch was cancelled", running.label)
+        return skip
+
     def _handle(self, job: Job, running: RunningJob) -> None:
         layers = job.middleware()
         if not layers:
@@ -492,6 +510,12 @@ class Worker:
         # (metrics.py says why).
         self._job_line(logging.INFO, running, "succeeded", duration, "DONE")
         job_id = running.claimed.id
+        if running.payload is not None and workflows.is_step(running.payload):
+            # A chain or batch job: deleted with its next step, at once.
+            self.batch.stop_running()
+            self._queue_op(CompleteStep(job_id, running.payload))
+            self._emit_job("job.succeeded", running, duration=duration)
+            return
         if self._lease_in_doubt(running):
             # Its heartbeat failed while it ran: other workers may have
             # rescued it. The deletion is written now, and checked.
@@ -577,7 +601,7 @@ class Worker:
             uuid,
         )
         self.batch.stop_running()
-        self._queue_op(Fail(claimed, uuid, text))
+        self._queue_op(Fail(claimed, uuid, text, _step_payload(running)))
         if running.job is not None:
             try:
                 running.job.failed(exc)
@@ -627,7 +651,13 @@ class Worker:
                 op.job_id,
             )
             return
-        verbs = {Release: "releasing", SnoozeOp: "snoozing", Cancel: "deleting", Fail: "failing"}
+        verbs = {
+            Release: "releasing",
+            SnoozeOp: "snoozing",
+            Cancel: "deleting",
+            Fail: "failing",
+            CompleteStep: "completing",
+        }
         self.log.warning("job #%s was taken back while it ran; not %s it", op.job_id, verbs[type(op)])
 
     def _recover(self, exc: BaseException) -> None:
@@ -785,7 +815,9 @@ class Worker:
                     f"retry with: tourno queue retry {uuid}",
                     uuid,
                 )
-                self.backend.fail(self.worker_id, running.claimed, uuid, text, take_metrics(self.metrics))
+                Fail(running.claimed, uuid, text, _step_payload(running)).apply(
+                    self.backend, self.worker_id, take_metrics(self.metrics)
+                )
                 self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
                 delay = running.retry_delay()
@@ -1048,6 +1080,12 @@ class Worker:
             "current_job_id": running.claimed.id if running else None,
             "jobs_done": self.jobs_processed,
         }
+
+
+def _step_payload(running: RunningJob) -> dict[str, Any] | None:
+    """The payload of a chain or batch job, whose failure has a next step."""
+    payload = running.payload
+    return payload if payload is not None and workflows.is_step(payload) else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -247,6 +247,32 @@ class QueueBackend(abc.ABC):
     ) -> bool:
         """Move a job this worker holds to the failed-job store."""
 
+    # A chain or batch job's completion has a next step (``workflows.py``):
+    # the next link, the batch's counts and callbacks. These two tie the step
+    # to the completion so that a crash neither loses it nor takes it twice.
+
+    def complete_step(
+        self, worker_id: int, job_id: Any, step: Callable[[], None], metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        """Delete a finished job this worker holds and run ``step`` (database
+        writes and dispatches) with it: in the same transaction where the jobs
+        live in the database; otherwise ``step`` commits first and is
+        idempotent per job (``workflows._mark``). False when the job was
+        taken back."""
+        raise NotImplementedError(f"{type(self).__name__} does not run chains or batches")
+
+    def fail_step(
+        self,
+        worker_id: int,
+        job: ClaimedJob,
+        uuid: str,
+        exception: str,
+        step: Callable[[], None],
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        """:meth:`fail`, with ``step`` tied to it as :meth:`complete_step` does."""
+        raise NotImplementedError(f"{type(self).__name__} does not run chains or batches")
+
     @abc.abstractmethod
     def read_metrics(self, since: int | None) -> list[MetricRow]:
         """The persisted counts summed per (queue, job): from minute ``since``

@@ -17,7 +17,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee
@@ -372,6 +372,32 @@ class DatabaseBackend(QueueBackend):
 
         query = QueuePause.select(QueuePause.queue, QueuePause.paused_at).order_by(QueuePause.queue)
         return {queue: parse_timestamp(at) for queue, at in tuples(query)}
+
+    # -- chains and batches (workflows.py): the step in the job's transaction ----------
+
+    def complete_step(
+        self, worker_id: int, job_id: Any, step: Callable[[], None], metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        with write_transaction():
+            if not self.complete(worker_id, [job_id], metrics):
+                return False
+            step()
+        return True
+
+    def fail_step(
+        self,
+        worker_id: int,
+        job: ClaimedJob,
+        uuid: str,
+        exception: str,
+        step: Callable[[], None],
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        with write_transaction():
+            if not self.fail(worker_id, job, uuid, exception, metrics):
+                return False
+            step()
+        return True
 
 
 class PostgresBackend(DatabaseBackend):

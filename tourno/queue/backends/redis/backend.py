@@ -98,7 +98,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -455,6 +455,40 @@ class RedisBackend(QueueBackend):
             open_connection()
         failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
         # The counts go with the step that deletes the job.
+        self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
+        return True
+
+    # Chains and batches: Redis cannot join the database transaction, so the
+    # step commits first (marked per job: workflows._mark), the job goes after.
+    # A crash between the two runs the job again; its step is not taken twice.
+
+    def complete_step(
+        self, worker_id: int, job_id: Any, step: Callable[[], None], metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        if database.is_closed():
+            open_connection()
+        with tdb.write_transaction():
+            step()
+        return self.complete(worker_id, [job_id], metrics) > 0
+
+    def fail_step(
+        self,
+        worker_id: int,
+        job: ClaimedJob,
+        uuid: str,
+        exception: str,
+        step: Callable[[], None],
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        queue = self._run("fail_begin", worker_id, _pad(job.id))
+        if not queue:
+            self.complete(worker_id, [], metrics)
+            return False
+        if database.is_closed():
+            open_connection()
+        with tdb.write_transaction():
+            failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
+            step()
         self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
         return True
 
