@@ -344,6 +344,11 @@ class Settings:
             if raw is not None:
                 values[key.lower()] = parse(PREFIX + key, raw)
         settings = cls(**values, source={k: v for k, v in env.items() if k.startswith(PREFIX)})
+        if settings.listen_url and not settings.database_url.startswith(POSTGRES_SCHEMES):
+            raise ConfigError(
+                f"{PREFIX}LISTEN_URL: only for a PostgreSQL {PREFIX}DATABASE_URL "
+                "(SQLite wakes its workers without it)"
+            )
         if settings.worker_stale_after < 2 * settings.heartbeat_interval:
             raise ConfigError(
                 f"{PREFIX}WORKER_STALE_AFTER: must be at least twice "

@@ -41,7 +41,7 @@ IP = shutil.which("ip") or "/usr/sbin/ip"
 #: Liveness for this test: a beat a second, presumed dead after 6 s, and a
 #: connection that goes silent counts as lost after 2 s.
 HEARTBEAT, STALE, DEAD_AFTER = 1.0, 6.0, 2.0
-CUT_FOR = 9.0
+CUT_FOR = 12.0
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
