@@ -281,6 +281,11 @@ def test_a_cancelled_job_that_went_back_to_the_queue_is_never_claimed_and_is_swe
         # What every monitor does each heartbeat interval.
         Monitor(worker).sweep_cancelled()
         Monitor(worker).sweep_cancelled()
+        # Counted once, in the worker's buffer: written with its next write.
+        assert worker.metrics is not None
+        assert [(r.queue, r.job, r.counts.cancelled, r.counts.runs) for r in worker.metrics.take()] == [
+            ("default", "RecordRun", 1, 0)
+        ]
     finally:
         worker.close()
     (event,) = recorder.of("job.cancelled")

@@ -116,6 +116,20 @@ def test_metrics_off_writes_nothing(driver: Driver):
     assert metrics.totals(driver.backend) == []
 
 
+def test_cancelled_waiting_jobs_are_counted_where_they_were_deleted(driver: Driver):
+    from tourno.queue import control
+
+    ids = dispatch_many([Noop(n=1), Noop(n=2), Boom(key="never")])
+    assert control.cancel([str(ids[0]), str(ids[2])]).count == 2
+    assert control.cancel([str(ids[1])], count_metrics=False).count == 1  # TOURNO_QUEUE_METRICS=0
+    totals = by_job(metrics.totals(driver.backend))
+    assert {k: outcomes(c) for k, c in totals.items()} == {
+        ("default", "Noop"): {"cancelled": 1},
+        ("default", "Boom"): {"cancelled": 1},
+    }
+    assert driver.size() == 0
+
+
 # -- at-least-once across a crash ------------------------------------------------------------------
 
 

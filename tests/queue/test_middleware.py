@@ -222,6 +222,97 @@ def test_middleware_arguments_are_checked():
         RateLimited("x" * 80, rate=1)
 
 
+# -- max_exceptions: a job's own exceptions, next to tries ---------------------------------------
+
+
+@dataclass
+class RaisesUntilSnoozed(Job):
+    """Snoozes its first ``snoozes`` runs, then always raises; counts its runs."""
+
+    key: str
+    snoozes: int = 0
+    tries = 0  # unlimited: only max_exceptions ends it
+    max_exceptions = 2
+    backoff = 0
+
+    def handle(self) -> None:
+        from tests.support.jobs import record, runs
+
+        record(self.key)
+        if runs(self.key) <= self.snoozes:
+            raise Snooze(0)
+        raise RuntimeError(f"{self.key} broke")
+
+
+def _drain_and_note_failures() -> list[tuple[str, int]]:
+    """Run a worker until the queue is empty; the (uuid, attempt) of each job.failed."""
+    from tests.conftest import run_worker
+    from tourno.queue import events
+
+    failures: list[tuple[str, int]] = []
+
+    def note(event) -> None:
+        failures.append((event.uuid, event.attempt))
+
+    events.subscribe("job.failed", note)
+    try:
+        code, _ = run_worker(max_jobs=50, max_time=20)  # bounded, should max_exceptions be ignored
+    finally:
+        events.unsubscribe("job.failed", note)
+    assert code == 0
+    return failures
+
+
+def _failed_exceptions(key: str) -> list[str]:
+    from tourno.queue import failed
+
+    return [r.uuid for r in failed.newest() if f"RuntimeError: {key} broke" in r.exception]
+
+
+def test_max_exceptions_fails_the_job_whatever_tries_allows(driver):
+    from tests.support.jobs import runs
+
+    RaisesUntilSnoozed(key="mx-plain").dispatch()
+    failures = _drain_and_note_failures()
+    assert runs("mx-plain") == 2
+    assert [uuid for uuid, _ in failures] == _failed_exceptions("mx-plain")
+    assert [attempt for _, attempt in failures] == [2]
+    assert driver.counts() == {}
+
+
+def test_snoozes_and_a_dead_workers_attempt_do_not_count_as_exceptions(driver):
+    from tests.support.jobs import runs
+
+    job_id = RaisesUntilSnoozed(key="mx-mixed", snoozes=2).dispatch()
+    # A first attempt on a worker that died: charged to tries, not an exception.
+    backend = driver.backend
+    dead, _ = backend.register_worker("dead", "host", os.getpid(), ["default"])
+    backend.claim(dead, "default", 1, [], 60)
+    time.sleep(0.05)
+    assert backend.rescue(0.025) == [(job_id, dead)]
+    assert backend.exceptions(job_id) == 0
+
+    failures = _drain_and_note_failures()
+    # Two snoozes, then two exceptions: the second one ends it.
+    assert runs("mx-mixed") == 4
+    assert [uuid for uuid, _ in failures] == _failed_exceptions("mx-mixed")
+    assert [attempt for _, attempt in failures] == [3]  # the dead worker's attempt, then two that raised
+    assert backend.exceptions(job_id) == 0  # the job left the queue
+
+
+def test_max_exceptions_must_be_a_whole_number_of_at_least_one(driver):
+    @dataclass
+    class Never(Job):
+        max_exceptions = 0
+
+        def handle(self) -> None:
+            raise AssertionError("never runs")
+
+    with pytest.raises(TypeError, match="Never.max_exceptions must be a whole number >= 1, got 0"):
+        Never().dispatch()
+    assert driver.counts() == {}
+
+
 # -- end to end: three worker processes ---------------------------------------------------------
 
 

@@ -95,7 +95,8 @@ def serve_command(
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
-        "worker_class": "sync",
+        # gunicorn's sync worker, answering the requests it refuses itself in JSON.
+        "worker_class": "tourno.api.worker.JsonErrorWorker",
         "timeout": timeout,
         "graceful_timeout": graceful_timeout,
         "preload_app": True,

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import peewee
-from flask import flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 
 from tourno import db
 from tourno.dashboard.blueprint import bp, confirm, confirmed, message, now
@@ -128,7 +128,7 @@ def job_cancel(jid: int) -> Any:
             {},
             url_for("dashboard.job", jid=jid),
         )
-    result = control.cancel([str(jid)])
+    result = control.cancel([str(jid)], count_metrics=current_app.config["TOURNO_SETTINGS"].queue_metrics)
     if result.removed:
         flash(f"Cancelled job {jid} ({name}).", "ok")
     elif result.flagged:

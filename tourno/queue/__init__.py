@@ -8,6 +8,7 @@ from tourno.queue import events
 from tourno.queue.events import Event
 from tourno.queue.exceptions import (
     InvalidPayload,
+    JobLeaseLost,
     JobTimeout,
     MaxAttemptsExceeded,
     QueueError,
@@ -22,6 +23,7 @@ __all__ = [
     "Event",
     "InvalidPayload",
     "Job",
+    "JobLeaseLost",
     "JobTimeout",
     "MaxAttemptsExceeded",
     "PendingJob",

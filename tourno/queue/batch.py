@@ -99,6 +99,11 @@ class RunningJob:
         return self.max_tries > 0 and self.claimed.attempts >= self.max_tries
 
     @property
+    def max_exceptions(self) -> int | None:
+        """The job's ``max_exceptions`` (None: only ``tries`` counts)."""
+        return None if self.job is None else self.job.max_exceptions
+
+    @property
     def fails_on_timeout(self) -> bool:
         """The job's ``fail_on_timeout``: a timed-out attempt is its last."""
         return bool(self.job is not None and self.job.fail_on_timeout)
@@ -315,10 +320,12 @@ class Release:
     job_id: Any
     delay: float
     attempts: int
+    #: The attempt ended in an exception the job raised (``max_exceptions``).
+    exception: bool = False
 
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.release(worker_id, self.job_id, self.delay, self.attempts, metrics)
+        return backend.release(worker_id, self.job_id, self.delay, self.attempts, metrics, self.exception)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,13 +398,9 @@ class Snooze:
     delay: float
     attempts: int
 
-    #: The backend's snooze takes no counts: they wait for the next write.
-    carries_metrics = False
-
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        assert not metrics
-        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts)
+        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,7 +456,7 @@ class PendingOps:
         refused (its job was taken back)."""
         while self._ops:
             op = self._ops[0]
-            rows = take_metrics(metrics) if getattr(op, "carries_metrics", True) else []
+            rows = take_metrics(metrics)
             try:
                 applied = op.apply(backend, worker_id, rows)
             except BaseException:

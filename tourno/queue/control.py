@@ -26,7 +26,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from typing import Any
 
-from tourno.queue import backends, events
+from tourno.queue import backends, events, metrics
 from tourno.queue.backends.base import CancelledJob, QueueBackend
 from tourno.queue.job import payload_uuid
 
@@ -63,9 +63,14 @@ def _uuid_forms(ident: str) -> set[str]:
     return forms
 
 
-def cancel(idents: Iterable[str | int], backend: QueueBackend | None = None) -> CancelResult:
+def cancel(
+    idents: Iterable[str | int], backend: QueueBackend | None = None, count_metrics: bool = True
+) -> CancelResult:
     """Cancel the jobs named by ``idents`` (ids or uuids); see the module's
-    docstring for what happens to a waiting and to a running job."""
+    docstring for what happens to a waiting and to a running job. With
+    ``count_metrics`` (``TOURNO_QUEUE_METRICS``), each job deleted here is
+    counted as cancelled in the persisted metrics (a running one is counted by
+    its worker, when its attempt ends)."""
     backend = backend or backends.current()
     wanted: list[tuple[str, int | None, set[str]]] = []
     for raw in idents:
@@ -87,9 +92,34 @@ def cancel(idents: Iterable[str | int], backend: QueueBackend | None = None) -> 
         if not (number in by_id if number is not None else forms & by_uuid)
     ]
     removed = [job for job in found if not job.running]
+    if removed and count_metrics:
+        counts = metrics.MetricsBuffer()
+        for job in removed:
+            count_cancelled(counts, job)
+        backend.write_metrics(counts.take())
     for job in removed:
         emit_cancelled(job)
     return CancelResult(removed, [job for job in found if job.running], unknown)
+
+
+def _name_and_uuid(job: CancelledJob) -> tuple[str | None, str | None]:
+    """The job's name and uuid from its stored payload (None for either that
+    it does not hold: a cancelled job may have a malformed payload)."""
+    try:
+        payload = json.loads(job.payload)
+    except (TypeError, ValueError):
+        payload = None
+    if not isinstance(payload, dict):
+        return None, None
+    name, uuid = payload.get("job"), payload.get("uuid")
+    return (name if isinstance(name, str) else None), (uuid if isinstance(uuid, str) else None)
+
+
+def count_cancelled(counts: metrics.MetricsBuffer, job: CancelledJob) -> None:
+    """Count ``job``, deleted before it ran again, as cancelled (an attempt
+    that never ran: no runtime, no wait)."""
+    name, _ = _name_and_uuid(job)
+    counts.count(job.queue, name or metrics.UNKNOWN_JOB, "cancelled", None, None)
 
 
 def emit_cancelled(job: CancelledJob, **fields: Any) -> None:
@@ -97,18 +127,5 @@ def emit_cancelled(job: CancelledJob, **fields: Any) -> None:
     the monitors' sweep): its name and uuid come from the payload."""
     if not events.wanted("job.cancelled"):
         return
-    try:
-        payload = json.loads(job.payload)
-    except (TypeError, ValueError):
-        payload = None
-    if not isinstance(payload, dict):
-        payload = {}
-    name, uuid = payload.get("job"), payload.get("uuid")
-    events.emit(
-        "job.cancelled",
-        job=name if isinstance(name, str) else None,
-        uuid=uuid if isinstance(uuid, str) else None,
-        id=job.id,
-        queue=job.queue,
-        **fields,
-    )
+    name, uuid = _name_and_uuid(job)
+    events.emit("job.cancelled", job=name, uuid=uuid, id=job.id, queue=job.queue, **fields)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tourno.db import UTC, database
+from tourno.db import UTC, bounded_count, database
 from tourno.queue import backends, workflows
 from tourno.queue.exceptions import InvalidPayload
 from tourno.queue.job import PendingJob, build_job, job_class
@@ -88,10 +88,14 @@ def exception_summary(traceback_text: str) -> str:
     return lines[-1].strip()
 
 
-def count(queue: str | None = None) -> int:
-    query = FailedJobRecord.select()
+def count(queue: str | None = None, cap: int | None = None) -> int:
+    """Failed jobs (of ``queue``); with ``cap``, exact up to it and estimated
+    above (``db.bounded_count``: a dashboard must not scan 100,000 rows)."""
+    query = FailedJobRecord.select(FailedJobRecord.id)
     if queue:
         query = query.where(FailedJobRecord.queue == queue)
+    if cap is not None:
+        return bounded_count(query, cap=cap)
     return query.count()
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import re
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -73,6 +74,10 @@ class Job:
     retry_until: ClassVar[float | None] = None
     #: A timed-out attempt fails the job for good instead of being retried.
     fail_on_timeout: ClassVar[bool] = False
+    #: Fail for good at this many attempts that raised, whatever ``tries``
+    #: allows (None: no limit). Timeouts, snoozes and a worker that died do
+    #: not count: ``tries`` covers those.
+    max_exceptions: ClassVar[int | None] = None
     #: Make the job unique: a dispatch while one with the same key is pending
     #: or running is a no-op. ``unique_key`` may be a string or a method;
     #: ``unique_for`` (seconds) bounds how long the key is held.
@@ -160,8 +165,10 @@ class Job:
             seconds = 0.0
         else:
             seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay)
-            if seconds < 0:
-                raise ValueError(f"delay must not be negative, got {seconds:g}")
+            if not _is_seconds(seconds):
+                # available_at = now + delay: past about 3 years it overflows
+                # the datetime arithmetic or means "never"; NaN means nothing.
+                raise ValueError(f"delay must be seconds between 0 and {MAX_SECONDS:g}, got {seconds:g}")
         q = queue or cls.queue
         if not q or not isinstance(q, str):
             raise ValueError(f"queue must be a non-empty string, got {q!r}")
@@ -186,10 +193,19 @@ class Job:
         return cls.job_name if key is None else f"{cls.job_name}:{key}"
 
     def args(self) -> dict[str, Any]:
-        names: dict[str, Any] | None = getattr(self, "__dataclass_fields__", None)
+        cls = type(self)
+        names = _arg_names.get(cls)
         if names is None:
-            raise TypeError(f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)")
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{cls.__name__} must be a dataclass (decorate it with @dataclass)")
+            # fields(), not __dataclass_fields__: a ClassVar annotation (say
+            # ``cron: ClassVar[str]``) is listed there too, and is no argument.
+            names = _arg_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
         return {name: getattr(self, name) for name in names}
+
+
+#: Each job class's argument names (its dataclass fields), worked out once.
+_arg_names: dict[type, tuple[str, ...]] = {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -290,7 +306,11 @@ def _backoff_list(value: Any) -> list[float] | None:
 
 
 #: Compact JSON, with one encoder built once (json.dumps with options builds one per call).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: NaN and Infinity are not JSON: PostgreSQL's jsonb and other readers refuse them.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+#: A NUL character in a JSON string (``\\u0000`` not preceded by an escaped
+#: backslash): PostgreSQL's jsonb cannot store it.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _templates: dict[tuple, str] = {}
 
 
@@ -313,6 +333,14 @@ def _template(cls: type[Job]) -> str:
             not isinstance(cls.tries, int) or isinstance(cls.tries, bool) or cls.tries < 0
         ):
             raise TypeError(f"{cls.__name__}.tries must be a whole number >= 0, got {cls.tries!r}")
+        if cls.max_exceptions is not None and (
+            not isinstance(cls.max_exceptions, int)
+            or isinstance(cls.max_exceptions, bool)
+            or cls.max_exceptions < 1
+        ):
+            raise TypeError(
+                f"{cls.__name__}.max_exceptions must be a whole number >= 1, got {cls.max_exceptions!r}"
+            )
         if cls.timeout is not None and not _is_seconds(cls.timeout):
             raise TypeError(
                 f"{cls.__name__}.timeout must be seconds between 0 and {MAX_SECONDS:g}, got {cls.timeout!r}"
@@ -358,8 +386,14 @@ def encode_payload(job: Job, now: dt.datetime | None = None) -> tuple[str, str]:
     template = _template(cls)
     try:
         args = _encode(job.args())
-    except (TypeError, ValueError) as exc:
+    except TypeError as exc:
         raise TypeError(f"{cls.__name__}: job arguments must be JSON values ({exc})") from None
+    except ValueError:
+        raise ValueError(
+            f"{cls.__name__}: job arguments must be JSON values, and NaN or Infinity is not one"
+        ) from None
+    if "\\u0000" in args and _ESCAPED_NUL.search(args):
+        raise ValueError(f"{cls.__name__}: job arguments must not contain a NUL character (\\x00)")
     global _last_stamp
     now = now or dt.datetime.now(dt.UTC)
     # A batch shares one dispatch time: format it once, not once per job.

@@ -20,6 +20,8 @@ class JobRecord(BaseModel):
     # Lower runs first; ties run in dispatch order.
     priority = peewee.IntegerField(default=0)
     attempts = peewee.IntegerField(default=0)
+    #: Attempts that ended in an exception the job raised (``Job.max_exceptions``).
+    exceptions = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
     available_at = TimestampField()
     reserved_at = TimestampField(null=True)
     reserved_by = peewee.BigIntegerField(null=True)

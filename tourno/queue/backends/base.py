@@ -193,17 +193,29 @@ class QueueBackend(abc.ABC):
         delay: float,
         attempts: int | None = None,
         metrics: Sequence[MetricRow] = (),
+        exception: bool = False,
     ) -> bool:
         """Make a job this worker holds available again after ``delay`` seconds,
-        recording that it has used ``attempts`` attempts when given."""
+        recording that it has used ``attempts`` attempts when given, and with
+        ``exception`` that the attempt ended in an exception the job raised
+        (counted for :meth:`exceptions`)."""
 
     @abc.abstractmethod
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def exceptions(self, job_id: Any) -> int:
+        """How many of the job's attempts so far ended in an exception it
+        raised (its releases with ``exception``); 0 for an unknown job. Read
+        only for jobs that declare ``max_exceptions``, when one raises."""
+
+    @abc.abstractmethod
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         """Make a job this worker holds available again after ``delay``
         seconds, recording exactly ``attempts`` (unlike :meth:`release`,
         which never lowers the count): the worker passes the claimed attempts
-        minus one, so the snoozed attempt is not spent. False when the job
-        was taken back."""
+        minus one, so the snoozed attempt is not spent. Announced like a
+        release (ready, or due at its time), and carries ``metrics`` like
+        one. False when the job was taken back."""
 
     @abc.abstractmethod
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
@@ -373,7 +385,11 @@ class QueueBackend(abc.ABC):
     # -- operations ------------------------------------------------------------
 
     @abc.abstractmethod
-    def stats(self) -> list[QueueStats]: ...
+    def stats(self, cap: int | None = None) -> list[QueueStats]:
+        """Ready, delayed and reserved jobs and the oldest ready job, per
+        queue. With ``cap``, a store whose counts read the rows (PostgreSQL)
+        counts each up to the cap and estimates above it (``db.Count``), so
+        a page that refreshes every few seconds stays cheap at a million jobs."""
 
     @abc.abstractmethod
     def workers(self, stale_after: float) -> list[WorkerInfo]:
@@ -385,6 +401,12 @@ class QueueBackend(abc.ABC):
 
     @abc.abstractmethod
     def signal_restart(self) -> dt.datetime: ...
+
+    def write_metrics(self, metrics: Sequence[MetricRow]) -> None:
+        """Add counts that no job operation carries (a cancel from the CLI or
+        the dashboard) to the persisted metrics: a completion of no jobs."""
+        if metrics:
+            self.complete(0, [], metrics)
 
     @abc.abstractmethod
     def cancel(self, ids: list[int], uuids: list[str]) -> list[CancelledJob]:

@@ -1,12 +1,16 @@
--- ARGV: P, worker, id, delay_ms, attempts ('' = keep), then metrics (record_metrics in lib.lua)
+-- ARGV: P, worker, id, delay_ms, attempts ('' = keep), exception (1: the
+-- attempt raised; counted in the hash's 'exceptions'), then metrics
+-- (record_metrics in lib.lua)
 local worker, id, delay, attempts = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-record_metrics(6)
+local exception = ARGV[6] == '1'
+record_metrics(7)
 local k = jkey(id)
 if not owned(id, worker) or redis.call('HGET', k, 'state') ~= 'reserved' then return 0 end
 if attempts then
   local cur = tonumber(redis.call('HGET', k, 'attempts')) or 0
   if attempts > cur then redis.call('HSET', k, 'attempts', attempts) end
 end
+if exception then redis.call('HINCRBY', k, 'exceptions', 1) end
 local now = now_ms()
 if delay > 0 then
   local q = redis.call('HGET', k, 'queue')
