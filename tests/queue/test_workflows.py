@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import run_worker
 from tests.queue import test_queue_contract as contract
 from tests.queue.test_worker_processes import wait_for
-from tests.support.jobs_flow import FlowAdd, FlowCallback, FlowCancel, FlowFail, FlowStep
+from tests.support.jobs_flow import FlowAdd, FlowCallback, FlowCancel, FlowFail, FlowFlaky, FlowStep
 from tourno import db as tdb
 from tourno.queue import PendingJob, batch, chain, dispatch_many, failed, workflows
 from tourno.queue.models import JobBatchRecord
@@ -86,6 +86,16 @@ def test_a_chain_dispatched_in_a_rolled_back_transaction_never_runs(driver):
     assert JobBatchRecord.select().count() == 0
     assert keys_in_order(driver, "c") == ["c0", "c1"]
     assert driver.size() == 0
+
+
+def test_a_link_retried_by_its_own_tries_carries_the_chain_on(driver):
+    chain([FlowStep(key="t0"), FlowFlaky(key="t1"), FlowStep(key="t2")]).catch(
+        FlowStep(key="t-caught")
+    ).dispatch()
+    code, _ = run_worker(tries=1)
+    assert code == 0
+    assert keys_in_order(driver, "t") == ["t0", "t1", "t1", "t2"]
+    assert driver.failed() == [] and driver.size() == 0
 
 
 def test_a_chain_needs_jobs():

@@ -78,3 +78,18 @@ class FlowCallback(Job):
             f"seen:{self.key}",
             "none" if b is None else f"{b.id} {b.pending} {b.processed} {b.failed} {os.getpid()}",
         )
+
+
+@dataclass
+class FlowFlaky(Job):
+    """Fails on its first run, succeeds on its retry (two tries, no backoff)."""
+
+    tries = 2
+    backoff = 0
+
+    key: str
+
+    def handle(self) -> None:
+        record(self.key)
+        if runs(self.key) == 1:
+            raise RuntimeError(f"{self.key} failing once on purpose")
