@@ -1077,8 +1077,9 @@ def test_an_operator_in_an_empty_directory(tmp_path):
     for command in (["queue", "status"], ["queue", "failed"], ["schedule", "list"], ["doctor"]):
         result = run(*command)
         assert result.returncode == 1, (command, result.stdout, result.stderr)
-        assert f"no SQLite database at {tmp_path / 'tourno.db'}" in result.stdout + result.stderr
-        assert "tourno db migrate" in result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert f"no SQLite database at {tmp_path / 'tourno.db'}" in output, (command, output)
+        assert "tourno db migrate" in output, (command, output)
         assert "Traceback" not in result.stderr
         assert list(tmp_path.iterdir()) == [], command
     config = run("config")
