@@ -209,6 +209,30 @@ def test_cancel_skips_the_jobs_not_started_and_jobs_can_be_added(driver):
         c.add([FlowStep(key="late")])
 
 
+def test_a_batch_job_cancelled_by_the_operator_still_lets_the_batch_finish(driver):
+    from tourno.queue import control
+
+    b = (
+        batch([FlowStep(key="kept")])
+        .then(FlowStep(key="then"))
+        .catch(FlowStep(key="catch"))
+        .finally_(FlowStep(key="fin"))
+        .allow_failures()
+        .dispatch()
+    )
+    (victim,) = b.add([FlowStep(key="victim")])
+    assert control.cancel([str(victim)]).count == 1  # waiting: deleted at once
+    b = b.fresh()
+    assert (b.total, b.pending, b.failed) == (2, 1, 1)  # counted as not succeeded
+    code, _ = run_worker()
+    assert code == 0
+    b = b.fresh()
+    assert b.finished and (b.processed, b.failed, b.pending) == (1, 1, 0)
+    runs = run_ids(driver, "")
+    assert sorted(runs) == ["catch", "fin", "kept"]  # then needs every job to succeed
+    assert all(len(v) == 1 for v in runs.values())
+
+
 def test_retrying_a_failed_batch_job_updates_the_batch(driver):
     b = (
         batch([FlowFail(key="flaky", fail_times=1), FlowStep(key="s0")])

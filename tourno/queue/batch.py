@@ -409,10 +409,15 @@ class Cancel:
     the next claim as a success is): it is neither retried nor failed."""
 
     job_id: Any
+    #: The job's decoded payload: a batch job's batch counts it (``workflows.after_cancel``).
+    payload: dict[str, Any] | None = None
 
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        return backend.complete(worker_id, [self.job_id], metrics) > 0
+        deleted = backend.complete(worker_id, [self.job_id], metrics) > 0
+        if deleted and self.payload:
+            workflows.after_cancel(self.payload)
+        return deleted
 
 
 FinishOp = Complete | Release | Snooze | Cancel | Fail | CompleteStep

@@ -26,7 +26,7 @@ import uuid as uuidlib
 from collections.abc import Iterable
 from typing import Any
 
-from tourno.queue import backends, events, metrics
+from tourno.queue import backends, events, metrics, workflows
 from tourno.queue.backends.base import CancelledJob, QueueBackend
 from tourno.queue.job import payload_uuid
 
@@ -98,6 +98,7 @@ def cancel(
             count_cancelled(counts, job)
         backend.write_metrics(counts.take())
     for job in removed:
+        workflows.after_cancel(job.payload)
         emit_cancelled(job)
     return CancelResult(removed, [job for job in found if job.running], unknown)
 

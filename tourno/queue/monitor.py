@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from tourno.db import open_connection
 from tourno.errors import first_line
-from tourno.queue import control, events, metrics
+from tourno.queue import control, events, metrics, workflows
 from tourno.queue.backends.base import cancel_notice
 from tourno.queue.batch import RunningJob
 from tourno.queue.pauses import PAUSES_CHANGED, RELOAD_EVERY
@@ -289,6 +289,7 @@ class Monitor(threading.Thread):
             w.log.info("job #%s cancelled (it was no longer running)", job.id)
             if w.metrics is not None:
                 control.count_cancelled(w.metrics, job)  # written with the worker's next write
+            workflows.after_cancel(job.payload)
             control.emit_cancelled(job, worker_id=w.worker_id)
 
     def watchdog(self, now: float) -> None:

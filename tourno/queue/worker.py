@@ -583,7 +583,7 @@ class Worker:
         text = "CANCELLED before it started" if duration is None else "CANCELLED"
         self._job_line(logging.INFO, running, "cancelled", duration, text)
         self.batch.stop_running()
-        self._queue_op(Cancel(running.claimed.id))
+        self._queue_op(Cancel(running.claimed.id, running.payload))
         self._emit_job("job.cancelled", running, duration=duration, exception=error)
 
     def _finish_failed(self, running: RunningJob, exc: BaseException, duration: float | None = None) -> None:

@@ -458,6 +458,27 @@ def after_failure(payload: dict[str, Any]) -> Callable[[], None]:
     return step
 
 
+def after_cancel(payload: Any) -> None:
+    """A batch job deleted by ``tourno queue cancel`` (waiting, or stopped
+    when its attempt ended, or swept): counted as failed, so the batch still
+    finishes (``catch`` and ``finally`` run; ``then`` does not, a job of it
+    never succeeded) instead of waiting for it forever. A cancelled chain
+    link ends its chain without its ``catch`` (the operator stopped it).
+    Its own transaction: the cancel's delete has committed (a crash between
+    leaves the batch pending, as before this existed). ``payload`` is the
+    decoded payload or its stored text; anything else is ignored."""
+    if isinstance(payload, (str, bytes)):
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return
+    if not isinstance(payload, dict) or not payload.get(BATCH):
+        return
+    with write_transaction():
+        if backends.current().requeues_in_database or _mark(payload):
+            _push(_count(str(payload[BATCH]), succeeded=False))
+
+
 # -- in the worker ---------------------------------------------------------------------------------
 
 
