@@ -8,6 +8,7 @@ anywhere.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import errno
 import json
 import logging
@@ -199,6 +200,29 @@ def format_age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def format_when(value: dt.datetime | None) -> str:
+    """A time in UTC for tables (``-`` for none)."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def age_of(value: dt.datetime | None) -> str:
+    """How long ago ``value`` was, as :func:`format_age` says it."""
+    if value is None:
+        return "-"
+    return format_age(max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0))
+
+
+def confirm_or_fail(question: str, force: bool) -> None:
+    """Ask before a deletion; ``--force`` skips it, and without a terminal
+    to ask on nothing is deleted (exit 1)."""
+    if force:
+        return
+    if not sys.stdin.isatty():
+        fail("refusing to delete without confirmation; pass --force", code=1)
+    if not click.confirm(question, default=False):
+        fail("cancelled", code=1)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -3,32 +3,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import sys
 
 import click
 from rich.table import Table
 
-from tourno.cli import AppContext, fail, format_age
+from tourno.cli import AppContext, age_of, confirm_or_fail, fail, format_when
 from tourno.cli.queue import queue_group
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _age(value: dt.datetime) -> str:
-    return format_age(max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0))
-
-
-def _confirm(question: str, force: bool) -> None:
-    if force:
-        return
-    if not sys.stdin.isatty():
-        fail("refusing to delete without confirmation; pass --force", code=1)
-    if not click.confirm(question, default=False):
-        fail("cancelled", code=1)
 
 
 def _state(b: object) -> str:
@@ -87,7 +68,7 @@ def batches_command(app: AppContext, as_json: bool, limit: int) -> None:
             str(b.processed),
             str(b.failed),
             f"{b.progress}%",
-            _age(b.created_at),
+            age_of(b.created_at),
         )
     app.console.print(table)
 
@@ -119,9 +100,9 @@ def batch_command(app: AppContext, batch_id: str, as_json: bool) -> None:
         ("Failed", str(b.failed)),
         ("Allow failures", "yes" if b.allow_failures else "no"),
         ("Callbacks", ", ".join(info["callbacks"]) or "-"),
-        ("Created", _when(b.created_at)),
-        ("Finished", _when(b.finished_at)),
-        ("Cancelled", _when(b.cancelled_at)),
+        ("Created", format_when(b.created_at)),
+        ("Finished", format_when(b.finished_at)),
+        ("Cancelled", format_when(b.cancelled_at)),
     ):
         table.add_row(label, value)
     app.console.print(table)
@@ -142,6 +123,6 @@ def prune_batches_command(app: AppContext, hours: float, force: bool) -> None:
     from tourno.queue import workflows
 
     app.setup()
-    _confirm(f"Delete batches that finished more than {hours:g} hours ago?", force)
+    confirm_or_fail(f"Delete batches that finished more than {hours:g} hours ago?", force)
     n = workflows.prune(hours)
     app.console.print(f"Pruned {n} batch(es).")

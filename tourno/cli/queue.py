@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from typing import Any
 
 import click
 
-from tourno.cli import AppContext, fail, format_age, new_table
+from tourno.cli import AppContext, age_of, confirm_or_fail, fail, format_when, new_table
 from tourno.cli.work import SECONDS
 
 
 @click.group("queue")
 def queue_group() -> None:
     """Inspect the queue and manage failed jobs."""
-
-
-def _confirm(app: AppContext, question: str, force: bool) -> None:
-    if force:
-        return
-    if not sys.stdin.isatty():
-        fail("refusing to delete without confirmation; pass --force", code=1)
-    if not click.confirm(question, default=False):
-        fail("cancelled", code=1)
-
-
-def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _age(value: dt.datetime | None) -> str:
-    if value is None:
-        return "-"
-    return format_age(max((dt.datetime.now(dt.UTC) - value).total_seconds(), 0))
 
 
 # -- failed jobs ---------------------------------------------------------------------
@@ -76,7 +56,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
             rec.connection,
             rec.queue,
             failed.job_name(rec),
-            _when(rec.failed_at),
+            format_when(rec.failed_at),
             failed.exception_summary(rec.exception),
         )
     if n == 0:
@@ -129,7 +109,7 @@ def show_command(app: AppContext, ident: str, as_json: bool) -> None:
         ("Job", failed.job_name(rec)),
         ("Queue", rec.queue),
         ("Connection", rec.connection),
-        ("Failed at", f"{_when(rec.failed_at)} UTC ({_age(rec.failed_at)} ago)"),
+        ("Failed at", f"{format_when(rec.failed_at)} UTC ({age_of(rec.failed_at)} ago)"),
     ):
         click.echo(f"{label + ':':<12}{value}")
     click.echo("\nPayload:")
@@ -205,7 +185,7 @@ def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
 
     app.setup()
     what = "all failed jobs" if hours is None else f"failed jobs older than {hours:g} hours"
-    _confirm(app, f"Delete {what}?", force)
+    confirm_or_fail(f"Delete {what}?", force)
     n = failed.flush(hours)
     app.console.print(f"Deleted {n} failed job(s).")
 
@@ -225,7 +205,7 @@ def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
     from tourno.queue import failed
 
     app.setup()
-    _confirm(app, f"Delete failed jobs older than {hours:g} hours?", force)
+    confirm_or_fail(f"Delete failed jobs older than {hours:g} hours?", force)
     n = failed.prune(hours)
     app.console.print(f"Pruned {n} failed job(s).")
 
@@ -242,7 +222,7 @@ def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
     from tourno.queue import backends
 
     app.setup()
-    _confirm(app, f"Delete every waiting job {'on ' + queue if queue else 'on every queue'}?", force)
+    confirm_or_fail(f"Delete every waiting job {'on ' + queue if queue else 'on every queue'}?", force)
     n = backends.current().clear(queue)
     app.console.print(f"Cleared {n} job(s){' from ' + queue if queue else ''}.")
 
@@ -272,8 +252,8 @@ def status_command(app: AppContext, as_json: bool) -> None:
             str(q["ready"]),
             str(q["delayed"]),
             str(q["reserved"]),
-            _age(q["oldest_ready_at"]),
-            "-" if q["paused_at"] is None else f"[yellow]since {_when(q['paused_at'])}[/yellow]",
+            age_of(q["oldest_ready_at"]),
+            "-" if q["paused_at"] is None else f"[yellow]since {format_when(q['paused_at'])}[/yellow]",
         )
     if not data["queues"]:
         queues.add_row("(empty)", "0", "0", "0", "-", "-")
@@ -292,7 +272,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
             w["queues"],
             "-" if w["current_job_id"] is None else f"#{w['current_job_id']}",
             str(w["jobs_done"]),
-            _age(w["heartbeat_at"]) + " ago",
+            age_of(w["heartbeat_at"]) + " ago",
         )
     if data["workers"]:
         app.console.print(workers)
@@ -438,7 +418,9 @@ def restart_command(app: AppContext) -> None:
 
     app.setup()
     when = backends.current().signal_restart()
-    app.console.print(f"Restart signal sent at {_when(when)} UTC; workers exit after their current job.")
+    app.console.print(
+        f"Restart signal sent at {format_when(when)} UTC; workers exit after their current job."
+    )
 
 
 @queue_group.command("cancel", short_help="Cancel waiting or running jobs by id or uuid.")
@@ -495,7 +477,7 @@ def pause_command(app: AppContext, queues: tuple[str, ...]) -> None:
             app.console.print(f"Paused {name}: no worker claims from it until `tourno queue resume {name}`.")
         else:
             app.console.print(
-                f"{name} is already paused (since {_when(since.get(name))} UTC); nothing to do."
+                f"{name} is already paused (since {format_when(since.get(name))} UTC); nothing to do."
             )
 
 
