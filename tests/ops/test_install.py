@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,11 +66,11 @@ class Box:
         self.env_file = root / "etc/tourno/tourno.env"
         self.launcher = root / "usr/local/bin/tourno"
 
-    def install(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def install(self, *args: str, mode: str = "--no-service") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 INSTALL,
-                "--no-service",
+                mode,
                 "--root",
                 str(self.root),
                 "--user",
@@ -210,3 +211,85 @@ def test_bad_options_exit_2(box):
         out = box.install(*args)
         assert out.returncode == 2, (args, out.stderr)
         assert out.stderr.startswith("bin/install: ") and out.stderr.count("\n") == 1
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+
+
+def test_supervisor_mode_runs_every_program_as_the_service_user_and_deploy_cycles_them(box):
+    out = box.install("--workers", "2", "--nginx", "--server-name", "api.test.example", mode="--supervisor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    conf = (box.root / "etc/supervisor/conf.d/tourno.conf").read_text()
+    assert conf.count(f"user={box.user}\n") == 3  # worker, serve, scheduler
+    site = (box.root / "etc/nginx/sites-available/tourno").read_text()
+    assert "server_name api.test.example;" in site and "example.com" not in site
+    assert (
+        box.root / "etc/nginx/sites-enabled/tourno"
+    ).resolve() == box.root / "etc/nginx/sites-available/tourno"
+
+    # Debian's supervisord (root) with its conf.d include: here the same
+    # program, with a main file of its own.
+    main_conf = box.root / "supervisord.conf"
+    main_conf.write_text(
+        f"[unix_http_server]\nfile={box.root}/supervisor.sock\nchmod=0700\n"
+        f"[supervisord]\nlogfile={box.root}/supervisord.log\npidfile={box.root}/supervisord.pid\n"
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[supervisorctl]\nserverurl=unix://{box.root}/supervisor.sock\n"
+        f"[include]\nfiles = {box.root}/etc/supervisor/conf.d/*.conf\n"
+    )
+    bin_dir = Path(sys.prefix) / "bin"
+    ctl = [str(bin_dir / "supervisorctl"), "-c", str(main_conf)]
+
+    def pids() -> dict[str, int]:
+        status = subprocess.run([*ctl, "status"], capture_output=True, text=True, timeout=30).stdout
+        return {m[1]: int(m[2]) for m in re.finditer(r"^tourno:(\S+)\s+RUNNING\s+pid (\d+)", status, re.M)}
+
+    def wait(condition, what: str, timeout: float = 30):
+        deadline = time.monotonic() + timeout
+        while not (value := condition()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+        return value
+
+    subprocess.run([str(bin_dir / "supervisord"), "-c", str(main_conf)], check=True, timeout=30)
+    try:
+        before = wait(lambda: len(pids()) == 4 and pids(), "four programs RUNNING")
+        service_uid = int(subprocess.run(["id", "-u", box.user], capture_output=True, text=True).stdout)
+        for name, pid in before.items():
+            assert uid_of(pid) == service_uid, f"{name} runs as uid {uid_of(pid)}"
+        # Both workers heartbeat as the service user through the launcher's settings.
+        wait(lambda: "2 alive" in box.doctor()[1]["workers"]["detail"], "two live workers")
+
+        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+        deploy = subprocess.run(
+            [ROOT / "bin/deploy", "--tourno", str(box.launcher), "--supervisorctl", " ".join(ctl)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        assert "signal HUP tourno:tourno-serve" in deploy.stdout
+        after = wait(
+            lambda: (
+                (p := pids())
+                and len(p) == 4
+                and all(p[n] != before[n] for n in p if n != "tourno-serve")
+                and p
+            ),
+            "workers and scheduler restarted",
+        )
+        # The API's master stays (its workers are replaced, the socket kept).
+        assert after["tourno-serve"] == before["tourno-serve"]
+        for pid in after.values():
+            assert uid_of(pid) == service_uid
+    finally:
+        subprocess.run([*ctl, "shutdown"], capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while subprocess.run(["pgrep", "-u", box.user], capture_output=True).returncode == 0:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
