@@ -130,7 +130,7 @@ def test_a_body_that_never_arrives_gets_408_and_a_slow_one_is_served(server, pg)
     assert pg.scalar("SELECT count(*) FROM users") == 1
 
 
-def test_keep_alive_pipelining_and_the_body_limit(server):
+def test_keep_alive_pipelining_and_the_size_limits(server):
     s = connect(server.port)
     try:
         # Two requests in one packet, on a kept-alive connection.
@@ -139,6 +139,14 @@ def test_keep_alive_pipelining_and_the_body_limit(server):
         )
         reply = read_reply(s)
         assert reply.count(b"HTTP/1.1 200 OK") == 2, reply
+    finally:
+        s.close()
+    # Headers without end are not buffered without end.
+    s = connect(server.port)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 70_000)
+        reply = read_reply(s)
+        assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
     finally:
         s.close()
     # A body above the API's 1 MiB is refused at once, not waited for.

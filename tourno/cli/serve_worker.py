@@ -16,7 +16,7 @@ request concurrency (and so the bound on database connections per process).
 A request that has not fully arrived ``read_timeout`` seconds after its first
 byte is answered 408 and closed (an idle connection that sent nothing is
 closed quietly), as nginx's ``client_header_timeout`` and
-``client_body_timeout`` do. Chunked bodies and ``Expect: 100-continue`` are
+``client_body_timeout`` do; headers that go on past MAX_HEADER_BYTES get 431. Chunked bodies and ``Expect: 100-continue`` are
 handed over after the headers: the parser and the app read those as
 gunicorn always has (behind the reverse proxy, which buffers them, they do not
 occur). TLS connections are not buffered (``tourno serve`` has no TLS; the
@@ -37,8 +37,9 @@ from typing import Any
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-#: Header bytes buffered at most: past this the parser reads the rest itself
-#: and answers 431 or 400 as its limits say (limit_request_line/_fields).
+#: Header bytes buffered at most (nginx allows 32 KiB): a request whose
+#: headers go on past this is answered 431 by the main loop. Smaller ones
+#: meet the parser's own limits (limit_request_line, limit_request_fields).
 MAX_HEADER_BYTES = 64 * 1024
 #: Seconds a connection answered 408 is read (and discarded) before closing.
 LINGER_SECONDS = 2.0
@@ -56,9 +57,12 @@ class PendingRequest:
         if self.end is None:
             head_end = self.buffer.find(b"\r\n\r\n")
             if head_end < 0:
-                return len(self.buffer) > MAX_HEADER_BYTES
+                return False
             self.end = head_end + 4 + body_to_buffer(bytes(self.buffer[:head_end]), max_body)
         return len(self.buffer) >= self.end
+
+    def headers_too_large(self) -> bool:
+        return self.end is None and len(self.buffer) > MAX_HEADER_BYTES
 
 
 def body_to_buffer(head: bytes, max_body: int) -> int:
@@ -79,23 +83,30 @@ def body_to_buffer(head: bytes, max_body: int) -> int:
     return length if length <= max_body else 0
 
 
-def timeout_response(seconds: float) -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "request_timeout",
-                "message": f"the request did not arrive in full within {seconds:g} s",
-                "fields": {},
-            }
-        }
-    ).encode()
+def error_response(status: int, reason: str, code: str, message: str) -> bytes:
+    """A complete response in the API's error shape, for the main loop to send."""
+    body = json.dumps({"error": {"code": code, "message": message, "fields": {}}}).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode()
     return head + body
+
+
+def timeout_response(seconds: float) -> bytes:
+    return error_response(
+        408, "Request Timeout", "request_timeout", f"the request did not arrive in full within {seconds:g} s"
+    )
+
+
+HEADERS_TOO_LARGE = error_response(
+    431,
+    "Request Header Fields Too Large",
+    "request_header_fields_too_large",
+    f"the request's headers are larger than {MAX_HEADER_BYTES} bytes",
+)
 
 
 class BufferingThreadWorker(ThreadWorker):
@@ -161,6 +172,9 @@ class BufferingThreadWorker(ThreadWorker):
             conn.prebuffered = bytes(pending.buffer)
             conn.data_ready = True
             self.enqueue_req(conn)
+        elif pending.headers_too_large():
+            self.stop_reading(conn)
+            self.answer_and_close(conn, HEADERS_TOO_LARGE)
 
     def stop_reading(self, conn: TConn) -> PendingRequest:
         self.poller.unregister(conn.sock)
@@ -188,18 +202,24 @@ class BufferingThreadWorker(ThreadWorker):
                 conn.close()
                 continue
             self.log.info("request from %s incomplete after %g s: 408", conn.client, self.read_timeout)
-            try:
-                conn.sock.send(timeout_response(self.read_timeout))
-                conn.sock.shutdown(socket.SHUT_WR)
-            except OSError:
-                self.nr_conns -= 1
-                conn.close()
-                continue
-            self.closing[conn] = now + LINGER_SECONDS
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_closing_bytes, conn))
+            self.answer_and_close(conn, timeout_response(self.read_timeout))
         for conn, deadline in list(self.closing.items()):
             if now >= deadline:
                 self.finish_closing(conn)
+
+    def answer_and_close(self, conn: TConn, response: bytes) -> None:
+        """Send a short answer, half-close, and read what the client still
+        sends until it closes (or LINGER_SECONDS pass), so the kernel does
+        not reset the connection over the answer."""
+        try:
+            conn.sock.send(response)
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.nr_conns -= 1
+            conn.close()
+            return
+        self.closing[conn] = time.monotonic() + LINGER_SECONDS
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_closing_bytes, conn))
 
     def on_closing_bytes(self, conn: TConn, client: socket.socket) -> None:
         try:
