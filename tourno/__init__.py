@@ -31,7 +31,9 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
     from tourno.queue.backends.database import for_database
 
     settings = settings or Settings.from_env()
-    concrete = db.init(settings.database_url)
+    concrete = db.init(
+        settings.database_url, listen_url=settings.listen_url, dead_after=settings.db_dead_after
+    )
     if settings.queue_connection == "redis":
         try:
             from tourno.queue.backends.redis import RedisBackend
@@ -40,7 +42,11 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
                 f"TOURNO_QUEUE_CONNECTION=redis needs the redis package ({exc}): pip install tourno[redis]"
             ) from None
         backends.configure(
-            RedisBackend(settings.redis_url, metrics_retention_days=settings.metrics_retention_days)
+            RedisBackend(
+                settings.redis_url,
+                metrics_retention_days=settings.metrics_retention_days,
+                dead_after=settings.db_dead_after,
+            )
         )
     else:
         backends.configure(for_database(concrete))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 PREFIX = "TOURNO_"
 DEFAULT_DATABASE_URL = "sqlite:///tourno.db"
@@ -49,6 +50,40 @@ def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
             f"{name}: expected a URL starting with one of "
             f"{', '.join(s + '://' for s in schemes)}, got {raw!r}"
         )
+    return value
+
+
+def _port_checked(name: str, value: str) -> str:
+    """``value`` if its port (if any) is a number from 1 to 65535: urllib and
+    the drivers raise a bare ValueError at connect time otherwise."""
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{name}: the port must be a number from 1 to 65535, in {mask_password(value)!r}")
+    return value
+
+
+def _database_url(name: str, raw: str) -> str:
+    return _port_checked(name, _url(name, raw, DATABASE_SCHEMES))
+
+
+def _redis_url(name: str, raw: str) -> str:
+    value = _url(name, raw, ("redis", "rediss", "unix"))
+    parts = urlsplit(value)
+    if parts.scheme != "unix":
+        _port_checked(name, value)
+    # redis-py reads the database number from the path (redis://host/2) or
+    # ?db=2 and silently uses db 0 when it is not a number.
+    dbs = [parts.path.strip("/")] if parts.scheme != "unix" and parts.path.strip("/") else []
+    dbs += parse_qs(parts.query).get("db", [])
+    for db in dbs:
+        if not db.isdigit():
+            raise ConfigError(
+                f"{name}: the database number must be a whole number (redis://host:6379/0), "
+                f"got {db!r} in {mask_password(value)!r}"
+            )
     return value
 
 
@@ -97,6 +132,29 @@ def _frequencies(name: str, raw: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _schedule(name: str, raw: str) -> tuple[str, ...]:
+    """``Task=cron expr;Task=cron expr`` -> ("Task=expr", ...). Semicolons
+    separate the pairs, since expressions hold spaces and commas. The
+    expressions and task names are checked by the scheduler when it builds
+    its table (cronsim parses them; this module stays free of it)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in (p.strip() for p in raw.split(";")):
+        if not item:
+            continue
+        task, sep, expression = (s.strip() for s in item.partition("="))
+        if not sep or not task.isidentifier() or not expression:
+            raise ConfigError(
+                f"{name}: expected Task=cron expression pairs separated by ';', "
+                f"like AutoStartTournamentsJob=*/2 * * * *, got {item!r}"
+            )
+        if task in seen:
+            raise ConfigError(f"{name}: {task} is set twice")
+        seen.add(task)
+        out.append(f"{task}={' '.join(expression.split())}")
+    return tuple(out)
+
+
 def _secret(name: str, raw: str) -> str:
     value = raw.strip()
     # Short keys can be guessed offline from one signed link.
@@ -114,6 +172,17 @@ def _bind(name: str, raw: str) -> str:
 
 
 DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql", "postgres+pool", "postgresql+pool")
+POSTGRES_SCHEMES = DATABASE_SCHEMES[1:]
+
+
+def _dead_after(name: str, raw: str) -> float:
+    # Below 2 s a busy server's slow reply could pass for a dead one.
+    value = _positive_number(name, raw)
+    if value < 2:
+        raise ConfigError(f"{name}: must be at least 2 seconds, got {raw!r}")
+    return value
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 MAIL_TRANSPORTS = ("smtp", "console", "file")
@@ -153,14 +222,16 @@ def _switch(name: str, raw: str) -> bool:
 #: :class:`Settings` is the lower-cased name. A parser takes the variable's
 #: full name (for the message) and its raw, non-empty value.
 PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "DATABASE_URL": lambda n, r: _url(n, r, DATABASE_SCHEMES),
+    "DATABASE_URL": _database_url,
     "QUEUE_CONNECTION": lambda n, r: _choice(n, r, ("database", "redis")),
-    "REDIS_URL": lambda n, r: _url(n, r, ("redis", "rediss", "unix")),
+    "REDIS_URL": _redis_url,
     "IMPORTS": _modules,
     "LOG_LEVEL": lambda n, r: _choice(n, r, LOG_LEVELS),
     "LOG_FORMAT": lambda n, r: _choice(n, r, LOG_FORMATS),
     "HEARTBEAT_INTERVAL": _positive_number,
     "WORKER_STALE_AFTER": _positive_number,
+    "LISTEN_URL": lambda n, r: _url(n, r, POSTGRES_SCHEMES),
+    "DB_DEAD_AFTER": _dead_after,
     "MAIL_TRANSPORT": lambda n, r: _choice(n, r, MAIL_TRANSPORTS),
     "MAIL_HOST": _stripped,
     "MAIL_PORT": lambda n, r: _int_between(n, r, 1, 65535),
@@ -175,6 +246,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "MAIL_FILE_DIR": _stripped,
     "APP_URL": lambda n, r: _url(n, r, ("http", "https")).rstrip("/"),
     "SECRET_KEY": _secret,
+    "SCHEDULE": _schedule,
     "SCHEDULE_FREQUENCIES": _frequencies,
     "FULL_REMINDER_MINUTES": lambda n, r: _positive_number(n, r, "minutes"),
     "FULL_CANCEL_HOURS": lambda n, r: _positive_number(n, r, "hours"),
@@ -204,6 +276,11 @@ class Settings:
     heartbeat_interval: float = 5.0
     # ...and is presumed dead, its jobs released, when the last beat is older.
     worker_stale_after: float = 30.0
+    # Several servers: where LISTEN goes when the database URL is a pooler
+    # in transaction mode (None: the database URL), and the seconds after
+    # which a silent connection (PostgreSQL, Redis) counts as lost.
+    listen_url: str | None = None
+    db_dead_after: float = 10.0
     # Mail (tourno.mail): transport, SMTP server, pacing.
     mail_transport: str = "console"
     mail_host: str = "127.0.0.1"
@@ -224,7 +301,10 @@ class Settings:
     # Signs unsubscribe links (HMAC-SHA256) and the dashboard's session cookie;
     # without it bulk mail has no unsubscribe link and /admin is disabled.
     secret_key: str | None = None
-    # The scheduler (tourno.scheduler): per-task frequency overrides, "Task=minutes".
+    # The scheduler (tourno.scheduler): per-task cron overrides, "Task=expr"
+    # (TOURNO_SCHEDULE, ';' between pairs), and the older minute counts,
+    # "Task=minutes" (TOURNO_SCHEDULE_FREQUENCIES).
+    schedule: tuple[str, ...] = ()
     schedule_frequencies: tuple[str, ...] = ()
     # CheckFullTournamentsJob: remind the organizer of a full, unstarted
     # tournament after this long, cancel it after that long.
@@ -264,6 +344,11 @@ class Settings:
             if raw is not None:
                 values[key.lower()] = parse(PREFIX + key, raw)
         settings = cls(**values, source={k: v for k, v in env.items() if k.startswith(PREFIX)})
+        if settings.listen_url and not settings.database_url.startswith(POSTGRES_SCHEMES):
+            raise ConfigError(
+                f"{PREFIX}LISTEN_URL: only for a PostgreSQL {PREFIX}DATABASE_URL "
+                "(SQLite wakes its workers without it)"
+            )
         if settings.worker_stale_after < 2 * settings.heartbeat_interval:
             raise ConfigError(
                 f"{PREFIX}WORKER_STALE_AFTER: must be at least twice "
@@ -280,14 +365,40 @@ class Settings:
                 continue
             value = getattr(self, f.name)
             if isinstance(value, tuple):
-                value = ",".join(value)
-            text = str(value)
+                # Cron expressions hold commas: TOURNO_SCHEDULE separates with ';'.
+                value = (";" if f.name == "schedule" else ",").join(value)
+            # An unset optional setting shows as empty, not as Python's "None".
+            text = "" if value is None else str(value)
+            if isinstance(value, bool):
+                text = "1" if value else "0"  # as the variable takes it
             if f.name.endswith("_url"):
                 text = mask_password(text)
             if f.name in ("mail_password", "secret_key", "metrics_token") and value:
                 text = "***"
             rows.append((PREFIX + f.name.upper(), text))
         return rows
+
+
+ENVIRONMENT, ENV_FILE, DEFAULT = "environment", "env file", "default"
+
+
+def sources(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where each setting comes from: ``environment``, ``env file`` or
+    ``default``, read the way :meth:`Settings.from_env` reads them (the
+    environment wins over the file; a blank value counts as unset)."""
+    env = dict(os.environ if environ is None else environ)
+    env_file = env.get(PREFIX + "ENV_FILE")
+    from_file = read_env_file(env_file) if env_file else {}
+    out = {}
+    for key in PARSERS:
+        name = PREFIX + key
+        if name in env:
+            out[name] = ENVIRONMENT if env[name].strip() else DEFAULT
+        elif from_file.get(name, "").strip():
+            out[name] = ENV_FILE
+        else:
+            out[name] = DEFAULT
+    return out
 
 
 def mask_password(url: str) -> str:
@@ -308,6 +419,18 @@ def mask_password(url: str) -> str:
             for k, eq, v in (part.partition("=") for part in query.split("&"))
         )
     return f"{scheme}://{rest}{sep}{query}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file an ``sqlite://`` database URL names (relative to the working
+    directory, as SQLite opens it), or None for other URLs and ``:memory:``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        return None
+    name = parts.path[1:]
+    if not name or name == ":memory:":
+        return None
+    return Path(name)
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ import datetime as dt
 import enum
 import json
 from typing import Any, overload
+from urllib.parse import parse_qs, urlparse
 
 import peewee
 from playhouse import db_url
@@ -58,8 +59,48 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def connect(url: str) -> peewee.Database:
-    """A (not yet connected) peewee database for ``url``."""
+#: Seconds of silence after which a PostgreSQL connection counts as dead
+#: (``TOURNO_DB_DEAD_AFTER``; :func:`init` sets it for the process).
+DEFAULT_DEAD_AFTER = 10.0
+_dead_after = DEFAULT_DEAD_AFTER
+#: Where the connections that LISTEN go (``TOURNO_LISTEN_URL``), when that is
+#: not the database URL: None means the database URL. Set by :func:`init`.
+_listen_url: str | None = None
+
+
+def liveness_parameters(dead_after: float) -> dict[str, int]:
+    """libpq's TCP keepalive and user-timeout parameters that make a
+    connection whose peer went silent (a cut cable, a host that vanished, a
+    firewall that dropped the flow) fail within about ``dead_after`` seconds
+    instead of hanging until the kernel gives up, minutes or hours later.
+
+    Keepalives probe an idle connection, which is also one waiting for a
+    reply; ``tcp_user_timeout`` bounds how long sent data may stay
+    unacknowledged. A live server answers the probes from its kernel, so a
+    long query on a healthy connection is never cut. Unix sockets ignore them."""
+    seconds = max(float(dead_after), 2.0)
+    idle = max(1, int(seconds // 2))
+    # Up to three probes in what is left (libpq counts whole seconds).
+    count = max(1, min(3, int(seconds - idle)))
+    interval = max(1, int((seconds - idle) // count))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": int(seconds * 1000),
+    }
+
+
+def connect(url: str, *, dead_after: float | None = None) -> peewee.Database:
+    """A (not yet connected) peewee database for ``url``.
+
+    PostgreSQL connections send no startup ``options`` (PgBouncer refuses
+    them) and set no session state: Tourno's SQL never depends on the
+    session's time zone (timestamps are ``timestamptz``, compared with
+    ``now()``; Python receives aware datetimes and normalises them to UTC),
+    so a pooler may hand each transaction a different server connection.
+    Parameters given in the URL's query win over the liveness defaults."""
     scheme = url.split("://", 1)[0]
     if scheme == "sqlite":
         return db_url.connect(
@@ -70,25 +111,35 @@ def connect(url: str) -> peewee.Database:
             field_types={"TIMESTAMPTZ": "DATETIME", "JSONB": "TEXT"},
         )
     if scheme in ("postgres", "postgresql", "postgres+pool", "postgresql+pool"):
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"connect_timeout": 10}
+        extra.update(liveness_parameters(_dead_after if dead_after is None else dead_after))
         if "+pool" in scheme:
-            extra = {"max_connections": 32, "stale_timeout": 300}
-        return db_url.connect(
-            url,
-            autoconnect=False,
-            # Every session speaks UTC; timestamptz values come back aware.
-            options="-c timezone=UTC",
-            connect_timeout=10,
-            **extra,
-        )
+            extra.update(max_connections=32, stale_timeout=300)
+        for key in parse_qs(urlparse(url).query):
+            extra.pop(key, None)
+        return db_url.connect(url, autoconnect=False, **extra)
     raise ValueError(f"unsupported database URL scheme {scheme!r}")
 
 
-def init(url: str) -> peewee.Database:
-    """Bind :data:`database` to ``url`` and return the concrete database."""
+def init(
+    url: str, *, listen_url: str | None = None, dead_after: float = DEFAULT_DEAD_AFTER
+) -> peewee.Database:
+    """Bind :data:`database` to ``url`` and return the concrete database.
+    ``listen_url`` is where LISTEN goes (default: ``url``); ``dead_after`` the
+    seconds after which a silent connection counts as lost."""
+    global _dead_after, _listen_url
+    _dead_after = dead_after
+    _listen_url = listen_url if listen_url and listen_url != url else None
     db = connect(url)
     database.initialize(db)
     return db
+
+
+def listen_url() -> str | None:
+    """The URL of the connections that LISTEN, when it is not the database's
+    (a transaction-mode pooler such as PgBouncer delivers no notifications:
+    each transaction may run on another server connection)."""
+    return _listen_url
 
 
 def is_postgres(db: peewee.Database | None = None) -> bool:
@@ -164,8 +215,10 @@ def connection_in_transaction(db: peewee.Database | None = None) -> bool:
     if conn is None:
         return False
     status = getattr(conn, "get_transaction_status", None)
-    if status is not None:  # psycopg2: 0 is idle
-        return bool(status() != 0)
+    if status is not None:
+        # psycopg2: 1 active, 2 in a transaction, 3 in a failed one; 0 is
+        # idle and 4 a broken connection, which has nothing to roll back.
+        return bool(status() in (1, 2, 3))
     return bool(getattr(conn, "in_transaction", False))
 
 
@@ -295,3 +348,49 @@ class BaseModel(peewee.Model):
     class Meta:
         database = database
         legacy_table_names = False
+
+
+# -- counts that do not scan a large table ------------------------------------------
+
+#: Exact up to this many rows; above it, PostgreSQL's planner estimate.
+COUNT_CAP = 10_000
+
+
+class Count(int):
+    """A row count that may be an estimate (``estimated``): an int, so sums
+    and comparisons work as before, shown with "≈" when it is one."""
+
+    estimated: bool
+
+    def __new__(cls, value: int, estimated: bool = False) -> Count:
+        count = super().__new__(cls, value)
+        count.estimated = estimated
+        return count
+
+    def __str__(self) -> str:
+        return f"≈{int(self):,}" if self.estimated else str(int(self))
+
+    __repr__ = __str__
+
+
+def bounded_count(query: Any, params: Any = (), cap: int | None = COUNT_CAP) -> Count:
+    """The rows of ``query`` (SQL text with ``params``, or a peewee query),
+    counted without reading more than ``cap + 1`` of them on PostgreSQL: a
+    page an operator keeps open must not scan a million-row table at every
+    refresh. Above the cap, the planner's estimate (from the table's
+    statistics: ANALYZE keeps it within the right order of magnitude), never
+    less than cap + 1. ``cap`` None, and SQLite (small, embedded
+    installations, and no estimates to ask for), count exactly."""
+    if not isinstance(query, str):
+        query, params = query.sql()
+    if cap is None or not is_postgres():
+        return Count(database.execute_sql(f"SELECT count(*) FROM ({query}) AS counted", params).fetchone()[0])
+    n = database.execute_sql(
+        f"SELECT count(*) FROM ({query} LIMIT {int(cap) + 1}) AS counted", params
+    ).fetchone()[0]
+    if n <= cap:
+        return Count(n)
+    plan = database.execute_sql(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return Count(max(int(plan[0]["Plan"]["Plan Rows"]), cap + 1), estimated=True)

@@ -8,13 +8,18 @@ writes anything, so the doctor is safe to run from cron or a monitoring agent.
 
 from __future__ import annotations
 
+import configparser
 import datetime as dt
+import math
 import re
+import shlex
+import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from tourno.config import ConfigError, Settings, mask_password
+from tourno.config import ConfigError, Settings, mask_password, sqlite_file
 from tourno.db import utcnow
 from tourno.errors import first_line
 
@@ -62,6 +67,7 @@ def run_checks(environ: dict[str, str], *, search_dir: Path | None = None) -> li
             f"database {mask_password(settings.database_url)}, queue {settings.queue_connection}",
         )
     )
+    checks.extend(_production_settings(settings, search_dir or Path.cwd()))
     database = _database(settings)
     checks.append(database)
     if database.status == FAIL:
@@ -80,10 +86,81 @@ def run_checks(environ: dict[str, str], *, search_dir: Path | None = None) -> li
     return checks
 
 
+#: `tourno up` writes its supervisord configuration here (its --home) with
+#: this first line: a directory holding it runs the local demo.
+UP_CONFIG = Path(".tourno") / "supervisord.conf"
+UP_CONFIG_MARK = "; Written by `tourno up`"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+def is_local_demo(search_dir: Path) -> bool:
+    """Whether ``search_dir`` is where `tourno up` runs (the local demo,
+    where console mail and localhost links are what the operator wants)."""
+    try:
+        with (search_dir / UP_CONFIG).open(encoding="utf-8", errors="replace") as f:
+            return f.readline().startswith(UP_CONFIG_MARK)
+    except OSError:
+        return False
+
+
+def _production_settings(settings: Settings, search_dir: Path) -> list[Check]:
+    """Defaults that suit `tourno up` on a laptop and nothing else: mail
+    printed to the console, links to localhost, no secret key."""
+    demo = is_local_demo(search_dir)
+    checks = []
+    if settings.mail_transport == "console":
+        checks.append(
+            Check("mail transport", OK, "console (tourno up: the local demo)")
+            if demo
+            else Check(
+                "mail transport",
+                WARN,
+                "console: emails are printed to the worker's log, nobody receives them",
+                "set TOURNO_MAIL_TRANSPORT=smtp and TOURNO_MAIL_HOST/_PORT/_SECURITY/_USERNAME/_PASSWORD",
+            )
+        )
+    else:
+        checks.append(Check("mail transport", OK, settings.mail_transport))
+    host = (urlsplit(settings.app_url).hostname or "").lower()
+    if host in LOCAL_HOSTS or host.endswith(".localhost"):
+        checks.append(
+            Check("app URL", OK, f"{settings.app_url} (tourno up: the local demo)")
+            if demo
+            else Check(
+                "app URL",
+                WARN,
+                f"TOURNO_APP_URL is {settings.app_url}: links in emails point to the reader's own machine",
+                "set TOURNO_APP_URL to the public URL, like https://play.example.com",
+            )
+        )
+    else:
+        checks.append(Check("app URL", OK, settings.app_url))
+    if settings.secret_key is None:
+        checks.append(
+            Check("secret key", OK, "not set (tourno up: the local demo)")
+            if demo
+            else Check(
+                "secret key",
+                WARN,
+                "TOURNO_SECRET_KEY is not set: bulk mail has no unsubscribe link and /admin is disabled",
+                "set TOURNO_SECRET_KEY (openssl rand -hex 32) in the env file",
+            )
+        )
+    else:
+        checks.append(Check("secret key", OK, "set"))
+    return checks
+
+
 def _database(settings: Settings) -> Check:
     import tourno
     from tourno.db import DatabaseUnavailable, open_connection
 
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.exists():
+        # Connecting would create it: the doctor writes nothing.
+        return Check(
+            "database", FAIL, f"no SQLite database at {path.absolute()}", "create it with `tourno db migrate`"
+        )
     try:
         tourno.setup(settings)
         open_connection()
@@ -260,37 +337,213 @@ def _stop_timeouts(search_dir: Path) -> list[Check]:
     mid-run on every deploy."""
     longest = _longest_job_timeout()
     checks = []
-    for label, candidates, parse in (
-        ("supervisord stopwaitsecs", SUPERVISORD_CONF, _supervisord_timeouts),
-        ("systemd TimeoutStopSec", WORKER_UNITS, _systemd_timeouts),
-    ):
-        path = next(
-            (
-                p
-                for p in (search_dir / c if not c.startswith("/") else Path(c) for c in candidates)
-                if p.is_file()
-            ),
-            None,
-        )
-        if path is None:
-            continue
-        timeout, stop = parse(path.read_text(encoding="utf-8", errors="replace"))
-        if stop is None:
-            checks.append(Check(label, WARN, f"{path}: no stop timeout found for the worker"))
-            continue
-        need = max(timeout or 0, longest)
-        if stop <= need:
-            checks.append(
-                Check(
-                    label,
-                    FAIL,
-                    f"{path}: {stop:g} s, but a job may run {need:g} s",
-                    f"raise it above {need:g} s",
-                )
-            )
-        else:
-            checks.append(Check(label, OK, f"{path}: {stop:g} s > longest job {need:g} s"))
+    supervisord = _first_file(search_dir, SUPERVISORD_CONF)
+    if supervisord is not None:
+        checks.append(_supervisord_check(supervisord, longest))
+    loaded = loaded_systemd_unit()
+    unit = _first_file(search_dir, WORKER_UNITS)
+    if loaded is not None and loaded.path is not None and loaded.path.is_file():
+        unit = loaded.path  # the file systemd read is the one that counts
+    if unit is not None:
+        checks.append(_systemd_check(unit, longest, loaded))
     return checks
+
+
+def _first_file(search_dir: Path, candidates: tuple[str, ...]) -> Path | None:
+    paths = (Path(c) if c.startswith("/") else search_dir / c for c in candidates)
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _verdict(label: str, where: str, stop: float, need: float, *, extra: str = "") -> Check:
+    if stop <= need:
+        return Check(
+            label,
+            FAIL,
+            f"{where}: {_span(stop)}{extra}, but a job may run {_span(need)}",
+            f"raise it above {need:g} s",
+        )
+    return Check(label, OK, f"{where}: {_span(stop)}{extra} > longest job {_span(need)}")
+
+
+def _span(seconds: float) -> str:
+    return "infinity" if math.isinf(seconds) else f"{seconds:g} s"
+
+
+# -- supervisord ------------------------------------------------------------------------
+
+#: supervisord's stopwaitsecs when the program section sets none.
+SUPERVISORD_DEFAULT_STOP = 10.0
+
+
+def _supervisord_check(path: Path, longest: float) -> Check:
+    label = "supervisord stopwaitsecs"
+    try:
+        command, stop = supervisord_timeouts(path.read_text(encoding="utf-8", errors="replace"))
+    except (configparser.Error, ValueError) as exc:
+        return Check(label, WARN, f"{path}: cannot read it: {first_line(exc)}", "check the file's syntax")
+    if command is None:
+        return Check(label, WARN, f"{path}: no [program:tourno-worker] command found")
+    need = max(_worker_timeout(command) or 0, longest)
+    if stop is None:
+        return _verdict(label, str(path), SUPERVISORD_DEFAULT_STOP, need, extra=" (not set: the default)")
+    return _verdict(label, str(path), stop, need)
+
+
+def supervisord_timeouts(text: str) -> tuple[str | None, float | None]:
+    """The worker's command and its stopwaitsecs (None when unset) from a
+    supervisord configuration."""
+    parser = configparser.ConfigParser(
+        # %(program_name)s and %(ENV_X)s are supervisord's, not configparser's.
+        interpolation=None,
+        strict=False,
+        inline_comment_prefixes=(";",),
+    )
+    parser.read_string(text)
+    section = "program:tourno-worker"
+    if not parser.has_section(section):
+        return None, None
+    command = parser.get(section, "command", fallback=None)
+    stop = parser.get(section, "stopwaitsecs", fallback=None)
+    return command, (float(int(stop)) if stop not in (None, "") else None)
+
+
+# -- systemd ----------------------------------------------------------------------------
+
+#: systemd's DefaultTimeoutStopSec when a unit sets neither TimeoutStopSec= nor TimeoutSec=.
+SYSTEMD_DEFAULT_STOP = 90.0
+#: One instance of the worker template: `systemctl show` loads the template for it.
+WORKER_INSTANCE = "tourno-worker@1.service"
+
+#: systemd.time(7): each unit and its length in seconds. "m" is minutes and
+#: "M" months: the names are case-sensitive.
+TIME_UNITS = {
+    **dict.fromkeys(("usec", "us", "µs", "μs"), 1e-6),
+    **dict.fromkeys(("msec", "ms"), 1e-3),
+    **dict.fromkeys(("seconds", "second", "sec", "s", ""), 1.0),
+    **dict.fromkeys(("minutes", "minute", "min", "m"), 60.0),
+    **dict.fromkeys(("hours", "hour", "hr", "h"), 3600.0),
+    **dict.fromkeys(("days", "day", "d"), 86400.0),
+    **dict.fromkeys(("weeks", "week", "w"), 7 * 86400.0),
+    **dict.fromkeys(("months", "month", "M"), 30.44 * 86400.0),
+    **dict.fromkeys(("years", "year", "y"), 365.25 * 86400.0),
+}
+_SPAN_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([^\d\s.]*)")
+
+
+def parse_timespan(text: str) -> float:
+    """Seconds in systemd's time span syntax: ``90``, ``1h``, ``5min 30s``,
+    ``1h30min``, ``2.5s``; ``infinity`` (and 0, which TimeoutStopSec= takes
+    to mean the same) is :data:`math.inf`. ValueError for anything else."""
+    value = text.strip()
+    if value == "infinity":
+        return math.inf
+    total, pos = 0.0, 0
+    for part in _SPAN_PART.finditer(value):
+        if part.start() != pos or part.group(2) not in TIME_UNITS:
+            break
+        total += float(part.group(1)) * TIME_UNITS[part.group(2)]
+        pos = part.end()
+    if not value or pos != len(value):
+        raise ValueError(f"not a systemd time span: {text!r}")
+    return math.inf if total == 0 else total
+
+
+def read_unit(text: str) -> configparser.ConfigParser:
+    """A systemd unit file as configparser reads it: keys keep their case, a
+    repeated key keeps its last value (as systemd does for single-valued
+    settings), and a backslash at a line's end continues it."""
+    parser = configparser.ConfigParser(
+        interpolation=None, strict=False, delimiters=("=",), comment_prefixes=("#", ";")
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # case matters in units
+    parser.read_string(re.sub(r"\\\n", " ", text))
+    return parser
+
+
+def systemd_timeouts(texts: list[str]) -> tuple[str | None, float | None]:
+    """The worker's ExecStart and its stop timeout (None when unset) from a
+    unit file and its drop-ins, in order: later files override earlier ones;
+    TimeoutStopSec= wins over TimeoutSec=; an empty value resets."""
+    command: str | None = None
+    stop_sec: str | None = None
+    any_sec: str | None = None
+    for text in texts:
+        unit = read_unit(text)
+        if not unit.has_section("Service"):
+            continue
+        service = unit["Service"]
+        if "ExecStart" in service:
+            command = service["ExecStart"] or None
+        if "TimeoutStopSec" in service:
+            stop_sec = service["TimeoutStopSec"] or None
+        if "TimeoutSec" in service:
+            any_sec = service["TimeoutSec"] or None
+    raw = stop_sec if stop_sec is not None else any_sec
+    return command, (parse_timespan(raw) if raw is not None else None)
+
+
+@dataclass
+class LoadedUnit:
+    """What ``systemctl show`` says systemd has loaded for the worker."""
+
+    stop: float
+    path: Path | None
+
+
+def parse_systemctl_show(text: str) -> LoadedUnit | None:
+    """``systemctl show -p LoadState,TimeoutStopUSec,FragmentPath`` output
+    (``KEY=value`` lines) for a loaded unit, else None."""
+    props = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    if props.get("LoadState") != "loaded" or not props.get("TimeoutStopUSec"):
+        return None
+    try:
+        stop = parse_timespan(props["TimeoutStopUSec"])
+    except ValueError:
+        return None
+    fragment = props.get("FragmentPath") or None
+    return LoadedUnit(stop, Path(fragment) if fragment else None)
+
+
+def loaded_systemd_unit(systemctl: str = "systemctl") -> LoadedUnit | None:
+    """The worker unit systemd has loaded on this machine, or None where
+    there is no systemd to ask (a container, another OS) or no such unit."""
+    try:
+        proc = subprocess.run(
+            [systemctl, "show", "-p", "LoadState,TimeoutStopUSec,FragmentPath", WORKER_INSTANCE],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_systemctl_show(proc.stdout) if proc.returncode == 0 else None
+
+
+def _systemd_check(path: Path, longest: float, loaded: LoadedUnit | None) -> Check:
+    label = "systemd TimeoutStopSec"
+    drop_ins = sorted(path.with_name(path.name + ".d").glob("*.conf"))
+    try:
+        command, stop = systemd_timeouts(
+            [p.read_text(encoding="utf-8", errors="replace") for p in (path, *drop_ins)]
+        )
+    except (configparser.Error, ValueError) as exc:
+        return Check(label, WARN, f"{path}: cannot read it: {first_line(exc)}", "check the unit's syntax")
+    need = max(_worker_timeout(command or "") or 0, longest)
+    where = str(path) + (f" (+ {len(drop_ins)} drop-in(s))" if drop_ins else "")
+    written = SYSTEMD_DEFAULT_STOP if stop is None else stop
+    extra = " (not set: the default)" if stop is None else ""
+    if loaded is not None and loaded.stop != written:
+        # The file changed since systemd read it: what is loaded is what runs.
+        check = _verdict(label, f"{where}, loaded by systemd", loaded.stop, need)
+        return Check(
+            label,
+            WARN if check.status == OK else FAIL,
+            f"{check.detail}; the file says {_span(written)}",
+            "run `systemctl daemon-reload` (and restart the workers)"
+            + (f"; {check.hint}" if check.hint else ""),
+        )
+    return _verdict(label, where, written, need, extra=extra)
 
 
 def _longest_job_timeout() -> float:
@@ -300,32 +553,23 @@ def _longest_job_timeout() -> float:
 
 
 def _worker_timeout(command: str) -> float | None:
-    found = re.search(r"--timeout[ =](\d+(?:\.\d+)?)", command)
-    return float(found.group(1)) if found else None
-
-
-def _supervisord_timeouts(text: str) -> tuple[float | None, float | None]:
-    section = _ini_section(text, "program:tourno-worker")
-    command = re.search(r"^command\s*=\s*(.+)$", section, re.M)
-    stop = re.search(r"^stopwaitsecs\s*=\s*(\d+)", section, re.M)
-    return (
-        _worker_timeout(command.group(1)) if command else None,
-        float(stop.group(1)) if stop else None,
-    )
-
-
-def _systemd_timeouts(text: str) -> tuple[float | None, float | None]:
-    command = re.search(r"^ExecStart\s*=\s*(.+)$", text, re.M)
-    stop = re.search(r"^TimeoutStopSec\s*=\s*(\d+)\s*$", text, re.M)
-    return (
-        _worker_timeout(command.group(1)) if command else None,
-        float(stop.group(1)) if stop else None,
-    )
-
-
-def _ini_section(text: str, name: str) -> str:
-    match = re.search(rf"^\[{re.escape(name)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    return match.group(1) if match else ""
+    """The --timeout a `tourno work` command line gives (None: none given)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    for i, word in enumerate(words):
+        value = None
+        if word == "--timeout" and i + 1 < len(words):
+            value = words[i + 1]
+        elif word.startswith("--timeout="):
+            value = word.split("=", 1)[1]
+        if value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def worst(checks: list[Check]) -> str:

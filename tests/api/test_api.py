@@ -247,6 +247,51 @@ def test_oversized_body_is_413(pg_api):
     assert error_of(r)["code"] == "payload_too_large"
 
 
+def test_an_empty_enum_query_value_is_422_like_any_bad_value(api, org):
+    _, token = org
+    tid = new_tournament(api, token)["id"]
+    for path, name in [
+        ("/tournaments", "state"),
+        ("/tournaments", "format"),
+        (f"/tournaments/{tid}/participants", "status"),
+        (f"/tournaments/{tid}", "include"),
+    ]:
+        empty = api.get(path, token, query_string={name: ""})
+        bogus = api.get(path, token, query_string={name: "bogus"})
+        assert empty.status_code == 422, (path, name, empty.get_json())
+        assert error_of(empty)["fields"] == error_of(bogus)["fields"], (path, name)
+        assert list(error_of(empty)["fields"]) == [name]
+    # Not an enum: empty means absent, as before.
+    r = api.get("/tournaments", token, query_string={"page": "", "game": ""})
+    assert r.status_code == 200 and r.get_json()["total"] == 1
+
+
+def test_game_length_is_checked_on_what_is_sent_and_what_is_stored_is_trimmed(api, org):
+    _, token = org
+    r = api.post("/tournaments", token, {"name": "Cup", "game": "  Go  ", "format": "swiss", "capacity": 8})
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["tournament"]["game"] == "Go"
+    document = api.get("/openapi.json").get_json()
+    game_schema = document["components"]["schemas"]["TournamentInput"]["properties"]["game"]
+    limit = game_schema["maxLength"]
+    # What the document allows is accepted, the padding trimmed...
+    ok = api.post(
+        "/tournaments",
+        token,
+        {"name": "Cup", "game": " " + "g" * (limit - 2) + " ", "format": "swiss", "capacity": 8},
+    )
+    assert ok.status_code == 201, ok.get_json()
+    assert ok.get_json()["tournament"]["game"] == "g" * (limit - 2)
+    # ...and a longer text is refused even when trimming would make it fit.
+    for game in ["g" * (limit + 1), "  " + "g" * limit + "  ", "   "]:
+        bad = api.post("/tournaments", token, {"name": "Cup", "game": game, "format": "swiss", "capacity": 8})
+        assert bad.status_code == 422, (len(game), bad.get_json())
+        assert list(error_of(bad)["fields"]) == ["game"]
+        patch = api.call("PATCH", f"/tournaments/{ok.get_json()['tournament']['id']}", token, {"game": game})
+        assert patch.status_code == 422, (len(game), patch.get_json())
+    assert Tournament.select().count() == 2
+
+
 def test_unknown_paths_methods_and_huge_ids(pg_api):
     r = pg_api.get("/nowhere")
     assert r.status_code == 404 and error_of(r)["code"] == "not_found"

@@ -135,6 +135,70 @@ def test_health_ready_and_sigterm_exit_0(server, pg):
     assert server.proc.wait(timeout=30) == 0
 
 
+def raw_exchange(port: int, request: bytes) -> tuple[int, str, dict]:
+    """Send raw bytes; (status, Content-Type, JSON body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):  # bounded: the server closes the connection
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers.get("content-type", ""), json.loads(body)
+
+
+def chunked_post(port: int, path: str, body: bytes) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        parts = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        conn.request(
+            "POST", path, body=parts, headers={"Content-Type": "application/json"}, encode_chunked=True
+        )
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_gunicorns_own_refusals_and_chunked_bodies_get_the_json_error_shape(server, pg):
+    limit = 1024 * 1024
+    # A chunked body has no Content-Length for werkzeug to refuse: it used to
+    # be cut at the limit and answered 400 "malformed JSON".
+    over = b'{"email": "a@b.c", "display_name": "' + b"x" * limit + b'"}'
+    status, body = chunked_post(server.port, "/api/v1/users", over)
+    assert status == 413, body
+    assert body["error"]["code"] == "payload_too_large"
+    # Exactly the limit is no error of size (the display name is too long for its field).
+    exact = b'{"email": "a@b.c", "display_name": "' + b"x" * (limit - 38) + b'"}'
+    assert len(exact) == limit
+    status, body = chunked_post(server.port, "/api/v1/users", exact)
+    assert status == 422, body
+    assert set(body["error"]["fields"]) == {"display_name"}
+    # A small chunked body works.
+    status, body = chunked_post(server.port, "/api/v1/users", b'{"email": "c@h.k", "display_name": "Chunk"}')
+    assert status == 201, body
+    # gunicorn answers these before the app sees them; they are JSON too.
+    long_line = b"GET /api/v1/tournaments?x=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    big_header = b"GET /api/v1/tournaments HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    many = b"".join(b"X-%d: a\r\n" % i for i in range(200))
+    many_headers = b"GET /api/v1/tournaments HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n"
+    garbage = b"NOT A REQUEST\r\n\r\n"
+    for request, expected, code in [
+        (long_line, 414, "uri_too_long"),
+        (big_header, 431, "request_header_fields_too_large"),
+        (many_headers, 431, "request_header_fields_too_large"),
+        (garbage, 400, "bad_request"),
+    ]:
+        status, content_type, body = raw_exchange(server.port, request)
+        assert (status, content_type) == (expected, "application/json"), body
+        assert set(body) == {"error"} and body["error"]["code"] == code
+        assert set(body["error"]) == {"code", "message", "fields"}
+    # The workers keep serving.
+    assert server.request("GET", "/api/v1/tournaments")[0] == 200
+
+
 def test_sigterm_finishes_the_request_in_flight(pg):
     server = start_server(pg.env(), workers=1)
     try:

@@ -19,7 +19,7 @@ from tourno.api import create_app
 from tourno.api.auth import issue_token
 from tourno.dashboard import charts
 from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
-from tourno.queue import failed, metrics, pauses
+from tourno.queue import dispatch_many, failed, metrics, pauses
 from tourno.queue.models import FailedJobRecord, JobRecord
 from tourno.tournaments import services
 
@@ -381,6 +381,21 @@ def test_the_overview_and_its_json_count_the_queues(admin_client):
     assert set(data["mail"]) == {s.value for s in EmailStatus}
     html = text(admin_client.get("/admin"))
     assert 'id="live"' in html and "overview.json" in html
+
+
+def test_past_the_cap_the_overview_shows_estimates_not_whole_table_counts(admin_client, pg, monkeypatch):
+    from tourno.dashboard import pages
+
+    dispatch_many(Noop(n=n) for n in range(30))
+    pg.database.execute_sql("ANALYZE jobs")
+    monkeypatch.setattr(pages, "COUNT_CAP", 10)  # stands for the 10,000 of a large install
+    data = admin_client.get("/admin/overview.json").get_json()
+    (default,) = [q for q in data["queues"] if q["queue"] == "default"]
+    assert default["ready"] >= 11 and default["ready_text"] == f"≈{default['ready']:,}"
+    assert (default["delayed_text"], default["reserved_text"]) == ("0", "0")  # under the cap: exact
+    assert data["failed_text"] == "0" and data["mail"]["sent"] == "0"
+    html = text(admin_client.get("/admin"))
+    assert f"<td>≈{default['ready']:,}</td>" in html
 
 
 def _totals(html: str, chart: str) -> dict[str, str]:

@@ -180,6 +180,7 @@ def test_the_walk_finds_every_command():
         "queue cancel",
         "queue pause",
         "queue resume",
+        "queue show",
     }
     assert expected <= names
 
@@ -200,6 +201,44 @@ def test_help_needs_no_database(path, cmd, flag):
     assert "Options:" in result.stdout
     # No command body ran: the database proxy was not even re-bound.
     assert tdb.database.obj is bound
+
+
+GROUPS = [(path, cmd) for path, cmd in COMMANDS if isinstance(cmd, click.Group)]
+
+
+@pytest.mark.parametrize(("path", "group"), GROUPS, ids=[" ".join(p) or "tourno" for p, _ in GROUPS])
+def test_every_command_has_a_short_help_that_fits_a_command_list(path, group):
+    # click lists commands in 80 columns at most: 6 for the indents, the
+    # longest name, and the rest for the help; a longer first sentence is cut
+    # with "...", and "e.g." is taken for a sentence's end.
+    ctx = click.Context(group)
+    names = group.list_commands(ctx)
+    limit = 80 - 6 - max(len(n) for n in names)
+    for name in names:
+        short = group.get_command(ctx, name).get_short_help_str(limit=limit)
+        assert short, f"{' '.join((*path, name))} has no short help"
+        assert not short.endswith("..."), (name, short)
+        assert not short.endswith(("e.g.", "i.e.")), (name, short)
+
+
+def test_group_listings_at_80_columns_cut_nothing():
+    for path, cmd in COMMANDS:
+        if not isinstance(cmd, click.Group):
+            continue
+        result = invoke(*path, "--help", COLUMNS="80")
+        listed = result.stdout.split("Commands:", 1)[1].splitlines()
+        for line in listed:
+            assert not line.rstrip().endswith(("...", "e.g.", "(e.g.")), (path, line)
+
+
+def test_shell_completion_as_the_readme_gives_it():
+    script = invoke(_TOURNO_COMPLETE="bash_source")
+    assert script.exit_code == 0, script.output
+    assert "_tourno_completion" in script.stdout
+    words = invoke(_TOURNO_COMPLETE="bash_complete", COMP_WORDS="tourno queue sh", COMP_CWORD="2")
+    assert words.exit_code == 0, words.output
+    assert "plain,show" in words.stdout.splitlines()
+    assert "_TOURNO_COMPLETE=bash_source tourno" in (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def test_version():
@@ -284,6 +323,40 @@ def test_failed_json_is_one_object_per_line(qdb, cli):
         assert obj["exception"].endswith(f"ValueError: boom {key}")
 
 
+def test_show_one_failed_job_by_id_or_uuid(qdb, cli):
+    ids = fail_jobs({"mail": ["[bold]m"]})
+    rec = FailedJobRecord.get_by_id(ids["[bold]m"])
+    for ident in (str(rec.id), rec.uuid):
+        result = cli("queue", "show", ident)
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+        assert f"ID:         {rec.id}\n" in out
+        assert f"UUID:       {rec.uuid}\n" in out
+        assert "Job:        Boom\n" in out and "Queue:      mail\n" in out
+        assert "Connection: database\n" in out
+        assert f"Failed at:  {rec.failed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" in out
+        # The payload, as JSON, and the whole traceback (rich markup left alone).
+        payload = out.split("Payload:\n", 1)[1].split("\nException:\n", 1)[0]
+        assert json.loads(payload) == json.loads(rec.payload)
+        exception = out.split("\nException:\n", 1)[1].split("\n\nRetry it with:", 1)[0]
+        assert exception == rec.exception.rstrip()
+        assert exception.startswith("Traceback") and "ValueError: boom [bold]m" in exception
+        assert f"tourno queue retry {rec.id}" in out
+    as_json = cli("queue", "show", rec.uuid, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["payload"] == json.loads(rec.payload)
+    assert data["exception"] == rec.exception
+    assert (data["id"], data["queue"], data["job"]) == (rec.id, "mail", "Boom")
+
+    missing = cli("queue", "show", "999999")
+    assert missing.exit_code == 1
+    (line,) = missing.stderr.splitlines()
+    assert line == "error: no failed job matches 999999 (see `tourno queue failed`)"
+    listed = cli("queue", "failed")
+    assert "tourno queue show ID" in listed.stdout
+
+
 def test_unreadable_payload_is_listed_but_not_retried(qdb, cli):
     rec = FailedJobRecord.create(
         uuid="00000000-0000-0000-0000-000000000001",
@@ -301,6 +374,11 @@ def test_unreadable_payload_is_listed_but_not_retried(qdb, cli):
     assert "forget it instead" in result.stdout
     assert failed_ids() == {rec.id}
     assert JobRecord.select().count() == 0
+    # show prints such a payload as the text it is.
+    shown = cli("queue", "show", str(rec.id))
+    assert shown.exit_code == 0, shown.output
+    assert "Payload:\n{not json\n" in shown.stdout
+    assert json.loads(cli("queue", "show", str(rec.id), "--json").stdout)["payload"] == "{not json"
 
 
 def test_retry_one_keeps_the_uuid_and_resets_attempts(qdb, cli):
@@ -543,6 +621,38 @@ def test_status_and_size(qdb, cli):
         assert out.rstrip().endswith("Failed jobs: 1")
 
 
+def test_tables_are_not_cut_off_a_terminal(sqlite):
+    """Piped output (cron mail, `ssh -T`) used to be cut to 80 columns:
+    both workers showed as `tourno-worke…`."""
+    fail_jobs({"a-very-long-queue-name-that-no-one-would-want-cut": ["x"]})
+    backend = backends.current()
+    long_names = [f"tourno-worker_{n:02d}-on-a-rather-long-host-name-for-this-test" for n in range(2)]
+    for name in long_names:
+        backend.register_worker(name, "worker-host-with-a-long-name.example.internal", 4242, ["default"])
+    env = sqlite.env()
+    env.pop("COLUMNS", None)
+    for args in (["queue", "status"], ["queue", "failed"]):
+        result = subprocess.run(tourno_cmd(*args), env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "…" not in result.stdout, result.stdout
+        if args == ["queue", "status"]:
+            for name in long_names:
+                assert name in result.stdout
+        else:
+            assert "a-very-long-queue-name-that-no-one-would-want-cut" in result.stdout
+
+
+def test_on_a_narrow_terminal_cells_wrap_instead_of_being_cut(qdb, cli):
+    backend = backends.current()
+    worker_id, _ = backend.register_worker("tourno-worker_01", "host", 1, ["default"])
+    result = cli("queue", "status", COLUMNS="50")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    # The worker's name is folded over lines of its cell: put it back together.
+    workers_table = result.stdout.split("Workers", 1)[1]
+    assert "".join(cells[0] for cells in table_rows(workers_table)) == f"tourno-worker_01#{worker_id}"
+
+
 def test_an_exited_worker_is_not_shown_as_live(qdb, cli):
     import threading
 
@@ -680,6 +790,84 @@ def test_dispatch_errors(qdb, cli):
     assert JobRecord.select().count() == 0
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--delay", "1e30"],
+        ["--delay", "nan"],
+        ["--delay", "inf"],
+        ["--args", '{"message": NaN}'],
+        ["--args", '{"message": Infinity}'],
+        ["--args", '{"message": "a\\u0000b"}'],
+        ["--args", '{"message": "ok", "seconds": -Infinity}'],
+    ],
+)
+def test_dispatch_refuses_values_no_driver_can_store(qdb, cli, options):
+    bad = cli("queue", "dispatch", "DemoJob", *options)
+    assert bad.exit_code == 2, (bad.output, bad.exception)
+    (line,) = bad.stderr.splitlines()
+    assert line.startswith("error: "), line
+    assert JobRecord.select().count() == 0
+
+
+def test_dispatch_accepts_an_escaped_backslash_before_u0000(qdb, cli):
+    # The text backslash-u-0000 is no NUL character and any driver stores it.
+    ok = cli("queue", "dispatch", "DemoJob", "--args", '{"message": "a\\\\u0000b"}')
+    assert ok.exit_code == 0, ok.output
+    (job,) = JobRecord.select()
+    assert job.payload["args"]["message"] == "a\\u0000b"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (float("nan"), "NaN or Infinity"),
+        (float("inf"), "NaN or Infinity"),
+        ("a\x00b", "NUL character"),
+        ({"k\x00": 1}, "NUL character"),
+    ],
+)
+def test_job_dispatch_refuses_arguments_no_driver_can_store(qdb, value, shown):
+    with pytest.raises(ValueError, match=shown):
+        Boom(key=value).dispatch()
+    with pytest.raises(ValueError, match="delay must be seconds between 0 and"):
+        Boom(key="fine").dispatch(delay=1e30)
+    with pytest.raises(ValueError, match="delay must be seconds between 0 and"):
+        Boom(key="fine").dispatch(delay=float("nan"))
+    assert JobRecord.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--sleep", "nan"],
+        ["--sleep", "inf"],
+        ["--timeout", "nan"],
+        ["--timeout", "1e30"],
+        ["--backoff", "nan"],
+        ["--backoff", "10,nan"],
+        ["--backoff", "inf"],
+        ["--max-time", "nan"],
+        ["--max-time", "inf"],
+        ["--rest", "nan"],
+        ["--memory", "nan"],
+    ],
+)
+def test_work_refuses_non_finite_seconds(tmp_path, options):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    result = invoke("work", "--once", *options, TOURNO_DATABASE_URL=url)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"'{options[0]}'" in result.stderr
+    assert not (tmp_path / "q.db").exists()
+
+
+def test_options_are_not_read_from_hidden_variables(qdb, cli):
+    # click's auto_envvar_prefix would read TOURNO_QUEUE_DISPATCH_COUNT.
+    result = cli("queue", "dispatch", "DemoJob", TOURNO_QUEUE_DISPATCH_COUNT="3")
+    assert result.exit_code == 0, result.output
+    assert JobRecord.select().count() == 1
+
+
 # -- configuration ------------------------------------------------------------------
 
 
@@ -687,7 +875,7 @@ def test_config_masks_the_password():
     result = invoke("config", TOURNO_DATABASE_URL="postgresql://u:secret@h/db", TOURNO_LOG_LEVEL="debug")
     assert result.exit_code == 0, result.output
     assert "secret" not in result.output
-    rows = dict(table_rows(result.stdout))
+    rows = {name: value for name, value, _ in table_rows(result.stdout)}
     assert rows["TOURNO_DATABASE_URL"] == "postgresql://u:***@h/db"
     assert rows["TOURNO_LOG_LEVEL"] == "debug"
     assert rows["TOURNO_QUEUE_CONNECTION"] == "database"
@@ -699,10 +887,47 @@ def test_config_reads_the_env_file_option(tmp_path):
     env_file.write_text("TOURNO_LOG_LEVEL=warning\nTOURNO_DATABASE_URL=postgresql://u:filesecret@h/db\n")
     result = invoke("--env-file", str(env_file), "config", TOURNO_LOG_LEVEL="error")
     assert result.exit_code == 0, result.output
-    rows = dict(table_rows(result.stdout))
-    assert rows["TOURNO_LOG_LEVEL"] == "error"  # the environment wins
-    assert rows["TOURNO_DATABASE_URL"] == "postgresql://u:***@h/db"
+    rows = {name: (value, source) for name, value, source in table_rows(result.stdout)}
+    assert rows["TOURNO_LOG_LEVEL"] == ("error", "environment")  # the environment wins
+    assert rows["TOURNO_DATABASE_URL"] == ("postgresql://u:***@h/db", f"env file ({env_file})")
+    assert rows["TOURNO_MAIL_RATE"] == ("10.0", "default")
     assert "filesecret" not in result.output
+
+
+def test_config_shows_no_python_values_and_has_json(tmp_path):
+    env_file = tmp_path / "tourno.env"
+    env_file.write_text("TOURNO_MAIL_RATE=5\nTOURNO_LOG_LEVEL=warning\n")
+    result = invoke(
+        "--env-file",
+        str(env_file),
+        "config",
+        TOURNO_MAIL_RATE="3",
+        TOURNO_SECRET_KEY="s" * 20,
+        TOURNO_IMPORTS="",
+    )
+    assert result.exit_code == 0, result.output
+    rows = {name: (value, source) for name, value, source in table_rows(result.stdout)}
+    assert "None" not in result.stdout and "True" not in result.stdout
+    assert rows["TOURNO_MAIL_USERNAME"] == ("(not set)", "default")
+    assert rows["TOURNO_IMPORTS"] == ("(not set)", "default")  # blank counts as unset
+    assert rows["TOURNO_QUEUE_METRICS"] == ("1", "default")
+    assert rows["TOURNO_SECRET_KEY"] == ("***", "environment")
+    assert rows["TOURNO_MAIL_RATE"] == ("3.0", "environment")
+    assert rows["TOURNO_LOG_LEVEL"] == ("warning", f"env file ({env_file})")
+
+    as_json = invoke(
+        "--env-file", str(env_file), "config", "--json", TOURNO_MAIL_RATE="3", TOURNO_SECRET_KEY="s" * 20
+    )
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["env_file"] == str(env_file)
+    settings = data["settings"]
+    assert set(settings) == {name for name, _ in Settings().describe()}
+    assert settings["TOURNO_MAIL_USERNAME"] == {"value": None, "source": "default"}
+    assert settings["TOURNO_MAIL_RATE"] == {"value": "3.0", "source": "environment"}
+    assert settings["TOURNO_LOG_LEVEL"] == {"value": "warning", "source": "env file"}
+    assert settings["TOURNO_SECRET_KEY"] == {"value": "***", "source": "environment"}
+    assert "s" * 20 not in as_json.stdout
 
 
 # -- a real process, end to end -------------------------------------------------------
@@ -751,11 +976,16 @@ def test_subprocess_end_to_end(sqlite, tmp_path):
         ("TOURNO_LOG_LEVEL", "loud"),
         ("TOURNO_IMPORTS", "no_such_module_for_tourno_tests"),
         ("TOURNO_WORKER_STALE_AFTER", "nan"),
+        ("TOURNO_DATABASE_URL", "postgresql://u@127.0.0.1:99999/db"),
+        ("TOURNO_DATABASE_URL", "postgresql://u@:::/db"),
+        ("TOURNO_REDIS_URL", "redis://127.0.0.1:6379/abc"),
     ],
 )
 @pytest.mark.parametrize("command", [["queue", "status"], ["work", "--once"]])
 def test_bad_setting_is_one_line_naming_the_variable(tmp_path, variable, value, command):
     env = {"TOURNO_DATABASE_URL": f"sqlite:///{tmp_path / 'q.db'}", variable: value}
+    if variable == "TOURNO_REDIS_URL":
+        env["TOURNO_QUEUE_CONNECTION"] = "redis"
     result = invoke(*command, **env)
     assert result.exit_code == 2, (result.output, result.exception)
     lines = result.stderr.splitlines()
@@ -801,10 +1031,67 @@ def test_database_down(command):
 
 def test_sqlite_in_a_missing_directory_cannot_connect(tmp_path):
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'q.db'}"
-    result = invoke("queue", "status", TOURNO_DATABASE_URL=url)
+    result = invoke("db", "migrate", TOURNO_DATABASE_URL=url)
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: cannot connect to the database sqlite:///")
+
+
+READ_ONLY_COMMANDS = [
+    ["queue", "status"],
+    ["queue", "size"],
+    ["queue", "failed"],
+    ["queue", "stats"],
+    ["queue", "monitor"],
+    ["db", "status"],
+    ["schedule", "list"],
+    ["users", "list"],
+    ["mail", "status"],
+    ["work", "--once"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY_COMMANDS)
+def test_a_missing_sqlite_file_is_one_line_and_is_not_created(tmp_path, command):
+    path = tmp_path / "q.db"
+    result = invoke(*command, TOURNO_DATABASE_URL=f"sqlite:///{path}")
+    assert result.exit_code == 1, (result.output, result.exception)
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"error: the database schema is not up to date: there is no SQLite database at {path} "
+        f"(TOURNO_DATABASE_URL=sqlite:///{path}); create it with `tourno db migrate`"
+    )
+    assert not path.exists()
+
+
+def test_an_operator_in_an_empty_directory(tmp_path):
+    """The default database is tourno.db in the working directory: the
+    read-only commands, run for real, leave nothing there; migrate creates it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_") and k != "COLUMNS"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            tourno_cmd(*args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+
+    for command in (["queue", "status"], ["queue", "failed"], ["schedule", "list"], ["doctor"]):
+        result = run(*command)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        output = result.stdout + result.stderr
+        assert f"no SQLite database at {tmp_path / 'tourno.db'}" in output, (command, output)
+        assert "tourno db migrate" in output, (command, output)
+        assert "Traceback" not in result.stderr
+        assert list(tmp_path.iterdir()) == [], command
+    config = run("config")
+    assert config.returncode == 0, config.stderr
+    assert list(tmp_path.iterdir()) == []
+    migrate = run("db", "migrate")
+    assert migrate.returncode == 0, migrate.stderr
+    assert (tmp_path / "tourno.db").is_file()
+    # Each migration is reported once (playhouse logs "up: NAME" only with -v).
+    for name in MIGRATIONS:
+        assert (migrate.stdout + migrate.stderr).count(name) == 1, (migrate.stdout, migrate.stderr)
+    assert run("queue", "status").returncode == 0
 
 
 @pytest.mark.parametrize("command", [["queue", "status"], ["queue", "failed"], ["work", "--once"]])

@@ -70,6 +70,26 @@ def test_accepted_database_urls(url):
     assert Settings.from_mapping({"TOURNO_DATABASE_URL": url}).database_url == url
 
 
+def test_a_bad_port_message_masks_the_password():
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping({"TOURNO_DATABASE_URL": "postgresql://u:hunter2@h:99999/db"})
+    assert "hunter2" not in str(info.value)
+    assert "u:***@h:99999" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h:6379/0", "redis://h/15", "redis://h", "rediss://u:p@h:6380/2", "unix:///run/redis.sock?db=3"],
+)
+def test_accepted_redis_urls(url):
+    assert Settings.from_mapping({"TOURNO_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize("url", ["postgresql://u@[::1]:5432/db", "postgresql://u@h:1/db"])
+def test_accepted_database_urls_with_ports(url):
+    assert Settings.from_mapping({"TOURNO_DATABASE_URL": url}).database_url == url
+
+
 def test_blank_values_mean_unset():
     s = Settings.from_mapping({"TOURNO_DATABASE_URL": "   ", "TOURNO_LOG_LEVEL": "", "TOURNO_IMPORTS": " "})
     assert s.database_url == DEFAULT_DATABASE_URL
@@ -84,6 +104,14 @@ def test_blank_values_mean_unset():
         ("TOURNO_DATABASE_URL", "tourno.db", "'tourno.db'"),
         ("TOURNO_QUEUE_CONNECTION", "kafka", "'kafka'"),
         ("TOURNO_REDIS_URL", "http://cache:6379", "'http://cache:6379'"),
+        # Ports out of range: urllib raises a bare ValueError at connect time.
+        ("TOURNO_DATABASE_URL", "postgresql://u:pw@h:99999/db", "port must be a number from 1 to 65535"),
+        ("TOURNO_DATABASE_URL", "postgresql://u@:::/db", "'postgresql://u@:::/db'"),
+        ("TOURNO_DATABASE_URL", "postgresql://u@h:0/db", "port"),
+        ("TOURNO_REDIS_URL", "redis://h:70000/0", "port must be a number from 1 to 65535"),
+        # redis-py would silently use database 0.
+        ("TOURNO_REDIS_URL", "redis://host:6379/abc", "got 'abc'"),
+        ("TOURNO_REDIS_URL", "redis://host:6379/?db=x", "got 'x'"),
         ("TOURNO_IMPORTS", "app.jobs,not-a-module", "'not-a-module'"),
         ("TOURNO_IMPORTS", "app..jobs", "'app..jobs'"),
         ("TOURNO_LOG_LEVEL", "verbose", "'verbose'"),

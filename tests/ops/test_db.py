@@ -62,6 +62,29 @@ def test_reset_transaction_state_after_a_raw_rollback(qdb):
     assert seen == []
 
 
+def test_bounded_count_is_exact_up_to_its_cap_and_an_estimate_above(qdb):
+    qdb.database.execute_sql(
+        qdb.sql("INSERT INTO test_marks (key, value) VALUES " + ", ".join(["(%s, %s)"] * 40)),
+        [v for i in range(40) for v in (f"k{i}", "x")],
+    )
+    query = "SELECT 1 FROM test_marks WHERE value = 'x'"
+    exact = tdb.bounded_count(query, cap=40)
+    assert (exact, exact.estimated, str(exact)) == (40, False, "40")
+    assert tdb.bounded_count(query, cap=None) == 40
+    over = tdb.bounded_count(query, cap=10)
+    if qdb.kind == "sqlite":  # no planner estimates: always exact
+        assert (over, over.estimated) == (40, False)
+        return
+    # Past the cap, never less than cap + 1; with fresh statistics, the planner's figure.
+    assert over.estimated and over >= 11
+    qdb.database.execute_sql("ANALYZE test_marks")
+    analyzed = tdb.bounded_count(query, cap=10)
+    assert analyzed.estimated and analyzed == 40 and str(analyzed) == "≈40"
+    # A peewee query works as well, with its parameters.
+    marks = peewee.Table("test_marks", ("key", "value")).bind(qdb.database)
+    assert tdb.bounded_count(marks.select(marks.key).where(marks.value == "x"), cap=100) == 40
+
+
 def test_discard_connection_drops_a_broken_connection(pg):
     (pid,) = pg.database.execute_sql("SELECT pg_backend_pid()").fetchone()
     killer = tdb.connect(pg.url)

@@ -22,6 +22,7 @@ from tourno import db as tdb
 from tourno import migrations
 from tourno.buckets import MODELS as BUCKET_MODELS
 from tourno.cli import main
+from tourno.config import sqlite_file
 from tourno.mail.models import MODELS as MAIL_MODELS
 from tourno.queue.models import MODELS as QUEUE_MODELS
 from tourno.scheduler.models import MODELS as SCHEDULER_MODELS
@@ -40,7 +41,9 @@ ALL = [
     "0009_queue_metrics",
     "0010_buckets_and_locks",
     "0011_jobs_due_idx",
+    "0013_job_batches",
     "0014_job_exceptions",
+    "0015_outbox_trouble_idx",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS
 
@@ -356,6 +359,14 @@ def test_migrate_is_idempotent(empty_db):
 
 
 def test_db_status_and_migrate_commands(empty_url, isolated_cli):
+    sqlite_path = sqlite_file(empty_url)
+    if sqlite_path is not None:
+        # db status only reads: it refuses a missing file instead of creating one.
+        missing = cli(empty_url, "db", "status")
+        assert missing.exit_code == 1, missing.output
+        assert "tourno db migrate" in missing.stderr
+        assert not sqlite_path.exists()
+        sqlite_path.touch()
     before = cli(empty_url, "db", "status")
     assert before.exit_code == 1, before.output
     for name in ALL:

@@ -18,6 +18,8 @@ import signal
 import threading
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
+from typing import ClassVar
 
 import psycopg2
 import pytest
@@ -48,7 +50,7 @@ from tests.support.jobs_engine import (
 )
 from tourno import db as tdb
 from tourno.db import SQLITE_TIME_FORMAT, parse_timestamp
-from tourno.queue import PendingJob, backends, dispatch_many
+from tourno.queue import Job, PendingJob, backends, dispatch_many
 from tourno.queue.backends.database import CHANNEL
 from tourno.queue.batch import ClaimBatch, Complete, Fail, PendingOps, Release
 from tourno.queue.job import build_job, parse_payload
@@ -334,7 +336,7 @@ def test_delay_keeps_a_job_out_of_reach_until_its_time(qdb):
     (stats,) = [s for s in backend().stats() if s.queue == "default"]
     assert (stats.ready, stats.delayed, stats.reserved) == (1, 2, 0)
 
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(ValueError, match="delay must be seconds between 0 and"):
         RecordRun(key="past").dispatch(delay=-1)
     assert qdb.scalar("SELECT count(*) FROM jobs") == 3
 
@@ -415,6 +417,23 @@ def test_high_job_dispatched_mid_run_goes_before_remaining_default_jobs_with_pre
     assert run_order(sqlite) == ["d0", "d0:high", "d1", "d1:high", "d2", "d2:high"]
 
 
+@dataclass
+class Tagged(Job):
+    """A dataclass job with a class variable (as ``cron`` is declared)."""
+
+    n: int
+    tag: ClassVar[str] = "not an argument"
+
+    def handle(self) -> None:
+        pass
+
+
+def test_class_variables_are_no_arguments(qdb):
+    job_id = Tagged(n=1).dispatch()
+    ((payload,),) = qdb.rows("SELECT payload FROM jobs WHERE id = %s", (job_id,))
+    assert as_json(payload)["args"] == {"n": 1}
+
+
 def test_dispatch_many_inserts_all_in_order(qdb):
     """1,000 jobs in one call (COPY on PostgreSQL), then 300 (one INSERT)
     and on SQLite 4,500 (several INSERT chunks): every row, in order."""
@@ -462,6 +481,19 @@ def test_large_batch_keeps_every_field_of_every_job(qdb):
         assert (55 <= wait <= 60.5) if p.delay else (wait <= 0.5)
     stats = {st.queue: (st.ready, st.delayed) for st in backend().stats()}
     assert stats == {"default": (200, 0), "mail": (200, 0), "later": (0, 200)}
+    # The dashboard's bounded counts: the same queues and figures under the cap...
+    capped = {st.queue: (st.ready, st.delayed, st.reserved) for st in backend().stats(cap=200)}
+    assert capped == {"default": (200, 0, 0), "mail": (200, 0, 0), "later": (0, 200, 0)}
+    # ...and past it an estimate on PostgreSQL (never under cap + 1), exact on SQLite.
+    over = {st.queue: st for st in backend().stats(cap=50)}
+    assert set(over) == {"default", "mail", "later"}
+    ready, delayed = over["default"].ready, over["later"].delayed
+    if qdb.kind == "postgres":
+        assert ready.estimated and ready >= 51 and delayed.estimated and delayed >= 51
+        assert not over["later"].ready.estimated and over["later"].ready == 0
+    else:
+        assert (ready, delayed) == (200, 200)
+    assert over["default"].oldest_ready_at is not None and over["later"].oldest_ready_at is None
 
     code, worker = run_worker(queues=["mail"])
     assert worker.jobs_processed == 200

@@ -86,6 +86,17 @@ def test_a_backed_off_job_is_retried_when_its_backoff_ends(any_driver, procs):
     assert driver.failed() == []
 
 
+def test_a_snoozed_job_runs_again_when_its_snooze_ends(any_driver, procs):
+    driver = any_driver
+    worker = idle_worker(driver, procs, "--tries", "1")
+    Stamped(key="nap", snooze_times=1, snooze_for=2.0).dispatch()
+    first = stamp(driver, "nap", 1, procs, worker)
+    second = stamp(driver, "nap", 2, procs, worker)
+    assert second - first >= 2.0
+    assert second - first < 2.0 + LATE, procs.logs()
+    assert driver.failed() == [] and driver.size() == 0
+
+
 # -- SQLite: datagrams beside the database file -----------------------------------------
 
 

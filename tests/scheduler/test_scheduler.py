@@ -34,7 +34,8 @@ from tourno.jobs.periodic import (
 )
 from tourno.queue import Job
 from tourno.queue.models import JobRecord
-from tourno.scheduler.loop import Scheduler, current_slot, dispatch_slot, next_due, next_slot
+from tourno.scheduler.cron import parse_cron
+from tourno.scheduler.loop import Scheduler, dispatch_slot
 from tourno.scheduler.models import JobRun, ScheduleRun
 from tourno.scheduler.tasks import TASK_NAMES, Task, task_table
 
@@ -60,63 +61,30 @@ def jobs_by_name() -> dict[str, int]:
     return counts
 
 
-# -- slot maths (pure) ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("frequency", "now", "slot"),
-    [
-        (5, at(12, 7, 30), at(12, 5)),
-        (5, at(12, 5, 0), at(12, 5)),
-        (5, at(12, 4, 59), at(12, 0)),
-        (15, at(12, 14, 59), at(12, 0)),
-        (15, at(12, 15, 0), at(12, 15)),
-        (15, at(12, 59, 59), at(12, 45)),
-        (1, at(12, 7, 59), at(12, 7)),
-        (60, at(12, 59), at(12, 0)),
-        (1440, at(23, 59), at(0, 0)),
-    ],
-)
-def test_current_slot_is_the_wall_clock_minute_floored(frequency, now, slot):
-    assert current_slot(frequency, now) == slot
-    assert next_slot(frequency, now) == slot + dt.timedelta(minutes=frequency)
-
-
-def test_slots_are_utc_whatever_the_zone_of_now():
-    paris = dt.timezone(dt.timedelta(hours=1))
-    now = dt.datetime(2026, 11, 28, 13, 7, 30, tzinfo=paris)  # 12:07:30 UTC
-    assert current_slot(5, now) == at(12, 5)
-    assert current_slot(5, now).tzinfo == UTC
-
-
-def test_slot_arguments_are_checked():
-    with pytest.raises(ValueError, match="timezone-aware"):
-        current_slot(5, dt.datetime(2026, 11, 28, 12, 0))
-    with pytest.raises(ValueError, match="at least 1 minute"):
-        current_slot(0, T0)
-
-
-def test_next_due_is_the_current_slot_until_it_is_dispatched():
-    assert next_due(5, T0, None) == at(12, 5)
-    assert next_due(5, T0, at(12, 0)) == at(12, 5)  # 12:05 missed so far: due now
-    assert next_due(5, T0, at(12, 5)) == at(12, 10)
+# -- the task table --------------------------------------------------------------------
 
 
 def test_task_table_defaults_and_overrides():
-    table = {t.name: t.frequency for t in task_table(Settings())}
+    table = {t.name: t.cron.expression for t in task_table(Settings())}
     assert table == {
-        "AutoStartTournamentsJob": 5,
-        "CheckFullTournamentsJob": 5,
-        "CheckMatchDeadlinesJob": 15,
-        "SendMatchDeadlineWarningsJob": 15,
-        "SendBulkEmailsJob": 1,
+        "AutoStartTournamentsJob": "*/5 * * * *",
+        "CheckFullTournamentsJob": "*/5 * * * *",
+        "CheckMatchDeadlinesJob": "*/15 * * * *",
+        "SendMatchDeadlineWarningsJob": "*/15 * * * *",
+        "SendBulkEmailsJob": "* * * * *",
     }
-    settings = Settings.from_mapping(
-        {"TOURNO_SCHEDULE_FREQUENCIES": "SendBulkEmailsJob=2, CheckMatchDeadlinesJob=5"}
+    assert all(
+        t.cron.timezone == "UTC" and t.catch_up and t.source == "class" for t in task_table(Settings())
     )
-    table = {t.name: t.frequency for t in task_table(settings)}
-    assert table["SendBulkEmailsJob"] == 2 and table["CheckMatchDeadlinesJob"] == 5
-    assert table["AutoStartTournamentsJob"] == 5
+    # The older minute counts still work, as the cron steps they mean.
+    settings = Settings.from_mapping(
+        {"TOURNO_SCHEDULE_FREQUENCIES": "SendBulkEmailsJob=2, CheckMatchDeadlinesJob=120"}
+    )
+    tasks = {t.name: t for t in task_table(settings)}
+    assert tasks["SendBulkEmailsJob"].cron.expression == "*/2 * * * *"
+    assert tasks["SendBulkEmailsJob"].source == "TOURNO_SCHEDULE_FREQUENCIES"
+    assert tasks["CheckMatchDeadlinesJob"].cron.expression == "0 */2 * * *"
+    assert tasks["AutoStartTournamentsJob"].cron.expression == "*/5 * * * *"
 
 
 @pytest.mark.parametrize(
@@ -152,7 +120,7 @@ def test_bad_full_tournament_limits_name_the_variable(variable, value):
 
 
 def test_a_slot_is_dispatched_once_with_its_job(qdb):
-    task = Task("SendBulkEmailsJob", SendBulkEmailsJob, 1)
+    task = Task("SendBulkEmailsJob", SendBulkEmailsJob, parse_cron("* * * * *"))
     first = dispatch_slot(task, at(12, 7), host="a", now=T0)
     assert first is not None and first.job_id is not None
     assert dispatch_slot(task, at(12, 7), host="b", now=T0) is None
@@ -200,7 +168,7 @@ def redis_queue(pg):
 def test_old_schedule_runs_are_pruned_by_the_next_dispatch(qdb):
     for task in ("SendBulkEmailsJob", "CheckMatchDeadlinesJob"):
         ScheduleRun.create(task=task, slot=at(12, 0) - dt.timedelta(days=31), host="old")
-    dispatch_slot(Task("SendBulkEmailsJob", SendBulkEmailsJob, 1), at(12, 7), now=T0)
+    dispatch_slot(Task("SendBulkEmailsJob", SendBulkEmailsJob, parse_cron("* * * * *")), at(12, 7), now=T0)
     assert sorted((r.task, r.host) for r in ScheduleRun.select()) == [
         ("CheckMatchDeadlinesJob", "old"),
         ("SendBulkEmailsJob", socket.gethostname()),
@@ -208,7 +176,7 @@ def test_old_schedule_runs_are_pruned_by_the_next_dispatch(qdb):
 
 
 def test_with_the_redis_driver_the_job_goes_out_after_commit_once(redis_queue):
-    task = Task("SendBulkEmailsJob", SendBulkEmailsJob, 1)
+    task = Task("SendBulkEmailsJob", SendBulkEmailsJob, parse_cron("* * * * *"))
     first = dispatch_slot(task, at(12, 7), now=T0)
     assert first is not None and first.job_id is not None
     assert dispatch_slot(task, at(12, 7), now=T0) is None
@@ -332,16 +300,16 @@ class SchedBrokenJob(Job):
 
 def test_a_task_that_raises_does_not_stop_the_others(qdb, caplog):
     tasks = [
-        Task("AutoStartTournamentsJob", AutoStartTournamentsJob, 5),
-        Task("SchedBrokenJob", SchedBrokenJob, 1),
-        Task("CheckMatchDeadlinesJob", CheckMatchDeadlinesJob, 15),
+        Task("AutoStartTournamentsJob", AutoStartTournamentsJob, parse_cron("*/5 * * * *")),
+        Task("SchedBrokenJob", SchedBrokenJob, parse_cron("* * * * *")),
+        Task("CheckMatchDeadlinesJob", CheckMatchDeadlinesJob, parse_cron("*/15 * * * *")),
     ]
     scheduler = Scheduler(tasks, host="h")
     with caplog.at_level(logging.ERROR, logger="tourno.scheduler.loop"):
         done = scheduler.tick(T0)
     assert [d.task for d in done] == ["AutoStartTournamentsJob", "CheckMatchDeadlinesJob"]
     assert scheduler.errors == 1
-    assert "could not dispatch SchedBrokenJob for slot 12:07" in caplog.text
+    assert "could not dispatch SchedBrokenJob for slot 2026-11-28 12:07" in caplog.text
     # Its transaction rolled back: no slot row without a job.
     assert runs_by_task() == {"AutoStartTournamentsJob": 1, "CheckMatchDeadlinesJob": 1}
     # The broken slot is let go (not retried every second); the next slot is tried again.
@@ -455,13 +423,14 @@ def rows(output: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in table}
 
 
-def test_schedule_list_shows_frequency_next_due_and_last_outcome(qdb, cli):
+def test_schedule_list_shows_cron_next_slot_and_last_outcome(qdb, cli):
     result = cli("schedule", "list")
     assert result.exit_code == 0, result.output
     table = rows(result.stdout)
     assert list(table) == list(TASK_NAMES)
-    assert table["CheckMatchDeadlinesJob"][0] == "15 min"
-    assert table["CheckMatchDeadlinesJob"][2:] == ["-", "-", "-", "-", ""]
+    assert table["CheckMatchDeadlinesJob"][:2] == ["*/15 * * * *", "UTC"]
+    assert table["SendBulkEmailsJob"][:2] == ["* * * * *", "UTC"]
+    assert table["CheckMatchDeadlinesJob"][3:] == ["-", "-", "-", "-", ""]
 
     now = tdb.utcnow()
     Scheduler(task_table(Settings()), host="h").tick(now)
@@ -479,11 +448,11 @@ def test_schedule_list_shows_frequency_next_due_and_last_outcome(qdb, cli):
         pid=1,
     )
     table = rows(cli("schedule", "list").stdout)
-    slot = current_slot(15, now)
+    slot = parse_cron("*/15 * * * *").latest(now)
     cells = table["CheckMatchDeadlinesJob"]
-    assert cells[1] == (slot + dt.timedelta(minutes=15)).strftime("%Y-%m-%d %H:%M")  # next due
-    assert cells[2] == slot.strftime("%Y-%m-%d %H:%M")  # last dispatched
-    assert cells[4:] == ["1.5s", "7/5/2", "RuntimeError: boom"]
+    assert cells[2] == (slot + dt.timedelta(minutes=15)).strftime("%Y-%m-%d %H:%M")  # next slot
+    assert cells[3] == slot.strftime("%Y-%m-%d %H:%M")  # last dispatched
+    assert cells[5:] == ["1.5s", "7/5/2", "RuntimeError: boom"]
 
     result = cli("schedule", "list", "--json")
     assert result.exit_code == 0
@@ -491,6 +460,8 @@ def test_schedule_list_shows_frequency_next_due_and_last_outcome(qdb, cli):
     assert set(data) == set(TASK_NAMES)
     row = data["CheckMatchDeadlinesJob"]
     assert row["frequency_minutes"] == 15
+    assert (row["cron"], row["timezone"], row["catch_up"]) == ("*/15 * * * *", "UTC", True)
+    assert row["next_slot"] == (slot + dt.timedelta(minutes=15)).isoformat()
     assert row["last_dispatched_slot"] == slot.isoformat()
     assert row["last_run"]["seen"] == 7 and row["last_run"]["error"].startswith("RuntimeError: boom")
     assert data["SendBulkEmailsJob"]["last_run"] is None

@@ -27,7 +27,7 @@ from tourno.queue.backends.base import QueueBackend
 
 REDIS_URL = os.environ.get("TOURNO_TEST_REDIS", "redis://127.0.0.1:6379/15")
 #: The job modules every worker process imports.
-IMPORTS = "tests.support.jobs,tests.support.jobs_proc,tests.support.jobs_mw"
+IMPORTS = "tests.support.jobs,tests.support.jobs_proc,tests.support.jobs_mw,tests.support.jobs_flow"
 
 
 def with_prefix(url: str, prefix: str) -> str:

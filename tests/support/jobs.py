@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from tourno.db import database, is_postgres
-from tourno.queue import Job, JobTimeout
+from tourno.queue import Job, JobTimeout, Snooze
 
 
 def _sql(sql: str) -> str:
@@ -172,10 +172,15 @@ class Stamped(Job):
 
     key: str
     fail_times: int = 0
+    #: Snooze this long after each of the first ``snooze_times`` runs.
+    snooze_times: int = 0
+    snooze_for: float = 2.0
 
     def handle(self) -> None:
         record(self.key)
         n = runs(self.key)
         mark(f"stamp:{self.key}:{n}", repr(time.time()))
+        if n <= self.snooze_times:
+            raise Snooze(self.snooze_for)
         if n <= self.fail_times:
             raise RuntimeError(f"stamped {self.key} failing on purpose")

@@ -41,7 +41,10 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
+    431: "request_header_fields_too_large",
     500: "internal_error",
     501: "not_implemented",
     503: "unavailable",
@@ -75,10 +78,15 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "bad_request", message)
 
 
+def error_document(code: str, message: str, fields: dict[str, str] | None = None) -> dict[str, Any]:
+    """The JSON of every error response (also gunicorn's own, see :mod:`tourno.api.worker`)."""
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
+
+
 def error_response(
     status: int, code: str, message: str, fields: dict[str, str] | None = None, headers: Any = None
 ) -> Response:
-    response = jsonify({"error": {"code": code, "message": message, "fields": fields or {}}})
+    response = jsonify(error_document(code, message, fields))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value

@@ -11,16 +11,18 @@ otherwise fail inside the driver as a 500.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from flask import request
+from flask import current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from tourno.api.errors import bad_request
 from tourno.tournaments.errors import ValidationError
-from tourno.tournaments.inputs import UNSTORABLE, Input, QueryInput, storable
+from tourno.tournaments.inputs import UNSTORABLE, Input, QueryInput, rule, storable
 
 Body = TypeVar("Body", bound=Input)
 Query = TypeVar("Query", bound=QueryInput)
@@ -38,9 +40,28 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _body_bytes() -> bytes:
+    """The request body; 413 past MAX_CONTENT_LENGTH even when it came chunked.
+
+    Werkzeug refuses a Content-Length over the limit, but a chunked body has
+    none: it reads up to the limit and stops, and the cut-off JSON looked
+    malformed (400). One more byte from the server's own stream tells a body
+    of exactly the limit from a longer one."""
+    data = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if (
+        limit is not None
+        and request.content_length is None
+        and len(data) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+    return data
+
+
 def json_body(*, required: bool = True) -> dict[str, Any]:
     """The request body as a JSON object; ``{}`` for an empty body when not required."""
-    data = request.get_data(cache=True)
+    data = _body_bytes()
     if not data.strip():
         if required:
             raise bad_request("a JSON object body is required (Content-Type: application/json)")
@@ -83,5 +104,31 @@ def body(model: type[Body], *, required: bool = True) -> Body:
 
 
 def query(model: type[Query]) -> Query:
-    """The query string parsed with ``model`` (the first value of a repeated name)."""
-    return model.check(request.args.to_dict())
+    """The query string parsed with ``model`` (the first value of a repeated name).
+
+    An empty value counts as absent (``?page=``), except for a parameter the
+    document gives as an enum: ``?state=`` is none of its values, so it is a
+    422 with the message of ``?state=bogus``, not "no filter"."""
+    args = request.args.to_dict()
+    rules = _enum_rules(model)
+    blank = {name: rules[name] for name, value in args.items() if value == "" and name in rules}
+    if blank:
+        raise ValidationError(blank)
+    return model.check(args)
+
+
+@functools.cache
+def _enum_rules(model: type[QueryInput]) -> dict[str, str]:
+    """The query parameters of ``model`` whose schema is an enum, each with
+    the message a value outside it gets."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+
+    def is_enum(prop: dict[str, Any]) -> bool:
+        if "enum" in prop:
+            return True
+        if "$ref" in prop:
+            return is_enum(defs.get(prop["$ref"].rsplit("/", 1)[-1], {}))
+        return any(is_enum(p) for p in prop.get("anyOf", ()))
+
+    return {name: rule(schema, prop) for name, prop in schema.get("properties", {}).items() if is_enum(prop)}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
-from tourno.cli import AppContext
+from tourno.cli import AppContext, new_table
 
 
 @click.group("db")
@@ -20,7 +19,7 @@ def migrate_command(app: AppContext) -> None:
     from tourno import migrations
     from tourno.db import database
 
-    app.setup(check_schema=False)
+    app.setup(check_schema=False, create_database=True)
     applied = migrations.migrate(database.obj)
     if applied:
         for name in applied:
@@ -29,7 +28,7 @@ def migrate_command(app: AppContext) -> None:
         app.console.print("Nothing to migrate: the schema is up to date.")
 
 
-@db_group.command("status")
+@db_group.command("status", short_help="List migrations; exit 1 if any is pending.")
 @click.pass_obj
 def status_command(app: AppContext) -> None:
     """List migrations and whether each is applied; exit 1 if any is pending."""
@@ -38,7 +37,7 @@ def status_command(app: AppContext) -> None:
 
     app.setup(check_schema=False)
     rows = migrations.status(database.obj)
-    table = Table("Migration", "Applied at", title="Migrations")
+    table = new_table("Migration", "Applied at", title="Migrations")
     pending = 0
     for m in rows:
         if m.applied is None:

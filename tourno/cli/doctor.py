@@ -7,14 +7,13 @@ import os
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from tourno.cli import AppContext, configure_logging
+from tourno.cli import AppContext, configure_logging, new_table
 
 _STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
 
 
-@click.command("doctor")
+@click.command("doctor", short_help="Check the installation and say what to fix.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts and monitoring.")
 @click.option("--strict", is_flag=True, help="Exit 1 on warnings too, not only on failures.")
 @click.option(
@@ -39,7 +38,7 @@ def doctor_command(app: AppContext, as_json: bool, strict: bool, search_dir: Pat
     if as_json:
         click.echo(json.dumps({"status": status, "checks": [c.as_dict() for c in checks]}))
     else:
-        table = Table("Check", "Status", "Detail", "What to do", title="Tourno doctor")
+        table = new_table("Check", "Status", "Detail", "What to do", title="Tourno doctor")
         for c in checks:
             table.add_row(c.name, _STYLE[c.status], c.detail, c.hint)
         app.console.print(table)

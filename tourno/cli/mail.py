@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
-from tourno.cli import AppContext, fail, format_age
+from tourno.cli import AppContext, fail, format_age, new_table
 
 
 @click.group("mail")
@@ -27,7 +26,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, sort_keys=True))
         return
-    table = Table("Status", "Emails", title="Email outbox")
+    table = new_table("Status", "Emails", title="Email outbox")
     for status, n in info["counts"].items():
         table.add_row(status, str(n))
     app.console.print(table)

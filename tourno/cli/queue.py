@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 import click
-from rich.table import Table
 
-from tourno.cli import AppContext, fail, format_age
+from tourno.cli import AppContext, fail, format_age, new_table
+from tourno.cli.work import SECONDS
 
 
 @click.group("queue")
@@ -67,7 +67,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
                 )
             )
         return
-    table = Table("ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception", title="Failed jobs")
+    table = new_table("ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception", title="Failed jobs")
     n = 0
     for rec in rows:
         n += 1
@@ -83,9 +83,63 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
         app.console.print("No failed jobs.")
         return
     app.console.print(table)
+    app.console.print("The whole traceback and payload of one: `tourno queue show ID`.")
 
 
-@queue_group.command("retry")
+@queue_group.command("show", short_help="Show one failed job: payload and the whole traceback.")
+@click.argument("ident", metavar="ID|UUID")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@click.pass_obj
+def show_command(app: AppContext, ident: str, as_json: bool) -> None:
+    """Show one failed job (by the ID `tourno queue failed` lists, or its
+    uuid): its job, queue, connection, when it failed, its payload, and the
+    whole traceback that `queue failed` cuts to one line. Exit 1 if no
+    failed job matches."""
+    from tourno.queue import failed
+
+    app.setup()
+    rec = failed.find(ident)
+    if rec is None:
+        fail(f"no failed job matches {ident} (see `tourno queue failed`)")
+    try:
+        payload: Any = json.loads(rec.payload)
+    except (TypeError, ValueError):
+        payload = None  # kept as text: it may be why the job failed
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "id": rec.id,
+                    "uuid": rec.uuid,
+                    "connection": rec.connection,
+                    "queue": rec.queue,
+                    "job": failed.job_name(rec),
+                    "failed_at": rec.failed_at.isoformat(),
+                    "payload": payload if payload is not None else rec.payload,
+                    "exception": rec.exception,
+                }
+            )
+        )
+        return
+    # click.echo, not rich: a traceback or payload may hold [brackets] that
+    # rich would read as markup, and must not be wrapped or cut.
+    for label, value in (
+        ("ID", str(rec.id)),
+        ("UUID", rec.uuid),
+        ("Job", failed.job_name(rec)),
+        ("Queue", rec.queue),
+        ("Connection", rec.connection),
+        ("Failed at", f"{_when(rec.failed_at)} UTC ({_age(rec.failed_at)} ago)"),
+    ):
+        click.echo(f"{label + ':':<12}{value}")
+    click.echo("\nPayload:")
+    click.echo(json.dumps(payload, indent=2, ensure_ascii=False) if payload is not None else rec.payload)
+    click.echo("\nException:")
+    click.echo(rec.exception.rstrip())
+    click.echo(f"\nRetry it with: tourno queue retry {rec.id}")
+
+
+@queue_group.command("retry", short_help="Push failed jobs back onto the queue.")
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--queue", default=None, help="With `all`: only failed jobs of this queue.")
 @click.pass_obj
@@ -143,7 +197,7 @@ def forget_command(app: AppContext, ident: str) -> None:
     default=None,
     help="Only failed jobs that failed at least this many hours ago.",
 )
-@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
     """Delete all failed jobs (or the older ones)."""
@@ -164,7 +218,7 @@ def flush_command(app: AppContext, hours: float | None, force: bool) -> None:
     show_default=True,
     help="Delete failed jobs older than this.",
 )
-@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
     """Delete failed jobs older than --hours (for a daily cron)."""
@@ -181,7 +235,7 @@ def prune_failed_command(app: AppContext, hours: float, force: bool) -> None:
 
 @queue_group.command("clear")
 @click.option("--queue", default=None, help="Only this queue (default: every queue).")
-@click.option("--force", is_flag=True, allow_from_autoenv=False, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 def clear_command(app: AppContext, queue: str | None, force: bool) -> None:
     """Delete waiting and delayed jobs. Running jobs finish."""
@@ -199,7 +253,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-@queue_group.command("status")
+@queue_group.command("status", short_help="Queue sizes, live workers and failed jobs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
 @click.pass_obj
 def status_command(app: AppContext, as_json: bool) -> None:
@@ -211,7 +265,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, default=_jsonable))
         return
-    queues = Table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", "Paused", title="Queues")
+    queues = new_table("Queue", "Ready", "Delayed", "Reserved", "Oldest ready", "Paused", title="Queues")
     for q in data["queues"]:
         queues.add_row(
             q["queue"],
@@ -227,7 +281,7 @@ def status_command(app: AppContext, as_json: bool) -> None:
     if data["paused"]:
         names = ", ".join(p["queue"] for p in data["paused"])
         app.console.print(f"Paused: {names} (no worker claims from them; `tourno queue resume QUEUE`)")
-    workers = Table(
+    workers = new_table(
         "Worker", "Host", "PID", "Queues", "Current job", "Jobs done", "Heartbeat", title="Workers"
     )
     for w in data["workers"]:
@@ -265,7 +319,7 @@ def _seconds(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
 
-@queue_group.command("stats")
+@queue_group.command("stats", short_help="Throughput, failures and wait time per queue.")
 @click.option(
     "--minutes",
     type=click.IntRange(min=1, max=MAX_STATS_MINUTES),
@@ -311,7 +365,7 @@ def stats_command(app: AppContext, minutes: int, as_json: bool) -> None:
     if not rows:
         app.console.print(f"No jobs finished in the last {minutes} minutes.")
         return
-    table = Table(
+    table = new_table(
         "Queue",
         "Succeeded",
         "Per minute",
@@ -340,7 +394,7 @@ def stats_command(app: AppContext, minutes: int, as_json: bool) -> None:
     app.console.print(table)
 
 
-@queue_group.command("monitor")
+@queue_group.command("monitor", short_help="Exit 1 when a queue holds over --max waiting jobs.")
 @click.option("--queue", "queues", default=None, help="Comma list of queues to check (default: all).")
 @click.option(
     "--max",
@@ -367,7 +421,7 @@ def monitor_command(app: AppContext, queues: str | None, maximum: int, as_json: 
     if as_json:
         click.echo(json.dumps(rows))
     else:
-        table = Table("Queue", "Waiting", "Status", title=f"Queue sizes (max {maximum})")
+        table = new_table("Queue", "Waiting", "Status", title=f"Queue sizes (max {maximum})")
         for r in rows:
             table.add_row(r["queue"], str(r["size"]), "[red]ALERT[/red]" if r["alert"] else "OK")
         app.console.print(table)
@@ -375,7 +429,7 @@ def monitor_command(app: AppContext, queues: str | None, maximum: int, as_json: 
         raise SystemExit(1)
 
 
-@queue_group.command("restart")
+@queue_group.command("restart", short_help="Make every worker exit after its current job.")
 @click.pass_obj
 def restart_command(app: AppContext) -> None:
     """Make every worker exit after its current job (supervisord/systemd start
@@ -387,7 +441,7 @@ def restart_command(app: AppContext) -> None:
     app.console.print(f"Restart signal sent at {_when(when)} UTC; workers exit after their current job.")
 
 
-@queue_group.command("cancel")
+@queue_group.command("cancel", short_help="Cancel waiting or running jobs by id or uuid.")
 @click.argument("idents", nargs=-1, required=True, metavar="ID|UUID...")
 @click.pass_obj
 def cancel_command(app: AppContext, idents: tuple[str, ...]) -> None:
@@ -420,7 +474,7 @@ def _queue_names(queues: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-@queue_group.command("pause")
+@queue_group.command("pause", short_help="Stop every worker claiming from QUEUE.")
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
 @click.pass_obj
 def pause_command(app: AppContext, queues: tuple[str, ...]) -> None:
@@ -445,7 +499,7 @@ def pause_command(app: AppContext, queues: tuple[str, ...]) -> None:
             )
 
 
-@queue_group.command("resume")
+@queue_group.command("resume", short_help="Let workers claim from a paused QUEUE again.")
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
 @click.pass_obj
 def resume_command(app: AppContext, queues: tuple[str, ...]) -> None:
@@ -462,11 +516,16 @@ def resume_command(app: AppContext, queues: tuple[str, ...]) -> None:
             app.console.print(f"{name} is not paused; nothing to do.")
 
 
-@queue_group.command("dispatch")
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN and Infinity; no other JSON reader does.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+@queue_group.command("dispatch", short_help="Dispatch a registered job by name.")
 @click.argument("job")
 @click.option("--args", "args_json", default="{}", show_default=True, help="Job arguments as a JSON object.")
 @click.option("--queue", default=None, help="Queue (default: the job's own).")
-@click.option("--delay", type=click.FloatRange(min=0), default=0.0, help="Seconds before it may run.")
+@click.option("--delay", type=SECONDS, default=0.0, help="Seconds before it may run.")
 @click.option("--count", type=click.IntRange(min=1), default=1, show_default=True, help="Dispatch N copies.")
 @click.option(
     "--import", "imports", multiple=True, metavar="MODULE", help="Import MODULE to register its jobs."
@@ -491,12 +550,16 @@ def dispatch_command(
     except InvalidPayload:
         fail(f"unknown job {job!r}; registered jobs: {', '.join(sorted(registered())) or 'none'}", code=2)
     try:
-        args = json.loads(args_json)
+        args = json.loads(args_json, parse_constant=_not_json)
         if not isinstance(args, dict):
             raise ValueError("not a JSON object")
         instance = cls(**args)
+        pending = [instance.pending(delay=delay, queue=queue) for _ in range(count)]
     except (ValueError, TypeError) as exc:
         fail(f"--args do not fit {job}: {exc}", code=2)
-    ids = dispatch_many([instance.pending(delay=delay, queue=queue) for _ in range(count)])
+    ids = dispatch_many(pending)
     shown = ", ".join(str(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
     app.console.print(f"Dispatched {count} {job} job(s): {shown}")
+
+
+from tourno.cli import batches as _batches  # noqa: E402, F401 - adds the batch commands to queue_group

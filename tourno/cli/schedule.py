@@ -16,12 +16,16 @@ if TYPE_CHECKING:
 
 
 def _tasks(app: AppContext) -> list[Task]:
-    import tourno.jobs  # noqa: F401 - registers the periodic jobs the task table names
+    """The task table, after importing every module that may declare a task
+    (tourno.jobs and TOURNO_IMPORTS); a bad expression stops here, exit 2."""
+    import tourno.jobs  # noqa: F401 - registers the built-in periodic jobs
     from tourno.config import ConfigError
     from tourno.scheduler.tasks import task_table
 
+    settings = app.settings
     try:
-        return task_table(app.settings)
+        tourno.import_modules(settings.imports, source="TOURNO_IMPORTS")
+        return task_table(settings)
     except ConfigError as exc:
         fail(str(exc), code=2)
 
@@ -31,7 +35,9 @@ def _when(value: dt.datetime | None) -> str:
 
 
 @click.group("schedule", invoke_without_command=True)
-@click.option("--once", is_flag=True, help="Dispatch the tasks due in the current slot, then exit.")
+@click.option(
+    "--once", is_flag=True, help="Dispatch the tasks whose latest slot is not dispatched yet, then exit."
+)
 @click.option(
     "--tick",
     type=click.FloatRange(min=0.1, max=60),
@@ -41,13 +47,15 @@ def _when(value: dt.datetime | None) -> str:
 )
 @click.pass_context
 def schedule_group(ctx: click.Context, once: bool, tick: float) -> None:
-    """Dispatch the periodic jobs on wall-clock slots (run one per server).
+    """Dispatch the jobs that declare a cron expression (run one per server).
 
-    AutoStartTournamentsJob and CheckFullTournamentsJob every 5 minutes,
-    CheckMatchDeadlinesJob and SendMatchDeadlineWarningsJob every 15,
-    SendBulkEmailsJob every minute (TOURNO_SCHEDULE_FREQUENCIES overrides).
-    Each (task, slot) is dispatched exactly once however many schedulers run;
-    workers run the jobs. SIGTERM or SIGINT stops it (exit 0).
+    Every imported job class with a `cron` is a task: AutoStartTournamentsJob
+    and CheckFullTournamentsJob every 5 minutes, CheckMatchDeadlinesJob and
+    SendMatchDeadlineWarningsJob every 15, SendBulkEmailsJob every minute,
+    and any class of yours (TOURNO_IMPORTS). TOURNO_SCHEDULE overrides an
+    expression: "Task=*/2 * * * *;Task=...". Each (task, slot) is dispatched
+    exactly once however many schedulers run; after downtime only the latest
+    missed slot. Workers run the jobs. SIGTERM or SIGINT stops it (exit 0).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -70,7 +78,7 @@ def schedule_group(ctx: click.Context, once: bool, tick: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per task, for scripts.")
 @click.pass_obj
 def list_command(app: AppContext, as_json: bool) -> None:
-    """Each task: frequency, next due slot, last dispatched slot, last run's outcome."""
+    """Each task: cron expression, timezone, next slot, last dispatched slot, last run's outcome."""
     from tourno.scheduler.status import snapshot
 
     tasks = _tasks(app)
@@ -86,8 +94,9 @@ def list_command(app: AppContext, as_json: bool) -> None:
         return
     table = Table(
         "Task",
-        "Every",
-        "Next due (UTC)",
+        "Cron",
+        "Timezone",
+        "Next slot (UTC)",
         "Last slot (UTC)",
         "Last run (UTC)",
         "Took",
@@ -109,8 +118,9 @@ def list_command(app: AppContext, as_json: bool) -> None:
             error = (run["error"] or "").splitlines()[0] if run["error"] else ""
         table.add_row(
             row["task"],
-            f"{row['frequency_minutes']} min",
-            _when(row["next_due"]),
+            row["cron"] if row["catch_up"] else f"{row['cron']} (no catch-up)",
+            row["timezone"],
+            _when(row["next_slot"]),
             _when(row["last_dispatched_slot"]),
             last,
             took,
@@ -126,8 +136,9 @@ def list_command(app: AppContext, as_json: bool) -> None:
 def run_command(app: AppContext, task_name: str) -> None:
     """Dispatch TASK now, outside its slots (a worker runs it).
 
-    TASK is one of AutoStartTournamentsJob, CheckFullTournamentsJob,
-    CheckMatchDeadlinesJob, SendMatchDeadlineWarningsJob, SendBulkEmailsJob.
+    TASK is a name from `tourno schedule list`: AutoStartTournamentsJob,
+    CheckFullTournamentsJob, CheckMatchDeadlinesJob,
+    SendMatchDeadlineWarningsJob, SendBulkEmailsJob, or a job of yours with a cron.
     """
     from tourno.scheduler.loop import dispatch_now
     from tourno.scheduler.tasks import find_task

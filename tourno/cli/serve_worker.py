@@ -35,7 +35,11 @@ import time
 from functools import partial
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from tourno.api.errors import error_document
+from tourno.api.worker import refusal, response_bytes
 
 #: Header bytes buffered at most (nginx allows 32 KiB): a request whose
 #: headers go on past this is answered 431 by the main loop. Smaller ones
@@ -83,29 +87,21 @@ def body_to_buffer(head: bytes, max_body: int) -> int:
     return length if length <= max_body else 0
 
 
-def error_response(status: int, reason: str, code: str, message: str) -> bytes:
-    """A complete response in the API's error shape, for the main loop to send."""
-    body = json.dumps({"error": {"code": code, "message": message, "fields": {}}}).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    return head + body
-
-
 def timeout_response(seconds: float) -> bytes:
-    return error_response(
-        408, "Request Timeout", "request_timeout", f"the request did not arrive in full within {seconds:g} s"
+    """408 in the API's error shape, for the main loop to send."""
+    document = error_document("request_timeout", f"the request did not arrive in full within {seconds:g} s")
+    body = json.dumps(document, separators=(",", ":")).encode() + b"\n"
+    head = (
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
     )
+    return head.encode("latin-1") + body
 
 
-HEADERS_TOO_LARGE = error_response(
-    431,
-    "Request Header Fields Too Large",
-    "request_header_fields_too_large",
-    f"the request's headers are larger than {MAX_HEADER_BYTES} bytes",
+HEADERS_TOO_LARGE = response_bytes(
+    431, "Request Header Fields Too Large", f"the request headers are larger than {MAX_HEADER_BYTES} bytes"
 )
 
 
@@ -189,6 +185,20 @@ class BufferingThreadWorker(ThreadWorker):
             conn.init()
             conn.parser.unreader.unread(data)
         return super().handle(conn)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
+        # gunicorn's own refusals (414, 431, 400 ...) in the API's JSON shape,
+        # as tourno.api.worker.JsonErrorWorker answers them.
+        answer = refusal(exc)
+        if answer is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        status, reason, message = answer
+        self.log.warning("Invalid request from ip=%s: %s (%s)", addr[0] if addr else "", exc, status)
+        try:
+            util.write_nonblock(client, response_bytes(status, reason, message))
+        except OSError:
+            self.log.debug("Failed to send error message.")
 
     def murder_pending(self) -> None:
         super().murder_pending()

@@ -72,7 +72,7 @@ stdout_logfile=/dev/stdout
 stdout_logfile_maxbytes=0"""
 
 
-@click.command("up")
+@click.command("up", short_help="Run API, workers and scheduler here, in the foreground.")
 @click.option(
     "--workers", type=click.IntRange(1, 32), default=2, show_default=True, help="Queue workers to run."
 )
@@ -117,7 +117,7 @@ def up_command(
         if key in env:
             os.environ[key] = env[key]
     app.reload_settings()  # with the values above
-    settings = app.setup(connect=True, check_schema=False)
+    settings = app.setup(connect=True, check_schema=False, create_database=True)
     from tourno import migrations
     from tourno.db import database
 

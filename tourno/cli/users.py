@@ -4,9 +4,8 @@ rotate API tokens. A token is printed once; only its hash is stored."""
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
-from tourno.cli import AppContext, fail
+from tourno.cli import AppContext, fail, new_table
 
 
 @click.group("users")
@@ -75,7 +74,7 @@ def list_command(app: AppContext, role: str | None) -> None:
     query = User.select().order_by(User.id)
     if role:
         query = query.where(User.role == role)
-    table = Table("ID", "Email", "Name", "Role", "Token", "Created (UTC)", title="Users")
+    table = new_table("ID", "Email", "Name", "Role", "Token", "Created (UTC)", title="Users")
     n = 0
     for u in query:
         n += 1

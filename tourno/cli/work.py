@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
 
 from tourno.cli import AppContext, fail
+from tourno.queue.job import MAX_SECONDS
+
+
+def _seconds_ok(value: float) -> bool:
+    # float() takes "nan" and "inf": NaN compares false with everything, so
+    # range checks alone let it through to crash the worker later.
+    return math.isfinite(value) and 0 <= value <= MAX_SECONDS
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds from 0 to MAX_SECONDS (about three years)."""
+
+    name = "number"
+
+    def __init__(self, unit: str = "seconds", limit: float = MAX_SECONDS) -> None:
+        self.unit = unit
+        self.limit = limit
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of {self.unit}", param, ctx)
+        if not (math.isfinite(number) and 0 <= number <= self.limit):
+            self.fail(f"{value!r}: give {self.unit} from 0 to {self.limit:g}", param, ctx)
+        return number
 
 
 class SecondsList(click.ParamType):
@@ -21,8 +48,8 @@ class SecondsList(click.ParamType):
             parts = [float(p) for p in str(value).split(",") if p.strip()]
         except ValueError:
             self.fail(f"{value!r} is not a number of seconds or a comma list of them", param, ctx)
-        if not parts or any(p < 0 for p in parts):
-            self.fail(f"{value!r}: give non-negative seconds like 10 or 10,60,300", param, ctx)
+        if not parts or not all(_seconds_ok(p) for p in parts):
+            self.fail(f"{value!r}: give seconds from 0 to {MAX_SECONDS:g} like 10 or 10,60,300", param, ctx)
         return parts
 
 
@@ -38,7 +65,9 @@ class NameList(click.ParamType):
         return names
 
 
-NON_NEGATIVE = click.FloatRange(min=0)
+#: --memory in MB: a terabyte is plenty, and keeps the number finite.
+MAX_MEGABYTES = 1e6
+SECONDS = Seconds()
 
 
 @click.command("work")
@@ -53,7 +82,7 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--sleep",
-    type=NON_NEGATIVE,
+    type=SECONDS,
     default=3.0,
     show_default=True,
     help="Seconds to wait for a job when none is ready (PostgreSQL wakes sooner on NOTIFY).",
@@ -74,14 +103,14 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--timeout",
-    type=NON_NEGATIVE,
+    type=SECONDS,
     default=60.0,
     show_default=True,
     help="Seconds a job may run, unless it sets its own (0: no limit).",
 )
 @click.option(
     "--max-time",
-    type=NON_NEGATIVE,
+    type=SECONDS,
     default=0.0,
     show_default=True,
     help="Exit after this many seconds, between jobs (0: never).",
@@ -95,14 +124,12 @@ NON_NEGATIVE = click.FloatRange(min=0)
 )
 @click.option(
     "--memory",
-    type=NON_NEGATIVE,
+    type=Seconds("megabytes", MAX_MEGABYTES),
     default=128.0,
     show_default=True,
     help="Exit with code 12 once resident memory reaches this many MB (0: no limit).",
 )
-@click.option(
-    "--rest", type=NON_NEGATIVE, default=0.0, show_default=True, help="Seconds to rest after each job."
-)
+@click.option("--rest", type=SECONDS, default=0.0, show_default=True, help="Seconds to rest after each job.")
 @click.option("--stop-when-empty", is_flag=True, help="Exit once no job is ready.")
 @click.option("--once", is_flag=True, help="Process at most one job, then exit.")
 @click.option("--name", default="default", show_default=True, help="Worker name shown in status and logs.")

@@ -12,7 +12,7 @@ from flask import current_app, flash, jsonify, redirect, render_template, reques
 from tourno.config import ConfigError, Settings
 from tourno.dashboard import charts, timefmt
 from tourno.dashboard.blueprint import bp, now
-from tourno.db import parse_timestamp
+from tourno.db import COUNT_CAP, parse_timestamp
 from tourno.mail import store as mail_store
 from tourno.mail.models import EmailOutbox, EmailStatus, EmailSuppression
 from tourno.queue import backends
@@ -45,7 +45,8 @@ def schedule_rows(at: dt.datetime) -> tuple[list[schedule_status.TaskStatus], st
 def overview_data() -> dict[str, Any]:
     """Plain JSON values: the page renders them and its script re-reads them."""
     at = now()
-    snap = queue_status.snapshot(_settings())
+    # Counts exact up to COUNT_CAP, estimated above: this runs at every poll.
+    snap = queue_status.snapshot(_settings(), cap=COUNT_CAP)
     queues = []
     for q in snap["queues"]:
         oldest = parse_timestamp(q["oldest_ready_at"])
@@ -55,6 +56,10 @@ def overview_data() -> dict[str, Any]:
                 "ready": q["ready"],
                 "delayed": q["delayed"],
                 "reserved": q["reserved"],
+                # As shown ("≈1,200,000" for an estimate); the poll's script uses these.
+                "ready_text": str(q["ready"]),
+                "delayed_text": str(q["delayed"]),
+                "reserved_text": str(q["reserved"]),
                 "oldest_ready_at": timefmt.iso(oldest),
                 "oldest_ready_age": timefmt.duration_text((at - oldest).total_seconds()) if oldest else "",
                 "paused_at": timefmt.iso(q.get("paused_at")),
@@ -70,12 +75,13 @@ def overview_data() -> dict[str, Any]:
         "workers": len(snap["workers"]),
         "busy_workers": sum(1 for w in snap["workers"] if w["current_job_id"] is not None),
         "failed": snap["failed"],
+        "failed_text": str(snap["failed"]),
         "waiting_for_redis": snap.get("waiting_for_redis"),
         "last_dispatch": None
         if last is None
         else {"task": last.task, "slot": timefmt.iso(last.last_dispatched_slot)},
         "schedule_problem": schedule_problem,
-        "mail": mail_store.outbox_status(),
+        "mail": {status: str(n) for status, n in mail_store.outbox_status(COUNT_CAP).items()},
         "charts": charts.charts(at),
     }
 
@@ -110,7 +116,7 @@ def schedule() -> str:
 
 @bp.get("/mail")
 def mail() -> str:
-    summary = mail_store.summary(now(), _settings())
+    summary = mail_store.summary(now(), _settings(), cap=COUNT_CAP)
     troubled = (
         EmailOutbox.select()
         .where(EmailOutbox.status.in_([EmailStatus.FAILED, EmailStatus.DEAD, EmailStatus.SUPPRESSED]))

@@ -10,6 +10,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 
 from tourno.config import Settings
 from tourno.dashboard.blueprint import bp
+from tourno.db import COUNT_CAP
 from tourno.queue import pauses
 from tourno.queue import status as queue_status
 
@@ -25,7 +26,7 @@ def _queue() -> str | None:
 @bp.get("/queues")
 def queues() -> str:
     settings: Settings = current_app.config["TOURNO_SETTINGS"]
-    snap = queue_status.snapshot(settings)
+    snap = queue_status.snapshot(settings, cap=COUNT_CAP)
     return render_template("dashboard/queues.html", queues=snap["queues"])
 
 

@@ -100,6 +100,7 @@ class AutoStartTournamentsJob(Periodic, Job):
     Each due tournament gets one StartTournamentJob."""
 
     job_name = "AutoStartTournamentsJob"
+    cron = "*/5 * * * *"
     batch_size = 50
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
@@ -162,6 +163,7 @@ class CheckFullTournamentsJob(Periodic, Job):
     counted from when it filled or from its start time, whichever is later."""
 
     job_name = "CheckFullTournamentsJob"
+    cron = "*/5 * * * *"
 
     def run(
         self,
@@ -287,6 +289,7 @@ class CheckMatchDeadlinesJob(Periodic, Job):
     so every worker takes a share rather than this one run doing them all."""
 
     job_name = "CheckMatchDeadlinesJob"
+    cron = "*/15 * * * *"
     batch_size = 500
     fan_out_at = 200
 
@@ -364,6 +367,7 @@ class SendMatchDeadlineWarningsJob(Periodic, Job):
     missed whatever the cadence; past-deadline matches are CheckMatchDeadlines'."""
 
     job_name = "SendMatchDeadlineWarningsJob"
+    cron = "*/15 * * * *"
     batch_size = 1000
 
     def scan(self, after: tuple | None, limit: int, now: dt.datetime) -> list[tuple]:
@@ -414,6 +418,7 @@ class SendBulkEmailsJob(Job):
     (rows are claimed with SKIP LOCKED and paced by one global token bucket),
     and more drains are how mail scales out across workers."""
 
+    cron = "* * * * *"
     tries = 1
     timeout = 120
 

@@ -92,6 +92,12 @@ EmailOutbox.add_index(
 EmailOutbox.add_index(
     EmailOutbox.sent_at, where=EmailOutbox.status == EmailStatus.SENT, name="email_outbox_sent_at_idx"
 )
+# The dashboard's mail page: the newest troubled rows, and their counts.
+EmailOutbox.add_index(
+    EmailOutbox.id,
+    where=EmailOutbox.status.in_([EmailStatus.FAILED, EmailStatus.DEAD, EmailStatus.SUPPRESSED]),
+    name="email_outbox_trouble_idx",
+)
 
 
 MODELS = [EmailOutbox, EmailSuppression]

@@ -369,8 +369,17 @@ def suppressed(rows: list[Claimed]) -> set[int]:
 # -- status --------------------------------------------------------------------------------
 
 
-def outbox_status() -> dict[str, int]:
-    """Rows per status, every status listed (zero included)."""
+def outbox_status(cap: int | None = None) -> dict[str, int]:
+    """Rows per status, every status listed (zero included). With ``cap``,
+    each is exact up to it and estimated above (``db.bounded_count``), one
+    indexed count per status instead of a scan of the whole outbox."""
+    if cap is not None:
+        return {
+            s.value: tdb.bounded_count(
+                EmailOutbox.select(EmailOutbox.id).where(EmailOutbox.status == s), cap=cap
+            )
+            for s in EmailStatus
+        }
     counts = {s.value: 0 for s in EmailStatus}
     query = EmailOutbox.select(EmailOutbox.status, peewee.fn.COUNT(EmailOutbox.id)).group_by(
         EmailOutbox.status
@@ -380,34 +389,33 @@ def outbox_status() -> dict[str, int]:
     return counts
 
 
-def summary(now: dt.datetime | None = None, settings: Settings | None = None) -> dict[str, Any]:
+def summary(
+    now: dt.datetime | None = None, settings: Settings | None = None, cap: int | None = None
+) -> dict[str, Any]:
     """What ``tourno mail status`` shows: counts, what is due, the last 24 h,
-    and the mail bucket (refilled to ``now`` at the rate of ``settings``, if given)."""
+    and the mail bucket (refilled to ``now`` at the rate of ``settings``, if
+    given). With ``cap``, every count is exact up to it and estimated above."""
     now = now or tdb.utcnow()
     pending = EmailOutbox.status == EmailStatus.PENDING
-    due = EmailOutbox.select().where(pending & (EmailOutbox.available_at <= now))
+    due = EmailOutbox.select(EmailOutbox.id).where(pending & (EmailOutbox.available_at <= now))
     oldest = (
         EmailOutbox.select(peewee.fn.MIN(EmailOutbox.available_at))
         .where(pending & (EmailOutbox.available_at <= now))
         .scalar()
     )
     oldest_at = tdb.parse_timestamp(oldest)
-    sent_24h = (
-        EmailOutbox.select()
-        .where(
-            (EmailOutbox.status == EmailStatus.SENT) & (EmailOutbox.sent_at > now - dt.timedelta(hours=24))
-        )
-        .count()
+    sent_24h = EmailOutbox.select(EmailOutbox.id).where(
+        (EmailOutbox.status == EmailStatus.SENT) & (EmailOutbox.sent_at > now - dt.timedelta(hours=24))
     )
     if settings is not None:
         tokens = TokenBucket(MAIL_BUCKET, settings.mail_rate).peek(now)
     else:
         tokens = TokenBucket(MAIL_BUCKET, 1.0).peek(None)
     return {
-        "counts": outbox_status(),
-        "due": due.count(),
+        "counts": outbox_status(cap),
+        "due": tdb.bounded_count(due, cap=cap),
         "oldest_due_seconds": round((now - oldest_at).total_seconds(), 3) if oldest_at else None,
-        "sent_last_24h": sent_24h,
-        "suppressed_addresses": EmailSuppression.select().count(),
+        "sent_last_24h": tdb.bounded_count(sent_24h, cap=cap),
+        "suppressed_addresses": tdb.bounded_count(EmailSuppression.select(EmailSuppression.address), cap=cap),
         "bucket_tokens": None if tokens is None else round(tokens, 3),
     }

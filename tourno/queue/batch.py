@@ -19,15 +19,20 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Collection
 from typing import Any
 
+from tourno.db import OUTAGE_ERRORS
+from tourno.queue import workflows
 from tourno.queue.backends.base import ClaimedJob, QueueBackend
 from tourno.queue.exceptions import MaxAttemptsExceeded, QueueError, RetryDeadlinePassed
 from tourno.queue.job import Job, backoff_delay, build_job, parse_payload, request_cancel, retry_deadline
 from tourno.queue.metrics import MetricRow, MetricsBuffer
+
+log = logging.getLogger(__name__)
 
 
 def take_metrics(metrics: MetricsBuffer | None) -> list[MetricRow]:
@@ -330,6 +335,8 @@ class Fail:
     job: ClaimedJob
     uuid: str
     exception: str
+    #: The payload of a chain or batch job: its failure has a next step.
+    step_payload: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> Any:
@@ -337,7 +344,49 @@ class Fail:
 
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
+        if self.step_payload is not None:
+            step = workflows.after_failure(self.step_payload)
+            try:
+                return backend.fail_step(worker_id, self.job, self.uuid, self.exception, step, metrics)
+            except Exception as exc:
+                _raise_outage(exc, backend)
+                log.exception(
+                    "job #%s: its chain or batch step failed; failing it without the step", self.job.id
+                )
         return backend.fail(worker_id, self.job, self.uuid, self.exception, metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompleteStep:
+    """Delete a finished chain or batch job with its next step (the next
+    link, the batch's counts) in the same write (``workflows.py``); never
+    batched with the next claim as a plain job's deletion is."""
+
+    job_id: Any
+    payload: dict[str, Any]
+
+    def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
+        """False when the job was taken back (rescued) while it ran. A step
+        that raises (not an outage: a bug, a damaged payload) is logged and
+        the job completed without it, rather than run again and again."""
+        try:
+            return backend.complete_step(
+                worker_id, self.job_id, workflows.after_success(self.payload), metrics
+            )
+        except Exception as exc:
+            _raise_outage(exc, backend)
+            log.exception(
+                "job #%s: its chain or batch step failed; completing it without the step", self.job_id
+            )
+        return backend.complete(worker_id, [self.job_id], metrics) > 0
+
+
+def _raise_outage(exc: Exception, backend: QueueBackend) -> None:
+    """Re-raise ``exc`` if it is an outage (the operation waits and is
+    tried again); anything else a chain or batch step raised is a bug or a
+    damaged payload, and trying again would not help."""
+    if isinstance(exc, OUTAGE_ERRORS + tuple(backend.connection_errors)):
+        raise exc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,13 +398,9 @@ class Snooze:
     delay: float
     attempts: int
 
-    #: The backend's snooze takes no counts: they wait for the next write.
-    carries_metrics = False
-
     def apply(self, backend: QueueBackend, worker_id: int, metrics: list[MetricRow]) -> bool:
         """False when the job was taken back (rescued) while it ran."""
-        assert not metrics
-        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts)
+        return backend.snooze(worker_id, self.job_id, self.delay, self.attempts, metrics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,9 +415,9 @@ class Cancel:
         return backend.complete(worker_id, [self.job_id], metrics) > 0
 
 
-FinishOp = Complete | Release | Snooze | Cancel | Fail
+FinishOp = Complete | Release | Snooze | Cancel | Fail | CompleteStep
 #: The operations on one job that the backend can refuse (the job was taken back).
-JobOp = Release | Snooze | Cancel | Fail
+JobOp = Release | Snooze | Cancel | Fail | CompleteStep
 
 
 class PendingOps:
@@ -411,7 +456,7 @@ class PendingOps:
         refused (its job was taken back)."""
         while self._ops:
             op = self._ops[0]
-            rows = take_metrics(metrics) if getattr(op, "carries_metrics", True) else []
+            rows = take_metrics(metrics)
             try:
                 applied = op.apply(backend, worker_id, rows)
             except BaseException:

@@ -18,6 +18,14 @@ class JobTimeout(QueueError):
     """Raised inside a job that ran past its timeout."""
 
 
+class JobLeaseLost(QueueError):
+    """Raised inside a job whose worker could not write its heartbeat for
+    most of the stale window: other workers may soon rescue the job, so this
+    one stops it first (self-fencing), and a job never runs on two hosts at
+    once. The worker does not retry it: it hands it back to the queue (or
+    finds it rescued already)."""
+
+
 class MaxAttemptsExceeded(QueueError):
     """A job was claimed more times than it may be tried (for example after
     its worker died while running it)."""

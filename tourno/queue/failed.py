@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tourno.db import UTC, database
-from tourno.queue import backends
+from tourno.db import UTC, bounded_count, database
+from tourno.queue import backends, workflows
 from tourno.queue.exceptions import InvalidPayload
 from tourno.queue.job import PendingJob, build_job, job_class
 from tourno.queue.models import FailedJobRecord
@@ -88,10 +88,14 @@ def exception_summary(traceback_text: str) -> str:
     return lines[-1].strip()
 
 
-def count(queue: str | None = None) -> int:
-    query = FailedJobRecord.select()
+def count(queue: str | None = None, cap: int | None = None) -> int:
+    """Failed jobs (of ``queue``); with ``cap``, exact up to it and estimated
+    above (``db.bounded_count``: a dashboard must not scan 100,000 rows)."""
+    query = FailedJobRecord.select(FailedJobRecord.id)
     if queue:
         query = query.where(FailedJobRecord.queue == queue)
+    if cap is not None:
+        return bounded_count(query, cap=cap)
     return query.count()
 
 
@@ -117,6 +121,8 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
     pending: list[PendingJob] = []
     moved: list[int] = []
     refused: list[tuple[int, str]] = []
+    # Chain and batch jobs (workflows.py): the batch counts them pending again.
+    steps: dict[int, dict[str, Any]] = {}
     now = dt.datetime.now(UTC)
     backend = backends.current()
     for rec in records:
@@ -146,6 +152,8 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
             payload["retry_until"] = (
                 (now + dt.timedelta(seconds=float(seconds))).isoformat() if seconds else None
             )
+        if workflows.is_step(payload):
+            steps[rec.id] = workflows.for_retry(payload)
         job = PendingJob.from_payload(rec.queue, payload)
         if cls is not None:
             # Back as it was dispatched: the class's priority and unique key
@@ -164,13 +172,16 @@ def _requeue(records: list[FailedJobRecord]) -> tuple[list[int], list[tuple[int,
         moved.append(rec.id)
     if not pending:
         return moved, refused
-    if backend.requeues_in_database:
-        # The jobs and the deletions commit together.
+    if backend.requeues_in_database or steps:
+        # The jobs and the deletions commit together (on Redis, batch and
+        # chain jobs go through queue_outbox so that the batch's counts
+        # commit with them; a taken unique key is not seen then).
         with database.atomic():
             ids = backend.push(pending)
             _keep_refused(moved, ids, refused)
             if moved:
                 FailedJobRecord.delete().where(FailedJobRecord.id.in_(moved)).execute()
+                workflows.requeued([steps[i] for i in moved if i in steps])
     else:
         # Another store (Redis) cannot join the transaction: push first, outside
         # any transaction (so a unique key taken is known now), then delete

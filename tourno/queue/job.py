@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import re
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,6 +36,7 @@ from tourno.queue.exceptions import DuplicateJobName, InvalidPayload
 
 if TYPE_CHECKING:
     from tourno.queue.middleware import Middleware
+    from tourno.queue.workflows import Batch
 
 _registry: dict[str, type[Job]] = {}
 
@@ -84,6 +86,9 @@ class Job:
     # Set on the instance by the worker's monitor (request_cancel()); a class
     # default, so that it is no dataclass field and costs nothing per job.
     _cancel_requested: ClassVar[bool] = False
+    # Set on the instance by the worker for a batch's job or callback
+    # (``workflows.attach``); a class default for the same reason.
+    _batch_id: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -115,6 +120,16 @@ class Job:
         either way the worker deletes the job instead of retrying it. Always
         False outside a worker."""
         return self._cancel_requested
+
+    @property
+    def batch(self) -> Batch | None:
+        """The batch this job runs in (or is a callback of), read now: its
+        progress, ``cancelled``, ``add()``. None outside a batch."""
+        if self._batch_id is None:
+            return None
+        from tourno.queue.workflows import Batch
+
+        return Batch.find(self._batch_id)
 
     # -- dispatching ---------------------------------------------------------
 
@@ -150,8 +165,10 @@ class Job:
             seconds = 0.0
         else:
             seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay)
-            if seconds < 0:
-                raise ValueError(f"delay must not be negative, got {seconds:g}")
+            if not _is_seconds(seconds):
+                # available_at = now + delay: past about 3 years it overflows
+                # the datetime arithmetic or means "never"; NaN means nothing.
+                raise ValueError(f"delay must be seconds between 0 and {MAX_SECONDS:g}, got {seconds:g}")
         q = queue or cls.queue
         if not q or not isinstance(q, str):
             raise ValueError(f"queue must be a non-empty string, got {q!r}")
@@ -176,10 +193,19 @@ class Job:
         return cls.job_name if key is None else f"{cls.job_name}:{key}"
 
     def args(self) -> dict[str, Any]:
-        names: dict[str, Any] | None = getattr(self, "__dataclass_fields__", None)
+        cls = type(self)
+        names = _arg_names.get(cls)
         if names is None:
-            raise TypeError(f"{type(self).__name__} must be a dataclass (decorate it with @dataclass)")
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{cls.__name__} must be a dataclass (decorate it with @dataclass)")
+            # fields(), not __dataclass_fields__: a ClassVar annotation (say
+            # ``cron: ClassVar[str]``) is listed there too, and is no argument.
+            names = _arg_names[cls] = tuple(f.name for f in dataclasses.fields(cls))
         return {name: getattr(self, name) for name in names}
+
+
+#: Each job class's argument names (its dataclass fields), worked out once.
+_arg_names: dict[type, tuple[str, ...]] = {}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,7 +306,11 @@ def _backoff_list(value: Any) -> list[float] | None:
 
 
 #: Compact JSON, with one encoder built once (json.dumps with options builds one per call).
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+#: NaN and Infinity are not JSON: PostgreSQL's jsonb and other readers refuse them.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+#: A NUL character in a JSON string (``\\u0000`` not preceded by an escaped
+#: backslash): PostgreSQL's jsonb cannot store it.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _templates: dict[tuple, str] = {}
 
 
@@ -356,8 +386,14 @@ def encode_payload(job: Job, now: dt.datetime | None = None) -> tuple[str, str]:
     template = _template(cls)
     try:
         args = _encode(job.args())
-    except (TypeError, ValueError) as exc:
+    except TypeError as exc:
         raise TypeError(f"{cls.__name__}: job arguments must be JSON values ({exc})") from None
+    except ValueError:
+        raise ValueError(
+            f"{cls.__name__}: job arguments must be JSON values, and NaN or Infinity is not one"
+        ) from None
+    if "\\u0000" in args and _ESCAPED_NUL.search(args):
+        raise ValueError(f"{cls.__name__}: job arguments must not contain a NUL character (\\x00)")
     global _last_stamp
     now = now or dt.datetime.now(dt.UTC)
     # A batch shares one dispatch time: format it once, not once per job.

@@ -209,6 +209,42 @@ QueueMetric.add_index(
 )
 
 
+class JobBatchRecord(BaseModel):
+    """A batch of jobs (``tourno.queue.workflows``). ``pending`` jobs have not
+    finished yet; ``processed`` succeeded (or were skipped after a cancel);
+    ``failed`` failed for good. ``fired`` is a bit set of the callbacks
+    already dispatched (1 then, 2 catch, 4 finally): each runs once.
+    ``options`` is JSON: the callbacks' payloads and ``allow_failures``."""
+
+    id = peewee.CharField(max_length=36, primary_key=True)
+    name = peewee.TextField(default="")
+    total = peewee.IntegerField(default=0)
+    pending = peewee.IntegerField(default=0)
+    failed = peewee.IntegerField(default=0)
+    processed = peewee.IntegerField(default=0)
+    fired = peewee.IntegerField(default=0)
+    options = peewee.TextField(default="{}")
+    created_at = TimestampField(index=True)
+    finished_at = TimestampField(null=True)
+    cancelled_at = TimestampField(null=True)
+
+    class Meta:
+        table_name = "job_batches"
+
+
+class JobFlowMark(BaseModel):
+    """A chain or batch job whose outcome was counted, on a queue outside
+    the database (Redis): its next step and its completion cannot share one
+    transaction, so the step is made idempotent: ``key`` is the job's uuid
+    and retry generation (``uuid:N``)."""
+
+    key = peewee.TextField(primary_key=True)
+    marked_at = TimestampField(index=True)
+
+    class Meta:
+        table_name = "job_flow_marks"
+
+
 MODELS = [
     JobRecord,
     FailedJobRecord,
@@ -218,4 +254,6 @@ MODELS = [
     LockRecord,
     QueuePause,
     QueueMetric,
+    JobBatchRecord,
+    JobFlowMark,
 ]

@@ -18,6 +18,10 @@ public surface only:
 * ``worker.release_unheld(wait=False)`` after each reconnect but the first;
 * ``worker.due_heard(due)`` with the earliest delayed job heard of on one of
   ``worker.active_queues()``;
+* ``worker.lease_renewed(sent)`` after each heartbeat written and
+  ``worker.lease_doubted()`` after each one that failed; its :class:`Fence`
+  thread reads ``worker.lease_renewed_at`` and calls ``worker.fence()``,
+  ``worker.unfence()`` and ``worker.fenced_job_running()``;
 * ``worker.wake()``, ``worker.heartbeat_info()``, ``worker.batch`` (whose
   ``release_held`` and ``hand_back_queues`` it calls, with ``worker.metrics``:
   the completions it writes carry the counts) and the read-only ``worker_id``,
@@ -28,6 +32,7 @@ public surface only:
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -43,10 +48,64 @@ from tourno.queue.pauses import PAUSES_CHANGED, RELOAD_EVERY
 if TYPE_CHECKING:
     from tourno.queue.worker import Worker
 
+#: Worker.EXIT_LEASE_LOST (not imported: worker.py imports this module).
+EXIT_LEASE_LOST = 14
+
 #: Jobs a worker processes between two attempts to vacuum the jobs table.
 VACUUM_EVERY = 10_000
 #: A job this long past timeout + grace is stuck where SIGALRM cannot reach it.
 WATCHDOG_SLACK = 5.0
+#: Self-fencing: the worker fences itself when its last written heartbeat
+#: was sent this fraction of the stale window ago; the job it interrupts
+#: then has half of the rest to unwind before the process exits. A worker
+#: presumed dead is gone before the first rescuer may take its jobs.
+FENCE_AT = 0.8
+
+
+class Fence(threading.Thread):
+    """Self-fencing, on a thread that never touches the network (the
+    monitor's heartbeat may hang on a dead connection or a lock): when the
+    heartbeat has gone unwritten for ``FENCE_AT`` of the stale window, the
+    worker stops claiming and its job is interrupted; a job that does not
+    unwind in time ends the process (exit 14). The rescuers compare the
+    heartbeat with the store's own clock, and the worker counts from the
+    moment it sent the last heartbeat that was written, on its monotonic
+    clock: no two clocks are compared."""
+
+    TICK = 0.05
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name=f"tourno-fence-{worker.worker_id}", daemon=True)
+        self.worker = worker
+        self.stopping = threading.Event()
+        stale = worker.options.stale_after
+        #: Seconds without a written heartbeat before the worker fences itself.
+        self.fence_after = stale * FENCE_AT
+        #: Seconds the interrupted job has to unwind, after which the process exits.
+        self.unwind = stale * (1 - FENCE_AT) / 2
+
+    def run(self) -> None:
+        w = self.worker
+        fenced_at: float | None = None
+        renewed_before = 0.0  # the renewal the fence found
+        while not self.stopping.wait(self.TICK):
+            now = time.monotonic()
+            renewed = w.lease_renewed_at
+            silent = now - renewed
+            if fenced_at is None:
+                if silent >= self.fence_after:
+                    fenced_at, renewed_before = now, renewed
+                    w.fence(silent)
+                continue
+            # A beat that hung and was written late renews from when it was
+            # sent: it lifts the fence only if that is recent.
+            if renewed > renewed_before and silent < self.fence_after:
+                fenced_at = None
+                w.unfence(now - renewed_before)
+                continue
+            if now - fenced_at >= self.unwind and w.fenced_job_running():
+                w.log.error("the job did not stop after its lease was lost; exiting")
+                os._exit(EXIT_LEASE_LOST)
 
 
 class Monitor(threading.Thread):
@@ -70,9 +129,11 @@ class Monitor(threading.Thread):
         self._next_prune = time.monotonic() + random.uniform(0, self.PRUNE_EVERY)  # noqa: S311
         self._vacuumed_at = 0
         self._connects = 0
+        self.fence = Fence(worker)
 
     def stop(self) -> None:
         self._stopping.set()
+        self.fence.stopping.set()
 
     def request_hard_stop(self, running: RunningJob) -> None:
         """From the main thread: its connection may be mid-transaction, so
@@ -84,6 +145,7 @@ class Monitor(threading.Thread):
         backend = w.backend
         connected = False
         failures = 0
+        self.fence.start()
         while not self._stopping.is_set():
             try:
                 if not connected:
@@ -192,7 +254,17 @@ class Monitor(threading.Thread):
     def heartbeat(self) -> None:
         w = self.worker
         assert w.worker_id is not None
-        restart = w.backend.heartbeat(w.worker_id, w.heartbeat_info())
+        sent = time.monotonic()
+        try:
+            restart = w.backend.heartbeat(w.worker_id, w.heartbeat_info())
+        except BaseException:
+            w.lease_doubted()
+            raise
+        w.lease_renewed(sent)
+        if time.monotonic() - sent > w.options.heartbeat_interval:
+            # Written, but late (a lock, a slow server): meanwhile a rescuer
+            # with a shorter stale window may have taken our job.
+            w.lease_doubted()
         if restart is not None and w.started_at is not None and restart > w.started_at:
             if not w.restart_requested.is_set():
                 w.log.info("restart signal received; stopping after the current job")

@@ -11,13 +11,15 @@ from tourno.config import Settings
 from tourno.queue.backends.base import QueueStats
 
 
-def snapshot(settings: Settings) -> dict[str, Any]:
-    """Plain values (times as datetimes): the callers format them."""
+def snapshot(settings: Settings, cap: int | None = None) -> dict[str, Any]:
+    """Plain values (times as datetimes): the callers format them. With
+    ``cap``, the job counts are exact up to it and estimated above (the
+    dashboard's refresh; ``db.bounded_count``)."""
     from tourno.queue import backends, failed
 
     backend = backends.current()
     paused = backend.paused()
-    stats = {s.queue: s for s in backend.stats()}
+    stats = {s.queue: s for s in backend.stats(cap)}
     # A paused queue is listed even when it holds no job: the pause is news.
     for queue in paused.keys() - stats.keys():
         stats[queue] = QueueStats(queue, 0, 0, 0, None)
@@ -49,7 +51,7 @@ def snapshot(settings: Settings) -> dict[str, Any]:
             }
             for w in backend.workers(settings.worker_stale_after)
         ],
-        "failed": failed.count(),
+        "failed": failed.count(cap=cap),
     }
     if settings.queue_connection == "redis":
         from tourno.queue.models import OutboxRecord

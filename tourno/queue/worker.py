@@ -30,8 +30,10 @@ at-least-once).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import signal
 import socket
@@ -51,12 +53,13 @@ from tourno.db import (
     reset_transaction_state,
 )
 from tourno.errors import first_line
-from tourno.queue import events, middleware
+from tourno.queue import events, middleware, workflows
 from tourno.queue.backends.base import QueueBackend
 from tourno.queue.batch import (
     Cancel,
     ClaimBatch,
     Complete,
+    CompleteStep,
     Fail,
     FinishOp,
     JobOp,
@@ -67,14 +70,14 @@ from tourno.queue.batch import (
     take_metrics,
 )
 from tourno.queue.batch import Snooze as SnoozeOp
-from tourno.queue.exceptions import InvalidPayload, JobTimeout, Snooze, WorkerAborted
+from tourno.queue.exceptions import InvalidPayload, JobLeaseLost, JobTimeout, Snooze, WorkerAborted
 from tourno.queue.job import Job, payload_uuid
 from tourno.queue.metrics import UNKNOWN_JOB, MetricsBuffer
 from tourno.queue.monitor import Monitor
 from tourno.queue.options import WorkerOptions
 from tourno.signals import Waker, installed
 
-__all__ = ["EXIT_MEMORY", "EXIT_OK", "EXIT_TIMEOUT", "Worker", "WorkerOptions"]
+__all__ = ["EXIT_LEASE_LOST", "EXIT_MEMORY", "EXIT_OK", "EXIT_TIMEOUT", "Worker", "WorkerOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,8 @@ EXIT_ERROR = 1
 EXIT_MEMORY = 12
 #: A job ignored its timeout and did not unwind within the grace period.
 EXIT_TIMEOUT = 13
+#: The worker's heartbeat went unwritten, and its job did not stop in time (fencing).
+EXIT_LEASE_LOST = 14
 #: The shortest idle wait (seconds) when a waiting job is due already.
 MIN_IDLE_WAIT = 0.005
 
@@ -160,6 +165,16 @@ class Worker:
         self._unheld_check = False
         # While idle: when the wait ends (time.monotonic()); read by the monitor.
         self._wake_at: float | None = None
+        # Self-fencing (monitor.Fence): when the last heartbeat that was
+        # written was sent, and when one last failed (time.monotonic()).
+        self.lease_renewed_at = time.monotonic()
+        self._lease_doubt_at = -math.inf
+        #: Set while the heartbeat has gone unwritten for the fence window.
+        self.fenced = threading.Event()
+        # The job the fence interrupted (its id), and whether it was told.
+        self._fenced_job: Any = None
+        self._lease_raised = False
+        self._alarm_installed = False
 
     # -- public ----------------------------------------------------------------
 
@@ -181,7 +196,11 @@ class Worker:
                     "Worker.run() installs signal handlers (stop signals, job timeouts) and must "
                     "run in the main thread; pass install_signals=False to run it elsewhere"
                 )
-            return self._run()
+            self._alarm_installed = bool(install_signals)
+            try:
+                return self._run()
+            finally:
+                self._alarm_installed = False
 
     def _run(self) -> int:
         self.register()
@@ -218,6 +237,8 @@ class Worker:
             return
         self._owns_connection = database.is_closed()
         open_connection()
+        # The row's first heartbeat is written after this instant.
+        sent = time.monotonic()
         self.worker_id, self.started_at = self.backend.register_worker(
             self.options.name, self.hostname, self.pid, self.options.queues
         )
@@ -229,6 +250,7 @@ class Worker:
                 "worker_id": self.worker_id,
             },
         )
+        self.lease_renewed_at = sent
         self.log.info("processing queues %s", ",".join(self.options.queues))
         # Before the first claim: the monitor's first reload comes later.
         self.update_paused(self.backend.paused())
@@ -329,6 +351,9 @@ class Worker:
         return rss_mb() >= self.options.memory
 
     def _next_job(self) -> RunningJob | None:
+        if self.fenced.is_set():
+            self._leave_batch_while_fenced()
+            return None
         running = self.batch.take_next(skip=self._paused)
         if running is not None:
             return running
@@ -396,14 +421,26 @@ class Worker:
             self._finish_failed(running, refusal)
             return
 
+        if self._fenced_job is not None and self._fenced_job != claimed.id:
+            self._fenced_job = None  # an earlier job's, seen as it finished
+        if self.fenced.is_set():
+            # Fenced as it was taken: not run at all.
+            self._fenced_job = None
+            self._finish_lease_lost(running, 0.0)
+            return
+        # A batch's job (or callback) gets its batch; a cancelled batch's are skipped.
+        payload = running.payload or {}
+        skip = (workflows.BATCH in payload or workflows.BATCH_OF in payload) and self._attach(job, running)
         self.log.debug("%s running (attempt %d)", running.label, claimed.attempts)
         self._emit_job("job.started", running)
         error: BaseException | None = None
         self._timed_out = False
+        self._lease_raised = False
         self._arm(running.timeout)
         try:
             self._in_job = True
-            self._handle(job, running)
+            if not skip:
+                self._handle(job, running)
             self._in_job = False
         except Exception as exc:  # noqa: BLE001 - any job error is recorded, never fatal
             self._in_job = False
@@ -414,10 +451,15 @@ class Worker:
             self._end_job_transaction(running)
         ran = time.monotonic() - running.started
         self._avg_run = ran if self._avg_run is None else 0.8 * self._avg_run + 0.2 * ran
+        duration = time.monotonic() - running.started
+        if self._lease_raised or (self._fenced_job is not None and self._fenced_job == claimed.id):
+            # Whatever it returned or raised: its lease is lost.
+            self._fenced_job = None
+            self._finish_lease_lost(running, duration)
+            return
         if self._timed_out and (error is None or isinstance(error, Snooze)):
             # The job caught JobTimeout and returned (or snoozed): it still timed out.
             error = JobTimeout(f"{running.label} has timed out after {running.timeout:g} s")
-        duration = time.monotonic() - running.started
         if self._timed_out:
             self._emit_job("job.timed_out", running, duration=duration, exception=error)
         if running.cancel_requested:
@@ -428,6 +470,19 @@ class Worker:
             self._finish_snoozed(running, error, duration)
         else:
             self._finish_error(running, error, duration, now)
+
+    def _attach(self, job: Job, running: RunningJob) -> bool:
+        """``workflows.attach``: True when the job's batch was cancelled. If
+        the database cannot say, the job runs."""
+        assert running.payload is not None
+        try:
+            skip = workflows.attach(job, running.payload)
+        except self._outage_errors as exc:
+            self.log.warning("%s: could not read its batch: %s", running.label, first_line(exc))
+            return False
+        if skip:
+            self.log.info("%s skipped: its batch was cancelled", running.label)
+        return skip
 
     def _handle(self, job: Job, running: RunningJob) -> None:
         layers = job.middleware()
@@ -454,10 +509,25 @@ class Worker:
         # The line counts the attempt before its id joins the done list
         # (metrics.py says why).
         self._job_line(logging.INFO, running, "succeeded", duration, "DONE")
-        # A long job's completion is written at once, not batched.
-        done = self.batch.finish(running.claimed.id, write_now=duration >= self.options.hold)
-        if done:
-            self._queue_op(Complete(done))
+        job_id = running.claimed.id
+        if running.payload is not None and workflows.is_step(running.payload):
+            # A chain or batch job: deleted with its next step, at once.
+            self.batch.stop_running()
+            self._queue_op(CompleteStep(job_id, running.payload))
+            self._emit_job("job.succeeded", running, duration=duration)
+            return
+        if self._lease_in_doubt(running):
+            # Its heartbeat failed while it ran: other workers may have
+            # rescued it. The deletion is written now, and checked.
+            others = [i for i in self.batch.finish(job_id, write_now=True) if i != job_id]
+            if others:
+                self._queue_op(Complete(others))
+            self._queue_op(_CheckedComplete(job_id))
+        else:
+            # A long job's completion is written at once, not batched.
+            done = self.batch.finish(job_id, write_now=duration >= self.options.hold)
+            if done:
+                self._queue_op(Complete(done))
         self._emit_job("job.succeeded", running, duration=duration)
 
     def _finish_error(
@@ -531,7 +601,7 @@ class Worker:
             uuid,
         )
         self.batch.stop_running()
-        self._queue_op(Fail(claimed, uuid, text))
+        self._queue_op(Fail(claimed, uuid, text, _step_payload(running)))
         if running.job is not None:
             try:
                 running.job.failed(exc)
@@ -574,7 +644,20 @@ class Worker:
             self._keys_left_held = False
 
     def _taken_back(self, op: JobOp) -> None:
-        verbs = {Release: "releasing", SnoozeOp: "snoozing", Cancel: "deleting", Fail: "failing"}
+        if isinstance(op, _CheckedComplete):
+            self.log.warning(
+                "job #%s finished here, but it had been taken back (rescued) while it ran: "
+                "it may have run on another worker too",
+                op.job_id,
+            )
+            return
+        verbs = {
+            Release: "releasing",
+            SnoozeOp: "snoozing",
+            Cancel: "deleting",
+            Fail: "failing",
+            CompleteStep: "completing",
+        }
         self.log.warning("job #%s was taken back while it ran; not %s it", op.job_id, verbs[type(op)])
 
     def _recover(self, exc: BaseException) -> None:
@@ -677,6 +760,17 @@ class Worker:
         running = self.batch.running
         if running is None or not self._in_job:
             return
+        if self._fenced_job is not None and self._fenced_job == running.claimed.id:
+            if not self._lease_raised:
+                self._lease_raised = True
+                # The fence (monitor.Fence) ends the process if it does not unwind.
+                self._disarm()
+                raise JobLeaseLost(
+                    f"{running.label}: this worker's heartbeat was not written for "
+                    f"{time.monotonic() - self.lease_renewed_at:.1f} s; stopping the job "
+                    "before another worker may rescue it"
+                )
+            return
         if not self._timed_out:
             self._timed_out = True
             # Give the job a grace period to unwind, then act.
@@ -721,7 +815,9 @@ class Worker:
                     f"retry with: tourno queue retry {uuid}",
                     uuid,
                 )
-                self.backend.fail(self.worker_id, running.claimed, uuid, text, take_metrics(self.metrics))
+                Fail(running.claimed, uuid, text, _step_payload(running)).apply(
+                    self.backend, self.worker_id, take_metrics(self.metrics)
+                )
                 self._emit_job("job.failed", running, duration=duration, exception=exc)
             else:
                 delay = running.retry_delay()
@@ -738,6 +834,89 @@ class Worker:
             self.backend.unregister_worker(self.worker_id)
         except Exception:  # noqa: BLE001 - we are exiting; rescue covers the rest
             self.log.exception("could not record the timed-out job")
+
+    # -- self-fencing (monitor.Fence decides; these act) ------------------------------
+
+    def lease_renewed(self, sent: float) -> None:
+        """From the monitor: a heartbeat sent at ``sent`` (time.monotonic())
+        was written. The database stamped it later than that, so the stale
+        window counted from ``sent`` ends no later than the rescuers' one."""
+        if sent > self.lease_renewed_at:
+            self.lease_renewed_at = sent
+
+    def lease_doubted(self) -> None:
+        """From the monitor: a heartbeat failed (the lease may run out)."""
+        self._lease_doubt_at = time.monotonic()
+
+    def _lease_in_doubt(self, running: RunningJob) -> bool:
+        interval = self.options.heartbeat_interval
+        return (
+            self.fenced.is_set()
+            or self._lease_doubt_at >= running.started
+            or time.monotonic() - self.lease_renewed_at > 2 * interval
+        )
+
+    def fence(self, silent_for: float) -> None:
+        """From the fence thread: the heartbeat went unwritten for most of
+        the stale window. Stop claiming, and interrupt the running job (with
+        JobLeaseLost, through SIGALRM as a timeout does) before anyone may
+        rescue it."""
+        if self.fenced.is_set():
+            return
+        # Set before the look at the running job: a job the main thread
+        # starts meanwhile either sees the flag or is seen here.
+        self.fenced.set()
+        running = self.batch.running
+        self.log.error(
+            "heartbeat not written for %.1f s (workers are presumed dead after %g s): "
+            "claiming no jobs%s until it is written again",
+            silent_for,
+            self.options.stale_after,
+            f" and stopping {running.label}" if running is not None else "",
+        )
+        if running is not None:
+            self._fenced_job = running.claimed.id
+            if self._alarm_installed:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGALRM)
+        self.wake()
+
+    def unfence(self, silent_for: float) -> None:
+        """From the fence thread: a heartbeat was written again."""
+        if self.fenced.is_set():
+            self.fenced.clear()
+            self.log.warning("heartbeat written again after %.1f s; claiming jobs again", silent_for)
+            self.wake()
+
+    def fenced_job_running(self) -> bool:
+        """Whether the job the fence interrupted is still running."""
+        running = self.batch.running
+        return running is not None and self._fenced_job is not None and running.claimed.id == self._fenced_job
+
+    def _leave_batch_while_fenced(self) -> None:
+        """While fenced: start none of the prefetched jobs (once the lease
+        has run out they may be someone else's). Their deletions and the
+        unstarted jobs go back through the owner-guarded writes."""
+        done, pending = self.batch.drain()
+        if done:
+            self._queue_op(Complete(done))
+        if pending:
+            self.log.warning("not starting %d prefetched job(s) while fenced", len(pending))
+            # release_unheld hands them back (if still ours) once the store answers.
+            self._unheld_check = True
+
+    def _finish_lease_lost(self, running: RunningJob, duration: float) -> None:
+        """The fence interrupted the job: hand it back with the attempt it
+        used (guarded by the owner: a job already rescued is left alone)."""
+        self._job_line(
+            logging.WARNING,
+            running,
+            "released",
+            duration,
+            "LEASE LOST: stopped, heartbeat not written; handed back to the queue",
+        )
+        self.batch.stop_running()
+        self._queue_op(Release(running.claimed.id, 0, running.claimed.attempts))
+        self._emit_job("job.released", running, duration=duration, exception=None, delay=0)
 
     # -- shutdown ---------------------------------------------------------------
 
@@ -901,6 +1080,19 @@ class Worker:
             "current_job_id": running.claimed.id if running else None,
             "jobs_done": self.jobs_processed,
         }
+
+
+def _step_payload(running: RunningJob) -> dict[str, Any] | None:
+    """The payload of a chain or batch job, whose failure has a next step."""
+    payload = running.payload
+    return payload if payload is not None and workflows.is_step(payload) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class _CheckedComplete(Cancel):
+    """A success whose heartbeat failed while it ran: deleted at once (not
+    with the next claim), and a refusal (the job had been rescued, and may
+    have run elsewhere too) is logged as a warning."""
 
 
 def _duration(ms: float) -> str:

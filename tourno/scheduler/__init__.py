@@ -1,5 +1,6 @@
-"""``tourno schedule``: dispatch the periodic jobs on wall-clock slots.
+"""``tourno schedule``: dispatch the jobs that declare a cron expression.
 
 The scheduler only dispatches; workers run the jobs. ``tasks`` is the table
-of what runs how often, ``loop`` the slot maths and the dispatch loop.
+of what runs when, ``cron`` the slot maths (cronsim), ``loop`` the dispatch
+loop and ``status`` what ``tourno schedule list`` shows.
 """

@@ -1,15 +1,15 @@
-"""Slot maths and the dispatch loop of ``tourno schedule``.
+"""The dispatch loop of ``tourno schedule``.
 
-A task with frequency *f* minutes is due at every minute *m* (counted from the
-Unix epoch, UTC) with ``m % f == 0``: ``*/5`` means :00, :05, :10 ... of every
-hour. The slot is that minute. Dispatching a slot inserts
-``schedule_runs(task, slot)`` and, only if that row went in, dispatches the
-job in the same transaction; the unique (task, slot) index lets exactly one
-of any number of schedulers in. After downtime only the latest due slot is
-dispatched, never a backlog: each tick looks at the current slot alone.
+Each task's slots are the times its cron expression fires (:mod:`.cron`).
+Dispatching a slot inserts ``schedule_runs(task, slot)`` and, only if that row
+went in, dispatches the job in the same transaction; the unique (task, slot)
+index lets exactly one of any number of schedulers in. After downtime only
+the latest missed slot is dispatched, never a backlog (each tick looks at the
+latest slot alone), and none for a task with ``cron_catch_up = False``.
 
-The loop is ticked by the ``schedule`` library (every second by default);
-a tick costs nothing unless a task's slot changed since the last one.
+The loop is ticked by the ``schedule`` library (every second by default); a
+tick costs nothing until the next slot of some task has come, or a slot is
+still owed after a database error.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import peewee
 import schedule
 
 from tourno.db import (
@@ -41,40 +42,21 @@ from tourno.signals import Handler, Waker, installed
 
 log = logging.getLogger(__name__)
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: Longest wait between two reconnection attempts.
 MAX_BACKOFF = 30.0
+#: A task with ``cron_catch_up = False`` dispatches a slot only when a
+#: scheduler sees it this soon after it came due; later, it was missed.
+ON_TIME = dt.timedelta(seconds=60)
 
 
-# -- slot maths (pure) ----------------------------------------------------------------------
+def on_time(task: Task, slot: dt.datetime, now: dt.datetime) -> bool:
+    """Whether ``slot`` may still be dispatched at ``now``: always for a task
+    that catches up, within :data:`ON_TIME` of the slot for one that does not."""
+    return task.catch_up or now - slot <= ON_TIME
 
 
-def _minutes(now: dt.datetime) -> int:
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    return int((now - EPOCH).total_seconds() // 60)
-
-
-def current_slot(frequency: int, now: dt.datetime) -> dt.datetime:
-    """The latest slot at or before ``now`` of a task due every ``frequency`` minutes."""
-    if frequency < 1:
-        raise ValueError(f"frequency must be at least 1 minute, got {frequency}")
-    minute = _minutes(now)
-    return EPOCH + dt.timedelta(minutes=minute - minute % frequency)
-
-
-def next_slot(frequency: int, now: dt.datetime) -> dt.datetime:
-    """The first slot strictly after ``now``."""
-    return current_slot(frequency, now) + dt.timedelta(minutes=frequency)
-
-
-def next_due(frequency: int, now: dt.datetime, last_dispatched: dt.datetime | None) -> dt.datetime:
-    """When the task is next dispatched: its current slot if that has not been
-    dispatched yet (a scheduler will do it at its next tick), else the next slot."""
-    slot = current_slot(frequency, now)
-    if last_dispatched is None or last_dispatched < slot:
-        return slot
-    return slot + dt.timedelta(minutes=frequency)
+def _hm(slot: dt.datetime) -> str:
+    return slot.strftime("%Y-%m-%d %H:%M")
 
 
 # -- dispatch --------------------------------------------------------------------------------
@@ -144,10 +126,13 @@ def dispatch_now(task: Task) -> Dispatched:
 
 
 class Scheduler:
-    """Ticks every ``tick_seconds``; each tick dispatches the tasks whose slot
-    changed since the last tick. One task's error is logged and counted and
-    never stops the others or the loop; a database outage is waited out with
-    backoff. SIGTERM / SIGINT stop the loop between ticks (exit code 0)."""
+    """Ticks every ``tick_seconds``; each tick dispatches the tasks whose
+    latest slot this scheduler has not handled yet. A database error keeps
+    the slot owed: one line in the log, and the next tick tries it again (an
+    outage is waited out with backoff first); the unique (task, slot) row
+    keeps that once per slot. Any other error in one task is logged and
+    counted, the slot let go, and never stops the others or the loop.
+    SIGTERM / SIGINT stop the loop between ticks (exit code 0)."""
 
     def __init__(
         self,
@@ -168,8 +153,12 @@ class Scheduler:
         self.on_ready = on_ready
         self.on_stopping = on_stopping
         #: Task name -> the last slot this scheduler handled (dispatched, found
-        #: taken, or gave up on after an error).
+        #: taken, let go after a non-database error, or missed without catch-up).
         self.handled: dict[str, dt.datetime] = {}
+        #: Task name -> the slot it still owes after a database error.
+        self.owed: dict[str, dt.datetime] = {}
+        #: Task name -> its first slot after the last look: nothing to do before it.
+        self._next_look: dict[str, dt.datetime | None] = {}
         self.dispatched = 0
         self.errors = 0
         self.ticks = 0
@@ -180,30 +169,66 @@ class Scheduler:
 
     # -- one tick ----------------------------------------------------------------------
 
+    def _due(self, task: Task, now: dt.datetime) -> dt.datetime | None:
+        """The slot ``task`` should dispatch now, if any; cron maths only when
+        the next slot has come (or at the first look)."""
+        name = task.name
+        if name in self._next_look:
+            upcoming = self._next_look[name]
+            if upcoming is None or now < upcoming:
+                return self.owed.get(name)
+        self._next_look[name] = task.cron.next_after(now)
+        latest = task.cron.latest(now)
+        known = [s for s in (self.handled.get(name), self.owed.get(name)) if s is not None]
+        if latest is None or any(latest <= s for s in known):
+            return self.owed.get(name)
+        if on_time(task, latest, now):
+            self.owed[name] = latest  # supersedes an older slot still owed: no backlog
+        else:
+            log.info("%s: slot %s was missed; not caught up (cron_catch_up = False)", name, _hm(latest))
+            self.handled[name] = latest
+            self.owed.pop(name, None)
+        return self.owed.get(name)
+
+    def _handled(self, task: Task, slot: dt.datetime) -> None:
+        self.handled[task.name] = slot
+        if self.owed.get(task.name) == slot:
+            del self.owed[task.name]
+
     def tick(self, now: dt.datetime | None = None) -> list[Dispatched]:
-        """Dispatch every task whose current slot this scheduler has not
+        """Dispatch every task whose latest slot this scheduler has not
         handled. Outage errors propagate (the loop reconnects and the slot is
-        tried again); any other error is logged, counted, and the slot is let
-        go, so a broken task cannot stall the rest."""
+        tried again); another database error keeps the slot owed for the next
+        tick; any other error is logged, counted, and the slot is let go, so a
+        broken task cannot stall the rest."""
         now = now or self.clock()
         self.ticks += 1
         done: list[Dispatched] = []
         for task in self.tasks:
-            slot = current_slot(task.frequency, now)
-            if self.handled.get(task.name) == slot:
+            slot = self._due(task, now)
+            if slot is None:
                 continue
             try:
                 result = dispatch_slot(task, slot, host=self.host, now=now)
             except OUTAGE_ERRORS:
                 raise
+            except peewee.DatabaseError as exc:
+                self.errors += 1
+                log.warning(
+                    "could not dispatch %s for slot %s (%s); trying again next tick",
+                    task.name,
+                    _hm(slot),
+                    first_line(exc),
+                )
+                continue
             except Exception:  # noqa: BLE001 - one task's failure never stops the loop
                 self.errors += 1
-                log.exception("could not dispatch %s for slot %s", task.name, slot.strftime("%H:%M"))
-                self.handled[task.name] = slot
+                log.exception("could not dispatch %s for slot %s", task.name, _hm(slot))
+                self._handled(task, slot)
                 continue
-            self.handled[task.name] = slot
+            self._handled(task, slot)
             if result is None:
-                log.debug("%s for slot %s: already dispatched", task.name, slot.strftime("%H:%M"))
+                log.debug("%s for slot %s: already dispatched", task.name, _hm(slot))
                 continue
             self.dispatched += 1
             done.append(result)
@@ -211,17 +236,13 @@ class Scheduler:
                 log.info(
                     "dispatched %s for slot %s as %s (Redis unreachable: waiting in queue_outbox)",
                     task.name,
-                    slot.strftime("%H:%M"),
+                    _hm(slot),
                     result.job_uuid,
                 )
             elif result.job_id is None:
-                log.info(
-                    "%s for slot %s: the previous run is still pending", task.name, slot.strftime("%H:%M")
-                )
+                log.info("%s for slot %s: the previous run is still pending", task.name, _hm(slot))
             else:
-                log.info(
-                    "dispatched %s for slot %s as job #%s", task.name, slot.strftime("%H:%M"), result.job_id
-                )
+                log.info("dispatched %s for slot %s as job #%s", task.name, _hm(slot), result.job_id)
         return done
 
     # -- the loop ----------------------------------------------------------------------
@@ -260,7 +281,7 @@ class Scheduler:
         ticker = schedule.Scheduler()
         # schedule's hints say int, but it takes fractional seconds (the tests tick fast).
         ticker.every(self.tick_seconds).seconds.do(self._safe_tick)  # type: ignore[arg-type]
-        names = ", ".join(f"{t.name} every {t.frequency} min" for t in self.tasks)
+        names = ", ".join(f"{t.name} at {t.cron.describe()}" for t in self.tasks)
         log.info("scheduling %s", names)
         if once:
             self._safe_tick()

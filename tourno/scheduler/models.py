@@ -17,7 +17,8 @@ from tourno.db import BaseModel, SerialField, TimestampField, utcnow
 class ScheduleRun(BaseModel):
     id = SerialField()
     task = peewee.CharField(max_length=64)
-    # The wall-clock slot (minute floored, UTC) this dispatch stands for.
+    # The slot this dispatch stands for: the minute the task's cron expression
+    # fired, in UTC whatever the task's timezone.
     slot = TimestampField()
     # The job as dispatched: its queue id (None when an identical unique job
     # was still pending) and its uuid.

@@ -8,7 +8,7 @@ import datetime as dt
 from typing import Any
 
 from tourno.db import utcnow
-from tourno.scheduler.loop import next_due
+from tourno.scheduler.loop import on_time
 from tourno.scheduler.models import JobRun, ScheduleRun
 from tourno.scheduler.tasks import Task
 
@@ -30,8 +30,16 @@ class LastRun:
 @dataclasses.dataclass(frozen=True)
 class TaskStatus:
     task: str
-    frequency_minutes: int
-    next_due: dt.datetime
+    cron: str
+    timezone: str
+    catch_up: bool
+    #: N for a plain every-N-minutes expression, else None (for displays in minutes).
+    frequency_minutes: int | None
+    #: The first slot after now: never in the past.
+    next_slot: dt.datetime | None
+    #: What a scheduler dispatches next: a slot already due but not yet
+    #: dispatched (one starting now would dispatch it at once), else next_slot.
+    next_due: dt.datetime | None
     last_dispatched_slot: dt.datetime | None
     last_run: LastRun | None
 
@@ -51,7 +59,7 @@ def last_dispatches() -> dict[str, dt.datetime]:
 
 
 def snapshot(tasks: list[Task], now: dt.datetime | None = None) -> list[TaskStatus]:
-    """Each task's frequency, next due slot, last dispatched slot and last run:
+    """Each task's expression, next slot, last dispatched slot and last run:
     two lookups per task, on the (task, slot) and (job, started_at) indexes."""
     now = now or utcnow()
     out = []
@@ -69,11 +77,18 @@ def snapshot(tasks: list[Task], now: dt.datetime | None = None) -> list[TaskStat
             .order_by(JobRun.started_at.desc(), JobRun.id.desc())
             .first()
         )
+        next_slot = task.cron.next_after(now)
+        latest = task.cron.latest(now)
+        owed = latest is not None and (slot is None or slot < latest) and on_time(task, latest, now)
         out.append(
             TaskStatus(
                 task=task.name,
+                cron=task.cron.expression,
+                timezone=task.cron.timezone,
+                catch_up=task.catch_up,
                 frequency_minutes=task.frequency,
-                next_due=next_due(task.frequency, now, slot),
+                next_slot=next_slot,
+                next_due=latest if owed else next_slot,
                 last_dispatched_slot=slot,
                 last_run=None
                 if run is None

@@ -261,8 +261,23 @@ class TournamentOptions(Input):
 TournamentName = Annotated[
     str, Strict(), StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.NAME_MAX_LENGTH)
 ]
+
+
+def _trimmed_game(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValueError(f"must be 1 to {limits.GAME_MAX_LENGTH} characters, not only spaces")
+    return text
+
+
+# The length is checked on the text as sent, which is what the document's
+# maxLength describes, and only then trimmed: what is stored is never longer.
+# (Trimming first let 110 characters with padding through a maxLength of 100.)
 GameName = Annotated[
-    str, Strict(), StringConstraints(strip_whitespace=True, min_length=1, max_length=limits.GAME_MAX_LENGTH)
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=limits.GAME_MAX_LENGTH),
+    AfterValidator(_trimmed_game),
 ]
 
 

@@ -96,9 +96,9 @@
         link.textContent = q.queue;
         name.appendChild(link);
         tr.appendChild(name);
-        cell(tr, String(q.ready));
-        cell(tr, String(q.delayed));
-        cell(tr, String(q.reserved));
+        cell(tr, q.ready_text);
+        cell(tr, q.delayed_text);
+        cell(tr, q.reserved_text);
         cell(tr, q.oldest_ready_age);
         var paused = cell(tr, "");
         if (q.paused_at) {
@@ -112,7 +112,7 @@
     }
     setText("workers", String(data.workers));
     setText("busy-workers", String(data.busy_workers));
-    setText("failed", String(data.failed));
+    setText("failed", data.failed_text);
     var card = document.getElementById("failed-card");
     if (card) card.classList.toggle("bad", data.failed > 0);
     setText("waiting-for-redis", String(data.waiting_for_redis));

@@ -207,12 +207,15 @@ class QueueBackend(abc.ABC):
         only for jobs that declare ``max_exceptions``, when one raises."""
 
     @abc.abstractmethod
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         """Make a job this worker holds available again after ``delay``
         seconds, recording exactly ``attempts`` (unlike :meth:`release`,
         which never lowers the count): the worker passes the claimed attempts
-        minus one, so the snoozed attempt is not spent. False when the job
-        was taken back."""
+        minus one, so the snoozed attempt is not spent. Announced like a
+        release (ready, or due at its time), and carries ``metrics`` like
+        one. False when the job was taken back."""
 
     @abc.abstractmethod
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
@@ -243,6 +246,32 @@ class QueueBackend(abc.ABC):
         self, worker_id: int, job: ClaimedJob, uuid: str, exception: str, metrics: Sequence[MetricRow] = ()
     ) -> bool:
         """Move a job this worker holds to the failed-job store."""
+
+    # A chain or batch job's completion has a next step (``workflows.py``):
+    # the next link, the batch's counts and callbacks. These two tie the step
+    # to the completion so that a crash neither loses it nor takes it twice.
+
+    def complete_step(
+        self, worker_id: int, job_id: Any, step: Callable[[], None], metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        """Delete a finished job this worker holds and run ``step`` (database
+        writes and dispatches) with it: in the same transaction where the jobs
+        live in the database; otherwise ``step`` commits first and is
+        idempotent per job (``workflows._mark``). False when the job was
+        taken back."""
+        raise NotImplementedError(f"{type(self).__name__} does not run chains or batches")
+
+    def fail_step(
+        self,
+        worker_id: int,
+        job: ClaimedJob,
+        uuid: str,
+        exception: str,
+        step: Callable[[], None],
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        """:meth:`fail`, with ``step`` tied to it as :meth:`complete_step` does."""
+        raise NotImplementedError(f"{type(self).__name__} does not run chains or batches")
 
     @abc.abstractmethod
     def read_metrics(self, since: int | None) -> list[MetricRow]:
@@ -356,7 +385,11 @@ class QueueBackend(abc.ABC):
     # -- operations ------------------------------------------------------------
 
     @abc.abstractmethod
-    def stats(self) -> list[QueueStats]: ...
+    def stats(self, cap: int | None = None) -> list[QueueStats]:
+        """Ready, delayed and reserved jobs and the oldest ready job, per
+        queue. With ``cap``, a store whose counts read the rows (PostgreSQL)
+        counts each up to the cap and estimates above it (``db.Count``), so
+        a page that refreshes every few seconds stays cheap at a million jobs."""
 
     @abc.abstractmethod
     def workers(self, stale_after: float) -> list[WorkerInfo]:

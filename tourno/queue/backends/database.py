@@ -17,7 +17,7 @@ import select
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import peewee
@@ -26,8 +26,10 @@ from tourno.buckets import TokenBucket
 from tourno.db import (
     SQLITE_TIME_FORMAT,
     UTC,
+    bounded_count,
     database,
     discard_connection,
+    listen_url,
     open_connection,
     parse_timestamp,
     peewee_errors,
@@ -35,6 +37,7 @@ from tourno.db import (
     tuples,
     write_transaction,
 )
+from tourno.db import connect as connect_database
 from tourno.queue import failed, wakeup
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
@@ -370,6 +373,32 @@ class DatabaseBackend(QueueBackend):
         query = QueuePause.select(QueuePause.queue, QueuePause.paused_at).order_by(QueuePause.queue)
         return {queue: parse_timestamp(at) for queue, at in tuples(query)}
 
+    # -- chains and batches (workflows.py): the step in the job's transaction ----------
+
+    def complete_step(
+        self, worker_id: int, job_id: Any, step: Callable[[], None], metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        with write_transaction():
+            if not self.complete(worker_id, [job_id], metrics):
+                return False
+            step()
+        return True
+
+    def fail_step(
+        self,
+        worker_id: int,
+        job: ClaimedJob,
+        uuid: str,
+        exception: str,
+        step: Callable[[], None],
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        with write_transaction():
+            if not self.fail(worker_id, job, uuid, exception, metrics):
+                return False
+            step()
+        return True
+
 
 class PostgresBackend(DatabaseBackend):
     """PostgreSQL: one-statement claims with SKIP LOCKED, LISTEN/NOTIFY wake-ups."""
@@ -402,9 +431,30 @@ class PostgresBackend(DatabaseBackend):
                    END
         FROM ins
     """
-    #: Connections on which the statement above is prepared (PREPARE is not
-    #: undone by a rollback, so this stays true for the connection's life).
+    #: The same statement unprepared, for a connection through a pooler.
+    _PUSH_ONE_PLAIN = (
+        _PUSH_ONE.split(" AS\n", 1)[1]
+        .replace("$1", "%s::text")
+        .replace("$2", "%s::jsonb")
+        .replace("$3", "%s::int")
+        .replace("$4", "%s::float8")
+        .replace("$5", "%s::text")
+    )
+    #: Per connection: True once the statement above is prepared on it
+    #: (PREPARE is not undone by a rollback, so this stays true for the
+    #: connection's life), False when the connection goes through a pooler
+    #: (_direct), where a prepared statement lives on whichever server
+    #: connection ran the PREPARE and the next transaction may get another.
     _prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def _direct(conn: Any) -> bool:
+        """Whether ``conn`` reaches a PostgreSQL backend of its own. A pooler
+        (PgBouncer) answers the startup with a cancel key of its own making,
+        so the backend pid the driver was told is not the server's."""
+        told = getattr(getattr(conn, "info", None), "backend_pid", None)
+        return told is not None and told == _rows("SELECT pg_backend_pid()")[0][0]
+
     _PUSH_MANY = f"""
         WITH ins AS (
             INSERT INTO jobs (queue, payload, priority, attempts, available_at, unique_key, created_at)
@@ -444,13 +494,17 @@ class PostgresBackend(DatabaseBackend):
             if len(jobs) == 1:
                 p = jobs[0]
                 conn = database.connection()
-                if conn not in self._prepared:
-                    database.execute_sql(self._PUSH_ONE)
-                    self._prepared[conn] = True
-                rows = _rows(
-                    f"EXECUTE {self._PUSH_ONE_NAME} (%s, %s, %s, %s, %s)",
-                    (p.queue, p.payload_json, p.priority, p.delay, p.unique_key),
-                )
+                prepared = self._prepared.get(conn)
+                if prepared is None:
+                    prepared = self._direct(conn)
+                    if prepared:
+                        database.execute_sql(self._PUSH_ONE)
+                    self._prepared[conn] = prepared
+                args = (p.queue, p.payload_json, p.priority, p.delay, p.unique_key)
+                if prepared:
+                    rows = _rows(f"EXECUTE {self._PUSH_ONE_NAME} (%s, %s, %s, %s, %s)", args)
+                else:
+                    rows = _rows(self._PUSH_ONE_PLAIN, args)
                 return [rows[0][0] if rows else None]
             ids: dict[str, Any] = {}
             for start in range(0, len(jobs), PUSH_CHUNK):
@@ -683,14 +737,18 @@ class PostgresBackend(DatabaseBackend):
                 available_at = now() + %(delay)s * interval '1 second',
                 attempts = GREATEST(%(attempts)s::int, 0)
             WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue
+            RETURNING queue, available_at
         )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue) END FROM s
-    """.replace("{channel}", CHANNEL)
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
+                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
+        FROM s
+    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         params = {"delay": float(delay), "id": job_id, "worker": worker_id, "attempts": int(attempts)}
-        return bool(_rows(self._SNOOZE, params))
+        return bool(self._run(self._SNOOZE, params, metrics).fetchall())
 
     _HAND_BACK = """
         WITH h AS (
@@ -844,24 +902,71 @@ class PostgresBackend(DatabaseBackend):
     # Every claim leaves a dead entry at the head of jobs_ready_idx, and a
     # burst of jobs outruns autovacuum (which visits a database at most once a
     # minute): the claim's index scan then grows with the burst. Workers vacuum
-    # the table themselves every few thousand jobs; the advisory lock makes
-    # sure only one of them does it at a time.
-    _VACUUM_LOCK = 0x70757271  # an arbitrary constant, shared by all workers
+    # the table themselves every few thousand jobs, one at a time. VACUUM
+    # cannot run inside a transaction, so no transaction-scoped lock can cover
+    # it, and a session advisory lock leaks behind a transaction-mode pooler
+    # (the unlock may reach another server connection than the lock): the
+    # turn is a lease in queue_signals instead, taken in one statement. The
+    # taker ends it when done; one that died mid-VACUUM leaves it to expire.
+    _VACUUM_TAKE = """
+        INSERT INTO queue_signals (name, value)
+        VALUES ('vacuum', now() + %(lease)s * interval '1 second')
+        ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE queue_signals.value < now()
+        RETURNING value
+    """
+    #: Seconds a vacuum's turn lasts at most (far above what VACUUM jobs takes).
+    VACUUM_LEASE = 600.0
 
     def vacuum(self) -> bool:
-        if not _rows("SELECT pg_try_advisory_lock(%s)", (self._VACUUM_LOCK,))[0][0]:
+        taken = _rows(self._VACUUM_TAKE, {"lease": self.VACUUM_LEASE})
+        if not taken:
             return False
         try:
             database.execute_sql("VACUUM jobs")
         finally:
-            database.execute_sql("SELECT pg_advisory_unlock(%s)", (self._VACUUM_LOCK,))
+            # Only our own lease: its value is the instant we wrote.
+            database.execute_sql(
+                "UPDATE queue_signals SET value = now() WHERE name = 'vacuum' AND value = %s",
+                (taken[0][0],),
+            )
         return True
 
+    # LISTEN goes to TOURNO_LISTEN_URL when that is set (db.listen_url()): a
+    # direct connection, since a transaction-mode pooler may run the LISTEN
+    # on one server connection and hand that connection to another client
+    # (whose commit then discards it), and delivers nothing to us. That
+    # connection is this thread's own, beside its pooled one; the wait
+    # selects on it. Without the setting, the thread's connection listens.
+    _listening = threading.local()
+
+    def _listener(self) -> Any:
+        """This thread's listening driver connection."""
+        own = getattr(self._listening, "db", None)
+        return own.connection() if own is not None else database.connection()
+
     def listen(self) -> None:
-        database.execute_sql(f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}; LISTEN {DUE_CHANNEL}")
+        statement = f"LISTEN {CHANNEL}; LISTEN {CONTROL_CHANNEL}; LISTEN {DUE_CHANNEL}"
+        url = listen_url()
+        if url is None:
+            database.execute_sql(statement)
+            return
+        own = getattr(self._listening, "db", None)
+        if own is None:
+            own = connect_database(url)
+            self._listening.db = own
+        open_connection(own)
+        own.execute_sql(statement)
+
+    def close_thread_connection(self) -> None:
+        own = getattr(self._listening, "db", None)
+        if own is not None:
+            self._listening.db = None
+            with contextlib.suppress(Exception):
+                own.close()
+        super().close_thread_connection()
 
     def wait_for_notifications(self, timeout: float) -> set[str]:
-        conn = database.connection()
+        conn = self._listener()
         queues: set[str] = set()
         if not conn.notifies:
             ready, _, _ = select.select([conn], [], [], max(timeout, 0))
@@ -912,8 +1017,41 @@ class PostgresBackend(DatabaseBackend):
         FROM jobs GROUP BY queue ORDER BY queue
     """
 
-    def stats(self) -> list[QueueStats]:
-        return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+    # The queues that hold jobs, without reading every row: a skip scan of
+    # jobs_ready_idx (one probe per queue) and the few reserved rows.
+    _QUEUES = """
+        WITH RECURSIVE q AS (
+            (SELECT queue FROM jobs WHERE reserved_at IS NULL ORDER BY queue LIMIT 1)
+            UNION ALL
+            SELECT (SELECT queue FROM jobs WHERE reserved_at IS NULL AND queue > q.queue
+                    ORDER BY queue LIMIT 1)
+            FROM q WHERE q.queue IS NOT NULL
+        )
+        SELECT queue FROM q WHERE queue IS NOT NULL
+        UNION
+        SELECT queue FROM jobs WHERE reserved_at IS NOT NULL
+        ORDER BY 1
+    """
+    _READY = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at <= now()"
+    _DELAYED = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at > now()"
+    _RESERVED = "SELECT 1 FROM jobs WHERE queue = %s AND reserved_at IS NOT NULL"
+    _OLDEST = "SELECT min(available_at) FROM jobs WHERE queue = %s AND reserved_at IS NULL AND available_at <= now()"
+
+    def stats(self, cap: int | None = None) -> list[QueueStats]:
+        if cap is None:
+            return [QueueStats(r[0], r[1], r[2], r[3], parse_timestamp(r[4])) for r in _rows(self._STATS)]
+        out = []
+        for (queue,) in _rows(self._QUEUES):
+            out.append(
+                QueueStats(
+                    queue,
+                    bounded_count(self._READY, (queue,), cap),
+                    bounded_count(self._DELAYED, (queue,), cap),
+                    bounded_count(self._RESERVED, (queue,), cap),
+                    parse_timestamp(_rows(self._OLDEST, (queue,))[0][0]),
+                )
+            )
+        return out
 
     def clear(self, queue: str | None) -> int:
         if queue is None:
@@ -1189,15 +1327,23 @@ class SqliteBackend(DatabaseBackend):
             )
         )
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         # PostgresBackend._SNOOZE says why the attempts are set, not raised.
-        return bool(
-            _rowcount(
+        with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
+            if metrics:
+                self._upsert_metrics(metrics)
+            rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ?",
+                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ? RETURNING queue",
                 (self._now(delay), int(attempts), job_id, worker_id),
             )
-        )
+        if rows and delay > 0:
+            self._announce(due={rows[0][0]: time.time() + delay})
+        elif rows:
+            self._announce({rows[0][0]})
+        return bool(rows)
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
@@ -1361,7 +1507,7 @@ class SqliteBackend(DatabaseBackend):
     def heard_due(self) -> dict[str, float]:
         return self._heard.take()
 
-    def stats(self) -> list[QueueStats]:
+    def stats(self, cap: int | None = None) -> list[QueueStats]:  # SQLite counts exactly
         now = self._now()
         rows = _rows(
             "SELECT queue, "

@@ -93,11 +93,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -106,7 +107,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from tourno import db as tdb
-from tourno.db import UTC, database, open_connection
+from tourno.db import DEFAULT_DEAD_AFTER, UTC, database, liveness_parameters, open_connection
 from tourno.queue import failed
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
@@ -179,6 +180,19 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     return urllib.parse.urlunsplit(parts._replace(query=rest)), prefix or None
 
 
+def _keepalive_options(dead_after: float) -> dict[int, int]:
+    """The TCP options that match libpq's liveness parameters (db.py), as
+    redis-py's ``socket_keepalive_options`` (where the platform has them)."""
+    params = liveness_parameters(dead_after)
+    wanted = {
+        "TCP_KEEPIDLE": params["keepalives_idle"],
+        "TCP_KEEPINTVL": params["keepalives_interval"],
+        "TCP_KEEPCNT": params["keepalives_count"],
+        "TCP_USER_TIMEOUT": params["tcp_user_timeout"],
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
 def _pad(job_id: Any) -> str:
     return f"{int(job_id):016d}"
 
@@ -209,8 +223,15 @@ class RedisBackend(QueueBackend):
     store_name = "Redis"
     store_errors: tuple[type[BaseException], ...] = (redislib.RedisError,)
 
-    def __init__(self, url: str, prefix: str | None = None, metrics_retention_days: float = 14.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str | None = None,
+        metrics_retention_days: float = 14.0,
+        dead_after: float = DEFAULT_DEAD_AFTER,
+    ) -> None:
         self.url, url_prefix = _split_prefix(url)
+        self.keepalive = _keepalive_options(dead_after)
         self.prefix = prefix or url_prefix or "tourno"
         self._local = threading.local()
         #: How long the per-minute metrics hashes live (the totals hash stays).
@@ -238,6 +259,10 @@ class RedisBackend(QueueBackend):
                 self.url,
                 socket_connect_timeout=5,
                 socket_timeout=30,
+                # A silent server (host cut off) fails the connection within
+                # TOURNO_DB_DEAD_AFTER, also the idle pub/sub one.
+                socket_keepalive=True,
+                socket_keepalive_options=self.keepalive,  # type: ignore[arg-type]  # the stubs say str keys; redis-py passes them to setsockopt
                 health_check_interval=30,
                 retry=Retry(NoBackoff(), 0),
             )
@@ -402,9 +427,13 @@ class RedisBackend(QueueBackend):
     def count_attempt(self, worker_id: int, job_id: Any, attempts: int) -> bool:
         return bool(self._run("count_attempt", worker_id, _pad(job_id), int(attempts)))
 
-    def snooze(self, worker_id: int, job_id: Any, delay: float, attempts: int) -> bool:
+    def snooze(
+        self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
+    ) -> bool:
         ms = int(round(float(delay) * 1000))
-        return bool(self._run("snooze", worker_id, _pad(job_id), ms, int(attempts)))
+        return bool(
+            self._run("snooze", worker_id, _pad(job_id), ms, int(attempts), *self._metric_args(metrics))
+        )
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
@@ -426,6 +455,40 @@ class RedisBackend(QueueBackend):
             open_connection()
         failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
         # The counts go with the step that deletes the job.
+        self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
+        return True
+
+    # Chains and batches: Redis cannot join the database transaction, so the
+    # step commits first (marked per job: workflows._mark), the job goes after.
+    # A crash between the two runs the job again; its step is not taken twice.
+
+    def complete_step(
+        self, worker_id: int, job_id: Any, step: Callable[[], None], metrics: Sequence[MetricRow] = ()
+    ) -> bool:
+        if database.is_closed():
+            open_connection()
+        with tdb.write_transaction():
+            step()
+        return self.complete(worker_id, [job_id], metrics) > 0
+
+    def fail_step(
+        self,
+        worker_id: int,
+        job: ClaimedJob,
+        uuid: str,
+        exception: str,
+        step: Callable[[], None],
+        metrics: Sequence[MetricRow] = (),
+    ) -> bool:
+        queue = self._run("fail_begin", worker_id, _pad(job.id))
+        if not queue:
+            self.complete(worker_id, [], metrics)
+            return False
+        if database.is_closed():
+            open_connection()
+        with tdb.write_transaction():
+            failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
+            step()
         self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
         return True
 
@@ -606,7 +669,7 @@ class RedisBackend(QueueBackend):
 
     # -- operations ----------------------------------------------------------------------
 
-    def stats(self) -> list[QueueStats]:
+    def stats(self, cap: int | None = None) -> list[QueueStats]:  # counts are O(1) here: exact
         return [
             QueueStats(_text(q), int(r), int(d), int(res), _ms_to_dt(oldest))
             for q, r, d, res, oldest in self._run("stats")
