@@ -166,6 +166,9 @@ def test_install_runs_doctor_through_the_launcher_and_repairs_its_venv(box):
     )
     assert other.returncode == 77
     assert "run it as root" in other.stderr and "cannot read" in other.stderr
+    # The service user itself runs it directly, with the same settings.
+    code, checks = box.doctor("runuser", "-u", box.user, "--")
+    assert checks["migrations"]["status"] == "ok" and str(box.root) in checks["configuration"]["detail"]
 
     # A venv whose interpreter has gone (or that the user cannot run) is rebuilt;
     # this run also moves to PostgreSQL on this machine and migrates it.
@@ -184,11 +187,15 @@ def test_install_runs_doctor_through_the_launcher_and_repairs_its_venv(box):
     assert checks["migrations"]["status"] == "ok", checks["migrations"]
     assert "postgresql" in checks["configuration"]["detail"]
 
-    # Idempotent: a third run finds everything in place.
-    third = box.install("--create-database")
+    # Idempotent: a third run finds everything in place; with --systemd under
+    # --root it writes the units for the service user and starts nothing.
+    third = box.install("--create-database", mode="--systemd")
     assert third.returncode == 0, third.stdout + third.stderr
     assert "role present" in third.stdout and "database present" in third.stdout
     assert "rebuilding" not in third.stdout
+    assert "+ systemctl" not in third.stdout and "(--root: not enabled or started)" in third.stdout
+    worker_unit = (box.root / "etc/systemd/system/tourno-worker@.service").read_text()
+    assert f"\nUser={box.user}\n" in worker_unit and f"\nGroup={box.user}\n" in worker_unit
 
 
 def test_an_interpreter_the_service_user_cannot_run_is_refused(box):
