@@ -162,3 +162,31 @@ def test_keep_alive_pipelining_and_the_size_limits(server):
         assert time.monotonic() - started < READ_TIMEOUT
     finally:
         s.close()
+
+
+def test_one_thread_is_enough_for_slow_and_pipelining_clients(pg):
+    # One process, one thread: any client that held the thread would stall the rest.
+    server = start(pg.env(), "--workers", "1", "--threads", "1", "--read-timeout", str(READ_TIMEOUT))
+    held = []
+    try:
+        for _ in range(3):
+            s = connect(server.port)
+            # A whole request, then the start of a next one that never ends.
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nX-Slow: ")
+            held.append(s)
+        slow = connect(server.port)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        held.append(slow)
+        for s in held:
+            s.sendall(b"a")
+        assert timed_healthz(server.port) < 2
+        assert server.request("GET", "/api/v1/tournaments")[0] == 200
+        for s in held[:3]:
+            reply = read_reply(s)
+            assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:100]
+            assert b"HTTP/1.1 408 Request Timeout" in reply, reply[-300:]
+        assert read_reply(slow).startswith(b"HTTP/1.1 408 ")
+    finally:
+        for s in held:
+            s.close()
+        server.close()

@@ -28,6 +28,7 @@ Everything here is in the worker's main thread except :meth:`handle`.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import selectors
 import socket
@@ -137,13 +138,29 @@ class BufferingThreadWorker(ThreadWorker):
         self.keepalived_conns.remove(conn)
         self.start_reading(conn)
 
-    def start_reading(self, conn: TConn) -> None:
+    def start_reading(self, conn: TConn, already: bytes = b"") -> None:
         if self.cfg.is_ssl:
-            self.enqueue_req(conn)
+            super().enqueue_req(conn)
             return
         conn.sock.setblocking(False)
-        self.reading[conn] = PendingRequest(time.monotonic() + self.read_timeout)
+        pending = PendingRequest(time.monotonic() + self.read_timeout)
+        pending.buffer += already
+        self.reading[conn] = pending
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
+        if already:
+            self.consider(conn, pending)
+
+    def enqueue_req(self, conn: TConn) -> None:
+        # After a kept-alive response, gunicorn hands a connection straight
+        # back to a thread when bytes of a next (pipelined) request are left
+        # over; they may be only part of it, so the loop reads the rest.
+        if getattr(conn, "prebuffered", None) is None and conn.parser is not None and not self.cfg.is_ssl:
+            leftover = conn.parser.unreader.buf.getvalue()
+            if leftover:
+                conn.parser.unreader.buf = io.BytesIO()
+                self.start_reading(conn, leftover)
+                return
+        super().enqueue_req(conn)
 
     def on_request_bytes(self, conn: TConn, client: socket.socket) -> None:
         pending = self.reading[conn]
@@ -163,11 +180,15 @@ class BufferingThreadWorker(ThreadWorker):
             # connection is the keepalive timeout's business.
             pending.deadline = time.monotonic() + self.read_timeout
         pending.buffer += data
+        self.consider(conn, pending)
+
+    def consider(self, conn: TConn, pending: PendingRequest) -> None:
+        """Hand a complete request to a thread; refuse endless headers."""
         if pending.complete(self.max_body_bytes):
             self.stop_reading(conn)
             conn.prebuffered = bytes(pending.buffer)
             conn.data_ready = True
-            self.enqueue_req(conn)
+            super().enqueue_req(conn)
         elif pending.headers_too_large():
             self.stop_reading(conn)
             self.answer_and_close(conn, HEADERS_TOO_LARGE)
