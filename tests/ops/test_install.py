@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -54,6 +55,13 @@ def _skip_or_fail(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"required under CI=true: {reason}")
     pytest.skip(reason)
+
+
+def world_readable(path: Path) -> bool:
+    """Whether any user may read the directory ``path`` (and reach it)."""
+    if not path.stat().st_mode & stat.S_IROTH:
+        return False
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
 
 
 class Box:
@@ -111,8 +119,11 @@ def box() -> Iterator[Box]:
     reason = _why_not()
     if reason:
         _skip_or_fail(reason)
-    if not os.access(sysconfig.get_path("purelib"), os.R_OK):
-        _skip_or_fail("this virtualenv's site-packages is not readable")
+    for path in (Path(sysconfig.get_path("purelib")), ROOT):
+        if not world_readable(path):
+            _skip_or_fail(
+                f"{path} is not readable by other users, so the service user cannot import Tourno from it"
+            )
     # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700, and the
     # service user must reach the files.
     root = Path(tempfile.mkdtemp(prefix="tourno-install-", dir="/tmp"))
