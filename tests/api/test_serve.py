@@ -208,13 +208,16 @@ def test_sigterm_finishes_the_request_in_flight(pg):
             f"POST /api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
+        # A first request answered on the connection: the worker holds it
+        # (kept alive), so the next one is in flight from its first byte. The
+        # worker reads a request in full before a thread runs it (serve_worker).
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}\n'):
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
         sock.sendall(head + body[:10])
-        # The worker is inside the request once it holds a database connection
-        # (opened in before_request, before the body is read).
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not server_connections(pg):
-            assert time.monotonic() < deadline, "the worker never started the request"
-            time.sleep(0.02)
         server.proc.send_signal(signal.SIGTERM)
         server.wait_for_line("Handling signal: term")
         sock.sendall(body[10:])

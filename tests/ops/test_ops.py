@@ -79,6 +79,27 @@ def test_bin_dry_runs_print_the_steps():
     )
     assert deploy.returncode == 0, deploy.stderr
     assert deploy.stdout.splitlines() == ["+ tourno db migrate", "+ tourno queue restart"]
+    for manager, api, scheduler in (
+        ("systemd", "systemctl reload tourno-serve.service", "systemctl restart tourno-scheduler.service"),
+        (
+            "supervisor",
+            "supervisorctl signal HUP tourno:tourno-serve",
+            "supervisorctl restart tourno:tourno-scheduler",
+        ),
+    ):
+        deploy = subprocess.run(
+            [ROOT / "bin" / "deploy", "--dry-run", "--tourno", "tourno", "--manager", manager],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert deploy.returncode == 0, deploy.stderr
+        assert deploy.stdout.splitlines() == [
+            "+ tourno db migrate",
+            "+ tourno queue restart",
+            f"+ {api}",
+            f"+ {scheduler}",
+        ]
     install = subprocess.run(
         [ROOT / "bin" / "install", "--systemd", "--workers", "3", "--dry-run"],
         capture_output=True,
@@ -96,6 +117,92 @@ def test_bin_dry_runs_print_the_steps():
     )
     assert missing.returncode == 2
     assert "--systemd or --supervisor" in missing.stderr
+
+
+def test_hup_puts_new_code_into_service_without_dropping_a_request(tmp_path):
+    """What bin/deploy does to the API: SIGHUP to gunicorn's master. The new
+    workers run the code now on disk (a copy of the package, edited), while
+    a client keeps asking and never gets an error."""
+    import http.client
+    import json
+    import threading
+
+    code = tmp_path / "code"
+    shutil.copytree(ROOT / "tourno", code / "tourno", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOURNO_")}
+    env.update(TOURNO_DATABASE_URL=f"sqlite:///{tmp_path}/t.db", PYTHONPATH=str(code), PYTHONUNBUFFERED="1")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            tourno_cmd("serve", "--bind", f"127.0.0.1:{port}", "--workers", "2"),
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+
+    def healthz() -> dict | None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            assert response.status == 200, response.status
+            return json.loads(response.read())
+        finally:
+            conn.close()
+
+    def up() -> dict | None:
+        try:
+            return healthz()
+        except OSError:
+            return None
+
+    answers: list[dict] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        for _ in range(20_000):
+            if stop.is_set():
+                return
+            try:
+                answers.append(healthz())
+            except (OSError, AssertionError) as exc:
+                errors.append(repr(exc))
+
+    try:
+        assert wait_for(up, "the server", logs=log.read_text) == {"status": "ok"}
+        health = code / "tourno" / "api" / "health.py"
+        source = health.read_text()
+        assert 'jsonify({"status": "ok"})' in source
+        health.write_text(
+            source.replace('jsonify({"status": "ok"})', 'jsonify({"status": "ok", "code": "new"})')
+        )
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            wait_for(lambda: len(answers) > 10, "answers before the HUP", logs=log.read_text)
+            proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: answers and answers[-1].get("code") == "new", "the new code", logs=log.read_text)
+            seen = len(answers)
+            wait_for(lambda: len(answers) > seen + 10, "answers after the HUP", logs=log.read_text)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        assert errors == [], errors[:5]
+        assert proc.poll() is None, "the master must keep running (same PID for systemd and supervisord)"
+        # Old workers finish what they hold, then only the new code answers.
+        assert answers[0] == {"status": "ok"}
+        assert all(a.get("code") == "new" for a in answers[-10:]), answers[-10:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=40) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 # -- configuration files --------------------------------------------------------------

@@ -2,14 +2,30 @@
 
 gunicorn runs through its custom-application API, so supervisord and systemd
 start one command with Tourno's own settings. The master process creates the
-app (preloaded, so a bad setting fails once, at start) but opens no database
+app once (so a bad setting fails once, at start) but opens no database
 connection: each worker opens its own per request, and no socket crosses
 ``fork()``. SIGTERM is gunicorn's graceful stop: workers finish the requests
 in flight (up to ``--graceful-timeout``) and the command exits 0.
+
+Worker model: threads (gthread) with requests read in full by each worker's
+event loop before a thread takes them (:mod:`tourno.cli.serve_worker`), so
+slow clients cost no thread and one that never finishes its request gets
+408. Sync workers were stalled by two slow clients; gevent would need
+psycopg2 patched (psycogreen) and gives no bound on concurrent database
+connections. Each thread has its own peewee connection (peewee's state is
+per thread), opened and closed per request, so at most workers x threads
+connections per host.
+
+SIGHUP (``bin/deploy``) reloads without dropping a request: gunicorn starts
+new workers, then stops the old ones once their requests are done. Each new
+worker builds the app from the code on disk (:func:`fresh_app`), so a HUP is
+how new code goes into service.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +55,24 @@ def gunicorn_application(factory: Callable[[], Any], options: dict[str, Any]) ->
     return TournoServer()
 
 
+def fresh_app(env_file: str | None) -> Any:
+    """The app built from Tourno's code as it is on disk now; runs in each
+    new gunicorn worker. Workers fork from the master, which imported Tourno
+    when it started: its modules are dropped first, so a worker started by a
+    HUP after a deploy imports the new code, and reads the settings afresh
+    (the env file may have changed too). Other packages are not re-imported:
+    upgrading them needs a restart."""
+    for name in [n for n in sys.modules if n == "tourno" or n.startswith("tourno.")]:
+        del sys.modules[name]
+    from tourno.api import create_app
+    from tourno.config import Settings
+
+    env = dict(os.environ)
+    if env_file:
+        env["TOURNO_ENV_FILE"] = env_file
+    return create_app(Settings.from_env(env))
+
+
 @click.command("serve")
 @click.option(
     "--bind",
@@ -56,7 +90,21 @@ def gunicorn_application(factory: Callable[[], Any], options: dict[str, Any]) ->
     type=click.IntRange(min=1),
     default=30,
     show_default=True,
-    help="Seconds a request may take before its worker is restarted.",
+    help="Seconds a worker's event loop may stay silent before the master restarts it.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1, max=256),
+    default=4,
+    show_default=True,
+    help="Threads per worker: requests each worker runs at once (each with its own database connection).",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=10,
+    show_default=True,
+    help="Seconds from a request's first byte to its last; a slower request gets 408.",
 )
 @click.option(
     "--graceful-timeout",
@@ -73,6 +121,8 @@ def serve_command(
     bind: str | None,
     workers: int | None,
     timeout: int,
+    threads: int,
+    read_timeout: float,
     graceful_timeout: int,
     access_log: bool,
     dev: bool,
@@ -81,7 +131,8 @@ def serve_command(
 
     SIGTERM stops gracefully: requests in flight finish, then exit 0.
     """
-    from tourno.api import create_app
+    from tourno.api import MAX_BODY_BYTES, create_app
+    from tourno.cli.serve_worker import BufferingThreadWorker
 
     # Settings and logging only: the database is opened by the workers, per request.
     settings = app.setup(connect=False)
@@ -95,11 +146,17 @@ def serve_command(
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
-        # gunicorn's sync worker, answering the requests it refuses itself in JSON.
-        "worker_class": "tourno.api.worker.JsonErrorWorker",
+        # A class of its own per command: the worker reads its limits there.
+        "worker_class": type(
+            "TournoWorker",
+            (BufferingThreadWorker,),
+            {"read_timeout": read_timeout, "max_body_bytes": MAX_BODY_BYTES},
+        ),
+        "threads": threads,
         "timeout": timeout,
         "graceful_timeout": graceful_timeout,
-        "preload_app": True,
+        # Built in each worker (fresh_app), so a HUP loads new code.
+        "preload_app": False,
         "proc_name": "tourno-serve",
         "errorlog": "-",
         "accesslog": "-" if access_log else None,
@@ -108,7 +165,8 @@ def serve_command(
         "control_socket_disable": True,
     }
     try:
-        server = gunicorn_application(lambda: create_app(settings), options)
+        create_app(settings)  # a bad setting fails here, once, not in every worker
+        server = gunicorn_application(lambda: fresh_app(app.env_file), options)
     except Exception as exc:  # noqa: BLE001 - gunicorn raises plain exceptions for bad config
         fail(f"cannot start the server: {exc}", code=2)
     server.run()
