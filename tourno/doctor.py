@@ -37,7 +37,11 @@ PAUSED_TOO_LONG = dt.timedelta(hours=1)
 MAIL_LATE = dt.timedelta(minutes=15)
 #: Where the doctor looks for the process managers' settings (the repo's
 #: files, and where bin/install puts them).
-SUPERVISORD_CONF = ("supervisord.conf", "/etc/tourno/supervisord.conf")
+SUPERVISORD_CONF = (
+    "supervisord.conf",
+    "/etc/supervisor/conf.d/tourno.conf",  # bin/install --supervisor, for Debian's supervisor
+    "/etc/tourno/supervisord.conf",  # Tourno's own supervisord (older installs)
+)
 WORKER_UNITS = ("systemd/tourno-worker@.service", "/etc/systemd/system/tourno-worker@.service")
 
 

@@ -1,5 +1,5 @@
-"""The gunicorn worker of ``tourno serve``: a sync worker whose own refusals
-are in the API's JSON error shape.
+"""gunicorn's own refusals in the API's JSON error shape, for the worker of
+``tourno serve`` (:mod:`tourno.cli.serve_worker`).
 
 gunicorn answers a request it cannot parse (a request line over
 ``limit_request_line``, too many or too large headers, a bad chunk) itself,
@@ -11,11 +11,8 @@ already JSON (:mod:`tourno.api.errors`); this covers the rest.
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from gunicorn import util
 from gunicorn.http import errors as http_errors
-from gunicorn.workers.sync import SyncWorker
 
 from tourno.api.errors import HTTP_CODES, error_document
 
@@ -64,20 +61,3 @@ def response_bytes(status: int, reason: str, message: str) -> bytes:
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
-
-
-class JsonErrorWorker(SyncWorker):
-    """gunicorn's sync worker; only its answers to unparseable requests change."""
-
-    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
-        answer = refusal(exc)
-        if answer is None:
-            super().handle_error(req, client, addr, exc)
-            return
-        status, reason, message = answer
-        ip = addr[0] if addr else ""
-        self.log.warning("Invalid request from ip=%s: %s (%s)", ip, exc, status)
-        try:
-            util.write_nonblock(client, response_bytes(status, reason, message))
-        except OSError:
-            self.log.debug("Failed to send error message.")

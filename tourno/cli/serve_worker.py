@@ -209,7 +209,7 @@ class BufferingThreadWorker(ThreadWorker):
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
         # gunicorn's own refusals (414, 431, 400 ...) in the API's JSON shape,
-        # as tourno.api.worker.JsonErrorWorker answers them.
+        # built by tourno.api.worker.
         answer = refusal(exc)
         if answer is None:
             super().handle_error(req, client, addr, exc)
