@@ -185,7 +185,7 @@ def _dead_after(name: str, raw: str) -> float:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
-MAIL_TRANSPORTS = ("smtp", "console", "file")
+MAIL_TRANSPORTS = ("smtp", "console", "summary", "file")
 # "tls" is implicit TLS (usually port 465); "ssl" is accepted as another name for it.
 MAIL_SECURITY_MODES = ("none", "starttls", "tls", "ssl")
 

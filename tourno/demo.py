@@ -61,10 +61,14 @@ def seed_demo(now: dt.datetime | None = None, *, pace: float = 20.0) -> list[Tou
         ("Demo Cup (single elimination, starts when full)", "single_elimination", 8, None),
         ("Demo League (round robin, starts in 2 minutes)", "round_robin", 4, now + dt.timedelta(minutes=2)),
         ("Demo Swiss (starts when full)", "swiss", 6, None),
+        # Nobody ever reports: the deadline warning mail comes halfway through
+        # the match's 10 minutes, and the deadline job decides it at the end.
+        ("Demo Deadline (nobody reports: a warning, then a decision)", "single_elimination", 2, None),
     ]
     made = []
     for index, (name, fmt, size, starts_at) in enumerate(plans):
         sprint = index == 0
+        idle = index == len(plans) - 1
         t = services.create_tournament(
             organizer,
             name=name,
@@ -72,7 +76,7 @@ def seed_demo(now: dt.datetime | None = None, *, pace: float = 20.0) -> list[Tou
             format=fmt,
             capacity=size,
             starts_at=starts_at,
-            settings={"demo": True, "demo_always_report": sprint},
+            settings={"demo": True, "demo_always_report": sprint, "demo_never_report": idle},
             report_mode="single_report" if sprint else "both_agree",
             now=now,
             **RULES,
@@ -107,9 +111,21 @@ def play_demo_round(rng: random.Random, now: dt.datetime | None = None) -> bool:
     return bool(live)
 
 
+#: What ``tourno up --demo`` prints: when each demo moment comes, in minutes
+#: from the start (the periodic tasks run every minute in the demo).
+TIMELINE = (
+    "0-1 min: Demo Sprint, Cup, Swiss and Deadline fill up and start; the Sprint plays itself to the end",
+    "2-3 min: Demo League starts at its start time",
+    "~5 min: a deadline warning mail for the Demo Deadline match (nobody reports in it)",
+    "~10 min: the deadline job decides the Demo Deadline match, and others left unplayed",
+)
+
+
 def _act(t: Tournament, m: Match, rng: random.Random, now: dt.datetime) -> None:
     if m.player1_id is None or m.player2_id is None:
         return
+    if (t.settings or {}).get("demo_never_report"):
+        return  # left to the deadline warning and the deadline job
     one, two = (User.get_by_id(Participant.get_by_id(p).user_id) for p in (m.player1_id, m.player2_id))
     roll = rng.random()
     if (t.settings or {}).get("demo_always_report"):
@@ -119,14 +135,17 @@ def _act(t: Tournament, m: Match, rng: random.Random, now: dt.datetime) -> None:
             reported = MatchReport.get(MatchReport.match == m.id, MatchReport.superseded_at.is_null(True))
             confirmer = two if reported.participant_id == m.player1_id else one
             services.confirm_result(m, confirmer, now=now)
+            log.info("demo: %s confirms %s in %s", confirmer.display_name, m.identifier, t.name)
         return
     if roll < 0.35:
         a, b = rng.choice(
             [(2, 0), (2, 1), (0, 2), (1, 2)] + ([(1, 1)] if t.format.value != "single_elimination" else [])
         )
         services.report_result(m, one, player1_score=a, player2_score=b, now=now)
+        log.info("demo: %s reports %s-%s in %s of %s", one.display_name, a, b, m.identifier, t.name)
     elif roll < 0.45:
         services.claim_forfeit(m, two, now=now)
+        log.info("demo: %s claims a forfeit in %s of %s", two.display_name, m.identifier, t.name)
     # else: nobody does anything this time; the deadline job will, eventually.
 
 

@@ -112,14 +112,15 @@ def _production_settings(settings: Settings, search_dir: Path) -> list[Check]:
     printed to the console, links to localhost, no secret key."""
     demo = is_local_demo(search_dir)
     checks = []
-    if settings.mail_transport == "console":
+    if settings.mail_transport in ("console", "summary"):
+        kind = settings.mail_transport
         checks.append(
-            Check("mail transport", OK, "console (tourno up: the local demo)")
+            Check("mail transport", OK, f"{kind} (tourno up: the local demo)")
             if demo
             else Check(
                 "mail transport",
                 WARN,
-                "console: emails are printed to the worker's log, nobody receives them",
+                f"{kind}: emails are printed to the worker's log, nobody receives them",
                 "set TOURNO_MAIL_TRANSPORT=smtp and TOURNO_MAIL_HOST/_PORT/_SECURITY/_USERNAME/_PASSWORD",
             )
         )

@@ -99,6 +99,30 @@ def test_health_and_readiness(api):
     }
 
 
+def test_the_root_is_a_map_and_mail_links_lead_to_the_api(api, organizer):
+    from tourno.tournaments import services
+
+    site = api.client  # paths at the site's root, not under /api/v1
+    index = site.get("/")
+    assert index.status_code == 200
+    links = index.get_json()["links"]
+    assert links["openapi"] == "/api/v1/openapi.json" and links["health"] == "/healthz"
+    for name, path in links.items():
+        # The dashboard says it needs TOURNO_SECRET_KEY (503), or asks for a login.
+        assert site.get(path).status_code in ((302, 503) if name == "dashboard" else (200,)), path
+    t = services.create_tournament(
+        organizer, name="Linked", game="Chess", format="single_elimination", capacity=4
+    )
+    services.publish(t, organizer)
+    followed = site.get(f"/tournaments/{t.id}")
+    assert followed.status_code == 302 and followed.headers["Location"].endswith(
+        f"/api/v1/tournaments/{t.id}"
+    )
+    assert site.get(followed.headers["Location"]).get_json()["tournament"]["name"] == "Linked"
+    assert site.get("/matches/99999").headers["Location"].endswith("/api/v1/matches/99999")
+    assert site.get("/tournaments/0").status_code == 404  # the id converter's rule holds here too
+
+
 def test_readiness_fails_while_a_migration_is_pending(sqlite):
     app = create_app(sqlite.settings, init_database=False)
     last = sqlite.scalar("SELECT name FROM schema_migrations ORDER BY id DESC LIMIT 1")

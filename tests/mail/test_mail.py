@@ -30,7 +30,7 @@ from tourno.accounts.models import User
 from tourno.buckets import RateBucket, TokenBucket, bucket_capacity, refill
 from tourno.cli import main
 from tourno.config import ConfigError, Settings
-from tourno.mail import message, store, templates
+from tourno.mail import message, store, templates, transports
 from tourno.mail.drain import backoff_seconds, drain
 from tourno.mail.models import CHECKS, EmailOutbox, EmailStatus, EmailSuppression
 from tourno.mail.transports import ConsoleTransport, FileTransport, SMTPTransport, TemporaryMailError
@@ -689,6 +689,33 @@ def test_console_transport_prints_the_message(capsys):
     out = capsys.readouterr().out
     assert "To: b@example.com" in out
     assert "Subject: Tourno test message" in out
+
+
+def test_summary_transport_prints_one_line_and_keeps_the_whole_message(tmp_path, capsys):
+    transport = transports.from_settings(
+        Settings(mail_transport="summary", mail_file_dir=str(tmp_path / "m"))
+    )
+    message_id = transport.send(_message("c@example.com"))
+    (path,) = (tmp_path / "m").iterdir()
+    out = capsys.readouterr().out
+    assert out == f"email to c@example.com: Tourno test message ({path})\n"
+    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert str(parsed["Message-ID"]).strip("<>") == message_id
+    assert str(parsed["Subject"]) == "Tourno test message" and parsed.get_body(("plain",)) is not None
+
+
+def test_tourno_up_defaults_to_summary_mail_in_an_absolute_folder(tmp_path):
+    from tourno.cli.up import child_environment
+
+    env = child_environment({}, tmp_path, demo=True)
+    assert (env["TOURNO_MAIL_TRANSPORT"], env["TOURNO_MAIL_FILE_DIR"]) == (
+        "summary",
+        str(tmp_path / "tourno-mail"),
+    )
+    mine = child_environment(
+        {"TOURNO_MAIL_TRANSPORT": "smtp", "TOURNO_MAIL_FILE_DIR": "out"}, tmp_path, demo=False
+    )
+    assert (mine["TOURNO_MAIL_TRANSPORT"], mine["TOURNO_MAIL_FILE_DIR"]) == ("smtp", str(tmp_path / "out"))
 
 
 def test_smtp_transport_reports_a_refused_connection_as_temporary():

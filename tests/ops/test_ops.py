@@ -606,6 +606,13 @@ def test_up_demo_runs_everything_and_ctrl_c_stops_it_cleanly(short_tmp):
         ).stdout
         pids = [int(p) for p in re.findall(r"RUNNING\s+pid (\d+)", status)]
         assert len(pids) == 3, status
+        banner = log.read_text(errors="replace")
+        assert "Demo timeline:" in banner and "Demo Deadline" in banner
+        # The hint names a supervisorctl that exists (a virtualenv's is rarely on PATH).
+        (hint,) = re.findall(r"Processes: (\S+)", banner)
+        assert Path(hint).is_file() or hint == sys.executable, hint
+        # Mail is one line each, the messages kept as files; never whole messages in the output.
+        assert "-------------------- email" not in banner
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         try:

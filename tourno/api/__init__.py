@@ -30,7 +30,15 @@ API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 1024 * 1024
 
 #: Endpoints that run without a database connection of the request's own.
-NO_DATABASE = {"health.healthz", "health.readyz", "openapi.document_view", "static"}
+NO_DATABASE = {
+    "health.healthz",
+    "health.readyz",
+    "openapi.document_view",
+    "static",
+    "index.index",
+    "index.tournament_link",
+    "index.match_link",
+}
 
 
 class IdConverter(IntegerConverter):
@@ -55,6 +63,7 @@ def create_app(
         auth,
         errors,
         health,
+        index,
         matches,
         metrics,
         openapi,
@@ -82,6 +91,8 @@ def create_app(
     app.teardown_request(_close_connection)
 
     app.register_blueprint(health.bp)
+    # "/" and the paths mail links use, when no front-end answers them.
+    app.register_blueprint(index.bp)
     # At the root, where Prometheus looks by default.
     app.register_blueprint(metrics.bp)
     # At the site's root, where TOURNO_APP_URL's links in bulk mail point.

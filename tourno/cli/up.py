@@ -113,7 +113,12 @@ def up_command(
     if print_config:
         click.echo(text, nl=False)
         return
-    for key in ("TOURNO_DATABASE_URL", "TOURNO_MAIL_TRANSPORT", "TOURNO_SCHEDULE_FREQUENCIES"):
+    for key in (
+        "TOURNO_DATABASE_URL",
+        "TOURNO_MAIL_TRANSPORT",
+        "TOURNO_MAIL_FILE_DIR",
+        "TOURNO_SCHEDULE_FREQUENCIES",
+    ):
         if key in env:
             os.environ[key] = env[key]
     app.reload_settings()  # with the values above
@@ -137,17 +142,31 @@ def up_command(
     home.mkdir(parents=True, exist_ok=True)
     conf = home / "supervisord.conf"
     conf.write_text(text, encoding="utf-8")
-    app.console.print(
-        f"Tourno: API on http://{bind}, {workers} worker(s), scheduler; "
-        f"database {settings.database_url}.\n"
-        f"Processes: supervisorctl -c {conf} status    Stop: Ctrl-C"
-    )
+    lines = [
+        f"Tourno: API on http://{bind} (dashboard at /admin), {workers} worker(s), scheduler; "
+        f"database {settings.database_url}.",
+    ]
+    if env["TOURNO_MAIL_TRANSPORT"] == "summary":
+        lines.append(f"Mail: one line each below, the messages in {env['TOURNO_MAIL_FILE_DIR']}.")
+    if demo:
+        from tourno.demo import TIMELINE
+
+        lines += ["Demo timeline:", *(f"  {line}" for line in TIMELINE)]
+    lines.append(f"Processes: {supervisorctl_command()} -c {conf} status    Stop: Ctrl-C")
+    app.console.print("\n".join(lines))
     sys.stdout.flush()
     argv = [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)]
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as exc:
         fail(f"cannot start supervisord: {exc}")
+
+
+def supervisorctl_command() -> str:
+    """How to reach supervisorctl from this install: the script next to this
+    Python (a virtualenv's bin/, rarely on PATH), else through Python."""
+    script = Path(sys.executable).parent / "supervisorctl"
+    return str(script) if script.is_file() else f"{sys.executable} -m supervisor.supervisorctl"
 
 
 def child_environment(env: dict[str, str], cwd: Path, *, demo: bool) -> dict[str, str]:
@@ -160,7 +179,10 @@ def child_environment(env: dict[str, str], cwd: Path, *, demo: bool) -> dict[str
     if url.startswith(prefix) and not url[len(prefix) :].startswith("/") and url[len(prefix) :] != ":memory:":
         url = prefix + str(cwd / url[len(prefix) :])
     env["TOURNO_DATABASE_URL"] = url
-    env.setdefault("TOURNO_MAIL_TRANSPORT", "console")
+    # One line per mail in the output, each message kept whole as a file.
+    env.setdefault("TOURNO_MAIL_TRANSPORT", "summary")
+    mail_dir = Path(env.get("TOURNO_MAIL_FILE_DIR", "").strip() or "tourno-mail")
+    env["TOURNO_MAIL_FILE_DIR"] = str(mail_dir if mail_dir.is_absolute() else cwd / mail_dir)
     if demo:
         from tourno.demo import FREQUENCIES
 

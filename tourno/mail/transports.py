@@ -297,6 +297,29 @@ class FileTransport(Transport):
         return message_id
 
 
+class SummaryTransport(FileTransport):
+    """One line per message on stdout (to, subject, file), the whole message
+    kept as a file as :class:`FileTransport` does: ``tourno up``'s default,
+    where full messages (fifty lines each, hundreds of them) would drown
+    everything else the processes print."""
+
+    name = "summary"
+
+    def __init__(self, directory: str | os.PathLike[str], stream: TextIO | None = None) -> None:
+        super().__init__(directory)
+        self._stream = stream
+
+    def send(self, message: EmailMessage) -> str:
+        message_id = super().send(message)
+        safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in message_id)
+        stream = self._stream or sys.stdout
+        line = f"email to {message['To']}: {message['Subject']} ({self.directory / f'{safe}.eml'})\n"
+        with ConsoleTransport._lock:
+            stream.write(line)
+            stream.flush()
+        return message_id
+
+
 def from_settings(settings: Settings) -> Transport:
     """The transport ``TOURNO_MAIL_TRANSPORT`` names, configured."""
     if settings.mail_transport == "smtp":
@@ -310,6 +333,8 @@ def from_settings(settings: Settings) -> Transport:
         )
     if settings.mail_transport == "file":
         return FileTransport(settings.mail_file_dir)
+    if settings.mail_transport == "summary":
+        return SummaryTransport(settings.mail_file_dir)
     return ConsoleTransport()
 
 
