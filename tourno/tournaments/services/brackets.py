@@ -43,7 +43,6 @@ from tourno.tournaments.formats import (
 )
 from tourno.tournaments.models import (
     Match,
-    MatchEvent,
     MatchEventType,
     MatchState,
     Participant,
@@ -53,7 +52,7 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentFormat,
 )
-from tourno.tournaments.services.common import CHUNK
+from tourno.tournaments.services.common import CHUNK, add_events
 from tourno.tournaments.services.notify import mail_match_ready
 
 NOBODY = 0  # a slot resolved to nobody (a bye, or the loser of a bye)
@@ -304,6 +303,6 @@ def write_opened(
         }
         for row in rows
     ]
-    insert_rows(MatchEvent, events)
+    add_events(events)
 
     mail_match_ready(t, rows, entries, round_names, now)

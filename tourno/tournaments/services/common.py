@@ -7,13 +7,27 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
+
+import peewee
 
 from tourno import db as tdb
 from tourno.accounts.models import Role, User
 from tourno.db import write_transaction
+from tourno.mail.models import EmailOutbox
+from tourno.mail.store import enqueue_emails
 from tourno.tournaments.errors import InvalidState, NotFound, PermissionDenied
-from tourno.tournaments.models import Match, MatchEvent, MatchEventType, Tournament, TournamentState
+from tourno.tournaments.models import (
+    Match,
+    MatchEvent,
+    MatchEventType,
+    Participant,
+    Round,
+    Tournament,
+    TournamentState,
+)
 
 # Rows per INSERT: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 CHUNK = 500
@@ -27,10 +41,66 @@ def key_of(obj: Any) -> int:
     return obj if isinstance(obj, int) else obj.id
 
 
+@dataclass
+class Pending:
+    """The append-only rows of one locked write (match events, outbox mail),
+    held until its end and written then in one multi-row INSERT each (on
+    PostgreSQL in one statement for both): a decision that opens the next
+    match writes four events and four emails in one statement, not eight."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    mails: list[dict[str, Any]] = field(default_factory=list)
+
+    def flush(self) -> None:
+        events, mails = self.events, self.mails
+        self.events, self.mails = [], []
+        if events and mails and tdb.is_postgres() and len(events) <= CHUNK and len(mails) <= CHUNK:
+            # tourno_write_log: both inserts in one round trip. They are
+            # independent (neither reads the other's table), which is what a
+            # data-modifying WITH needs: both run to completion on one snapshot.
+            ctx = tdb.database.get_sql_context()
+            ev_sql, ev_params = ctx.sql(MatchEvent.insert_many(events).returning(MatchEvent.id)).query()
+            ctx = tdb.database.get_sql_context()
+            mail_sql, mail_params = ctx.sql(EmailOutbox.insert_many(mails).on_conflict_ignore()).query()
+            tdb.database.execute_sql(f"WITH ev AS ({ev_sql}) {mail_sql}", [*ev_params, *mail_params])
+            return
+        for batch in peewee.chunked(events, CHUNK):
+            MatchEvent.insert_many(batch).execute()
+        enqueue_emails(mails, CHUNK)
+
+
+_pending: ContextVar[Pending | None] = ContextVar("tourno_pending_writes", default=None)
+
+
+def pending() -> Pending | None:
+    """The open locked write's held rows, or None outside one (write at once)."""
+    return _pending.get()
+
+
+def add_events(rows: list[dict[str, Any]]) -> None:
+    """Match event rows: held for the end of the locked write, or written now."""
+    held = pending()
+    if held is not None:
+        held.events.extend(rows)
+        return
+    for batch in peewee.chunked(rows, CHUNK):
+        MatchEvent.insert_many(batch).execute()
+
+
+def add_mails(rows: list[dict[str, Any]]) -> None:
+    """Outbox rows (``outbox_row``): held for the end of the locked write, or written now."""
+    held = pending()
+    if held is not None:
+        held.mails.extend(rows)
+        return
+    enqueue_emails(rows, CHUNK)
+
+
 @contextmanager
-def locked_tournament(tournament: Tournament | int) -> Iterator[Tournament]:
+def locked_tournament(tournament: Tournament | int, *, of_match: int | None = None) -> Iterator[Tournament]:
     """A write transaction holding the tournament's row lock, yielding the
-    tournament as it is now (not as the caller last read it).
+    tournament as it is now (not as the caller last read it); with
+    ``of_match``, the tournament of that match (``tournament`` is then ignored).
 
     Every change to a tournament's registrations runs under this lock, so
     ``participants_count`` and ``full_since`` can never race (no overbooking).
@@ -38,39 +108,112 @@ def locked_tournament(tournament: Tournament | int) -> Iterator[Tournament]:
 
     Every change to a tournament's rows (its participants, matches, reports)
     runs under this lock too, which makes the tournament row a reliable data
-    version: on PostgreSQL a body that ends normally always leaves the row
-    rewritten, so its ``xmin`` is new and the API's response cache
-    (``tourno.api.cache``) misses. ``version`` stays the services' own count of
-    changes to the tournament itself.
+    version: on PostgreSQL the lock is taken by a no-op UPDATE, which writes a
+    new row version (a new ``xmin``) in the same statement that reads the row,
+    so the API's response cache (``tourno.api.cache``) misses once this commits.
+    ``version`` stays the services' own count of changes to the tournament itself.
+
+    The match events and mail the body writes are held and written at its end
+    (:class:`Pending`); a nested call shares the outer one's.
     """
+    target: Any = (
+        Match.select(Match.tournament).where(Match.id == of_match)
+        if of_match is not None
+        else key_of(tournament)
+    )
     with write_transaction():
-        query = Tournament.select().where(Tournament.id == key_of(tournament))
-        postgres = tdb.is_postgres()
-        if postgres:
-            query = query.for_update()
-        found = query.get_or_none()
+        if tdb.is_postgres():
+            # tourno_lock_tournament: the UPDATE waits for the row lock and then
+            # returns the row's newest version (READ COMMITTED re-reads it).
+            query: Any = (
+                Tournament.update(version=Tournament.version)
+                .where(Tournament.id == target)
+                .returning(Tournament)
+            )
+            found = next(iter(query.execute()), None)
+        else:
+            found = Tournament.select().where(Tournament.id == target).first()
         if found is None:
-            raise NotFound(f"no tournament {key_of(tournament)}")
-        version = found.version
-        yield found
-        if postgres:
-            # A no-op UPDATE still writes a new row version (a new xmin). Skipped
-            # when the service bumped ``version``: it rewrote the row already.
-            Tournament.update(version=Tournament.version).where(
-                Tournament.id == found.id, Tournament.version == version
-            ).execute()
+            raise NotFound(f"no match {of_match}" if of_match is not None else f"no tournament {target}")
+        outer = pending()
+        if outer is not None:
+            mark = (len(outer.events), len(outer.mails))
+            try:
+                yield found
+            except BaseException:
+                del outer.events[mark[0] :], outer.mails[mark[1] :]
+                raise
+            return
+        held = Pending()
+        token = _pending.set(held)
+        try:
+            yield found
+            held.flush()
+        finally:
+            _pending.reset(token)
 
 
 @contextmanager
 def locked_match(match: Match | int) -> Iterator[tuple[Tournament, Match]]:
     """:func:`locked_tournament` for the match's tournament (one writer per
-    tournament), yielding it and the match as it is now; NotFound for no match."""
+    tournament), yielding it and the match as it is now, read after the lock
+    with both players and their users (see :func:`entries_of`); NotFound for no match."""
     mid = key_of(match)
-    found = Match.select(Match.id, Match.tournament).where(Match.id == mid).first()
-    if found is None:
-        raise NotFound(f"no match {mid}")
-    with locked_tournament(found.tournament_id) as t:
-        yield t, Match.get_by_id(mid)
+    with locked_tournament(mid, of_match=mid) as t:
+        found = read_match(mid)
+        if found is None:
+            raise NotFound(f"no match {mid}")
+        yield t, found
+
+
+def read_match(mid: int, *, with_round: bool = False) -> Match | None:
+    """The match with its players and their users (and its round), in one query."""
+    p1, u1, p2, u2 = Participant.alias(), User.alias(), Participant.alias(), User.alias()
+    query = (
+        Match.select(Match, p1, u1, p2, u2, *([Round] if with_round else []))
+        .join(p1, peewee.JOIN.LEFT_OUTER, on=(Match.player1 == p1.id), attr="_entry1")
+        .join(u1, peewee.JOIN.LEFT_OUTER, on=(p1.user == u1.id), attr="user")
+        .switch(Match)
+        .join(p2, peewee.JOIN.LEFT_OUTER, on=(Match.player2 == p2.id), attr="_entry2")
+        .join(u2, peewee.JOIN.LEFT_OUTER, on=(p2.user == u2.id), attr="user")
+        .where(Match.id == mid)
+    )
+    if with_round:
+        query = query.switch(Match).join(Round, on=(Match.round == Round.id))
+    found: Match | None = query.first()
+    if found is not None:
+        entries = {
+            e.id: e for e in (found.__dict__.pop("_entry1", None), found.__dict__.pop("_entry2", None)) if e
+        }
+        remember_entries(found, entries)
+    return found
+
+
+def remember_entries(m: Match, entries: dict[int, Participant]) -> None:
+    """Keep the participants (with their users) read with ``m`` on it."""
+    m.__dict__["_entries"] = entries
+
+
+def entries_of(m: Match) -> dict[int, Participant] | None:
+    """The participants read with ``m`` (id -> participant with its user),
+    when they are those of its present slots; None when not known."""
+    known: dict[int, Participant] | None = m.__dict__.get("_entries")
+    if known is None:
+        return None
+    if not all(p in known for p in (m.player1_id, m.player2_id) if p):
+        return None
+    return known
+
+
+def read_entries(m: Match) -> dict[int, Participant]:
+    """Every participant read with ``m``, whether or not still in its slots."""
+    known: dict[int, Participant] = m.__dict__.get("_entries", {})
+    return known
+
+
+def forget_entries(m: Match) -> None:
+    """The participants read with ``m`` changed (a status): read them again when needed."""
+    m.__dict__.pop("_entries", None)
 
 
 def can_manage(actor: User, tournament: Tournament) -> bool:
@@ -114,14 +257,18 @@ def record_event(
     payload: dict[str, Any],
     now: dt.datetime,
 ) -> None:
-    """One row of the match's audit log."""
-    MatchEvent.create(
-        match=m.id,
-        tournament=t.id,
-        actor_user=actor.id if actor is not None else None,
-        type=kind,
-        payload=payload,
-        created_at=now,
+    """One row of the match's audit log (held for the end of the locked write)."""
+    add_events(
+        [
+            {
+                "match": m.id,
+                "tournament": t.id,
+                "actor_user": actor.id if actor is not None else None,
+                "type": kind,
+                "payload": payload,
+                "created_at": now,
+            }
+        ]
     )
 
 

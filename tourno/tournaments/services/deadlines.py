@@ -34,7 +34,7 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentState,
 )
-from tourno.tournaments.services.common import epoch, locked_match, save_tournament, touch
+from tourno.tournaments.services.common import epoch, forget_entries, locked_match, save_tournament, touch
 from tourno.tournaments.services.lifecycle import cancel_tournament
 from tourno.tournaments.services.notify import mail_organizer
 from tourno.tournaments.services.progress import active_reports, complete_match, mark_disputed, set_deadline
@@ -135,6 +135,7 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str, Any])
                 Participant.status == ParticipantStatus.REGISTERED,
                 Participant.no_show_count >= limit,
             ).execute()
+            forget_entries(m)  # a player may just have been dropped
         complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT
 
@@ -145,6 +146,7 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str, Any])
         Participant.update(status=ParticipantStatus.DISQUALIFIED, version=Participant.version + 1).where(
             Participant.id.in_(ids), Participant.status == ParticipantStatus.REGISTERED
         ).execute()
+        forget_entries(m)
         decision = Decision(winner=None, loser=None, result_type=ResultType.DOUBLE_FORFEIT)
         complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT

@@ -16,6 +16,8 @@ import datetime as dt
 import logging
 from typing import Any
 
+import peewee
+
 from tourno.accounts.models import User
 from tourno.mail.models import EmailPriority
 from tourno.tournaments.decisions import (
@@ -58,7 +60,18 @@ from tourno.tournaments.services.brackets import (
     warn_at_for,
     write_opened,
 )
-from tourno.tournaments.services.common import MANAGING, epoch, record_event, save_tournament, touch
+from tourno.tournaments.services.common import (
+    MANAGING,
+    entries_of,
+    epoch,
+    forget_entries,
+    read_entries,
+    read_match,
+    record_event,
+    remember_entries,
+    save_tournament,
+    touch,
+)
 from tourno.tournaments.services.notify import (
     entries_with_users,
     mail_organizer,
@@ -92,10 +105,7 @@ def complete_match(
 ) -> None:
     """Decide ``m`` and set off everything that follows, in the caller's transaction."""
     write_decision(m, decision, now)
-    for report in active_reports(m).values():
-        agrees = report.kind != ReportKind.DISPUTE and report.winner_participant_id == decision.winner
-        report.status = ReportStatus.ACCEPTED if agrees else ReportStatus.REJECTED
-        report.save()
+    settle_reports(m, decision)
     record_event(t, m, actor, event_type, {**payload, **decision.payload()}, now)
     mail_players(
         t,
@@ -114,6 +124,30 @@ def complete_match(
         now=now,
     )
     _after_decision(t, m, actor, now)
+
+
+def settle_reports(m: Match, decision: Decision) -> None:
+    """Each live report of the decided ``m`` is accepted (it states the
+    decision's winner) or rejected, all in one UPDATE."""
+    reports = active_reports(m)
+    if not reports:
+        return
+    accepted = [
+        r.id
+        for r in reports.values()
+        if r.kind != ReportKind.DISPUTE and r.winner_participant_id == decision.winner
+    ]
+    ids = [r.id for r in reports.values()]
+    for r in reports.values():
+        r.status = ReportStatus.ACCEPTED if r.id in accepted else ReportStatus.REJECTED
+    if len(accepted) in (0, len(ids)):
+        status: Any = (ReportStatus.ACCEPTED if accepted else ReportStatus.REJECTED).value
+    else:
+        status = peewee.Case(
+            None, [(MatchReport.id.in_(accepted), ReportStatus.ACCEPTED.value)], ReportStatus.REJECTED.value
+        )
+    MatchReport.update(status=status).where(MatchReport.id.in_(ids)).execute()
+    remember_reports(m, {})
 
 
 def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
@@ -136,16 +170,20 @@ def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
 def _after_decision(t: Tournament, m: Match, actor: User | None, now: dt.datetime) -> None:
     opened: list[Match] = []
     touched_rounds = {m.round_id}
+    waiting = False  # a match is known to be still undecided
     if t.format in LEAGUES:
         finished = advance_league(t, actor, now, opened)
     else:
-        touched_rounds |= propagate(t, m, now, opened, actor)
+        rounds, waiting = propagate(t, m, now, opened, actor)
+        touched_rounds |= rounds
         finished = False
     open_matches(t, opened, actor, now)
     close_rounds(touched_rounds, now)
     if t.format not in LEAGUES:
-        finished = (
-            not Match.select().where(Match.tournament == t.id, Match.state != MatchState.COMPLETE).exists()
+        finished = not (
+            waiting
+            or opened
+            or Match.select().where(Match.tournament == t.id, Match.state != MatchState.COMPLETE).exists()
         )
     if finished and t.state in MANAGING:
         complete_tournament(t, now)
@@ -153,12 +191,18 @@ def _after_decision(t: Tournament, m: Match, actor: User | None, now: dt.datetim
 
 def propagate(
     t: Tournament, first: Match, now: dt.datetime, opened: list[Match], actor: User | None
-) -> set[int]:
+) -> tuple[set[int], bool]:
     """Move the winner (and, double elimination, the loser) of ``first`` on.
     A next match with two players opens; one with a single player (the other
     slot a placeholder, or a player already out) is decided at once and moves
-    on in turn (``plan``'s walkover rule). Returns the rounds touched."""
+    on in turn (``plan``'s walkover rule). Returns the rounds touched and
+    whether a next match was left waiting for its other player.
+
+    Each next match is read once (with its round) and written once: waiting,
+    decided (a walkover) or, by :func:`open_matches`, opened."""
     touched: set[int] = set()
+    eliminated: list[int] = []
+    waiting: set[int] = set()  # next matches left for their other player
     todo = [first]
     while todo:
         done = todo.pop()
@@ -171,9 +215,7 @@ def propagate(
             loser_goes_on = False
         for pid in (done.player1_id, done.player2_id):
             if pid and pid != done.winner_id and not (pid == loser and loser_goes_on):
-                Participant.update(eliminated_at=now).where(
-                    Participant.id == pid, Participant.eliminated_at.is_null(True)
-                ).execute()
+                eliminated.append(pid)
         targets = [
             (done.winner_to_id, done.winner_to_slot, done.winner_id or NOBODY),
             (done.loser_to_id, done.loser_to_slot, loser if loser_goes_on else NOBODY),
@@ -181,7 +223,9 @@ def propagate(
         for target_id, slot, pid in targets:
             if target_id is None:
                 continue
-            nxt = Match.get_by_id(target_id)
+            nxt = read_match(target_id, with_round=True)
+            if nxt is None:
+                raise InvalidState(f"match {done.id} feeds a match {target_id} that is not there")
             if nxt.state != MatchState.PENDING:
                 log.error(
                     "match %s: next match %s is %s, not pending; left alone", done.id, nxt.id, nxt.state
@@ -190,22 +234,33 @@ def propagate(
             setattr(nxt, f"player{slot}", pid or None)
             setattr(nxt, f"player{slot}_is_bye", pid == NOBODY)
             touch(nxt, now)
-            nxt.save()
             filled = [
                 nxt.player1_id or (NOBODY if nxt.player1_is_bye else None),
                 nxt.player2_id or (NOBODY if nxt.player2_is_bye else None),
             ]
             if None in filled:
+                nxt.save()
+                waiting.add(nxt.id)
                 continue
+            waiting.discard(nxt.id)  # filled later in the same chain
             present = [p for p in filled if p]
+            # Its players: the one read with it and the one moving in, read with ``done``.
+            known = read_entries(nxt) | read_entries(done)
+            if not all(p in known for p in present):
+                known = entries_with_users(present)
+            remember_entries(nxt, {p: known[p] for p in present})
             statuses = statuses_of(nxt)
             if len(present) == 2 and not any(statuses.get(p) in OUT for p in present):
-                opened.append(nxt)
+                opened.append(nxt)  # saved, with the slot, when opened
                 continue
             write_decision(nxt, forfeit_decision(nxt, statuses), now)
             record_event(t, nxt, actor, MatchEventType.WALKOVER, {"from": done.id}, now)
             todo.append(nxt)
-    return touched
+    if eliminated:
+        Participant.update(eliminated_at=now).where(
+            Participant.id.in_(eliminated), Participant.eliminated_at.is_null(True)
+        ).execute()
+    return touched, bool(waiting)
 
 
 def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: dt.datetime) -> None:
@@ -215,14 +270,19 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
         return
     deadline_at, warn_at = match_deadline(t, now)
     rows = []
+    plain: list[int] = []  # matches with no change but the opening: one UPDATE for all
     for m in matches:
+        changed = set(m.dirty_fields) - {Match.version, Match.updated_at}
         m.state = MatchState.OPEN
         m.opened_at = now
         m.deadline_at = deadline_at
         m.warn_at = warn_at
         m.deadline_warning_sent_at = None
         touch(m, now)
-        m.save()
+        if changed:
+            m.save()
+        else:
+            plain.append(m.id)
         rows.append(
             {
                 "id": m.id,
@@ -233,23 +293,45 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
                 "deadline_at": deadline_at,
             }
         )
+    if plain:
+        Match.update(
+            state=MatchState.OPEN,
+            opened_at=now,
+            deadline_at=deadline_at,
+            warn_at=warn_at,
+            deadline_warning_sent_at=None,
+            version=Match.version + 1,
+            updated_at=now,
+        ).where(Match.id.in_(plain)).execute()
+    # The rounds read with the matches (propagation joins them) need no second read.
+    known = {m.round_id: m.__rel__["round"] for m in matches if "round" in m.__rel__}
     round_ids = {m.round_id for m in matches}
-    Round.update(state=RoundState.OPEN, opened_at=now).where(
-        Round.id.in_(list(round_ids)), Round.state == RoundState.PENDING
-    ).execute()
-    names = {r.id: r.name for r in Round.select(Round.id, Round.name).where(Round.id.in_(list(round_ids)))}
-    entries = entries_with_users({p for row in rows for p in (row["player1"], row["player2"])})
+    if any(rid not in known or known[rid].state == RoundState.PENDING for rid in round_ids):
+        Round.update(state=RoundState.OPEN, opened_at=now).where(
+            Round.id.in_(list(round_ids)), Round.state == RoundState.PENDING
+        ).execute()
+    names = {rid: r.name for rid, r in known.items()}
+    if round_ids - set(names):
+        missing = list(round_ids - set(names))
+        names |= {r.id: r.name for r in Round.select(Round.id, Round.name).where(Round.id.in_(missing))}
+    entries: dict[int, Participant] = {}
+    for m in matches:
+        entries |= entries_of(m) or {}
+    unknown = {p for row in rows for p in (row["player1"], row["player2"])} - set(entries)
+    if unknown:
+        entries |= entries_with_users(unknown)
     write_opened(t, rows, entries, names, actor, now)
 
 
 def close_rounds(round_ids: set[int], now: dt.datetime) -> None:
-    """Each of the rounds whose matches are all decided becomes ``complete``."""
-    for rid in round_ids:
-        unfinished = Match.select().where(Match.round == rid, Match.state != MatchState.COMPLETE).exists()
-        if not unfinished:
-            Round.update(state=RoundState.COMPLETE, completed_at=now).where(
-                Round.id == rid, Round.state != RoundState.COMPLETE
-            ).execute()
+    """Each of the rounds whose matches are all decided becomes ``complete``, in one UPDATE."""
+    if not round_ids:
+        return
+    ids = list(round_ids)
+    unfinished = Match.select(Match.round).where(Match.round.in_(ids), Match.state != MatchState.COMPLETE)
+    Round.update(state=RoundState.COMPLETE, completed_at=now).where(
+        Round.id.in_(ids), Round.state != RoundState.COMPLETE, Round.id.not_in(unfinished)
+    ).execute()
 
 
 def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: list[Match]) -> bool:
@@ -279,7 +361,10 @@ def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: 
             pending = paired
         save_tournament(t, now, current_round=nxt_number)
         decided_now = []
+        # The round's players (with their users, for the mail) in one query.
+        players = entries_with_users({p for m in pending for p in (m.player1_id, m.player2_id)})
         for m in pending:
+            remember_entries(m, {p: players[p] for p in (m.player1_id, m.player2_id) if p in players})
             statuses = statuses_of(m)
             if (
                 m.player1_id
@@ -382,6 +467,8 @@ def reopen(t: Tournament, m: Match, actor: User | None, now: dt.datetime, *, ope
     MatchReport.update(status=ReportStatus.SUPERSEDED, superseded_at=now).where(
         MatchReport.match == m.id, MatchReport.superseded_at.is_null(True)
     ).execute()
+    remember_reports(m, {})
+    forget_entries(m)  # a double forfeit's penalty was just taken back
     Participant.update(eliminated_at=None, final_rank=None).where(
         Participant.id.in_([p for p in (m.player1_id, m.player2_id, *reset) if p])
     ).execute()
@@ -492,10 +579,13 @@ def set_deadline(
 
 
 def statuses_of(m: Match) -> dict[int, ParticipantStatus]:
-    """Participant id -> status, for the players of ``m``."""
+    """Participant id -> status, for the players of ``m`` (as read with it, when they were)."""
     ids = [p for p in (m.player1_id, m.player2_id) if p]
     if not ids:
         return {}
+    known = entries_of(m)
+    if known is not None:
+        return {p: known[p].status for p in ids}
     return {
         p.id: p.status
         for p in Participant.select(Participant.id, Participant.status).where(Participant.id.in_(ids))
@@ -503,12 +593,23 @@ def statuses_of(m: Match) -> dict[int, ParticipantStatus]:
 
 
 def active_reports(m: Match, *, until: dt.datetime | None = None) -> dict[int, MatchReport]:
-    """Participant id -> their live report on ``m`` (created by ``until``, when given)."""
-    query = MatchReport.select().where(
-        MatchReport.match == m.id,
-        MatchReport.superseded_at.is_null(True),
-        MatchReport.status == ReportStatus.ACTIVE,
-    )
+    """Participant id -> their live report on ``m`` (created by ``until``, when given).
+    Read once per locked write: the services that change a live report keep
+    ``m``'s copy (:func:`remember_reports`) up to date."""
+    live: dict[int, MatchReport] | None = m.__dict__.get("_reports")
+    if live is None:
+        query = MatchReport.select().where(
+            MatchReport.match == m.id,
+            MatchReport.superseded_at.is_null(True),
+            MatchReport.status == ReportStatus.ACTIVE,
+        )
+        live = {r.participant_id: r for r in query}
+        remember_reports(m, live)
     if until is not None:
-        query = query.where(MatchReport.created_at <= until)
-    return {r.participant_id: r for r in query}
+        return {p: r for p, r in live.items() if r.created_at <= until}
+    return dict(live)
+
+
+def remember_reports(m: Match, live: dict[int, MatchReport]) -> None:
+    """``m``'s live reports (participant id -> report) are now ``live``."""
+    m.__dict__["_reports"] = dict(live)
