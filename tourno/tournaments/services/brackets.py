@@ -256,8 +256,11 @@ def insert_rows(model: type[peewee.Model], rows: list[dict[str, Any]]) -> None:
         model.insert_many(batch).execute()
 
 
-def persist(t: Tournament, built: Built, actor: User | None, now: dt.datetime) -> None:
-    """Write the rounds and matches of ``built``, then :func:`write_opened`."""
+def persist(
+    t: Tournament, built: Built, actor: User | None, now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write the rounds and matches of ``built``, then :func:`write_opened`.
+    Returns the round and match rows written (with their ids)."""
     round_ids = dict(zip(built.rounds, _reserve_ids(Round, len(built.rounds)), strict=True))
     rounds = [{**info, "id": round_ids[key]} for key, info in built.rounds.items()]
     insert_rows(Round, rounds)
@@ -275,6 +278,7 @@ def persist(t: Tournament, built: Built, actor: User | None, now: dt.datetime) -
 
     round_names = {round_ids[key]: info["name"] for key, info in built.rounds.items()}
     write_opened(t, built.opened, built.entries, round_names, actor, now)
+    return rounds, [row for _, row in built.matches]
 
 
 def write_opened(

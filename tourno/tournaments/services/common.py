@@ -23,7 +23,9 @@ from tourno.tournaments.models import (
     Match,
     MatchEvent,
     MatchEventType,
+    MatchReport,
     Participant,
+    ReportStatus,
     Round,
     Tournament,
     TournamentState,
@@ -43,30 +45,52 @@ def key_of(obj: Any) -> int:
 
 @dataclass
 class Pending:
-    """The append-only rows of one locked write (match events, outbox mail),
-    held until its end and written then in one multi-row INSERT each (on
-    PostgreSQL in one statement for both): a decision that opens the next
-    match writes four events and four emails in one statement, not eight."""
+    """What one locked write holds for its end: the append-only rows (match
+    events, outbox mail) and the UPDATEs nothing later in it reads back
+    (:func:`defer`). At the end they are written in one statement on
+    PostgreSQL (a data-modifying WITH), one per kind on SQLite: a decision
+    that opens the next match writes its report statuses, eliminations,
+    round changes, four events and four emails in one statement, not eight."""
 
+    writes: list[peewee.Query] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     mails: list[dict[str, Any]] = field(default_factory=list)
 
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.writes), len(self.events), len(self.mails)
+
+    def undo_to(self, mark: tuple[int, int, int]) -> None:
+        del self.writes[mark[0] :], self.events[mark[1] :], self.mails[mark[2] :]
+
+    def flush_writes(self) -> None:
+        """Run the deferred UPDATEs now (a read that depends on them follows)."""
+        writes, self.writes = self.writes, []
+        for query in writes:
+            query.execute()
+
     def flush(self) -> None:
-        events, mails = self.events, self.mails
-        self.events, self.mails = [], []
-        if events and mails and tdb.is_postgres() and len(events) <= CHUNK and len(mails) <= CHUNK:
-            # tourno_write_log: both inserts in one round trip. They are
-            # independent (neither reads the other's table), which is what a
-            # data-modifying WITH needs: both run to completion on one snapshot.
-            ctx = tdb.database.get_sql_context()
-            ev_sql, ev_params = ctx.sql(MatchEvent.insert_many(events).returning(MatchEvent.id)).query()
-            ctx = tdb.database.get_sql_context()
-            mail_sql, mail_params = ctx.sql(EmailOutbox.insert_many(mails).on_conflict_ignore()).query()
-            tdb.database.execute_sql(f"WITH ev AS ({ev_sql}) {mail_sql}", [*ev_params, *mail_params])
+        queries: list[peewee.Query] = list(self.writes)
+        queries += [MatchEvent.insert_many(b) for b in peewee.chunked(self.events, CHUNK)]
+        queries += [
+            EmailOutbox.insert_many(b).on_conflict_ignore() for b in peewee.chunked(self.mails, CHUNK)
+        ]
+        self.writes, self.events, self.mails = [], [], []
+        if not tdb.is_postgres() or len(queries) < 2:
+            for query in queries:
+                query.execute()
             return
-        for batch in peewee.chunked(events, CHUNK):
-            MatchEvent.insert_many(batch).execute()
-        enqueue_emails(mails, CHUNK)
+        # tourno_write_held: every held statement in one round trip, each a
+        # data-modifying WITH but the last. They are independent (none reads
+        # a row another writes), which is what WITH needs: all run to
+        # completion on one snapshot, and the rows written before are seen.
+        parts, params = [], []
+        for query in queries:
+            ctx = tdb.database.get_sql_context()
+            sql, args = ctx.sql(query).query()
+            parts.append(sql)
+            params.extend(args)
+        ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1]))
+        tdb.database.execute_sql(f"WITH {ctes} {parts[-1]}", params)
 
 
 _pending: ContextVar[Pending | None] = ContextVar("tourno_pending_writes", default=None)
@@ -75,6 +99,23 @@ _pending: ContextVar[Pending | None] = ContextVar("tourno_pending_writes", defau
 def pending() -> Pending | None:
     """The open locked write's held rows, or None outside one (write at once)."""
     return _pending.get()
+
+
+def defer(query: peewee.Query) -> None:
+    """An UPDATE held for the end of the locked write (run now outside one):
+    only for a write nothing later in the same write reads back."""
+    held = pending()
+    if held is not None:
+        held.writes.append(query)
+    else:
+        query.execute()
+
+
+def flush_deferred() -> None:
+    """Run the held UPDATEs now: what follows reads what they write."""
+    held = pending()
+    if held is not None:
+        held.flush_writes()
 
 
 def add_events(rows: list[dict[str, Any]]) -> None:
@@ -137,11 +178,11 @@ def locked_tournament(tournament: Tournament | int, *, of_match: int | None = No
             raise NotFound(f"no match {of_match}" if of_match is not None else f"no tournament {target}")
         outer = pending()
         if outer is not None:
-            mark = (len(outer.events), len(outer.mails))
+            mark = outer.mark()
             try:
                 yield found
             except BaseException:
-                del outer.events[mark[0] :], outer.mails[mark[1] :]
+                outer.undo_to(mark)
                 raise
             return
         held = Pending()
@@ -160,32 +201,63 @@ def locked_match(match: Match | int) -> Iterator[tuple[Tournament, Match]]:
     with both players and their users (see :func:`entries_of`); NotFound for no match."""
     mid = key_of(match)
     with locked_tournament(mid, of_match=mid) as t:
-        found = read_match(mid)
+        found = read_match(mid, with_reports=True)
         if found is None:
             raise NotFound(f"no match {mid}")
         yield t, found
 
 
-def read_match(mid: int, *, with_round: bool = False) -> Match | None:
-    """The match with its players and their users (and its round), in one query."""
+def read_match(mid: int, *, with_round: bool = False, with_reports: bool = False) -> Match | None:
+    """The match with its players and their users (and its round, and its
+    live reports: see ``progress.active_reports``), in one query."""
+    return read_matches([mid], with_round=with_round, with_reports=with_reports).get(mid)
+
+
+def read_matches(ids: list[int], *, with_round: bool = False, with_reports: bool = False) -> dict[int, Match]:
+    """:func:`read_match` for several matches, in one query: id -> match."""
+    if not ids:
+        return {}
     p1, u1, p2, u2 = Participant.alias(), User.alias(), Participant.alias(), User.alias()
     query = (
-        Match.select(Match, p1, u1, p2, u2, *([Round] if with_round else []))
+        Match.select(
+            Match,
+            p1,
+            u1,
+            p2,
+            u2,
+            *([Round] if with_round else []),
+            *([MatchReport] if with_reports else []),
+        )
         .join(p1, peewee.JOIN.LEFT_OUTER, on=(Match.player1 == p1.id), attr="_entry1")
         .join(u1, peewee.JOIN.LEFT_OUTER, on=(p1.user == u1.id), attr="user")
         .switch(Match)
         .join(p2, peewee.JOIN.LEFT_OUTER, on=(Match.player2 == p2.id), attr="_entry2")
         .join(u2, peewee.JOIN.LEFT_OUTER, on=(p2.user == u2.id), attr="user")
-        .where(Match.id == mid)
+        .where(Match.id.in_(ids))
     )
     if with_round:
         query = query.switch(Match).join(Round, on=(Match.round == Round.id))
-    found: Match | None = query.first()
-    if found is not None:
-        entries = {
-            e.id: e for e in (found.__dict__.pop("_entry1", None), found.__dict__.pop("_entry2", None)) if e
-        }
-        remember_entries(found, entries)
+    if with_reports:
+        live = (
+            (MatchReport.match == Match.id)
+            & MatchReport.superseded_at.is_null(True)
+            & (MatchReport.status == ReportStatus.ACTIVE)
+        )
+        query = query.switch(Match).join(MatchReport, peewee.JOIN.LEFT_OUTER, on=live, attr="_report")
+    found: dict[int, Match] = {}
+    # One row per match, or with the reports one per live report (at most one per side).
+    for row in query:
+        report = row.__dict__.pop("_report", None)
+        m = found.setdefault(row.id, row)
+        if with_reports:
+            live_reports: dict[int, MatchReport] = m.__dict__.setdefault("_reports", {})
+            if report is not None:
+                live_reports[report.participant_id] = report
+        if m is row:
+            entries = {
+                e.id: e for e in (row.__dict__.pop("_entry1", None), row.__dict__.pop("_entry2", None)) if e
+            }
+            remember_entries(m, entries)
     return found
 
 
@@ -241,12 +313,17 @@ def touch(m: Match, now: dt.datetime) -> None:
     m.updated_at = now
 
 
-def save_tournament(t: Tournament, now: dt.datetime, **changes: Any) -> None:
-    """Write ``changes`` to the tournament as a new version, and onto ``t``."""
+def save_tournament(t: Tournament, now: dt.datetime, *, held: bool = False, **changes: Any) -> None:
+    """Write ``changes`` to the tournament as a new version, and onto ``t``
+    (``held``: at the end of the locked write, see :func:`defer`)."""
     changes.update(version=t.version + 1, updated_at=now)
     for name, value in changes.items():
         setattr(t, name, value)
-    Tournament.update(**changes).where(Tournament.id == t.id).execute()
+    query = Tournament.update(**changes).where(Tournament.id == t.id)
+    if held:
+        defer(query)
+    else:
+        query.execute()
 
 
 def record_event(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
 import peewee
 
@@ -62,11 +62,13 @@ from tourno.tournaments.services.brackets import (
 )
 from tourno.tournaments.services.common import (
     MANAGING,
+    defer,
     entries_of,
     epoch,
+    flush_deferred,
     forget_entries,
     read_entries,
-    read_match,
+    read_matches,
     record_event,
     remember_entries,
     save_tournament,
@@ -146,7 +148,7 @@ def settle_reports(m: Match, decision: Decision) -> None:
         status = peewee.Case(
             None, [(MatchReport.id.in_(accepted), ReportStatus.ACCEPTED.value)], ReportStatus.REJECTED.value
         )
-    MatchReport.update(status=status).where(MatchReport.id.in_(ids)).execute()
+    defer(MatchReport.update(status=status).where(MatchReport.id.in_(ids)))
     remember_reports(m, {})
 
 
@@ -178,7 +180,7 @@ def _after_decision(t: Tournament, m: Match, actor: User | None, now: dt.datetim
         touched_rounds |= rounds
         finished = False
     open_matches(t, opened, actor, now)
-    close_rounds(touched_rounds, now)
+    close_rounds(touched_rounds, now, held=True)
     if t.format not in LEAGUES:
         finished = not (
             waiting
@@ -220,10 +222,12 @@ def propagate(
             (done.winner_to_id, done.winner_to_slot, done.winner_id or NOBODY),
             (done.loser_to_id, done.loser_to_slot, loser if loser_goes_on else NOBODY),
         ]
+        # Both next matches (with their rounds and players) in one query.
+        nexts = read_matches([tid for tid, _, _ in targets if tid is not None], with_round=True)
         for target_id, slot, pid in targets:
             if target_id is None:
                 continue
-            nxt = read_match(target_id, with_round=True)
+            nxt = nexts.get(target_id)
             if nxt is None:
                 raise InvalidState(f"match {done.id} feeds a match {target_id} that is not there")
             if nxt.state != MatchState.PENDING:
@@ -257,9 +261,11 @@ def propagate(
             record_event(t, nxt, actor, MatchEventType.WALKOVER, {"from": done.id}, now)
             todo.append(nxt)
     if eliminated:
-        Participant.update(eliminated_at=now).where(
-            Participant.id.in_(eliminated), Participant.eliminated_at.is_null(True)
-        ).execute()
+        defer(
+            Participant.update(eliminated_at=now).where(
+                Participant.id.in_(eliminated), Participant.eliminated_at.is_null(True)
+            )
+        )
     return touched, bool(waiting)
 
 
@@ -307,9 +313,11 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
     known = {m.round_id: m.__rel__["round"] for m in matches if "round" in m.__rel__}
     round_ids = {m.round_id for m in matches}
     if any(rid not in known or known[rid].state == RoundState.PENDING for rid in round_ids):
-        Round.update(state=RoundState.OPEN, opened_at=now).where(
-            Round.id.in_(list(round_ids)), Round.state == RoundState.PENDING
-        ).execute()
+        defer(
+            Round.update(state=RoundState.OPEN, opened_at=now).where(
+                Round.id.in_(list(round_ids)), Round.state == RoundState.PENDING
+            )
+        )
     names = {rid: r.name for rid, r in known.items()}
     if round_ids - set(names):
         missing = list(round_ids - set(names))
@@ -323,48 +331,63 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
     write_opened(t, rows, entries, names, actor, now)
 
 
-def close_rounds(round_ids: set[int], now: dt.datetime) -> None:
-    """Each of the rounds whose matches are all decided becomes ``complete``, in one UPDATE."""
+def close_rounds(round_ids: set[int], now: dt.datetime, *, held: bool = False) -> None:
+    """Each of the rounds whose matches are all decided becomes ``complete``,
+    in one UPDATE (``held``: at the end of the locked write, see ``common.defer``)."""
     if not round_ids:
         return
     ids = list(round_ids)
     unfinished = Match.select(Match.round).where(Match.round.in_(ids), Match.state != MatchState.COMPLETE)
-    Round.update(state=RoundState.COMPLETE, completed_at=now).where(
+    query = Round.update(state=RoundState.COMPLETE, completed_at=now).where(
         Round.id.in_(ids), Round.state != RoundState.COMPLETE, Round.id.not_in(unfinished)
-    ).execute()
+    )
+    if held:
+        defer(query)
+    else:
+        query.execute()
 
 
 def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: list[Match]) -> bool:
     """Open the next round once every match of the current one is decided:
     round robin opens its pre-planned round, Swiss pairs one from the
-    standings. Returns whether the league is over."""
+    standings. Returns whether the league is over.
+
+    One read answers both "is the current round over?" and "what comes
+    next?": round robin reads the undecided matches of the current and the
+    next round, Swiss every match (its standings need them all), each with
+    its round."""
     while True:
         current = t.current_round or 1
-        rounds = {r.number: r for r in Round.select().where(Round.tournament == t.id)}
-        cur = rounds.get(current)
-        if (
-            cur is not None
-            and Match.select().where(Match.round == cur.id, Match.state != MatchState.COMPLETE).exists()
-        ):
+        query = Match.select(Match, Round).join(Round, on=(Match.round == Round.id))
+        if t.format == TournamentFormat.ROUND_ROBIN:
+            query = query.where(
+                Match.tournament == t.id,
+                Match.state != MatchState.COMPLETE,
+                Round.number.in_([current, current + 1]),
+            )
+        else:
+            query = query.where(Match.tournament == t.id)
+        matches = list(query)
+        if any(m.round.number == current and m.state != MatchState.COMPLETE for m in matches):
             return False
         if current >= (t.total_rounds or current):
             return True
         nxt_number = current + 1
         if t.format == TournamentFormat.ROUND_ROBIN:
-            pending = list(
-                Match.select().where(Match.round == rounds[nxt_number].id, Match.state == MatchState.PENDING)
-            )
+            pending = [m for m in matches if m.round.number == nxt_number and m.state == MatchState.PENDING]
         else:
-            paired = pair_swiss_round(t, nxt_number, now)
+            paired = pair_swiss_round(t, nxt_number, now, matches)
             if paired is None:
                 return True  # fewer than two players left to pair
             pending = paired
-        save_tournament(t, now, current_round=nxt_number)
+        save_tournament(t, now, held=True, current_round=nxt_number)
         decided_now = []
-        # The round's players (with their users, for the mail) in one query.
-        players = entries_with_users({p for m in pending for p in (m.player1_id, m.player2_id)})
+        # The round's players (with their users, for the mail) in one query, unless read already.
+        unknown = {p for m in pending if entries_of(m) is None for p in (m.player1_id, m.player2_id) if p}
+        players = entries_with_users(unknown) if unknown else {}
         for m in pending:
-            remember_entries(m, {p: players[p] for p in (m.player1_id, m.player2_id) if p in players})
+            if entries_of(m) is None:
+                remember_entries(m, {p: players[p] for p in (m.player1_id, m.player2_id) if p in players})
             statuses = statuses_of(m)
             if (
                 m.player1_id
@@ -382,12 +405,14 @@ def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: 
             return False
 
 
-def pair_swiss_round(t: Tournament, number: int, now: dt.datetime) -> list[Match] | None:
-    """Pair and persist Swiss round ``number``; the bye (odd field) is
-    decided at once. Returns the round's undecided matches, or None when
-    fewer than two players can still be paired."""
+def pair_swiss_round(
+    t: Tournament, number: int, now: dt.datetime, matches: list[Match]
+) -> list[Match] | None:
+    """Pair and persist Swiss round ``number`` from ``matches`` (every match
+    so far); the bye (odd field) is decided at once. Returns the round's
+    undecided matches (with their round and players), or None when fewer
+    than two players can still be paired."""
     entries = {e.id: e for e in seeded_with_users(t)}
-    matches = list(Match.select().where(Match.tournament == t.id))
     seed_of = seeds_by_id(list(entries.values()))
     results = league_results(matches, seed_of)
     table = compute_standings(sorted(seed_of.values()), results, points_scheme(t))
@@ -399,17 +424,25 @@ def pair_swiss_round(t: Tournament, number: int, now: dt.datetime) -> list[Match
     planned = pair_next_round(active, met, had_bye, number)
     by_seed = {seed: entries[pid] for pid, seed in seed_of.items()}
     built = resolve(t, planned, by_seed, now, open_round=-1)  # open nothing here: the caller opens
-    persist(t, built, None, now)
-    return list(
-        Match.select()
-        .join(Round, on=(Match.round == Round.id))
-        .where(Match.tournament == t.id, Round.number == number, Match.state != MatchState.COMPLETE)
-    )
+    round_rows, match_rows = persist(t, built, None, now)
+    # The rows just written, as the caller would read them back.
+    rounds = {row["id"]: Round(**row) for row in round_rows}
+    undecided = []
+    for row in match_rows:
+        if row.get("state", MatchState.PENDING) == MatchState.COMPLETE:
+            continue
+        m = Match(**row)
+        m.round = rounds[row["round"]]
+        remember_entries(m, {p: entries[p] for p in (m.player1_id, m.player2_id) if p and p in entries})
+        cast(Any, m)._dirty.clear()  # as if read back: nothing changed since (peewee's own set)
+        undecided.append(m)
+    return undecided
 
 
 def complete_tournament(t: Tournament, now: dt.datetime, *, review: bool | None = None) -> None:
     """Every match is decided: write final ranks and the standings cache, then
     ``complete`` (or ``awaiting_review`` when the organizer reviews first)."""
+    flush_deferred()  # the ranks read the eliminations and rounds written so far
     ranks, table = final_ranks(t)
     entries = seeded(t)
     counts = match_records(decided_matches(t))
