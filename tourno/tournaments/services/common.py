@@ -213,18 +213,21 @@ def read_match(mid: int, *, with_round: bool = False, with_reports: bool = False
     return read_matches([mid], with_round=with_round, with_reports=with_reports).get(mid)
 
 
+# The players' and users' aliases of read_matches, and their columns, made
+# once: peewee builds a class per aliased field on each use.
+_ALIASES = (Participant.alias("p1"), User.alias("u1"), Participant.alias("p2"), User.alias("u2"))
+_ALIAS_FIELDS = [f for alias in _ALIASES for f in alias.get_field_aliases()]
+
+
 def read_matches(ids: list[int], *, with_round: bool = False, with_reports: bool = False) -> dict[int, Match]:
     """:func:`read_match` for several matches, in one query: id -> match."""
     if not ids:
         return {}
-    p1, u1, p2, u2 = Participant.alias(), User.alias(), Participant.alias(), User.alias()
+    p1, u1, p2, u2 = _ALIASES
     query = (
         Match.select(
             Match,
-            p1,
-            u1,
-            p2,
-            u2,
+            *_ALIAS_FIELDS,
             *([Round] if with_round else []),
             *([MatchReport] if with_reports else []),
         )
@@ -308,9 +311,17 @@ def require_manager(
 
 
 def touch(m: Match, now: dt.datetime) -> None:
-    """A new version of the match (the caller saves it)."""
+    """A new version of the match (the caller saves it with :func:`save_match`)."""
     m.version += 1
     m.updated_at = now
+
+
+def save_match(m: Match) -> None:
+    """Write the columns of ``m`` that changed since it was read (all of a
+    match's writes run under the tournament's lock, so the rest are as read)."""
+    changed = m.dirty_fields
+    if changed:
+        m.save(only=changed)
 
 
 def save_tournament(t: Tournament, now: dt.datetime, *, held: bool = False, **changes: Any) -> None:

@@ -34,7 +34,14 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentState,
 )
-from tourno.tournaments.services.common import epoch, forget_entries, locked_match, save_tournament, touch
+from tourno.tournaments.services.common import (
+    epoch,
+    forget_entries,
+    locked_match,
+    save_match,
+    save_tournament,
+    touch,
+)
 from tourno.tournaments.services.lifecycle import cancel_tournament
 from tourno.tournaments.services.notify import mail_organizer
 from tourno.tournaments.services.progress import active_reports, complete_match, mark_disputed, set_deadline
@@ -196,7 +203,7 @@ def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str,
         return CANCELLED
     m.admin_locked_at = now
     touch(m, now)
-    m.save()
+    save_match(m)
     save_tournament(t, now, state=TournamentState.AWAITING_REVIEW, awaiting_review_since=now)
     mail_organizer(
         t,

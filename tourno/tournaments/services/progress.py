@@ -71,6 +71,7 @@ from tourno.tournaments.services.common import (
     read_matches,
     record_event,
     remember_entries,
+    save_match,
     save_tournament,
     touch,
 )
@@ -166,7 +167,7 @@ def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
     m.admin_locked_at = None
     m.warn_at = None  # only an open match is warned about
     touch(m, now)
-    m.save()
+    save_match(m)
 
 
 def _after_decision(t: Tournament, m: Match, actor: User | None, now: dt.datetime) -> None:
@@ -243,7 +244,7 @@ def propagate(
                 nxt.player2_id or (NOBODY if nxt.player2_is_bye else None),
             ]
             if None in filled:
-                nxt.save()
+                save_match(nxt)
                 waiting.add(nxt.id)
                 continue
             waiting.discard(nxt.id)  # filled later in the same chain
@@ -286,7 +287,7 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
         m.deadline_warning_sent_at = None
         touch(m, now)
         if changed:
-            m.save()
+            save_match(m)
         else:
             plain.append(m.id)
         rows.append(
@@ -542,7 +543,7 @@ def _reset_dependents(t: Tournament, m: Match, now: dt.datetime) -> set[int]:
                 Round.id == nxt.round_id, Round.state == RoundState.COMPLETE
             ).execute()
         touch(nxt, now)
-        nxt.save()
+        save_match(nxt)
         if was_decided:
             todo += [(nxt.winner_to_id, nxt.winner_to_slot), (nxt.loser_to_id, nxt.loser_to_slot)]
     return players
@@ -556,14 +557,14 @@ def _clear_result(m: Match, now: dt.datetime) -> None:
     m.result_type = None
     m.completed_at = None
     touch(m, now)
-    m.save()
+    save_match(m)
 
 
 def mark_disputed(t: Tournament, m: Match, actor: User | None, now: dt.datetime, *, reason: str) -> None:
     """-> ``disputed``: out of every deadline scan until an organizer decides."""
     m.state = MatchState.DISPUTED
     touch(m, now)
-    m.save()
+    save_match(m)
     record_event(t, m, actor, MatchEventType.DISPUTED, {"reason": reason}, now)
     mail_organizer(
         t,
@@ -590,7 +591,7 @@ def set_deadline(
     m.deadline_warning_sent_at = None
     m.deadline_extensions += 1
     touch(m, now)
-    m.save()
+    save_match(m)
     record_event(
         t,
         m,

@@ -44,6 +44,7 @@ from tourno.tournaments.services.common import (
     entries_of,
     locked_match,
     record_event,
+    save_match,
     touch,
 )
 from tourno.tournaments.services.notify import mail_players
@@ -236,7 +237,7 @@ def _after_report(
     if theirs is None:
         m.state = MatchState.AWAITING_CONFIRMATION
         touch(m, now)
-        m.save()
+        save_match(m)
         mail_players(
             t,
             m,
