@@ -100,19 +100,20 @@ OPERATIONS = {
 # Upper bounds, (operation, format) -> statements. PostgreSQL writes what a
 # locked write holds (report statuses, eliminations, rounds, events, mail) in
 # one statement; SQLite, without data-modifying WITH, one per kind.
-# Swiss's confirm_opening pairs and inserts a whole round (standings read,
-# ids reserved, rounds and matches inserted): above the other operations.
+# Swiss's confirm_opening pairs and inserts a whole round (every match and
+# the seeded players read for the standings, ids reserved, the round and its
+# matches inserted in one statement): two above the other operations.
 POSTGRES = {
     "report": dict.fromkeys(FORMATS, 5),
     "confirm": {"single_elimination": 7, "double_elimination": 8, "round_robin": 6, "swiss": 6},
-    "confirm_opening": {"single_elimination": 7, "double_elimination": 8, "round_robin": 8, "swiss": 12},
+    "confirm_opening": {"single_elimination": 7, "double_elimination": 8, "round_robin": 8, "swiss": 10},
     "resolve": {"single_elimination": 6, "double_elimination": 7, "round_robin": 5, "swiss": 5},
     "deadline": {"single_elimination": 6, "double_elimination": 7, "round_robin": 5, "swiss": 5},
 }
 SQLITE = {
     "report": dict.fromkeys(FORMATS, 6),
     "confirm": {"single_elimination": 11, "double_elimination": 11, "round_robin": 9, "swiss": 9},
-    "confirm_opening": {"single_elimination": 11, "double_elimination": 11, "round_robin": 13, "swiss": 19},
+    "confirm_opening": {"single_elimination": 11, "double_elimination": 11, "round_robin": 13, "swiss": 16},
     "resolve": {"single_elimination": 9, "double_elimination": 9, "round_robin": 7, "swiss": 7},
     "deadline": {"single_elimination": 10, "double_elimination": 10, "round_robin": 8, "swiss": 8},
 }

@@ -5,7 +5,7 @@ of a changed row, and the match event log."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -75,22 +75,29 @@ class Pending:
             EmailOutbox.insert_many(b).on_conflict_ignore() for b in peewee.chunked(self.mails, CHUNK)
         ]
         self.writes, self.events, self.mails = [], [], []
-        if not tdb.is_postgres() or len(queries) < 2:
-            for query in queries:
-                query.execute()
-            return
-        # tourno_write_held: every held statement in one round trip, each a
-        # data-modifying WITH but the last. They are independent (none reads
-        # a row another writes), which is what WITH needs: all run to
-        # completion on one snapshot, and the rows written before are seen.
-        parts, params = [], []
+        run_together(queries)
+
+
+def run_together(queries: Sequence[peewee.Query]) -> None:
+    """Run independent writes: on PostgreSQL in one statement, else one by one.
+
+    tourno_write_held: each write but the last becomes a data-modifying WITH
+    of the last. That needs them independent (none reads a row another
+    writes): all run to completion on one snapshot, which sees the rows
+    written by the statements before; foreign keys are checked at the end
+    of the statement, so a row may reference one inserted beside it."""
+    if not tdb.is_postgres() or len(queries) < 2:
         for query in queries:
-            ctx = tdb.database.get_sql_context()
-            sql, args = ctx.sql(query).query()
-            parts.append(sql)
-            params.extend(args)
-        ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1]))
-        tdb.database.execute_sql(f"WITH {ctes} {parts[-1]}", params)
+            query.execute()
+        return
+    parts, params = [], []
+    for query in queries:
+        ctx = tdb.database.get_sql_context()
+        sql, args = ctx.sql(query).query()
+        parts.append(sql)
+        params.extend(args)
+    ctes = ", ".join(f"w{i} AS ({sql})" for i, sql in enumerate(parts[:-1]))
+    tdb.database.execute_sql(f"WITH {ctes} {parts[-1]}", params)
 
 
 _pending: ContextVar[Pending | None] = ContextVar("tourno_pending_writes", default=None)
