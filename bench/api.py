@@ -29,6 +29,15 @@ p50/p99 latency for
 
 Target (issue 4): >= 1,000 req/s on the GET with p99 < 50 ms on a 2-core machine.
 
+Measured (issue 16, ``--seconds 5``, python client, a 2-core box shared with
+other work, two runs each): the mixed write load went from 94-122 writes/s
+(p99 94-307 ms; server CPU per write: gunicorn 9.7-10.1 ms + postgres
+3.8-4.0 ms) to 136-145 writes/s (p99 69-73 ms; gunicorn 7.9-8.5 ms +
+postgres 3.2-3.4 ms) when the services' write path went from 12 (report)
+and 22-35 (confirmation) statements to 5 and 6-8; write/cached-read 1 : 8-11.
+What is left of the gunicorn CPU is mostly the HTTP layer's own reads and
+peewee building SQL text.
+
 Usage: ``python bench/api.py [--seconds 10] [--workers 4] [--clients 8]
 [--client auto|wrk|python] [--repeat N] [--tournaments 100]`` (``--repeat``: the GET phase N times,
 each run printed, then the medians). PostgreSQL at ``TOURNO_BENCH_PG``, default

@@ -89,12 +89,22 @@ def measure_deadline(organizer: User, fmt: str, n: int) -> Statements:
     return seen
 
 
+def measure_no_show(organizer: User, fmt: str, n: int) -> Statements:
+    t, _ = started(organizer, fmt, n)
+    m = open_matches(t)[0]
+    due = m.deadline_at + dt.timedelta(seconds=1)
+    seen = counted(lambda: services.resolve_expired_match(m.id, now=due))
+    assert Match.get_by_id(m.id).state == MatchState.COMPLETE
+    return seen
+
+
 OPERATIONS = {
     "report": measure_report,  # both-agree mode, the first report
     "confirm": measure_confirm_first,  # decides the match, its players move on
     "confirm_opening": measure_confirm_opening,  # ... and opens the next match (or round)
     "resolve": measure_resolve,  # the organizer decides an open match
     "deadline": measure_deadline,  # a single report stands at the deadline
+    "no_show": measure_no_show,  # nobody reported: the policy's double forfeit
 }
 
 # Upper bounds, (operation, format) -> statements. PostgreSQL writes what a
@@ -109,6 +119,7 @@ POSTGRES = {
     "confirm_opening": {"single_elimination": 7, "double_elimination": 8, "round_robin": 8, "swiss": 10},
     "resolve": {"single_elimination": 6, "double_elimination": 7, "round_robin": 5, "swiss": 5},
     "deadline": {"single_elimination": 6, "double_elimination": 7, "round_robin": 5, "swiss": 5},
+    "no_show": {"single_elimination": 8, "double_elimination": 9, "round_robin": 8, "swiss": 8},
 }
 SQLITE = {
     "report": dict.fromkeys(FORMATS, 6),
@@ -116,6 +127,7 @@ SQLITE = {
     "confirm_opening": {"single_elimination": 11, "double_elimination": 11, "round_robin": 13, "swiss": 16},
     "resolve": {"single_elimination": 9, "double_elimination": 9, "round_robin": 7, "swiss": 7},
     "deadline": {"single_elimination": 10, "double_elimination": 10, "round_robin": 8, "swiss": 8},
+    "no_show": {"single_elimination": 11, "double_elimination": 12, "round_robin": 10, "swiss": 10},
 }
 
 

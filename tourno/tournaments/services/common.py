@@ -205,10 +205,11 @@ def locked_tournament(tournament: Tournament | int, *, of_match: int | None = No
 def locked_match(match: Match | int) -> Iterator[tuple[Tournament, Match]]:
     """:func:`locked_tournament` for the match's tournament (one writer per
     tournament), yielding it and the match as it is now, read after the lock
-    with both players and their users (see :func:`entries_of`); NotFound for no match."""
+    in one query with its round, both players and their users (see
+    :func:`entries_of`) and its live reports; NotFound for no match."""
     mid = key_of(match)
     with locked_tournament(mid, of_match=mid) as t:
-        found = read_match(mid, with_reports=True)
+        found = read_match(mid, with_round=True, with_reports=True)
         if found is None:
             raise NotFound(f"no match {mid}")
         yield t, found

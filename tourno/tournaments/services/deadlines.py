@@ -30,7 +30,6 @@ from tourno.tournaments.models import (
     ParticipantStatus,
     ReportKind,
     ResultType,
-    Round,
     Tournament,
     TournamentState,
 )
@@ -146,7 +145,7 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str, Any])
         complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT
 
-    if Round.get_by_id(m.round_id).is_final:
+    if m.round.is_final:  # read with the match
         return _final_no_show(t, m, now, payload)
     policy = t.no_show_policy_elimination
     if policy == EliminationNoShowPolicy.DOUBLE_DQ:

@@ -20,7 +20,7 @@ from tourno.mail.models import EmailPriority
 from tourno.mail.store import outbox_row
 from tourno.tournaments.decisions import opponent
 from tourno.tournaments.models import Match, Participant, ParticipantStatus, Tournament
-from tourno.tournaments.services.common import add_mails, entries_of
+from tourno.tournaments.services.common import add_mails, entries_of, remember_entries
 
 
 def tournament_context(t: Tournament) -> dict[str, Any]:
@@ -97,6 +97,7 @@ def mail_players(
     entries = entries_of(m)
     if entries is None:
         entries = entries_with_users((m.player1_id, m.player2_id))
+        remember_entries(m, entries)  # as they are now: propagation reads their statuses
     for pid in pids:
         entry = entries.get(pid) if pid else None
         user = account_of(entry) if entry is not None else None
