@@ -249,21 +249,24 @@ def read_matches(ids: list[int], *, with_round: bool = False, with_reports: bool
     if with_round:
         query = query.switch(Match).join(Round, on=(Match.round == Round.id))
     if with_reports:
-        live = (
+        is_live = (
             (MatchReport.match == Match.id)
             & MatchReport.superseded_at.is_null(True)
             & (MatchReport.status == ReportStatus.ACTIVE)
         )
-        query = query.switch(Match).join(MatchReport, peewee.JOIN.LEFT_OUTER, on=live, attr="_report")
+        query = query.switch(Match).join(MatchReport, peewee.JOIN.LEFT_OUTER, on=is_live, attr="_report")
     found: dict[int, Match] = {}
     # One row per match, or with the reports one per live report (at most one per side).
     for row in query:
         report = row.__dict__.pop("_report", None)
         m = found.setdefault(row.id, row)
         if with_reports:
-            live_reports: dict[int, MatchReport] = m.__dict__.setdefault("_reports", {})
+            live = known_reports(m)
+            if live is None:
+                live = {}
+                remember_reports(m, live)
             if report is not None:
-                live_reports[report.participant_id] = report
+                live[report.participant_id] = report
         if m is row:
             entries = {
                 e.id: e for e in (row.__dict__.pop("_entry1", None), row.__dict__.pop("_entry2", None)) if e
@@ -292,6 +295,18 @@ def read_entries(m: Match) -> dict[int, Participant]:
     """Every participant read with ``m``, whether or not still in its slots."""
     known: dict[int, Participant] = m.__dict__.get("_entries", {})
     return known
+
+
+def known_reports(m: Match) -> dict[int, MatchReport] | None:
+    """``m``'s live reports (participant id -> report) as read with it and
+    kept since, or None when they were not read."""
+    live: dict[int, MatchReport] | None = m.__dict__.get("_reports")
+    return live
+
+
+def remember_reports(m: Match, live: dict[int, MatchReport]) -> None:
+    """``m``'s live reports are now ``live`` (the services that change one keep this)."""
+    m.__dict__["_reports"] = live
 
 
 def forget_entries(m: Match) -> None:

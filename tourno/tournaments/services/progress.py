@@ -67,10 +67,12 @@ from tourno.tournaments.services.common import (
     epoch,
     flush_deferred,
     forget_entries,
+    known_reports,
     read_entries,
     read_matches,
     record_event,
     remember_entries,
+    remember_reports,
     save_match,
     save_tournament,
     touch,
@@ -630,7 +632,7 @@ def active_reports(m: Match, *, until: dt.datetime | None = None) -> dict[int, M
     """Participant id -> their live report on ``m`` (created by ``until``, when given).
     Read once per locked write: the services that change a live report keep
     ``m``'s copy (:func:`remember_reports`) up to date."""
-    live: dict[int, MatchReport] | None = m.__dict__.get("_reports")
+    live = known_reports(m)
     if live is None:
         query = MatchReport.select().where(
             MatchReport.match == m.id,
@@ -642,8 +644,3 @@ def active_reports(m: Match, *, until: dt.datetime | None = None) -> dict[int, M
     if until is not None:
         return {p: r for p, r in live.items() if r.created_at <= until}
     return dict(live)
-
-
-def remember_reports(m: Match, live: dict[int, MatchReport]) -> None:
-    """``m``'s live reports (participant id -> report) are now ``live``."""
-    m.__dict__["_reports"] = dict(live)

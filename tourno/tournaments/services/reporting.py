@@ -44,16 +44,12 @@ from tourno.tournaments.services.common import (
     entries_of,
     locked_match,
     record_event,
+    remember_reports,
     save_match,
     touch,
 )
 from tourno.tournaments.services.notify import mail_players
-from tourno.tournaments.services.progress import (
-    active_reports,
-    complete_match,
-    mark_disputed,
-    remember_reports,
-)
+from tourno.tournaments.services.progress import active_reports, complete_match, mark_disputed
 
 
 def report_result(
