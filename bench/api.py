@@ -20,10 +20,26 @@ p50/p99 latency for
    transaction: the old report superseded, a new one and an audit event
    written).
 
+4. the mixed write load (issue 16): 8 clients (``--clients``) reporting and
+   confirming across 100 underway 16-player tournaments (``--tournaments``):
+   for each of the 800 first-round matches, player 1 reports and player 2
+   confirms, which decides the match and moves the winner on (every second
+   confirmation opens a quarter-final). Printed: writes/s, p50/p99, and the
+   ratio of writes/s to the cached GET's requests/s of the same run.
+
 Target (issue 4): >= 1,000 req/s on the GET with p99 < 50 ms on a 2-core machine.
 
+Measured (issue 16, ``--seconds 5``, python client, a 2-core box shared with
+other work, two runs each): the mixed write load went from 94-122 writes/s
+(p99 94-307 ms; server CPU per write: gunicorn 9.7-10.1 ms + postgres
+3.8-4.0 ms) to 136-145 writes/s (p99 69-73 ms; gunicorn 7.9-8.5 ms +
+postgres 3.2-3.4 ms) when the services' write path went from 12 (report)
+and 22-35 (confirmation) statements to 5 and 6-8; write/cached-read 1 : 8-11.
+What is left of the gunicorn CPU is mostly the HTTP layer's own reads and
+peewee building SQL text.
+
 Usage: ``python bench/api.py [--seconds 10] [--workers 4] [--clients 8]
-[--client auto|wrk|python] [--repeat N]`` (``--repeat``: the GET phase N times,
+[--client auto|wrk|python] [--repeat N] [--tournaments 100]`` (``--repeat``: the GET phase N times,
 each run printed, then the medians). PostgreSQL at ``TOURNO_BENCH_PG``, default
 ``postgresql://postgres@127.0.0.1:5432``; the database ``tourno_bench_api`` is
 created, migrated and dropped again.
@@ -100,6 +116,119 @@ def prepare() -> tuple[int, list[tuple[int, str, dict]]]:
         reports.append((m.id, tokens[user_id], {"player1_score": 2, "player2_score": 1}))
     tdb.database.close()
     return t.id, reports
+
+
+MIXED_PLAYERS = 16
+
+
+def prepare_mixed(tournaments: int) -> list[tuple[int, str, str]]:
+    """``tournaments`` underway 16-player tournaments (the same 16 players in
+    each); (match id, player 1's token, player 2's token) per open match."""
+    tdb.init(f"{PG_SERVER}/{BENCH_DB}")
+    tdb.open_connection()
+    organizer = User.get(User.email == "org@example.com")
+    players, tokens = [], {}
+    for i in range(MIXED_PLAYERS):
+        user = services.create_user(f"m{i}@example.com", f"M{i}")
+        token = new_token()
+        User.update(api_token_hash=hash_token(token)).where(User.id == user.id).execute()
+        players.append(user)
+        tokens[user.id] = token
+    ids = []
+    for n in range(tournaments):
+        t = services.create_tournament(
+            organizer, name=f"Mixed {n}", game="Chess", format="single_elimination", capacity=MIXED_PLAYERS
+        )
+        t = services.publish(t, organizer, now=NOW)
+        for user in players:
+            services.register(t, user, now=NOW)
+        services.start_tournament(t, organizer, now=NOW)
+        ids.append(t.id)
+    users = {p.id: p.user_id for p in Participant.select().where(Participant.tournament.in_(ids))}
+    pairs = [
+        (m.id, tokens[users[m.player1_id]], tokens[users[m.player2_id]])
+        for m in Match.select()
+        .where(Match.tournament.in_(ids), Match.state == MatchState.OPEN)
+        .order_by(Match.tournament, Match.id)
+    ]
+    tdb.database.close()
+    return pairs
+
+
+def _post(port: int, path: str, token: str, body: dict | None) -> tuple[float, bool]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    began = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", path, body=json.dumps(body or {}), headers=headers)
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        ok = response.status < 400
+    except OSError:
+        ok = False
+    return time.perf_counter() - began, ok
+
+
+def _write_client(port: int, pairs: list, seconds: float, threads: int, first: int, stride: int, out) -> None:
+    """One load process of the mixed write load: thread k plays matches
+    ``first + k``, ``first + k + stride``, ... (a report, then its confirmation)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def loop(k: int) -> None:
+        mine: list[float] = []
+        bad = 0
+        for mid, reporter, confirmer in pairs[first + k :: stride]:
+            if time.monotonic() >= stop_at:
+                break
+            for path, token, body in (
+                (f"/api/v1/matches/{mid}/reports", reporter, {"player1_score": 2, "player2_score": 1}),
+                (f"/api/v1/matches/{mid}/confirm", confirmer, None),
+            ):
+                took, ok = _post(port, path, token, body)
+                mine.append(took)
+                bad += not ok
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    pool = [threading.Thread(target=loop, args=(k,)) for k in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    out.put((latencies, errors[0]))
+
+
+def load_writes(port: int, pairs: list, seconds: float, clients: int) -> Result:
+    """The mixed write load: ``clients`` closed loops over disjoint matches,
+    until every match is played or ``seconds`` pass."""
+    processes = max(1, min(clients, 4))
+    per_process = max(1, clients // processes)
+    stride = processes * per_process
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_write_client, args=(port, pairs, seconds, per_process, n * per_process, stride, out)
+        )
+        for n in range(processes)
+    ]
+    began = time.monotonic()
+    for p in procs:
+        p.start()
+    results = [out.get() for _ in procs]
+    elapsed = time.monotonic() - began
+    for p in procs:
+        p.join()
+    latencies = sorted(x for lat, _ in results for x in lat)
+    errors = sum(e for _, e in results)
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
+    return Result(len(latencies) / elapsed, p50, p99, errors, len(latencies))
 
 
 @dataclass
@@ -319,6 +448,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent connections (closed loops)")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--repeat", type=int, default=1, help="runs of the GET phase (medians printed)")
+    parser.add_argument(
+        "--tournaments",
+        type=int,
+        default=100,
+        help="underway tournaments of the mixed write load (0: skip it)",
+    )
     args = parser.parse_args()
     client = args.client
     if client == "auto":
@@ -335,6 +470,7 @@ def main() -> None:
         )
 
     tid, reports = prepare()
+    pairs = prepare_mixed(args.tournaments) if args.tournaments > 0 else []
     port = free_port()
     server = start_server(port, args.workers)
     cpu = ServerCpu(server.pid)
@@ -364,6 +500,17 @@ def main() -> None:
             "POST match reports (re-reports, 32 matches; python client)",
             cpu.measure(lambda: load(port, posts, args.seconds, args.clients)),
         )
+        if pairs:
+            writes = cpu.measure(lambda: load_writes(port, pairs, args.seconds, args.clients))
+            report(
+                f"mixed writes (report + confirm, {len(pairs)} matches in {args.tournaments} tournaments; "
+                "python client)",
+                writes,
+            )
+            print(
+                f"write/cached-read ratio: {writes.rate:.0f} writes/s / {runs[-1].rate:.0f} GET/s "
+                f"= 1 : {runs[-1].rate / max(writes.rate, 1e-9):.1f}"
+            )
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -43,7 +43,6 @@ from tourno.tournaments.formats import (
 )
 from tourno.tournaments.models import (
     Match,
-    MatchEvent,
     MatchEventType,
     MatchState,
     Participant,
@@ -53,7 +52,7 @@ from tourno.tournaments.models import (
     Tournament,
     TournamentFormat,
 )
-from tourno.tournaments.services.common import CHUNK
+from tourno.tournaments.services.common import CHUNK, add_events, run_together
 from tourno.tournaments.services.notify import mail_match_ready
 
 NOBODY = 0  # a slot resolved to nobody (a bye, or the loser of a bye)
@@ -233,49 +232,66 @@ def _round_name(key: MatchKey, elimination_rounds: int) -> str:
     return f"Round {key.round}"
 
 
-def _reserve_ids(model: type[peewee.Model], count: int) -> list[int]:
-    """``count`` fresh ids for ``model``'s table, so rows can reference each
-    other before they are inserted. PostgreSQL draws them from the sequence;
-    SQLite is under its IMMEDIATE write lock, so the next ids are ours."""
-    if count == 0:
-        return []
-    table = model._meta.table_name
+def _reserve_ids(rounds: int, matches: int) -> tuple[list[int], list[int]]:
+    """Fresh ids for ``rounds`` rounds and ``matches`` matches, so rows can
+    reference each other before they are inserted, in one statement.
+    PostgreSQL draws them from the sequences; SQLite is under its IMMEDIATE
+    write lock, so the next ids are ours."""
+    if rounds + matches == 0:
+        return [], []
     if tdb.is_postgres():
+        # tourno_reserve_ids: each row tagged with its table (0 rounds, 1 matches).
         cursor = database.execute_sql(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", (table, count)
+            "SELECT 0, nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s) "
+            "UNION ALL "
+            "SELECT 1, nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (Round._meta.table_name, rounds, Match._meta.table_name, matches),
         )
-        return sorted(row[0] for row in cursor.fetchall())
-    row = database.execute_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-    top = database.execute_sql(f'SELECT MAX(id) FROM "{table}"').fetchone()[0]
-    base = max(row[0] if row else 0, top or 0)
-    return list(range(base + 1, base + count + 1))
-
-
-def insert_rows(model: type[peewee.Model], rows: list[dict[str, Any]]) -> None:
-    """``rows`` into ``model``'s table, :data:`CHUNK` at a time."""
-    for batch in peewee.chunked(rows, CHUNK):
-        model.insert_many(batch).execute()
-
-
-def persist(t: Tournament, built: Built, actor: User | None, now: dt.datetime) -> None:
-    """Write the rounds and matches of ``built``, then :func:`write_opened`."""
-    round_ids = dict(zip(built.rounds, _reserve_ids(Round, len(built.rounds)), strict=True))
-    rounds = [{**info, "id": round_ids[key]} for key, info in built.rounds.items()]
-    insert_rows(Round, rounds)
-
-    match_ids = dict(
-        zip((pm.key for pm, _ in built.matches), _reserve_ids(Match, len(built.matches)), strict=True)
+        drawn: tuple[list[int], list[int]] = ([], [])
+        for tag, value in cursor.fetchall():
+            drawn[tag].append(value)
+        return sorted(drawn[0]), sorted(drawn[1])
+    r, m = Round._meta.table_name, Match._meta.table_name
+    top = database.execute_sql(
+        f'SELECT (SELECT seq FROM sqlite_sequence WHERE name = ?), (SELECT MAX(id) FROM "{r}"), '
+        f'(SELECT seq FROM sqlite_sequence WHERE name = ?), (SELECT MAX(id) FROM "{m}")',
+        (r, m),
+    ).fetchone()
+    round_base = max(top[0] or 0, top[1] or 0)
+    match_base = max(top[2] or 0, top[3] or 0)
+    return (
+        list(range(round_base + 1, round_base + rounds + 1)),
+        list(range(match_base + 1, match_base + matches + 1)),
     )
+
+
+def persist(
+    t: Tournament, built: Built, actor: User | None, now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write the rounds and matches of ``built``, then :func:`write_opened`.
+    Returns the round and match rows written (with their ids)."""
+    reserved_rounds, reserved_matches = _reserve_ids(len(built.rounds), len(built.matches))
+    round_ids = dict(zip(built.rounds, reserved_rounds, strict=True))
+    rounds = [{**info, "id": round_ids[key]} for key, info in built.rounds.items()]
+    match_ids = dict(zip((pm.key for pm, _ in built.matches), reserved_matches, strict=True))
     for pm, row in built.matches:
         row["id"] = match_ids[pm.key]
         row["round"] = round_ids[(pm.key.bracket, pm.key.round)]
         row["winner_to"] = match_ids[pm.winner_to.match] if pm.winner_to else None
         row["loser_to"] = match_ids[pm.loser_to.match] if pm.loser_to else None
-    # Targets before the matches that point at them (the plan order is a feed order).
-    insert_rows(Match, [row for _, row in reversed(built.matches)])
+    # The rounds, then the matches, targets before the matches that point at
+    # them (the plan order is a feed order): in one statement on PostgreSQL.
+    run_together(
+        [Round.insert_many(batch) for batch in peewee.chunked(rounds, CHUNK)]
+        + [
+            Match.insert_many(batch)
+            for batch in peewee.chunked([row for _, row in reversed(built.matches)], CHUNK)
+        ]
+    )
 
     round_names = {round_ids[key]: info["name"] for key, info in built.rounds.items()}
     write_opened(t, built.opened, built.entries, round_names, actor, now)
+    return rounds, [row for _, row in built.matches]
 
 
 def write_opened(
@@ -304,6 +320,6 @@ def write_opened(
         }
         for row in rows
     ]
-    insert_rows(MatchEvent, events)
+    add_events(events)
 
     mail_match_ready(t, rows, entries, round_names, now)

@@ -30,11 +30,17 @@ from tourno.tournaments.models import (
     ParticipantStatus,
     ReportKind,
     ResultType,
-    Round,
     Tournament,
     TournamentState,
 )
-from tourno.tournaments.services.common import epoch, locked_match, save_tournament, touch
+from tourno.tournaments.services.common import (
+    epoch,
+    forget_entries,
+    locked_match,
+    save_match,
+    save_tournament,
+    touch,
+)
 from tourno.tournaments.services.lifecycle import cancel_tournament
 from tourno.tournaments.services.notify import mail_organizer
 from tourno.tournaments.services.progress import active_reports, complete_match, mark_disputed, set_deadline
@@ -135,16 +141,18 @@ def _no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str, Any])
                 Participant.status == ParticipantStatus.REGISTERED,
                 Participant.no_show_count >= limit,
             ).execute()
+            forget_entries(m)  # a player may just have been dropped
         complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT
 
-    if Round.get_by_id(m.round_id).is_final:
+    if m.round.is_final:  # read with the match
         return _final_no_show(t, m, now, payload)
     policy = t.no_show_policy_elimination
     if policy == EliminationNoShowPolicy.DOUBLE_DQ:
         Participant.update(status=ParticipantStatus.DISQUALIFIED, version=Participant.version + 1).where(
             Participant.id.in_(ids), Participant.status == ParticipantStatus.REGISTERED
         ).execute()
+        forget_entries(m)
         decision = Decision(winner=None, loser=None, result_type=ResultType.DOUBLE_FORFEIT)
         complete_match(t, m, decision, None, now, MatchEventType.DEADLINE_DOUBLE_FORFEIT, payload)
         return DOUBLE_FORFEIT
@@ -194,7 +202,7 @@ def _final_no_show(t: Tournament, m: Match, now: dt.datetime, payload: dict[str,
         return CANCELLED
     m.admin_locked_at = now
     touch(m, now)
-    m.save()
+    save_match(m)
     save_tournament(t, now, state=TournamentState.AWAITING_REVIEW, awaiting_review_since=now)
     mail_organizer(
         t,

@@ -1,7 +1,7 @@
 """The mail the domain's changes write: one outbox row per recipient, in the
 caller's transaction, each with a ``dedupe_key`` so a retried change never
-mails twice. Rows written in bulk (a start opens hundreds of matches) go in
-through :func:`tourno.mail.store.enqueue_emails`; the rest through ``enqueue_email``.
+mails twice. Every row goes through :func:`~.common.add_mails`: inside a
+locked write the rows are held and written at its end in one multi-row INSERT.
 
 Nothing here decides anything: the services call these after they have
 written the change the mail tells about.
@@ -17,10 +17,10 @@ import peewee
 
 from tourno.accounts.models import User
 from tourno.mail.models import EmailPriority
-from tourno.mail.store import enqueue_email, enqueue_emails, outbox_row
+from tourno.mail.store import outbox_row
 from tourno.tournaments.decisions import opponent
 from tourno.tournaments.models import Match, Participant, ParticipantStatus, Tournament
-from tourno.tournaments.services.common import CHUNK
+from tourno.tournaments.services.common import add_mails, entries_of, remember_entries
 
 
 def tournament_context(t: Tournament) -> dict[str, Any]:
@@ -66,14 +66,18 @@ def mail_user(
     Here and in the helpers below the template is passed by keyword, as a
     literal at the call site: ``tests/mail/test_mail.py`` finds the templates the
     code writes by reading the source for ``template="..."``."""
-    enqueue_email(
-        dedupe_key=dedupe_key,
-        to_email=user.email,
-        user=user,
-        template=template,
-        context=context,
-        priority=priority,
-        now=now,
+    add_mails(
+        [
+            outbox_row(
+                dedupe_key=dedupe_key,
+                to_email=user.email,
+                user=user,
+                template=template,
+                context=context,
+                priority=priority,
+                now=now,
+            )
+        ]
     )
 
 
@@ -89,8 +93,11 @@ def mail_players(
     now: dt.datetime,
 ) -> None:
     """One email per listed player of ``m`` who has an address (an entrant
-    added by name has none), both players read in one query."""
-    entries = entries_with_users((m.player1_id, m.player2_id))
+    added by name has none), both players read in one query (or with the match)."""
+    entries = entries_of(m)
+    if entries is None:
+        entries = entries_with_users((m.player1_id, m.player2_id))
+        remember_entries(m, entries)  # as they are now: propagation reads their statuses
     for pid in pids:
         entry = entries.get(pid) if pid else None
         user = account_of(entry) if entry is not None else None
@@ -257,7 +264,7 @@ def mail_started(t: Tournament, players: list[Participant], now: dt.datetime) ->
         for entry in players
         if (user := account_of(entry)) is not None and user.email
     ]
-    enqueue_emails(rows, CHUNK)
+    add_mails(rows)
 
 
 def mail_match_ready(
@@ -296,4 +303,4 @@ def mail_match_ready(
                 now=now,
             )
             mails.append(mail)
-    enqueue_emails(mails, CHUNK)
+    add_mails(mails)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
+
+import peewee
 
 from tourno.accounts.models import User
 from tourno.mail.models import EmailPriority
@@ -58,7 +60,23 @@ from tourno.tournaments.services.brackets import (
     warn_at_for,
     write_opened,
 )
-from tourno.tournaments.services.common import MANAGING, epoch, record_event, save_tournament, touch
+from tourno.tournaments.services.common import (
+    MANAGING,
+    defer,
+    entries_of,
+    epoch,
+    flush_deferred,
+    forget_entries,
+    known_reports,
+    read_entries,
+    read_matches,
+    record_event,
+    remember_entries,
+    remember_reports,
+    save_match,
+    save_tournament,
+    touch,
+)
 from tourno.tournaments.services.notify import (
     entries_with_users,
     mail_organizer,
@@ -92,10 +110,7 @@ def complete_match(
 ) -> None:
     """Decide ``m`` and set off everything that follows, in the caller's transaction."""
     write_decision(m, decision, now)
-    for report in active_reports(m).values():
-        agrees = report.kind != ReportKind.DISPUTE and report.winner_participant_id == decision.winner
-        report.status = ReportStatus.ACCEPTED if agrees else ReportStatus.REJECTED
-        report.save()
+    settle_reports(m, decision)
     record_event(t, m, actor, event_type, {**payload, **decision.payload()}, now)
     mail_players(
         t,
@@ -116,6 +131,30 @@ def complete_match(
     _after_decision(t, m, actor, now)
 
 
+def settle_reports(m: Match, decision: Decision) -> None:
+    """Each live report of the decided ``m`` is accepted (it states the
+    decision's winner) or rejected, all in one UPDATE."""
+    reports = active_reports(m)
+    if not reports:
+        return
+    accepted = [
+        r.id
+        for r in reports.values()
+        if r.kind != ReportKind.DISPUTE and r.winner_participant_id == decision.winner
+    ]
+    ids = [r.id for r in reports.values()]
+    for r in reports.values():
+        r.status = ReportStatus.ACCEPTED if r.id in accepted else ReportStatus.REJECTED
+    if len(accepted) in (0, len(ids)):
+        status: Any = (ReportStatus.ACCEPTED if accepted else ReportStatus.REJECTED).value
+    else:
+        status = peewee.Case(
+            None, [(MatchReport.id.in_(accepted), ReportStatus.ACCEPTED.value)], ReportStatus.REJECTED.value
+        )
+    defer(MatchReport.update(status=status).where(MatchReport.id.in_(ids)))
+    remember_reports(m, {})
+
+
 def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
     """The decision onto the match row, nothing else (no event, no mail, no propagation)."""
     m.state = MatchState.COMPLETE
@@ -130,22 +169,26 @@ def write_decision(m: Match, d: Decision, now: dt.datetime) -> None:
     m.admin_locked_at = None
     m.warn_at = None  # only an open match is warned about
     touch(m, now)
-    m.save()
+    save_match(m)
 
 
 def _after_decision(t: Tournament, m: Match, actor: User | None, now: dt.datetime) -> None:
     opened: list[Match] = []
     touched_rounds = {m.round_id}
+    waiting = False  # a match is known to be still undecided
     if t.format in LEAGUES:
         finished = advance_league(t, actor, now, opened)
     else:
-        touched_rounds |= propagate(t, m, now, opened, actor)
+        rounds, waiting = propagate(t, m, now, opened, actor)
+        touched_rounds |= rounds
         finished = False
     open_matches(t, opened, actor, now)
-    close_rounds(touched_rounds, now)
+    close_rounds(touched_rounds, now, held=True)
     if t.format not in LEAGUES:
-        finished = (
-            not Match.select().where(Match.tournament == t.id, Match.state != MatchState.COMPLETE).exists()
+        finished = not (
+            waiting
+            or opened
+            or Match.select().where(Match.tournament == t.id, Match.state != MatchState.COMPLETE).exists()
         )
     if finished and t.state in MANAGING:
         complete_tournament(t, now)
@@ -153,12 +196,18 @@ def _after_decision(t: Tournament, m: Match, actor: User | None, now: dt.datetim
 
 def propagate(
     t: Tournament, first: Match, now: dt.datetime, opened: list[Match], actor: User | None
-) -> set[int]:
+) -> tuple[set[int], bool]:
     """Move the winner (and, double elimination, the loser) of ``first`` on.
     A next match with two players opens; one with a single player (the other
     slot a placeholder, or a player already out) is decided at once and moves
-    on in turn (``plan``'s walkover rule). Returns the rounds touched."""
+    on in turn (``plan``'s walkover rule). Returns the rounds touched and
+    whether a next match was left waiting for its other player.
+
+    Each next match is read once (with its round) and written once: waiting,
+    decided (a walkover) or, by :func:`open_matches`, opened."""
     touched: set[int] = set()
+    eliminated: list[int] = []
+    waiting: set[int] = set()  # next matches left for their other player
     todo = [first]
     while todo:
         done = todo.pop()
@@ -171,17 +220,19 @@ def propagate(
             loser_goes_on = False
         for pid in (done.player1_id, done.player2_id):
             if pid and pid != done.winner_id and not (pid == loser and loser_goes_on):
-                Participant.update(eliminated_at=now).where(
-                    Participant.id == pid, Participant.eliminated_at.is_null(True)
-                ).execute()
+                eliminated.append(pid)
         targets = [
             (done.winner_to_id, done.winner_to_slot, done.winner_id or NOBODY),
             (done.loser_to_id, done.loser_to_slot, loser if loser_goes_on else NOBODY),
         ]
+        # Both next matches (with their rounds and players) in one query.
+        nexts = read_matches([tid for tid, _, _ in targets if tid is not None], with_round=True)
         for target_id, slot, pid in targets:
             if target_id is None:
                 continue
-            nxt = Match.get_by_id(target_id)
+            nxt = nexts.get(target_id)
+            if nxt is None:
+                raise InvalidState(f"match {done.id} feeds a match {target_id} that is not there")
             if nxt.state != MatchState.PENDING:
                 log.error(
                     "match %s: next match %s is %s, not pending; left alone", done.id, nxt.id, nxt.state
@@ -190,22 +241,35 @@ def propagate(
             setattr(nxt, f"player{slot}", pid or None)
             setattr(nxt, f"player{slot}_is_bye", pid == NOBODY)
             touch(nxt, now)
-            nxt.save()
             filled = [
                 nxt.player1_id or (NOBODY if nxt.player1_is_bye else None),
                 nxt.player2_id or (NOBODY if nxt.player2_is_bye else None),
             ]
             if None in filled:
+                save_match(nxt)
+                waiting.add(nxt.id)
                 continue
+            waiting.discard(nxt.id)  # filled later in the same chain
             present = [p for p in filled if p]
+            # Its players: the one read with it and the one moving in, read with ``done``.
+            known = read_entries(nxt) | read_entries(done)
+            if not all(p in known for p in present):
+                known = entries_with_users(present)
+            remember_entries(nxt, {p: known[p] for p in present})
             statuses = statuses_of(nxt)
             if len(present) == 2 and not any(statuses.get(p) in OUT for p in present):
-                opened.append(nxt)
+                opened.append(nxt)  # saved, with the slot, when opened
                 continue
             write_decision(nxt, forfeit_decision(nxt, statuses), now)
             record_event(t, nxt, actor, MatchEventType.WALKOVER, {"from": done.id}, now)
             todo.append(nxt)
-    return touched
+    if eliminated:
+        defer(
+            Participant.update(eliminated_at=now).where(
+                Participant.id.in_(eliminated), Participant.eliminated_at.is_null(True)
+            )
+        )
+    return touched, bool(waiting)
 
 
 def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: dt.datetime) -> None:
@@ -215,14 +279,19 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
         return
     deadline_at, warn_at = match_deadline(t, now)
     rows = []
+    plain: list[int] = []  # matches with no change but the opening: one UPDATE for all
     for m in matches:
+        changed = set(m.dirty_fields) - {Match.version, Match.updated_at}
         m.state = MatchState.OPEN
         m.opened_at = now
         m.deadline_at = deadline_at
         m.warn_at = warn_at
         m.deadline_warning_sent_at = None
         touch(m, now)
-        m.save()
+        if changed:
+            save_match(m)
+        else:
+            plain.append(m.id)
         rows.append(
             {
                 "id": m.id,
@@ -233,53 +302,95 @@ def open_matches(t: Tournament, matches: list[Match], actor: User | None, now: d
                 "deadline_at": deadline_at,
             }
         )
+    if plain:
+        Match.update(
+            state=MatchState.OPEN,
+            opened_at=now,
+            deadline_at=deadline_at,
+            warn_at=warn_at,
+            deadline_warning_sent_at=None,
+            version=Match.version + 1,
+            updated_at=now,
+        ).where(Match.id.in_(plain)).execute()
+    # The rounds read with the matches (propagation joins them) need no second read.
+    known = {m.round_id: m.__rel__["round"] for m in matches if "round" in m.__rel__}
     round_ids = {m.round_id for m in matches}
-    Round.update(state=RoundState.OPEN, opened_at=now).where(
-        Round.id.in_(list(round_ids)), Round.state == RoundState.PENDING
-    ).execute()
-    names = {r.id: r.name for r in Round.select(Round.id, Round.name).where(Round.id.in_(list(round_ids)))}
-    entries = entries_with_users({p for row in rows for p in (row["player1"], row["player2"])})
+    if any(rid not in known or known[rid].state == RoundState.PENDING for rid in round_ids):
+        defer(
+            Round.update(state=RoundState.OPEN, opened_at=now).where(
+                Round.id.in_(list(round_ids)), Round.state == RoundState.PENDING
+            )
+        )
+    names = {rid: r.name for rid, r in known.items()}
+    if round_ids - set(names):
+        missing = list(round_ids - set(names))
+        names |= {r.id: r.name for r in Round.select(Round.id, Round.name).where(Round.id.in_(missing))}
+    entries: dict[int, Participant] = {}
+    for m in matches:
+        entries |= entries_of(m) or {}
+    unknown = {p for row in rows for p in (row["player1"], row["player2"])} - set(entries)
+    if unknown:
+        entries |= entries_with_users(unknown)
     write_opened(t, rows, entries, names, actor, now)
 
 
-def close_rounds(round_ids: set[int], now: dt.datetime) -> None:
-    """Each of the rounds whose matches are all decided becomes ``complete``."""
-    for rid in round_ids:
-        unfinished = Match.select().where(Match.round == rid, Match.state != MatchState.COMPLETE).exists()
-        if not unfinished:
-            Round.update(state=RoundState.COMPLETE, completed_at=now).where(
-                Round.id == rid, Round.state != RoundState.COMPLETE
-            ).execute()
+def close_rounds(round_ids: set[int], now: dt.datetime, *, held: bool = False) -> None:
+    """Each of the rounds whose matches are all decided becomes ``complete``,
+    in one UPDATE (``held``: at the end of the locked write, see ``common.defer``)."""
+    if not round_ids:
+        return
+    ids = list(round_ids)
+    unfinished = Match.select(Match.round).where(Match.round.in_(ids), Match.state != MatchState.COMPLETE)
+    query = Round.update(state=RoundState.COMPLETE, completed_at=now).where(
+        Round.id.in_(ids), Round.state != RoundState.COMPLETE, Round.id.not_in(unfinished)
+    )
+    if held:
+        defer(query)
+    else:
+        query.execute()
 
 
 def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: list[Match]) -> bool:
     """Open the next round once every match of the current one is decided:
     round robin opens its pre-planned round, Swiss pairs one from the
-    standings. Returns whether the league is over."""
+    standings. Returns whether the league is over.
+
+    One read answers both "is the current round over?" and "what comes
+    next?": round robin reads the undecided matches of the current and the
+    next round, Swiss every match (its standings need them all), each with
+    its round."""
     while True:
         current = t.current_round or 1
-        rounds = {r.number: r for r in Round.select().where(Round.tournament == t.id)}
-        cur = rounds.get(current)
-        if (
-            cur is not None
-            and Match.select().where(Match.round == cur.id, Match.state != MatchState.COMPLETE).exists()
-        ):
+        query = Match.select(Match, Round).join(Round, on=(Match.round == Round.id))
+        if t.format == TournamentFormat.ROUND_ROBIN:
+            query = query.where(
+                Match.tournament == t.id,
+                Match.state != MatchState.COMPLETE,
+                Round.number.in_([current, current + 1]),
+            )
+        else:
+            query = query.where(Match.tournament == t.id)
+        matches = list(query)
+        if any(m.round.number == current and m.state != MatchState.COMPLETE for m in matches):
             return False
         if current >= (t.total_rounds or current):
             return True
         nxt_number = current + 1
         if t.format == TournamentFormat.ROUND_ROBIN:
-            pending = list(
-                Match.select().where(Match.round == rounds[nxt_number].id, Match.state == MatchState.PENDING)
-            )
+            pending = [m for m in matches if m.round.number == nxt_number and m.state == MatchState.PENDING]
         else:
-            paired = pair_swiss_round(t, nxt_number, now)
+            paired = pair_swiss_round(t, nxt_number, now, matches)
             if paired is None:
                 return True  # fewer than two players left to pair
             pending = paired
-        save_tournament(t, now, current_round=nxt_number)
+        save_tournament(t, now, held=True, current_round=nxt_number)
         decided_now = []
+        # The round's players (with their users, for the mail) in one query, unless read already.
+        unknown = {p for m in pending if entries_of(m) is None for p in (m.player1_id, m.player2_id) if p}
+        players = entries_with_users(unknown) if unknown else {}
         for m in pending:
+            if entries_of(m) is None:
+                remember_entries(m, {p: players[p] for p in (m.player1_id, m.player2_id) if p in players})
             statuses = statuses_of(m)
             if (
                 m.player1_id
@@ -297,12 +408,14 @@ def advance_league(t: Tournament, actor: User | None, now: dt.datetime, opened: 
             return False
 
 
-def pair_swiss_round(t: Tournament, number: int, now: dt.datetime) -> list[Match] | None:
-    """Pair and persist Swiss round ``number``; the bye (odd field) is
-    decided at once. Returns the round's undecided matches, or None when
-    fewer than two players can still be paired."""
+def pair_swiss_round(
+    t: Tournament, number: int, now: dt.datetime, matches: list[Match]
+) -> list[Match] | None:
+    """Pair and persist Swiss round ``number`` from ``matches`` (every match
+    so far); the bye (odd field) is decided at once. Returns the round's
+    undecided matches (with their round and players), or None when fewer
+    than two players can still be paired."""
     entries = {e.id: e for e in seeded_with_users(t)}
-    matches = list(Match.select().where(Match.tournament == t.id))
     seed_of = seeds_by_id(list(entries.values()))
     results = league_results(matches, seed_of)
     table = compute_standings(sorted(seed_of.values()), results, points_scheme(t))
@@ -314,17 +427,25 @@ def pair_swiss_round(t: Tournament, number: int, now: dt.datetime) -> list[Match
     planned = pair_next_round(active, met, had_bye, number)
     by_seed = {seed: entries[pid] for pid, seed in seed_of.items()}
     built = resolve(t, planned, by_seed, now, open_round=-1)  # open nothing here: the caller opens
-    persist(t, built, None, now)
-    return list(
-        Match.select()
-        .join(Round, on=(Match.round == Round.id))
-        .where(Match.tournament == t.id, Round.number == number, Match.state != MatchState.COMPLETE)
-    )
+    round_rows, match_rows = persist(t, built, None, now)
+    # The rows just written, as the caller would read them back.
+    rounds = {row["id"]: Round(**row) for row in round_rows}
+    undecided = []
+    for row in match_rows:
+        if row.get("state", MatchState.PENDING) == MatchState.COMPLETE:
+            continue
+        m = Match(**row)
+        m.round = rounds[row["round"]]
+        remember_entries(m, {p: entries[p] for p in (m.player1_id, m.player2_id) if p and p in entries})
+        cast(Any, m)._dirty.clear()  # as if read back: nothing changed since (peewee's own set)
+        undecided.append(m)
+    return undecided
 
 
 def complete_tournament(t: Tournament, now: dt.datetime, *, review: bool | None = None) -> None:
     """Every match is decided: write final ranks and the standings cache, then
     ``complete`` (or ``awaiting_review`` when the organizer reviews first)."""
+    flush_deferred()  # the ranks read the eliminations and rounds written so far
     ranks, table = final_ranks(t)
     entries = seeded(t)
     counts = match_records(decided_matches(t))
@@ -382,6 +503,8 @@ def reopen(t: Tournament, m: Match, actor: User | None, now: dt.datetime, *, ope
     MatchReport.update(status=ReportStatus.SUPERSEDED, superseded_at=now).where(
         MatchReport.match == m.id, MatchReport.superseded_at.is_null(True)
     ).execute()
+    remember_reports(m, {})
+    forget_entries(m)  # a double forfeit's penalty was just taken back
     Participant.update(eliminated_at=None, final_rank=None).where(
         Participant.id.in_([p for p in (m.player1_id, m.player2_id, *reset) if p])
     ).execute()
@@ -422,7 +545,7 @@ def _reset_dependents(t: Tournament, m: Match, now: dt.datetime) -> set[int]:
                 Round.id == nxt.round_id, Round.state == RoundState.COMPLETE
             ).execute()
         touch(nxt, now)
-        nxt.save()
+        save_match(nxt)
         if was_decided:
             todo += [(nxt.winner_to_id, nxt.winner_to_slot), (nxt.loser_to_id, nxt.loser_to_slot)]
     return players
@@ -436,14 +559,14 @@ def _clear_result(m: Match, now: dt.datetime) -> None:
     m.result_type = None
     m.completed_at = None
     touch(m, now)
-    m.save()
+    save_match(m)
 
 
 def mark_disputed(t: Tournament, m: Match, actor: User | None, now: dt.datetime, *, reason: str) -> None:
     """-> ``disputed``: out of every deadline scan until an organizer decides."""
     m.state = MatchState.DISPUTED
     touch(m, now)
-    m.save()
+    save_match(m)
     record_event(t, m, actor, MatchEventType.DISPUTED, {"reason": reason}, now)
     mail_organizer(
         t,
@@ -470,7 +593,7 @@ def set_deadline(
     m.deadline_warning_sent_at = None
     m.deadline_extensions += 1
     touch(m, now)
-    m.save()
+    save_match(m)
     record_event(
         t,
         m,
@@ -492,10 +615,13 @@ def set_deadline(
 
 
 def statuses_of(m: Match) -> dict[int, ParticipantStatus]:
-    """Participant id -> status, for the players of ``m``."""
+    """Participant id -> status, for the players of ``m`` (as read with it, when they were)."""
     ids = [p for p in (m.player1_id, m.player2_id) if p]
     if not ids:
         return {}
+    known = entries_of(m)
+    if known is not None:
+        return {p: known[p].status for p in ids}
     return {
         p.id: p.status
         for p in Participant.select(Participant.id, Participant.status).where(Participant.id.in_(ids))
@@ -503,12 +629,18 @@ def statuses_of(m: Match) -> dict[int, ParticipantStatus]:
 
 
 def active_reports(m: Match, *, until: dt.datetime | None = None) -> dict[int, MatchReport]:
-    """Participant id -> their live report on ``m`` (created by ``until``, when given)."""
-    query = MatchReport.select().where(
-        MatchReport.match == m.id,
-        MatchReport.superseded_at.is_null(True),
-        MatchReport.status == ReportStatus.ACTIVE,
-    )
+    """Participant id -> their live report on ``m`` (created by ``until``, when given).
+    Read once per locked write: the services that change a live report keep
+    ``m``'s copy (:func:`remember_reports`) up to date."""
+    live = known_reports(m)
+    if live is None:
+        query = MatchReport.select().where(
+            MatchReport.match == m.id,
+            MatchReport.superseded_at.is_null(True),
+            MatchReport.status == ReportStatus.ACTIVE,
+        )
+        live = {r.participant_id: r for r in query}
+        remember_reports(m, live)
     if until is not None:
-        query = query.where(MatchReport.created_at <= until)
-    return {r.participant_id: r for r in query}
+        return {p: r for p, r in live.items() if r.created_at <= until}
+    return dict(live)

@@ -38,7 +38,16 @@ from tourno.tournaments.models import (
     ResultType,
     Tournament,
 )
-from tourno.tournaments.services.common import PLAYING, can_manage, locked_match, record_event, touch
+from tourno.tournaments.services.common import (
+    PLAYING,
+    can_manage,
+    entries_of,
+    locked_match,
+    record_event,
+    remember_reports,
+    save_match,
+    touch,
+)
 from tourno.tournaments.services.notify import mail_players
 from tourno.tournaments.services.progress import active_reports, complete_match, mark_disputed
 
@@ -130,13 +139,18 @@ def dispute_result(
 
 def _player_side(t: Tournament, m: Match, actor: User, now: dt.datetime) -> int:
     """The actor's participant id in ``m``, after the checks every player action shares."""
-    mine = (
-        Participant.select(Participant.id)
-        .where(
-            Participant.id.in_([p for p in (m.player1_id, m.player2_id) if p]), Participant.user == actor.id
+    known = entries_of(m)
+    if known is not None:
+        mine = next((e for e in known.values() if e.user_id == actor.id), None)
+    else:
+        mine = (
+            Participant.select(Participant.id)
+            .where(
+                Participant.id.in_([p for p in (m.player1_id, m.player2_id) if p]),
+                Participant.user == actor.id,
+            )
+            .first()
         )
-        .first()
-    )
     if mine is None:
         if can_manage(actor, t):
             raise NotYourMatch("organizers decide matches with resolve, not by reporting")
@@ -175,7 +189,9 @@ def _file_report(
     """The side's new live report (its earlier one superseded), ``stating``
     a result or none (a dispute), and, unless the caller writes a more
     specific one, its ``report`` event."""
-    _supersede_own(m, me, now)
+    live = active_reports(m)
+    if me in live:
+        _supersede_own(m, me, now)
     report = MatchReport.create(
         match=m.id,
         participant=me,
@@ -189,6 +205,7 @@ def _file_report(
         game_scores=stating.game_scores if stating else None,
         winner_participant=stating.winner if stating else None,
     )
+    remember_reports(m, live | {me: report})
     if event:
         record_event(t, m, actor, MatchEventType.REPORT, _report_payload(report), now)
     return report
@@ -216,7 +233,7 @@ def _after_report(
     if theirs is None:
         m.state = MatchState.AWAITING_CONFIRMATION
         touch(m, now)
-        m.save()
+        save_match(m)
         mail_players(
             t,
             m,
