@@ -751,8 +751,9 @@ def test_openapi_document_matches_the_routes(pg_api):
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
     served = set()
     for rule in pg_api.app.url_map.iter_rules():
-        # The operator's HTML pages at /admin (tourno.dashboard) are not the JSON API's.
-        if rule.endpoint == "static" or rule.endpoint.startswith("dashboard."):
+        # The operator's HTML pages at /admin (tourno.dashboard) are not the JSON API's,
+        # nor the site's root map and the mail links' redirects (tourno.api.index).
+        if rule.endpoint == "static" or rule.endpoint.startswith(("dashboard.", "index.")):
             continue
         path = rule.rule.replace("<id:", "{").replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
