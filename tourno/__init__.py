@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from tourno.config import Settings
 
 
-def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Settings:
+def setup(settings: Settings | None = None, *, import_jobs: bool = True, pool: bool = False) -> Settings:
     """Read the settings, bind the database and choose the queue backend.
 
     Opens no connection: the first dispatch (or the worker) does that.
@@ -32,7 +32,7 @@ def setup(settings: Settings | None = None, *, import_jobs: bool = True) -> Sett
 
     settings = settings or Settings.from_env()
     concrete = db.init(
-        settings.database_url, listen_url=settings.listen_url, dead_after=settings.db_dead_after
+        settings.database_url, listen_url=settings.listen_url, dead_after=settings.db_dead_after, pool=pool
     )
     if settings.queue_connection == "redis":
         try:

@@ -92,7 +92,7 @@ def liveness_parameters(dead_after: float) -> dict[str, int]:
     }
 
 
-def connect(url: str, *, dead_after: float | None = None) -> peewee.Database:
+def connect(url: str, *, dead_after: float | None = None, pool: bool = False) -> peewee.Database:
     """A (not yet connected) peewee database for ``url``.
 
     PostgreSQL connections send no startup ``options`` (PgBouncer refuses
@@ -102,6 +102,11 @@ def connect(url: str, *, dead_after: float | None = None) -> peewee.Database:
     so a pooler may hand each transaction a different server connection.
     Parameters given in the URL's query win over the liveness defaults."""
     scheme = url.split("://", 1)[0]
+    if pool and scheme in ("postgres", "postgresql"):
+        # A server's threads open a connection per request: a pool keeps
+        # them open across requests (peewee's, checked in at each request's end).
+        url = "postgresql+pool" + url[len(scheme) :]
+        scheme = "postgresql+pool"
     if scheme == "sqlite":
         return db_url.connect(
             url,
@@ -122,15 +127,16 @@ def connect(url: str, *, dead_after: float | None = None) -> peewee.Database:
 
 
 def init(
-    url: str, *, listen_url: str | None = None, dead_after: float = DEFAULT_DEAD_AFTER
+    url: str, *, listen_url: str | None = None, dead_after: float = DEFAULT_DEAD_AFTER, pool: bool = False
 ) -> peewee.Database:
     """Bind :data:`database` to ``url`` and return the concrete database.
     ``listen_url`` is where LISTEN goes (default: ``url``); ``dead_after`` the
-    seconds after which a silent connection counts as lost."""
+    seconds after which a silent connection counts as lost; ``pool`` pools a
+    PostgreSQL URL's connections whatever its scheme (``tourno serve``)."""
     global _dead_after, _listen_url
     _dead_after = dead_after
     _listen_url = listen_url if listen_url and listen_url != url else None
-    db = connect(url)
+    db = connect(url, pool=pool)
     database.initialize(db)
     return db
 

@@ -148,6 +148,36 @@ def test_a_dead_database_is_a_503_not_a_hang_or_500():
     assert ready.get_json()["checks"]["database"].startswith("unreachable")
 
 
+def test_the_api_pools_a_plain_postgresql_url(pg_template):
+    """``postgresql://`` as users write it: requests reuse connections
+    instead of connecting anew each time."""
+    from playhouse.pool import PooledPostgresqlDatabase
+
+    from tests.conftest import drop_pg, fresh_pg_url
+    from tourno.db import database
+
+    url = fresh_pg_url(pg_template)
+    assert url.startswith("postgresql://")
+    app = create_app(Settings(database_url=url))
+    assert isinstance(database.obj, PooledPostgresqlDatabase)
+
+    @app.get("/api/v1/backend")
+    def backend():
+        return {"pid": database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]}
+
+    client = app.test_client()
+    try:
+        pids = {client.get(f"{V1}/backend").get_json()["pid"] for _ in range(5)}
+        assert len(pids) == 1  # one connection, checked out and back five times
+        assert database.is_closed()  # between requests it waits in the pool
+    finally:
+        database.obj.close_all()
+        drop_pg(url)
+    # Without the pool (a script, a test), the URL's own scheme decides.
+    create_app(Settings(database_url=url), pool=False)
+    assert not isinstance(database.obj, PooledPostgresqlDatabase)
+
+
 def test_a_database_lost_mid_request_is_a_503_then_recovers(pg_template):
     from tests.conftest import drop_pg, fresh_pg_url
     from tourno.db import database

@@ -244,7 +244,10 @@ def test_single_and_batch_dispatch_from_concurrent_clients(direct, bouncer, pool
 
 def test_workers_drain_and_reconnect_across_a_pgbouncer_restart(direct, bouncer, pooled, procs):  # noqa: F811
     pg = direct
-    env = _env(pg, pooled)
+    # A stale window far longer than the outage, even on a loaded machine: a
+    # worker must ride the restart out, not fence itself or be rescued (each
+    # of which may run a job once more, rightly, and is tested on its own).
+    env = _env(pg, pooled, TOURNO_HEARTBEAT_INTERVAL="1", TOURNO_WORKER_STALE_AFTER="20")
     workers = [procs.start(env, "work", "--sleep", "1", "--tries", "5") for _ in range(2)]
     wait_registered(pg, procs, *workers)
     total = 300

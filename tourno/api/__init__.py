@@ -53,9 +53,13 @@ def create_app(
     *,
     init_database: bool = True,
     clock: Callable | None = None,
+    pool: bool = True,
 ) -> Flask:
     """The API application. ``init_database=False`` keeps the database binding
-    the caller already made (tests bind a fresh database per test)."""
+    the caller already made (tests bind a fresh database per test). A
+    PostgreSQL database's connections are pooled whatever the URL's scheme
+    (``pool``): connecting anew for every request held the cached bracket
+    GET to 302 req/s against 1,845 pooled, as measured for issue 16."""
     import tourno
     from tourno import dashboard
     from tourno.api import (
@@ -74,7 +78,7 @@ def create_app(
     )
 
     if init_database:
-        settings = tourno.setup(settings)
+        settings = tourno.setup(settings, pool=pool)
     app = Flask("tourno.api")
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,

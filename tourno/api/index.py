@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, redirect
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from tourno import __version__
+import tourno
 from tourno.api import API_PREFIX
 
 bp = Blueprint("index", __name__)
@@ -27,7 +27,7 @@ def index() -> Response:
         # For admins; 503 until TOURNO_SECRET_KEY is set (the page says so).
         "dashboard": "/admin",
     }
-    return jsonify({"name": "Tourno", "version": __version__, "links": links})
+    return jsonify({"name": "Tourno", "version": tourno.__version__, "links": links})
 
 
 @bp.get("/tournaments/<id:tid>")
