@@ -1,8 +1,9 @@
 """The runner every periodic scan shares (``reference/domain.md`` §8).
 
 1. Write a ``job_runs`` row, finished with the counts at the end.
-2. On PostgreSQL, take ``pg_try_advisory_lock(hashtext('tourno:' || job))``:
-   only one instance of each scan runs; another one records a skipped run.
+2. On PostgreSQL, take the scan's lease (a ``queue_signals`` row, see
+   :func:`scan_lease`): only one instance of each scan runs; another one
+   records a skipped run.
 3. Loop over batches: scan ids with no locks (keyset pages over the job's
    partial index), then give each item its own short transaction that takes
    the row again with the same guard (``FOR UPDATE SKIP LOCKED``: a row that
@@ -89,27 +90,51 @@ def recorded_run(job_name: str) -> Iterator[RunCounts]:
             log.warning("%s: could not record run #%s: %s", job_name, row.id, first_line(exc))
 
 
+#: Seconds a scan's lease outlives its time budget: a holder that died
+#: (killed, or cut off) stands in the next instance's way no longer than that.
+LEASE_MARGIN = 60.0
+
+# One row per scan in queue_signals, its value the instant the lease ends:
+# taken when absent or run out, in one statement that commits at once.
+_TAKE_LEASE = (
+    "INSERT INTO queue_signals (name, value) VALUES (%s, now() + %s * interval '1 second') "
+    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE queue_signals.value < now() "
+    "RETURNING value"
+)
+
+
+def lease_name(job_name: str) -> str:
+    return f"scan:{job_name}"
+
+
 @contextlib.contextmanager
-def advisory_lock(job_name: str) -> Iterator[bool]:
-    """Whether this process may run ``job_name`` now. PostgreSQL: a session
-    advisory lock on this thread's connection. It outlives the per-item
-    transactions (session locks ignore COMMIT), is released at the end, and
-    the server frees it if the process or its connection dies. SQLite has no
-    such lock; its IMMEDIATE write transactions serialize the items anyway."""
+def scan_lease(job_name: str, seconds: float) -> Iterator[bool]:
+    """Whether this process may run ``job_name`` now. PostgreSQL: a lease row
+    (``queue_signals``) of ``seconds``, ended at the end of the run. Not a
+    session advisory lock: behind a transaction-mode pooler (PgBouncer) the
+    session is the pooler's, and such a lock stays with whichever server
+    connection took it, blocking the scan for the connection's lifetime. A
+    holder that dies leaves the lease to run out. SQLite has no second
+    writer; its IMMEDIATE write transactions serialize the items anyway."""
     if not tdb.is_postgres():
         yield True
         return
-    key = f"tourno:{job_name}"
-    (acquired,) = database.execute_sql("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+    name = lease_name(job_name)
+    taken = database.execute_sql(_TAKE_LEASE, (name, float(seconds))).fetchall()
     try:
-        yield bool(acquired)
+        yield bool(taken)
     finally:
-        if acquired:
+        if taken:
             try:
-                database.execute_sql("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                # Only our own lease: its value is the instant we wrote.
+                database.execute_sql(
+                    "UPDATE queue_signals SET value = now() WHERE name = %s AND value = %s",
+                    (name, taken[0][0]),
+                )
             except peewee.PeeweeException as exc:
-                # The connection is gone, and the lock with it.
-                log.warning("%s: could not release the advisory lock: %s", job_name, first_line(exc))
+                log.warning(
+                    "%s: could not end its lease (it runs out by itself): %s", job_name, first_line(exc)
+                )
 
 
 def skip_locked() -> str:
@@ -159,7 +184,7 @@ class ScanRunner:
         """One run. ``now`` pins the clock (tests); otherwise each page reads it afresh."""
         name = type(self).job_name  # type: ignore[attr-defined]
         budget = self.budget_seconds if budget_seconds is None else budget_seconds
-        with recorded_run(name) as counts, advisory_lock(name) as acquired:
+        with recorded_run(name) as counts, scan_lease(name, budget + LEASE_MARGIN) as acquired:
             if not acquired:
                 counts.skipped = True
                 log.info("%s: another instance is running; skipped", name)
