@@ -302,6 +302,7 @@ def test_the_failed_list_and_one_job_show_the_whole_traceback(admin_client):
     assert "Traceback (most recent call last)" in body
     assert "failing on purpose" in body
     assert rec.uuid in body
+    assert f"<dt>Attempts</dt><dd>{rec.attempts}</dd>" in body and rec.attempts is not None
     assert admin_client.get("/admin/failed/999999").status_code == 404
 
 

@@ -285,14 +285,22 @@ def test_failed_lists_failures_newest_first(qdb, cli):
     result = cli("queue", "failed")
     assert result.exit_code == 0, result.output
     assert "Failed jobs" in result.stdout
-    assert table_header(result.stdout) == ["ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception"]
+    assert table_header(result.stdout) == [
+        "ID",
+        "Connection",
+        "Queue",
+        "Job",
+        "Attempts",
+        "Failed at (UTC)",
+        "Exception",
+    ]
     rows = table_rows(result.stdout)
     assert [r[0] for r in rows] == [str(ids["m"]), str(ids["b"]), str(ids["a"])]
     for row, (queue, key) in zip(rows, [("mail", "m"), ("default", "b"), ("default", "a")], strict=True):
-        assert row[1:4] == ["database", queue, "Boom"]
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[4])
+        assert row[1:5] == ["database", queue, "Boom", "1"]  # one try each
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", row[5])
         # The exception's last line, not the traceback.
-        assert row[5] == f"ValueError: boom {key}"
+        assert row[6] == f"ValueError: boom {key}"
     assert "Traceback" not in result.stdout
 
     only_mail = cli("queue", "failed", "--queue", "mail")
@@ -311,7 +319,7 @@ def test_failed_json_is_one_object_per_line(qdb, cli):
     records = {r.id: r for r in FailedJobRecord.select()}
     assert [o["id"] for o in objects] == [ids["m"], ids["a"]]
     for obj, key, queue in zip(objects, ["m", "a"], ["mail", "default"], strict=True):
-        assert set(obj) == {"id", "uuid", "connection", "queue", "job", "failed_at", "exception"}
+        assert set(obj) == {"id", "uuid", "connection", "queue", "job", "attempts", "failed_at", "exception"}
         rec = records[obj["id"]]
         assert obj["uuid"] == rec.uuid == json.loads(rec.payload)["uuid"]
         assert obj["connection"] == "database"
@@ -333,7 +341,7 @@ def test_show_one_failed_job_by_id_or_uuid(qdb, cli):
         assert f"ID:         {rec.id}\n" in out
         assert f"UUID:       {rec.uuid}\n" in out
         assert "Job:        Boom\n" in out and "Queue:      mail\n" in out
-        assert "Connection: database\n" in out
+        assert "Connection: database\n" in out and "Attempts:   1\n" in out
         assert f"Failed at:  {rec.failed_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" in out
         # The payload, as JSON, and the whole traceback (rich markup left alone).
         payload = out.split("Payload:\n", 1)[1].split("\nException:\n", 1)[0]
@@ -347,7 +355,7 @@ def test_show_one_failed_job_by_id_or_uuid(qdb, cli):
     data = json.loads(as_json.stdout)
     assert data["payload"] == json.loads(rec.payload)
     assert data["exception"] == rec.exception
-    assert (data["id"], data["queue"], data["job"]) == (rec.id, "mail", "Boom")
+    assert (data["id"], data["queue"], data["job"], data["attempts"]) == (rec.id, "mail", "Boom", 1)
 
     missing = cli("queue", "show", "999999")
     assert missing.exit_code == 1

@@ -44,6 +44,7 @@ ALL = [
     "0013_job_batches",
     "0014_job_exceptions",
     "0015_outbox_trouble_idx",
+    "0016_failed_attempts",
 ]
 MODELS = QUEUE_MODELS + tmodels.MODELS + MAIL_MODELS + BUCKET_MODELS + SCHEDULER_MODELS
 

@@ -362,6 +362,8 @@ def test_retries_with_backoff_then_failed_jobs_and_retry_brings_them_back(driver
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert sorted(r["job"] for r in rows) == ["Boom", "BoomThrice"]
+    # Each filed with the attempts it had used: tries 2 for boom, its own 3 for thrice.
+    assert sorted((r["job"], r["attempts"]) for r in rows) == [("Boom", 2), ("BoomThrice", 3)]
     assert {r["connection"] for r in rows} == {driver.backend.connection_name}
 
     retried = driver.cli("queue", "retry", "all")

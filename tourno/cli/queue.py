@@ -41,13 +41,16 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
                         "connection": rec.connection,
                         "queue": rec.queue,
                         "job": failed.job_name(rec),
+                        "attempts": rec.attempts,
                         "failed_at": rec.failed_at.isoformat(),
                         "exception": rec.exception,
                     }
                 )
             )
         return
-    table = new_table("ID", "Connection", "Queue", "Job", "Failed at (UTC)", "Exception", title="Failed jobs")
+    table = new_table(
+        "ID", "Connection", "Queue", "Job", "Attempts", "Failed at (UTC)", "Exception", title="Failed jobs"
+    )
     n = 0
     for rec in rows:
         n += 1
@@ -56,6 +59,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
             rec.connection,
             rec.queue,
             failed.job_name(rec),
+            "-" if rec.attempts is None else str(rec.attempts),
             format_when(rec.failed_at),
             failed.exception_summary(rec.exception),
         )
@@ -94,6 +98,7 @@ def show_command(app: AppContext, ident: str, as_json: bool) -> None:
                     "connection": rec.connection,
                     "queue": rec.queue,
                     "job": failed.job_name(rec),
+                    "attempts": rec.attempts,
                     "failed_at": rec.failed_at.isoformat(),
                     "payload": payload if payload is not None else rec.payload,
                     "exception": rec.exception,
@@ -109,6 +114,10 @@ def show_command(app: AppContext, ident: str, as_json: bool) -> None:
         ("Job", failed.job_name(rec)),
         ("Queue", rec.queue),
         ("Connection", rec.connection),
+        (
+            "Attempts",
+            "unknown (filed before attempts were kept)" if rec.attempts is None else str(rec.attempts),
+        ),
         ("Failed at", f"{format_when(rec.failed_at)} UTC ({age_of(rec.failed_at)} ago)"),
     ):
         click.echo(f"{label + ':':<12}{value}")

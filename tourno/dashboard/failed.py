@@ -44,6 +44,7 @@ def _row(rec: Any) -> dict[str, Any]:
         "queue": rec.queue,
         "job": store.job_name(rec),
         "failed_at": rec.failed_at,
+        "attempts": rec.attempts,
         "summary": store.exception_summary(rec.exception),
     }
 

@@ -50,6 +50,7 @@ def record(
     exception: str,
     *,
     failed_at: dt.datetime | None = None,
+    attempts: int | None = None,
 ) -> None:
     """File a failed job on this thread's open database connection, in the
     caller's transaction if there is one. Failing the same uuid again (a
@@ -62,6 +63,7 @@ def record(
         payload=payload,
         exception=exception,
         failed_at=failed_at or dt.datetime.now(UTC),
+        attempts=attempts,
     ).on_conflict(
         conflict_target=[FailedJobRecord.uuid],
         preserve=[
@@ -70,6 +72,7 @@ def record(
             FailedJobRecord.payload,
             FailedJobRecord.exception,
             FailedJobRecord.failed_at,
+            FailedJobRecord.attempts,
         ],
     ).execute()
 

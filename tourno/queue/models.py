@@ -82,6 +82,8 @@ class FailedJobRecord(BaseModel):
     payload = peewee.TextField()
     exception = peewee.TextField()
     failed_at = TimestampField(index=True)
+    #: Attempts used when it failed for good (None: filed before this was kept).
+    attempts = peewee.IntegerField(null=True)
 
     class Meta:
         table_name = "failed_jobs"

@@ -805,11 +805,11 @@ class PostgresBackend(DatabaseBackend):
         WITH d AS (
             DELETE FROM jobs WHERE id = %(id)s AND reserved_by = %(worker)s RETURNING queue
         )
-        INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at)
-        SELECT %(uuid)s, %(connection)s, d.queue, %(payload)s, %(exception)s, now() FROM d
+        INSERT INTO failed_jobs (uuid, connection, queue, payload, exception, failed_at, attempts)
+        SELECT %(uuid)s, %(connection)s, d.queue, %(payload)s, %(exception)s, now(), %(attempts)s FROM d
         ON CONFLICT (uuid) DO UPDATE SET
             connection = EXCLUDED.connection, queue = EXCLUDED.queue, payload = EXCLUDED.payload,
-            exception = EXCLUDED.exception, failed_at = EXCLUDED.failed_at
+            exception = EXCLUDED.exception, failed_at = EXCLUDED.failed_at, attempts = EXCLUDED.attempts
         RETURNING id
     """
 
@@ -823,6 +823,7 @@ class PostgresBackend(DatabaseBackend):
             "connection": self.connection_name,
             "payload": job.payload,
             "exception": exception,
+            "attempts": job.attempts,
         }
         return bool(self._run(self._FAIL, params, metrics).fetchall())
 
@@ -1397,7 +1398,9 @@ class SqliteBackend(DatabaseBackend):
             )
             if not rows:
                 return False
-            failed.record(uuid, self.connection_name, rows[0][0], job.payload, exception)
+            failed.record(
+                uuid, self.connection_name, rows[0][0], job.payload, exception, attempts=job.attempts
+            )
         return True
 
     def register_worker(

@@ -453,7 +453,7 @@ class RedisBackend(QueueBackend):
             return False
         if database.is_closed():
             open_connection()
-        failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
+        failed.record(uuid, self.connection_name, _text(queue), job.payload, exception, attempts=job.attempts)
         # The counts go with the step that deletes the job.
         self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
         return True
@@ -487,7 +487,9 @@ class RedisBackend(QueueBackend):
         if database.is_closed():
             open_connection()
         with tdb.write_transaction():
-            failed.record(uuid, self.connection_name, _text(queue), job.payload, exception)
+            failed.record(
+                uuid, self.connection_name, _text(queue), job.payload, exception, attempts=job.attempts
+            )
             step()
         self._run("fail_end", worker_id, _pad(job.id), *self._metric_args(metrics))
         return True
