@@ -27,8 +27,11 @@ OK, WARN, FAIL = "ok", "warn", "fail"
 
 #: Jobs ready this long without a worker taking them suggest too few workers.
 WAITING_TOO_LONG = dt.timedelta(minutes=5)
-#: The scheduler dispatches SendBulkEmails every minute; silence this long means it is down.
+#: Without any schedule to go by, silence this long means the scheduler is down.
 SCHEDULER_SILENT = dt.timedelta(minutes=10)
+#: How long after a slot its dispatch may take (the scheduler ticks every few
+#: seconds; a busy database adds some).
+SLOT_GRACE = dt.timedelta(minutes=2)
 #: Jobs committed this long ago and not yet handed to Redis mean no worker relays them.
 HANDOFF_LATE = dt.timedelta(minutes=1)
 #: A queue paused this long was probably forgotten: its jobs pile up unrun.
@@ -303,11 +306,40 @@ def _scheduler(settings: Settings) -> Check:
             "has never dispatched a job",
             "start `tourno schedule` (one per server is fine)",
         )
-    age = utcnow() - last.dispatched_at
+    now = utcnow()
+    age = now - last.dispatched_at
     detail = f"last dispatch {age.total_seconds() / 60:.1f} min ago ({last.task}, from {last.host})"
+    owed = _latest_owed_slot(settings, now)
+    if owed is not None:
+        # The schedule says when a dispatch was due: silence is only news past it.
+        task, slot = owed
+        if last.dispatched_at < slot:
+            return Check(
+                "scheduler",
+                FAIL,
+                f"{detail}; {task}'s slot of {slot:%Y-%m-%d %H:%M} UTC was not dispatched",
+                "is `tourno schedule` running?",
+            )
+        return Check("scheduler", OK, detail)
     if age > SCHEDULER_SILENT:
         return Check("scheduler", FAIL, detail, "is `tourno schedule` running?")
     return Check("scheduler", OK, detail)
+
+
+def _latest_owed_slot(settings: Settings, now: dt.datetime) -> tuple[str, dt.datetime] | None:
+    """The most recent slot of any task (cron expressions, with
+    ``TOURNO_SCHEDULE`` applied) that should have been dispatched by now,
+    and its task; None when the tasks cannot be read (the schedule check
+    reports that itself) or none is due yet."""
+    from tourno.scheduler.tasks import task_table
+
+    try:
+        tasks = task_table(settings)
+    except Exception:  # noqa: BLE001 - a bad schedule is another check's finding
+        return None
+    owed = [(t.name, t.cron.latest(now - SLOT_GRACE)) for t in tasks]
+    due = [(name, slot) for name, slot in owed if slot is not None]
+    return max(due, key=lambda pair: pair[1]) if due else None
 
 
 def _outbox(settings: Settings) -> Check:

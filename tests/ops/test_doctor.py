@@ -105,6 +105,42 @@ def test_a_healthy_installation_passes_and_each_problem_is_reported(qdb):
     assert checks["scheduler"]["status"] == "fail"
 
 
+YEARLY = ";".join(
+    f"{task}=0 0 1 1 *"
+    for task in (
+        "AutoStartTournamentsJob",
+        "CheckFullTournamentsJob",
+        "CheckMatchDeadlinesJob",
+        "SendMatchDeadlineWarningsJob",
+        "SendBulkEmailsJob",
+    )
+)
+
+
+def test_a_rare_schedule_is_not_a_silent_scheduler(qdb):
+    """Silence is measured against the schedule: with every task once a year,
+    a dispatch months ago is on time; one before the last slot is not."""
+    from tourno.scheduler.models import ScheduleRun
+
+    backends.current().register_worker("w1", "host-a", 4242, ["default"])
+    new_year = utcnow().replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    run = ScheduleRun.create(
+        task="SendBulkEmailsJob", slot=new_year, dispatched_at=new_year + dt.timedelta(seconds=30), host="a"
+    )
+    env = qdb.env(TOURNO_WORKER_STALE_AFTER="120", TOURNO_SCHEDULE=YEARLY)
+    _, report = doctor(env)
+    assert by_name(report)["scheduler"]["status"] == "ok", report
+    ScheduleRun.update(dispatched_at=new_year - dt.timedelta(days=3)).where(
+        ScheduleRun.id == run.id
+    ).execute()
+    _, report = doctor(env)
+    check = by_name(report)["scheduler"]
+    assert (
+        check["status"] == "fail"
+        and f"slot of {new_year:%Y-%m-%d} 00:00 UTC was not dispatched" in check["detail"]
+    )
+
+
 def test_no_live_worker_fails(qdb):
     code, report = doctor(qdb.env())
     assert code == 1
