@@ -76,11 +76,20 @@ class Server:
             conn.close()
 
 
-def start_server(env: dict[str, str], workers: int = 2) -> Server:
+def start_server(env: dict[str, str], workers: int = 2, *args: str, graceful: int = 20) -> Server:
+    """A real ``tourno serve`` on a free loopback port, once it answers
+    /healthz; ``args`` are more options for the command."""
     port = free_port()
     proc = subprocess.Popen(
         tourno_cmd(
-            "serve", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--graceful-timeout", "20"
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--graceful-timeout",
+            str(graceful),
+            *args,
         ),
         env=env,
         stdout=subprocess.DEVNULL,

@@ -7,41 +7,21 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.api.test_serve import STARTUP_SECONDS, Server, assert_connections_pooled, free_port
-from tests.conftest import tourno_cmd
+from tests.api.test_serve import Server, assert_connections_pooled, start_server
 
 SLOW_CLIENTS = 100
 READ_TIMEOUT = 2
 
 
 def start(env: dict[str, str], *args: str) -> Server:
-    port = free_port()
-    proc = subprocess.Popen(
-        tourno_cmd(
-            "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "5", *args
-        ),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    server = Server(proc, port)
-    server.wait_for_line("Booting worker")
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            if server.request("GET", "/healthz")[0] == 200:
-                return server
-        except OSError:
-            assert time.monotonic() < deadline, "".join(server.lines)
-            time.sleep(0.05)
+    """``tourno serve`` with two workers; ``--workers`` in ``args`` wins (click keeps the last)."""
+    return start_server(env, 2, *args, graceful=5)
 
 
 @pytest.fixture

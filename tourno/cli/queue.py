@@ -33,20 +33,7 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
     rows = failed.newest(limit=limit, queue=queue)
     if as_json:
         for rec in rows:
-            click.echo(
-                json.dumps(
-                    {
-                        "id": rec.id,
-                        "uuid": rec.uuid,
-                        "connection": rec.connection,
-                        "queue": rec.queue,
-                        "job": failed.job_name(rec),
-                        "attempts": rec.attempts,
-                        "failed_at": rec.failed_at.isoformat(),
-                        "exception": rec.exception,
-                    }
-                )
-            )
+            click.echo(json.dumps(_failed_json(rec)))
         return
     table = new_table(
         "ID", "Connection", "Queue", "Job", "Attempts", "Failed at (UTC)", "Exception", title="Failed jobs"
@@ -70,6 +57,24 @@ def failed_command(app: AppContext, as_json: bool, limit: int | None, queue: str
     app.console.print("The whole traceback and payload of one: `tourno queue show ID`.")
 
 
+def _failed_json(rec: Any, **extra: Any) -> dict[str, Any]:
+    """One failed job as `queue failed --json` and `queue show --json` print
+    it (``extra``, the payload, goes before the exception)."""
+    from tourno.queue import failed
+
+    return {
+        "id": rec.id,
+        "uuid": rec.uuid,
+        "connection": rec.connection,
+        "queue": rec.queue,
+        "job": failed.job_name(rec),
+        "attempts": rec.attempts,
+        "failed_at": rec.failed_at.isoformat(),
+        **extra,
+        "exception": rec.exception,
+    }
+
+
 @queue_group.command("show", short_help="Show one failed job: payload and the whole traceback.")
 @click.argument("ident", metavar="ID|UUID")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
@@ -90,21 +95,7 @@ def show_command(app: AppContext, ident: str, as_json: bool) -> None:
     except (TypeError, ValueError):
         payload = None  # kept as text: it may be why the job failed
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "id": rec.id,
-                    "uuid": rec.uuid,
-                    "connection": rec.connection,
-                    "queue": rec.queue,
-                    "job": failed.job_name(rec),
-                    "attempts": rec.attempts,
-                    "failed_at": rec.failed_at.isoformat(),
-                    "payload": payload if payload is not None else rec.payload,
-                    "exception": rec.exception,
-                }
-            )
-        )
+        click.echo(json.dumps(_failed_json(rec, payload=payload if payload is not None else rec.payload)))
         return
     # click.echo, not rich: a traceback or payload may hold [brackets] that
     # rich would read as markup, and must not be wrapped or cut.
