@@ -34,7 +34,7 @@ import peewee
 from tourno import db as tdb
 from tourno.db import CONNECTION_LOST_ERRORS, database, utcnow, write_transaction
 from tourno.errors import first_line
-from tourno.queue import JobTimeout
+from tourno.queue import JobTimeout, leases
 from tourno.scheduler.models import RETENTION_DAYS, JobRun
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,6 @@ def recorded_run(job_name: str) -> Iterator[RunCounts]:
 #: (killed, or cut off) stands in the next instance's way no longer than that.
 LEASE_MARGIN = 60.0
 
-# One row per scan in queue_signals, its value the instant the lease ends:
-# taken when absent or run out, in one statement that commits at once.
-_TAKE_LEASE = (
-    "INSERT INTO queue_signals (name, value) VALUES (%s, now() + %s * interval '1 second') "
-    "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE queue_signals.value < now() "
-    "RETURNING value"
-)
-
 
 def lease_name(job_name: str) -> str:
     return f"scan:{job_name}"
@@ -109,32 +101,14 @@ def lease_name(job_name: str) -> str:
 
 @contextlib.contextmanager
 def scan_lease(job_name: str, seconds: float) -> Iterator[bool]:
-    """Whether this process may run ``job_name`` now. PostgreSQL: a lease row
-    (``queue_signals``) of ``seconds``, ended at the end of the run. Not a
-    session advisory lock: behind a transaction-mode pooler (PgBouncer) the
-    session is the pooler's, and such a lock stays with whichever server
-    connection took it, blocking the scan for the connection's lifetime. A
-    holder that dies leaves the lease to run out. SQLite has no second
+    """Whether this process may run ``job_name`` now. PostgreSQL: the scan's
+    lease (:mod:`tourno.queue.leases`) of ``seconds``, ended with the run. SQLite has no second
     writer; its IMMEDIATE write transactions serialize the items anyway."""
     if not tdb.is_postgres():
         yield True
         return
-    name = lease_name(job_name)
-    taken = database.execute_sql(_TAKE_LEASE, (name, float(seconds))).fetchall()
-    try:
-        yield bool(taken)
-    finally:
-        if taken:
-            try:
-                # Only our own lease: its value is the instant we wrote.
-                database.execute_sql(
-                    "UPDATE queue_signals SET value = now() WHERE name = %s AND value = %s",
-                    (name, taken[0][0]),
-                )
-            except peewee.PeeweeException as exc:
-                log.warning(
-                    "%s: could not end its lease (it runs out by itself): %s", job_name, first_line(exc)
-                )
+    with leases.lease(lease_name(job_name), seconds) as taken:
+        yield taken
 
 
 def skip_locked() -> str:

@@ -283,18 +283,22 @@ class FileTransport(Transport):
         self.directory = Path(directory)
 
     def send(self, message: EmailMessage) -> str:
+        return self.write(message)[0]
+
+    def write(self, message: EmailMessage) -> tuple[str, Path]:
+        """Write ``message``; returns its message id and the file's path."""
         message_id = str(message["Message-ID"] or "").strip("<>") or uuid.uuid4().hex
         safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in message_id)
+        path = self.directory / f"{safe}.eml"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"{safe}.eml"
             tmp = path.with_suffix(".eml.tmp")
             tmp.write_bytes(bytes(message))
             os.replace(tmp, path)  # a reader never sees half a file
         except OSError as exc:
             # A full disk or a bad permission is the directory's problem, not the message's.
             raise TemporaryMailError(f"cannot write {self.directory}: {exc.strerror or exc}") from None
-        return message_id
+        return message_id, path
 
 
 class SummaryTransport(FileTransport):
@@ -310,10 +314,9 @@ class SummaryTransport(FileTransport):
         self._stream = stream
 
     def send(self, message: EmailMessage) -> str:
-        message_id = super().send(message)
-        safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in message_id)
+        message_id, path = self.write(message)
         stream = self._stream or sys.stdout
-        line = f"email to {message['To']}: {message['Subject']} ({self.directory / f'{safe}.eml'})\n"
+        line = f"email to {message['To']}: {message['Subject']} ({path})\n"
         with ConsoleTransport._lock:
             stream.write(line)
             stream.flush()

@@ -475,7 +475,7 @@ def after_cancel(payload: Any) -> None:
     if not isinstance(payload, dict) or not payload.get(BATCH):
         return
     with write_transaction():
-        if backends.current().requeues_in_database or _mark(payload):
+        if _once(payload):
             _push(_count(str(payload[BATCH]), succeeded=False))
 
 

@@ -38,7 +38,7 @@ from tourno.db import (
     write_transaction,
 )
 from tourno.db import connect as connect_database
-from tourno.queue import failed, wakeup
+from tourno.queue import failed, leases, wakeup
 from tourno.queue.backends.base import (
     LEASE_MARGIN,
     PAUSES_CHANGED,
@@ -108,6 +108,25 @@ _METRICS_COLUMNS = ", ".join(("minute", "queue", "job", "shard", *COLUMNS))
 #: every claim would hold each claim on its row lock until the previous
 #: claim's commit had reached the disk, serializing the workers.
 METRIC_SHARDS = 16
+
+
+def _requeue_sql(counts: str) -> str:
+    """PostgreSQL: a held job made available again after %(delay)s seconds,
+    with ``counts`` (SET clauses for attempts and exceptions), announced in
+    the same statement: a ready one on the dispatch channel, a delayed one
+    with its due time. Release and snooze differ only in their counts."""
+    return f"""
+        WITH r AS (
+            UPDATE jobs
+            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
+                available_at = now() + %(delay)s * interval '1 second', {counts}
+            WHERE id = %(id)s AND reserved_by = %(worker)s
+            RETURNING queue, available_at
+        )
+        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{CHANNEL}', queue)
+                    ELSE pg_notify('{DUE_CHANNEL}', queue || ' ' || extract(epoch FROM available_at)) END
+        FROM r
+    """
 
 
 class DatabaseBackend(QueueBackend):
@@ -682,20 +701,14 @@ class PostgresBackend(DatabaseBackend):
 
     # Every change to a reserved row names its owner: a job that was rescued
     # from this worker (it looked dead) is someone else's now, and stays so.
-    _RELEASE = """
-        WITH r AS (
-            UPDATE jobs
-            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
-                available_at = now() + %(delay)s * interval '1 second',
-                attempts = GREATEST(attempts, %(attempts)s::int),
-                exceptions = exceptions + %(exception)s
-            WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue, available_at
-        )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
-                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
-        FROM r
-    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
+    # A release raises the attempts (never lowers them) and counts an exception; a
+    # snooze sets them, giving back the snoozed attempt that was charged (at
+    # claim, or by the monitor for a prefetched job), so a job with tries = 1
+    # can snooze forever.
+    _RELEASE = _requeue_sql(
+        "attempts = GREATEST(attempts, %(attempts)s::int), exceptions = exceptions + %(exception)s"
+    )
+    _SNOOZE = _requeue_sql("attempts = GREATEST(%(attempts)s::int, 0)")
 
     def release(
         self,
@@ -726,23 +739,6 @@ class PostgresBackend(DatabaseBackend):
                 (attempts, job_id, worker_id),
             )
         )
-
-    # A release that sets the attempts instead of raising them: the snoozed
-    # attempt was charged (at claim, or by the monitor for a prefetched job)
-    # and is given back, so a job with tries = 1 can snooze forever.
-    _SNOOZE = """
-        WITH s AS (
-            UPDATE jobs
-            SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL,
-                available_at = now() + %(delay)s * interval '1 second',
-                attempts = GREATEST(%(attempts)s::int, 0)
-            WHERE id = %(id)s AND reserved_by = %(worker)s
-            RETURNING queue, available_at
-        )
-        SELECT CASE WHEN %(delay)s <= 0 THEN pg_notify('{channel}', queue)
-                    ELSE pg_notify('{due}', queue || ' ' || extract(epoch FROM available_at)) END
-        FROM s
-    """.replace("{channel}", CHANNEL).replace("{due}", DUE_CHANNEL)
 
     def snooze(
         self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
@@ -907,30 +903,15 @@ class PostgresBackend(DatabaseBackend):
     # cannot run inside a transaction, so no transaction-scoped lock can cover
     # it, and a session advisory lock leaks behind a transaction-mode pooler
     # (the unlock may reach another server connection than the lock): the
-    # turn is a lease in queue_signals instead, taken in one statement. The
-    # taker ends it when done; one that died mid-VACUUM leaves it to expire.
-    _VACUUM_TAKE = """
-        INSERT INTO queue_signals (name, value)
-        VALUES ('vacuum', now() + %(lease)s * interval '1 second')
-        ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE queue_signals.value < now()
-        RETURNING value
-    """
+    # turn is a lease row instead (queue/leases.py).
     #: Seconds a vacuum's turn lasts at most (far above what VACUUM jobs takes).
     VACUUM_LEASE = 600.0
 
     def vacuum(self) -> bool:
-        taken = _rows(self._VACUUM_TAKE, {"lease": self.VACUUM_LEASE})
-        if not taken:
-            return False
-        try:
-            database.execute_sql("VACUUM jobs")
-        finally:
-            # Only our own lease: its value is the instant we wrote.
-            database.execute_sql(
-                "UPDATE queue_signals SET value = now() WHERE name = 'vacuum' AND value = %s",
-                (taken[0][0],),
-            )
-        return True
+        with leases.lease("vacuum", self.VACUUM_LEASE) as taken:
+            if taken:
+                database.execute_sql("VACUUM jobs")
+        return taken
 
     # LISTEN goes to TOURNO_LISTEN_URL when that is set (db.listen_url()): a
     # direct connection, since a transaction-mode pooler may run the LISTEN
@@ -1300,15 +1281,35 @@ class SqliteBackend(DatabaseBackend):
         metrics: Sequence[MetricRow] = (),
         exception: bool = False,
     ) -> bool:
+        return self._requeue(
+            "attempts = max(attempts, coalesce(?, attempts)), exceptions = exceptions + ?",
+            (attempts, int(exception)),
+            job_id,
+            worker_id,
+            delay,
+            metrics,
+        )
+
+    def _requeue(
+        self,
+        counts: str,
+        count_params: tuple[Any, ...],
+        job_id: Any,
+        worker_id: int,
+        delay: float,
+        metrics: Sequence[MetricRow],
+    ) -> bool:
+        """A held job made available again after ``delay`` seconds, with
+        ``counts`` (SET clauses for attempts and exceptions, taking
+        ``count_params``), then announced to idle workers: ready, or due at
+        its time. Release and snooze differ only in their counts."""
         with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
             if metrics:
                 self._upsert_metrics(metrics)
             rows = _rows(
                 "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(attempts, coalesce(?, attempts)), "
-                "exceptions = exceptions + ? "
-                "WHERE id = ? AND reserved_by = ? RETURNING queue",
-                (self._now(delay), attempts, int(exception), job_id, worker_id),
+                f"available_at = ?, {counts} WHERE id = ? AND reserved_by = ? RETURNING queue",
+                (self._now(delay), *count_params, job_id, worker_id),
             )
         if rows and delay > 0:
             self._announce(due={rows[0][0]: time.time() + delay})
@@ -1332,19 +1333,7 @@ class SqliteBackend(DatabaseBackend):
         self, worker_id: int, job_id: Any, delay: float, attempts: int, metrics: Sequence[MetricRow] = ()
     ) -> bool:
         # PostgresBackend._SNOOZE says why the attempts are set, not raised.
-        with database.atomic("IMMEDIATE") if metrics else contextlib.nullcontext():
-            if metrics:
-                self._upsert_metrics(metrics)
-            rows = _rows(
-                "UPDATE jobs SET reserved_at = NULL, reserved_by = NULL, lease_expires_at = NULL, "
-                "available_at = ?, attempts = max(?, 0) WHERE id = ? AND reserved_by = ? RETURNING queue",
-                (self._now(delay), int(attempts), job_id, worker_id),
-            )
-        if rows and delay > 0:
-            self._announce(due={rows[0][0]: time.time() + delay})
-        elif rows:
-            self._announce({rows[0][0]})
-        return bool(rows)
+        return self._requeue("attempts = max(?, 0)", (int(attempts),), job_id, worker_id, delay, metrics)
 
     def hand_back(self, worker_id: int, ids: list[Any]) -> int:
         if not ids:
