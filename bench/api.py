@@ -1,11 +1,11 @@
 """Benchmark of the HTTP API (issue 4).
 
-A real ``tourno serve`` (gunicorn, 4 sync workers, ``postgresql+pool``) on
+A real ``tourno serve`` (gunicorn, 4 workers of 4 threads, ``postgresql+pool``) on
 PostgreSQL, loaded over loopback from separate processes. The load generator
 is ``wrk`` (C, epoll; ``apt-get install wrk``) when it is installed, else a
 small client of our own: processes running closed-loop threads with
 ``http.client`` (``--client python``). Either opens a new connection per
-request, as gunicorn's sync workers close after each response. The Python
+request. The Python
 client costs the machine about as much CPU as the server on a 2-core box, so
 figures are only comparable for the same client. It prints requests/s and
 p50/p99 latency for
@@ -217,18 +217,7 @@ def load_writes(port: int, pairs: list, seconds: float, clients: int) -> Result:
         )
         for n in range(processes)
     ]
-    began = time.monotonic()
-    for p in procs:
-        p.start()
-    results = [out.get() for _ in procs]
-    elapsed = time.monotonic() - began
-    for p in procs:
-        p.join()
-    latencies = sorted(x for lat, _ in results for x in lat)
-    errors = sum(e for _, e in results)
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
-    return Result(len(latencies) / elapsed, p50, p99, errors, len(latencies))
+    return _gather(procs, out)
 
 
 @dataclass
@@ -372,15 +361,9 @@ def _client(port: int, requests: list, seconds: float, threads: int, out) -> Non
     out.put((latencies, errors[0]))
 
 
-def load(port: int, requests: list, seconds: float, clients: int) -> Result:
-    processes = max(1, min(clients, 4))
-    per_process = max(1, clients // processes)
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_client, args=(port, requests, seconds, per_process, out))
-        for _ in range(processes)
-    ]
+def _gather(procs: list, out: object) -> Result:
+    """Start the client processes, collect each one's (latencies, errors)
+    from ``out``, and sum them up over the wall time they took."""
     began = time.monotonic()
     for p in procs:
         p.start()
@@ -391,8 +374,20 @@ def load(port: int, requests: list, seconds: float, clients: int) -> Result:
     latencies = sorted(x for lat, _ in results for x in lat)
     errors = sum(e for _, e in results)
     p50 = statistics.median(latencies) * 1000
-    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000
     return Result(len(latencies) / elapsed, p50, p99, errors, len(latencies))
+
+
+def load(port: int, requests: list, seconds: float, clients: int) -> Result:
+    processes = max(1, min(clients, 4))
+    per_process = max(1, clients // processes)
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_client, args=(port, requests, seconds, per_process, out))
+        for _ in range(processes)
+    ]
+    return _gather(procs, out)
 
 
 _WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -476,7 +471,7 @@ def main() -> None:
     cpu = ServerCpu(server.pid)
     try:
         print(
-            f"tourno serve: {args.workers} sync workers, postgresql+pool; load: {client}, "
+            f"tourno serve: {args.workers} workers (threaded, its defaults), postgresql+pool; load: {client}, "
             f"{args.clients} connections; {os.cpu_count()} CPUs; {args.seconds:g} s per run"
         )
         path = f"/api/v1/tournaments/{tid}?include=matches"
