@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from tests.conftest import ROOT, make_players, tourno_cmd
 from tests.dashboard.conftest import make_failed_job
@@ -74,11 +74,44 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+_responses = threading.local()
+
+
+class _ClosingHandler(WSGIRequestHandler):
+    """werkzeug's development handler, which closes every response it
+    served. Its own close comes after it drains the socket, and a browser
+    that dropped the connection (a page closed mid-poll) makes that drain
+    raise first: a static file's handle would then be left to the garbage
+    collector (a ResourceWarning, an error in this suite)."""
+
+    def handle(self) -> None:
+        _responses.open = []
+        try:
+            super().handle()
+        finally:
+            for body in _responses.open:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()  # closing twice is harmless
+            _responses.open = []
+
+
+def _remembering(app: Any) -> Any:
+    def wsgi(environ: Any, start_response: Any) -> Any:
+        body = app(environ, start_response)
+        _responses.open.append(body)
+        return body
+
+    return wsgi
+
+
 class Server:
     """The app on 127.0.0.1 and a free port, in a thread of this process."""
 
     def __init__(self, app: Any) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server(
+            "127.0.0.1", 0, _remembering(app), threaded=True, request_handler=_ClosingHandler
+        )
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="dashboard-server", daemon=True)
         self.thread.start()
